@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Make .venv in the checkout with cauce (editable) and everything the examples and tests use,
+# at the pinned versions of requirements/constraints.txt. Idempotent: a second run with the same
+# requirements does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: cauce needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+    exit 2
+fi
+if ! command -v java >/dev/null 2>&1; then
+    echo "warning: java not found; Spark features need Java 17+" >&2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+
+stamp=$(cat pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
+    echo "setup: installing pinned requirements into .venv (a few minutes the first time)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c requirements/constraints.txt -r requirements/ci.txt
+    echo "$stamp" > .venv/.cauce-setup
+fi
+.venv/bin/cauce --version

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set everything up, check style and types, then run the whole test suite (slow tests included).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k spec -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+paths=$(ls -d src tests benchmarks examples 2>/dev/null)
+echo "== ruff check"; .venv/bin/ruff check $paths
+echo "== ruff format --check"; .venv/bin/ruff format --check $paths
+echo "== mypy"; .venv/bin/mypy src
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,32 @@
+"""cauce: prepare data, train and tune, and serve models, from one spec, on one machine or on
+a cluster engine."""
+
+from cauce._api import plan, run
+from cauce.errors import (
+    CauceError,
+    ClusterError,
+    GangFailed,
+    HistoryError,
+    PlacementError,
+    SpecError,
+)
+from cauce.gang import JobResult
+from cauce.spec import JobSpec, load_job, parse_job
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CauceError",
+    "ClusterError",
+    "GangFailed",
+    "HistoryError",
+    "JobResult",
+    "JobSpec",
+    "PlacementError",
+    "SpecError",
+    "__version__",
+    "load_job",
+    "parse_job",
+    "plan",
+    "run",
+]

@@ -1,0 +1,3 @@
+from cauce.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The public entry points behind ``import cauce``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cauce.cluster import get_cluster
+from cauce.gang import Console, JobDriver, JobResult
+from cauce.history import cauce_home, open_store
+from cauce.spec import JobSpec, load_job
+
+__all__ = ["plan", "run"]
+
+
+def _spec(job: JobSpec | str | os.PathLike[str]) -> JobSpec:
+    return job if isinstance(job, JobSpec) else load_job(job)
+
+
+def run(
+    job: JobSpec | str | os.PathLike[str],
+    *,
+    cluster: str | None = None,
+    history: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    console: Console | None = None,
+) -> JobResult:
+    """Run a job (a spec or the path of its YAML file) to the end and return how it ended.
+
+    ``cluster`` defaults to the spec's ``cluster``, then ``$CAUCE_CLUSTER``, then ``local``.
+    A gang that fails is reported in the result (``result.ok`` is False), not raised.
+    """
+    spec = _spec(job)
+    chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
+    backend = get_cluster(chosen)
+    store = open_store(history)
+    try:
+        root = Path(home) if home is not None else cauce_home()
+        return JobDriver(spec, backend, store, root, console=console).run()
+    finally:
+        store.close()
+
+
+def plan(
+    job: JobSpec | str | os.PathLike[str],
+    *,
+    cluster: str | None = None,
+    history: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> str:
+    """The resolved plan of a job (what ``cauce run --dry-run`` prints); starts nothing."""
+    spec = _spec(job)
+    chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
+    backend = get_cluster(chosen)
+    store = open_store(history)
+    try:
+        root = Path(home) if home is not None else cauce_home()
+        return JobDriver(spec, backend, store, root).dry_run()
+    finally:
+        store.close()

@@ -1,0 +1,221 @@
+"""``cauce jobs``, ``show``, ``logs`` and ``kill``: reading and steering the history store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from cauce.cli.main import env_default
+from cauce.errors import HistoryError
+from cauce.history import HistoryStore, JobRow, open_store
+
+__all__ = ["register"]
+
+_ACTIVE = ("pending", "waiting", "running", "restarting")
+
+
+def register(sub: Any) -> None:
+    history = argparse.ArgumentParser(add_help=False)
+    history.add_argument(
+        "--history",
+        default=env_default("CAUCE_HISTORY"),
+        help="SQLAlchemy URL of the history store [env CAUCE_HISTORY]",
+    )
+    jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs")
+    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    jobs.set_defaults(func=cmd_jobs)
+
+    show = sub.add_parser("show", parents=[history], help="a job's tasks, attempts and cause")
+    show.add_argument("job_id", help="a job id, or a unique prefix of one")
+    show.set_defaults(func=cmd_show)
+
+    logs = sub.add_parser("logs", parents=[history], help="a job's task logs")
+    logs.add_argument("job_id", help="a job id, or a unique prefix of one")
+    logs.add_argument("--task", help="only this task, e.g. worker-1")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing until the job ends"
+    )
+    logs.set_defaults(func=cmd_logs)
+
+    kill = sub.add_parser("kill", parents=[history], help="stop a running job")
+    kill.add_argument("job_id", help="a job id, or a unique prefix of one")
+    kill.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for it to stop (default 30)"
+    )
+    kill.set_defaults(func=cmd_kill)
+
+
+def _driver_alive(job: JobRow) -> bool | None:
+    """True/False for a driver on this host; None when it runs elsewhere."""
+    if job.host != socket.gethostname() or job.driver_pid is None:
+        return None
+    from cauce.gang._driver import process_start_time
+
+    return process_start_time(job.driver_pid) == job.driver_start
+
+
+def _refresh(store: HistoryStore, job: JobRow) -> JobRow:
+    """Mark an active job whose driver died without a word (kill -9) as lost."""
+    if job.status in _ACTIVE and _driver_alive(job) is False:
+        cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
+        store.update_job(job.id, status="lost", root_cause=cause, ended_at=time.time())
+        return store.get_job(job.id)
+    return job
+
+
+def _duration(job: JobRow) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.ended_at or time.time()
+    seconds = end - job.started_at
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    store = open_store(args.history)
+    rows = [["ID", "NAME", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]]
+    for job in store.list_jobs(limit=args.limit):
+        job = _refresh(store, job)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+        rows.append([job.id, job.name, job.status, str(job.attempts), started, _duration(job)])
+    if len(rows) == 1:
+        sys.stdout.write(f"no jobs yet in {store.url}\n")
+    else:
+        sys.stdout.write(_table(rows) + "\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = open_store(args.history)
+    job = _refresh(store, store.get_job(args.job_id))
+    out = sys.stdout
+    out.write(f"job:       {job.id}\n")
+    out.write(f"name:      {job.name} ({job.framework})\n")
+    out.write(f"status:    {job.status}\n")
+    out.write(f"cluster:   {job.cluster} (driver pid {job.driver_pid} on {job.host})\n")
+    out.write(f"spec:      {job.source or '(given in code)'}\n")
+    out.write(f"run dir:   {job.run_dir}\n")
+    out.write(f"attempts:  {job.attempts} (restarts: {job.restarts})\n")
+    out.write(f"duration:  {_duration(job)}\n")
+    if job.root_cause:
+        out.write(f"cause:     {job.root_cause}\n")
+    tasks = store.get_tasks(job.id)
+    if tasks:
+        rows = [["TASK", "ATTEMPT", "PID", "GPUS", "STATUS", "EXIT", "DURATION"]]
+        for task in tasks:
+            took = "-"
+            if task.started_at and task.ended_at:
+                took = f"{task.ended_at - task.started_at:.1f}s"
+            exit_code = "-" if task.exit_code is None else str(task.exit_code)
+            rows.append(
+                [
+                    task.task_id,
+                    str(task.attempt + 1),
+                    str(task.pid or "-"),
+                    task.gpus or "-",
+                    task.status,
+                    exit_code,
+                    took,
+                ]
+            )
+        out.write("\n" + _table(rows) + "\n")
+    restarts = [e for e in store.get_events(job.id) if e.kind == "restart"]
+    for event in restarts:
+        when = time.strftime("%H:%M:%S", time.localtime(event.ts))
+        first = str(event.data.get("cause", "")).splitlines()[:1]
+        out.write(f"\nrestart {event.data.get('restart')} at {when}: {''.join(first)}")
+    if restarts:
+        out.write("\n")
+    return 0
+
+
+def _log_files(store: HistoryStore, job: JobRow, task: str | None) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for row in store.get_tasks(job.id):
+        files[row.task_id] = row.log_path
+    if task is not None:
+        if task not in files:
+            known = ", ".join(sorted(files)) or "none yet"
+            raise HistoryError(f"job {job.id} has no task {task!r}; its tasks: {known}")
+        return {task: files[task]}
+    return files
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = open_store(args.history)
+    job = store.get_job(args.job_id)
+    files = _log_files(store, job, args.task)
+    prefix = len(files) > 1
+    offsets: dict[str, int] = dict.fromkeys(files, 0)
+    pending: dict[str, bytes] = dict.fromkeys(files, b"")
+    while True:
+        for task_id, path in files.items():
+            try:
+                with open(path, "rb") as file:
+                    file.seek(offsets[task_id])
+                    data = file.read()
+            except FileNotFoundError:
+                continue
+            offsets[task_id] += len(data)
+            data = pending[task_id] + data
+            *lines, pending[task_id] = data.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", errors="replace")
+                sys.stdout.write(f"[{task_id}] {line}\n" if prefix else f"{line}\n")
+        sys.stdout.flush()
+        if not args.follow:
+            break
+        job = _refresh(store, store.get_job(job.id))
+        if job.status not in _ACTIVE:
+            args.follow = False  # one more pass for the last lines
+            continue
+        files = _log_files(store, job, args.task)
+        for task_id in files:
+            offsets.setdefault(task_id, 0)
+            pending.setdefault(task_id, b"")
+        time.sleep(0.5)
+    for task_id, rest in pending.items():
+        if rest:
+            line = rest.decode("utf-8", errors="replace")
+            sys.stdout.write(f"[{task_id}] {line}\n" if prefix else f"{line}\n")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    store = open_store(args.history)
+    job = store.get_job(args.job_id)
+    if job.status not in _ACTIVE:
+        sys.stdout.write(f"job {job.id} is not running ({job.status})\n")
+        return 0
+    alive = _driver_alive(job)
+    if alive is None:
+        raise HistoryError(f"job {job.id} is driven from host {job.host}; run 'cauce kill' there")
+    if alive and job.driver_pid is not None:
+        os.kill(job.driver_pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            job = store.get_job(job.id)
+            if job.status not in _ACTIVE:
+                sys.stdout.write(f"job {job.id} {job.status}\n")
+                return 0
+            time.sleep(0.2)
+        raise HistoryError(f"job {job.id} did not stop within {args.wait:g} s")
+    # The driver is gone (killed with SIGKILL, say); its reaper stopped the tasks.
+    _refresh(store, job)
+    sys.stdout.write(f"job {job.id}: its driver was already gone; marked lost\n")
+    return 0

@@ -1,0 +1,84 @@
+"""``cauce``: thin commands over the public API.
+
+Expected errors (:class:`~cauce.errors.CauceError`) print one line ``error: ...`` and exit with
+the error's code (2 for a bad spec or a gang that can never fit); anything else is a bug and
+prints a traceback. Every option can also be set by an environment variable, named in --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cauce.errors import CauceError
+
+__all__ = ["env_default", "main"]
+
+#: Sub-command modules, each with ``register(subparsers)``; imported lazily so that one
+#: command does not pay for another's imports. A module whose extra is missing is skipped.
+_COMMANDS = ("cauce.cli._run", "cauce.cli._jobs", "cauce.cli._prepare")
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    """The value of ``$name`` if set, else ``default`` (for argparse defaults)."""
+    return os.environ.get(name, default)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cauce",
+        description="Run distributed training jobs, pipelines, studies and model servers.",
+    )
+    from cauce import __version__
+
+    parser.add_argument("--version", action="version", version=f"cauce {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # a command not present in this version
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except CauceError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # `cauce logs ... | head`: the reader went away; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

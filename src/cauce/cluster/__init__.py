@@ -1,0 +1,53 @@
+"""Resource managers. ``get_cluster`` picks one by address and imports it lazily."""
+
+from __future__ import annotations
+
+from cauce.cluster.api import (
+    Cluster,
+    GangRequest,
+    HostCapacity,
+    Reservation,
+    RunningGang,
+    TaskExit,
+    TaskLaunch,
+    TaskRequest,
+    Waiting,
+)
+from cauce.errors import ClusterError
+
+__all__ = [
+    "Cluster",
+    "GangRequest",
+    "HostCapacity",
+    "Reservation",
+    "RunningGang",
+    "TaskExit",
+    "TaskLaunch",
+    "TaskRequest",
+    "Waiting",
+    "get_cluster",
+]
+
+
+def get_cluster(address: str | None) -> Cluster:
+    """``None`` or ``"local"`` -> this host. Spark addresses need the ``spark`` extra."""
+    if address in (None, "", "local"):
+        from cauce.cluster.local import LocalCluster
+
+        return LocalCluster()
+    assert address is not None
+    if address.startswith(("spark://", "local[", "yarn", "k8s://")):
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            raise ClusterError(
+                f"cluster {address!r} needs pyspark: pip install 'cauce[spark]'"
+            ) from None
+        raise ClusterError(
+            f"cluster {address!r}: gangs on Spark are not available in this version of cauce; "
+            "use --cluster local"
+        )
+    raise ClusterError(
+        f"unknown cluster {address!r}: use 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' "
+        "or 'k8s://...'"
+    )

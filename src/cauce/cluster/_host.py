@@ -1,0 +1,99 @@
+"""What this host has: CPUs, memory and GPUs. Probing happens here and only when asked."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+
+from cauce.errors import SpecError
+
+__all__ = ["detect_cpus", "detect_gpus", "detect_memory", "parse_gpu_list"]
+
+logger = logging.getLogger(__name__)
+
+
+def detect_cpus() -> float:
+    try:
+        return float(len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return float(os.cpu_count() or 1)
+
+
+def detect_memory() -> int:
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return 0
+
+
+def parse_gpu_list(text: str, source: str = "CAUCE_GPUS") -> tuple[str, ...]:
+    """``"0,1,2,3"`` -> ids; ``""`` or ``"none"`` -> no GPUs."""
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    ids = tuple(part.strip() for part in text.split(","))
+    if any(not part for part in ids) or len(set(ids)) != len(ids):
+        raise SpecError(
+            source,
+            f"must be a comma-separated list of distinct GPU ids like 0,1,2,3, got {text!r}",
+        )
+    return ids
+
+
+def _nvml_gpus() -> tuple[str, ...] | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return tuple(str(i) for i in range(int(pynvml.nvmlDeviceGetCount())))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML raises its own error types; any of them means "no GPUs"
+        logger.debug("NVML found no GPUs: %s", exc)
+        return None
+
+
+def _nvidia_smi_gpus() -> tuple[str, ...] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("nvidia-smi found no GPUs: %s", exc)
+        return None
+    return tuple(line.strip() for line in out.splitlines() if line.strip())
+
+
+def detect_gpus(
+    env: Mapping[str, str] | None = None, declared: str | None = None
+) -> tuple[tuple[str, ...], str]:
+    """GPU ids and where they came from: ``CAUCE_GPUS``, the config, NVML, nvidia-smi, none."""
+    env = os.environ if env is None else env
+    if "CAUCE_GPUS" in env:
+        return parse_gpu_list(env["CAUCE_GPUS"]), "CAUCE_GPUS"
+    if declared is not None:
+        return parse_gpu_list(declared, "local.gpus"), "config"
+    found = _nvml_gpus()
+    if found is not None:
+        return found, "NVML"
+    found = _nvidia_smi_gpus()
+    if found is not None:
+        return found, "nvidia-smi"
+    return (), "none found"

@@ -1,0 +1,94 @@
+"""GPU leases shared by every cauce driver on a host.
+
+One lock file per GPU, held with ``flock`` for as long as a gang holds the GPU. The kernel drops
+a lock when its holder dies, however it dies, so a crashed driver never leaves a GPU leased.
+The file's text names the holder, for messages only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["GpuLeases", "Lease"]
+
+
+@dataclass
+class Lease:
+    gpu: str
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+class GpuLeases:
+    def __init__(self, lease_dir: str) -> None:
+        self.lease_dir = lease_dir
+
+    def _ensure_dir(self) -> None:
+        if not os.path.isdir(self.lease_dir):
+            os.makedirs(self.lease_dir, exist_ok=True)
+            # Drivers of every user on the host share the leases.
+            with contextlib.suppress(OSError):
+                os.chmod(self.lease_dir, 0o1777)
+
+    def _path(self, gpu: str) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in gpu)
+        return os.path.join(self.lease_dir, f"gpu-{safe}.lock")
+
+    def _try_one(self, gpu: str, holder: str) -> Lease | None:
+        fd = os.open(self._path(gpu), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        return Lease(gpu, fd)
+
+    def try_acquire(
+        self, gpus: Sequence[str], count: int, holder: str
+    ) -> tuple[list[Lease] | None, int]:
+        """Lease ``count`` of ``gpus``, all or none. Returns (leases or None, GPUs free now)."""
+        if count == 0:
+            return [], len(gpus)
+        self._ensure_dir()
+        got: list[Lease] = []
+        free = 0
+        for gpu in gpus:
+            lease = self._try_one(gpu, holder)
+            if lease is None:
+                continue
+            free += 1
+            if len(got) < count:
+                got.append(lease)
+            else:
+                lease.release()
+        if len(got) < count:
+            for lease in got:
+                lease.release()
+            return None, free
+        return got, free
+
+    def holder(self, gpu: str) -> str:
+        """Who holds ``gpu`` (from the lock file's text), or "" if unknown."""
+        try:
+            with open(self._path(gpu), encoding="utf-8", errors="replace") as file:
+                return file.read().strip()
+        except OSError:
+            return ""

@@ -1,0 +1,204 @@
+"""Processes of a gang on this host: one process group per task, output to a log and a sink."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
+
+__all__ = ["LocalGang", "Reaper"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reaper:
+    """Starts and feeds the watchdog of ``_reaper.py``; see there."""
+
+    def __init__(self, grace: float) -> None:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", script, f"{grace:g}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._lock = threading.Lock()
+
+    def _send(self, text: str) -> None:
+        with self._lock:
+            stdin = self._proc.stdin
+            if stdin is None or stdin.closed:
+                return
+            try:
+                stdin.write(text.encode())
+                stdin.flush()
+            except (BrokenPipeError, ValueError):
+                logger.warning("the reaper of this job has gone; tasks may outlive a crash")
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}\n")
+
+    def unwatch(self, pgid: int) -> None:
+        self._send(f"-{pgid}\n")
+
+    def close(self) -> None:
+        """Let the reaper exit (it reaps whatever is still listed, normally nothing)."""
+        with self._lock:
+            if self._proc.stdin is not None and not self._proc.stdin.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Task:
+    def __init__(
+        self,
+        launch: TaskLaunch,
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+        reaper: Reaper,
+    ) -> None:
+        self.launch = launch
+        self.started = time.monotonic()
+        os.makedirs(os.path.dirname(launch.log_path) or ".", exist_ok=True)
+        self.log = open(launch.log_path, "ab")  # noqa: SIM115 - closed by the reader thread
+        self.returncode: int | None = None
+        self._on_output = on_output
+        self._on_exit = on_exit
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                list(launch.argv),
+                cwd=launch.cwd,
+                env=dict(launch.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            # A task that cannot start is a failed task (exit 127, as a shell says), not a
+            # crash of the driver: the gang is stopped and the reason is in its log.
+            message = f"cauce: cannot start {launch.argv[0]!r} in {launch.cwd!r}: {exc.strerror}"
+            self.log.write(message.encode() + b"\n")
+            self.log.close()
+            self.proc, self.pgid = None, -1
+            on_output(launch.task_id, message)
+            self._waiter = threading.Thread(
+                target=on_exit, args=(TaskExit(launch.task_id, 127, 0.0),), daemon=True
+            )
+            self._waiter.start()
+            return
+        except BaseException:
+            self.log.close()
+            raise
+        self.pgid = self.proc.pid
+        reaper.watch(self.pgid)
+        self._reader = threading.Thread(
+            target=self._read, name=f"cauce-out-{launch.task_id}", daemon=True
+        )
+        self._waiter = threading.Thread(
+            target=self._wait, name=f"cauce-wait-{launch.task_id}", daemon=True
+        )
+        self._reader.start()
+        self._waiter.start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        stream = self.proc.stdout
+        try:
+            for raw in stream:
+                self.log.write(raw)
+                self.log.flush()
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                try:
+                    self._on_output(self.launch.task_id, text)
+                except Exception:
+                    logger.exception("output sink failed for %s", self.launch.task_id)
+        finally:
+            stream.close()
+            self.log.close()
+
+    def _wait(self) -> None:
+        assert self.proc is not None
+        code = self.proc.wait()
+        runtime = time.monotonic() - self.started
+        # The reader ends at EOF; a grandchild may keep the pipe open, so do not wait forever.
+        self._reader.join(timeout=2.0)
+        self.returncode = code
+        self._on_exit(TaskExit(self.launch.task_id, code, runtime))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.pgid <= 0:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._waiter.join(timeout)
+
+
+class LocalGang(RunningGang):
+    def __init__(
+        self,
+        launches: Sequence[TaskLaunch],
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+        reaper: Reaper,
+    ) -> None:
+        self._reaper = reaper
+        self._tasks: list[_Task] = []
+        try:
+            for launch in launches:
+                self._tasks.append(_Task(launch, on_output, on_exit, reaper))
+        except BaseException:
+            self.stop(grace=0.0)
+            raise
+
+    def pids(self) -> dict[str, int]:
+        return {t.launch.task_id: t.proc.pid for t in self._tasks if t.proc is not None}
+
+    def stop(self, grace: float) -> None:
+        for task in self._tasks:
+            if task.alive():
+                task.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for task in self._tasks:
+            task.join(max(0.0, deadline - time.monotonic()))
+        # Whatever is left, leaders or their children in the same group, gets SIGKILL.
+        for task in self._tasks:
+            if task.alive() or (task.pgid > 0 and _group_alive(task.pgid)):
+                task.signal_group(signal.SIGKILL)
+        for task in self._tasks:
+            task.join()
+            if task.pgid <= 0:
+                continue
+            end = time.monotonic() + 5.0
+            while _group_alive(task.pgid) and time.monotonic() < end:
+                time.sleep(0.02)
+            self._reaper.unwatch(task.pgid)

@@ -1,0 +1,153 @@
+"""The cluster contract: what resources exist, and how a gang is placed and started.
+
+A gang is all-or-nothing: :meth:`Cluster.try_reserve` either reserves every task's resources
+or none, answering :class:`Waiting` with the reason. :meth:`Cluster.check` refuses at once a gang
+that could never fit, whatever else finishes.
+
+Thread safety: a :class:`Cluster` is used from the driver's main thread only. The callbacks a
+:class:`RunningGang` is given may be called from other threads and must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from cauce.frameworks.api import GangLayout
+from cauce.spec import Resources
+
+__all__ = [
+    "Cluster",
+    "GangRequest",
+    "HostCapacity",
+    "OutputSink",
+    "Reservation",
+    "RunningGang",
+    "TaskExit",
+    "TaskLaunch",
+    "TaskRequest",
+    "Waiting",
+]
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    task_id: str
+    role: str
+    index: int
+    resources: Resources
+    tracked: bool = True
+
+
+@dataclass(frozen=True)
+class GangRequest:
+    job_id: str
+    tasks: tuple[TaskRequest, ...]
+
+    @property
+    def cpus(self) -> float:
+        return sum(task.resources.cpus for task in self.tasks)
+
+    @property
+    def memory(self) -> int:
+        return sum(task.resources.memory for task in self.tasks)
+
+    @property
+    def gpus(self) -> int:
+        return sum(task.resources.gpus for task in self.tasks)
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    host: str
+    cpus: float
+    memory: int
+    gpus: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The gang cannot be placed now but could be later; ``reason`` says what it waits for."""
+
+    reason: str
+
+
+class Reservation(abc.ABC):
+    """Resources held for one gang, kept across its restarts and freed by :meth:`release`."""
+
+    #: task_id -> (host, GPU ids)
+    placements: Mapping[str, tuple[str, tuple[str, ...]]]
+
+    @abc.abstractmethod
+    def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
+        """A free port per task on its host, fresh for each attempt."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Free the resources. Idempotent."""
+
+
+@dataclass(frozen=True)
+class TaskLaunch:
+    """One process to start: what, where, with which environment."""
+
+    task_id: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    log_path: str
+
+
+@dataclass(frozen=True)
+class TaskExit:
+    task_id: str
+    #: exit status as ``subprocess`` reports it: >= 0 an exit code, < 0 a signal number
+    returncode: int
+    #: seconds since the task started
+    runtime: float
+
+
+#: Called with (task_id, line) for every line a task prints; thread-safe.
+OutputSink = Callable[[str, str], None]
+
+
+class RunningGang(abc.ABC):
+    """The processes of one attempt of a gang."""
+
+    @abc.abstractmethod
+    def pids(self) -> dict[str, int]:
+        """task_id -> pid of the task's main process (also its process group on local)."""
+
+    @abc.abstractmethod
+    def stop(self, grace: float) -> None:
+        """Ask every task to stop (SIGTERM), kill what is left after ``grace`` seconds, and
+        return once every process of the gang is gone."""
+
+
+class Cluster(abc.ABC):
+    """A resource manager that places gangs and starts their tasks."""
+
+    name: str
+
+    @abc.abstractmethod
+    def describe(self) -> list[HostCapacity]:
+        """The hosts and what each has."""
+
+    @abc.abstractmethod
+    def check(self, request: GangRequest) -> None:
+        """Raise :class:`~cauce.errors.PlacementError` if the gang can never fit."""
+
+    @abc.abstractmethod
+    def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
+        """Reserve every task of the gang, or nothing. Never blocks for long."""
+
+    @abc.abstractmethod
+    def start(
+        self,
+        layout: GangLayout,
+        launches: Sequence[TaskLaunch],
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+    ) -> RunningGang:
+        """Start one attempt. ``on_exit`` is called once per task when its process ends."""

@@ -1,0 +1,160 @@
+"""The ``local`` cluster: this host's CPUs, memory and GPUs.
+
+CPUs and memory are checked per gang against the host (a gang asking for more than the host has
+is refused at once). GPUs are leased host-wide (see ``_leases``), so concurrent drivers never
+share one; a gang that needs more GPUs than are free waits for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+
+from cauce.cluster._host import detect_cpus, detect_gpus, detect_memory
+from cauce.cluster._leases import GpuLeases, Lease
+from cauce.cluster._procs import LocalGang, Reaper
+from cauce.cluster.api import (
+    Cluster,
+    GangRequest,
+    HostCapacity,
+    OutputSink,
+    Reservation,
+    RunningGang,
+    TaskExit,
+    TaskLaunch,
+    Waiting,
+)
+from cauce.errors import PlacementError
+from cauce.frameworks.api import GangLayout
+
+__all__ = ["LocalCluster", "default_lease_dir"]
+
+HOST = "127.0.0.1"
+
+
+def default_lease_dir() -> str:
+    return os.environ.get("CAUCE_LEASE_DIR") or os.path.join(tempfile.gettempdir(), "cauce-leases")
+
+
+def _fmt_gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """``count`` distinct ports free right now on ``host`` (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class _LocalReservation(Reservation):
+    def __init__(
+        self, placements: Mapping[str, tuple[str, tuple[str, ...]]], leases: list[Lease]
+    ) -> None:
+        self.placements = dict(placements)
+        self._leases = leases
+
+    def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
+        return dict(zip(task_ids, free_ports(len(task_ids)), strict=True))
+
+    def release(self) -> None:
+        for lease in self._leases:
+            lease.release()
+        self._leases = []
+
+
+class LocalCluster(Cluster):
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        cpus: float | None = None,
+        memory: int | None = None,
+        gpus: Sequence[str] | None = None,
+        lease_dir: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.cpus = detect_cpus() if cpus is None else float(cpus)
+        self.memory = detect_memory() if memory is None else int(memory)
+        if gpus is None:
+            found, self.gpu_source = detect_gpus(env)
+            self.gpus: tuple[str, ...] = found
+        else:
+            self.gpus, self.gpu_source = tuple(gpus), "given"
+        self.leases = GpuLeases(lease_dir or default_lease_dir())
+        self._reaper: Reaper | None = None
+
+    def describe(self) -> list[HostCapacity]:
+        return [HostCapacity(HOST, self.cpus, self.memory, self.gpus)]
+
+    def check(self, request: GangRequest) -> None:
+        problems = []
+        if request.gpus > len(self.gpus):
+            have = f"{len(self.gpus)} ({self.gpu_source})" if self.gpus else "none"
+            problems.append(
+                f"needs {request.gpus} GPUs, this host has {have}; lower resources.gpus, "
+                f"or declare GPUs with CAUCE_GPUS=0,1,..."
+            )
+        if request.cpus > self.cpus + 1e-9:
+            problems.append(
+                f"needs {request.cpus:g} CPUs, this host has {self.cpus:g}; lower "
+                f"resources.cpus (fractions like 0.5 are allowed) or the instances"
+            )
+        if self.memory and request.memory > self.memory:
+            problems.append(
+                f"needs {_fmt_gib(request.memory)} of memory, this host has "
+                f"{_fmt_gib(self.memory)}; lower resources.memory"
+            )
+        if problems:
+            raise PlacementError(f"gang {request.job_id} can never fit: " + "; ".join(problems))
+
+    def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
+        leases: list[Lease] = []
+        if request.gpus:
+            got, free = self.leases.try_acquire(self.gpus, request.gpus, holder=request.job_id)
+            if got is None:
+                return Waiting(f"needs {request.gpus} GPUs, {free} free")
+            leases = got
+        placements: dict[str, tuple[str, tuple[str, ...]]] = {}
+        position = 0
+        for task in request.tasks:
+            n = task.resources.gpus
+            placements[task.task_id] = (
+                HOST,
+                tuple(lease.gpu for lease in leases[position : position + n]),
+            )
+            position += n
+        return _LocalReservation(placements, leases)
+
+    def start(
+        self,
+        layout: GangLayout,
+        launches: Sequence[TaskLaunch],
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+    ) -> RunningGang:
+        if self._reaper is None:
+            self._reaper = Reaper(grace=5.0)
+        return LocalGang(launches, on_output, on_exit, self._reaper)
+
+    def close(self) -> None:
+        if self._reaper is not None:
+            with contextlib.suppress(OSError):
+                self._reaper.close()
+            self._reaper = None
+
+
+def omp_threads(cpus: float) -> int:
+    return max(1, math.floor(cpus))

@@ -1,0 +1,224 @@
+"""The gang lifecycle as a pure state machine: events in, instructions out.
+
+No processes, sockets or clocks here; the driver (``_driver.py``) feeds events and carries out
+instructions. Times arrive inside events, so tests can drive every path with plain values.
+
+    PENDING --Reserved--> RUNNING --TaskExited(fail)--> STOPPING --GangStopped--> BACKOFF
+       |                     |  all tracked exit 0         |  no restarts left     |
+       |                     +--------------------------> STOPPING --> DONE       | RestartDue
+       +-- StopRequested --> DONE                                                 v
+                                                                               RUNNING (attempt+1)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cauce.spec import RestartPolicy
+
+__all__ = [
+    "Failure",
+    "Finish",
+    "GangMachine",
+    "GangStopped",
+    "Phase",
+    "Reserved",
+    "RestartDue",
+    "StartAttempt",
+    "StopGang",
+    "StopRequested",
+    "TaskExited",
+    "TimedOut",
+    "WaitBeforeRestart",
+]
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    BACKOFF = "backoff"
+    DONE = "done"
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """Every task's resources are held."""
+
+
+@dataclass(frozen=True)
+class TaskExited:
+    task_id: str
+    returncode: int  # >= 0 exit code, < 0 signal number
+    runtime: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class GangStopped:
+    """Every process of the current attempt is gone."""
+
+
+@dataclass(frozen=True)
+class RestartDue:
+    """The backoff before a restart has elapsed."""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    reason: str  # "interrupted", "killed by cauce kill", ...
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    seconds: float
+
+
+Event = Reserved | TaskExited | GangStopped | RestartDue | StopRequested | TimedOut
+
+# --- instructions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopGang:
+    reason: str  # "completed", "failure", "killed", "timeout"
+
+
+@dataclass(frozen=True)
+class WaitBeforeRestart:
+    delay: float
+    restart: int  # 1-based number of this restart
+    max_restarts: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    task_id: str
+    returncode: int
+    runtime: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: str  # "succeeded", "failed", "killed"
+    failure: Failure | None = None  # the root cause when a task failed
+    reason: str = ""  # why, when no task failure explains it (timeout, interrupt)
+
+
+Instruction = StartAttempt | StopGang | WaitBeforeRestart | Finish
+
+
+@dataclass
+class GangMachine:
+    tasks: tuple[str, ...]
+    tracked: frozenset[str]
+    policy: RestartPolicy
+    phase: Phase = Phase.PENDING
+    attempt: int = -1
+    restarts: int = 0
+    exits: dict[str, int] = field(default_factory=dict)
+    failure: Failure | None = None
+    failures: list[Failure] = field(default_factory=list)
+    _stop_reason: str = ""
+    _stop_detail: str = ""
+
+    @classmethod
+    def for_tasks(
+        cls, tasks: Iterable[str], tracked: Iterable[str], policy: RestartPolicy
+    ) -> GangMachine:
+        return cls(tuple(tasks), frozenset(tracked), policy)
+
+    def handle(self, event: Event) -> list[Instruction]:
+        if self.phase is Phase.DONE:
+            return []
+        match event:
+            case Reserved():
+                return self._on_reserved()
+            case TaskExited():
+                return self._on_exit(event)
+            case GangStopped():
+                return self._on_stopped()
+            case RestartDue():
+                return self._on_restart_due()
+            case StopRequested(reason=reason):
+                return self._stop("killed", reason)
+            case TimedOut(seconds=seconds):
+                return self._stop("timeout", f"timed out after {seconds:g} s")
+        raise TypeError(f"unknown event {event!r}")
+
+    def _start(self) -> list[Instruction]:
+        self.attempt += 1
+        self.exits = {}
+        self.phase = Phase.RUNNING
+        return [StartAttempt(self.attempt)]
+
+    def _on_reserved(self) -> list[Instruction]:
+        if self.phase is not Phase.PENDING:
+            return []
+        return self._start()
+
+    def _on_exit(self, event: TaskExited) -> list[Instruction]:
+        if event.attempt != self.attempt or event.task_id in self.exits:
+            return []
+        self.exits[event.task_id] = event.returncode
+        if self.phase is not Phase.RUNNING:
+            return []  # exits while stopping are consequences, never root causes
+        if event.returncode != 0:
+            self.failure = Failure(event.task_id, event.returncode, event.runtime, self.attempt)
+            self.failures.append(self.failure)
+            self.phase = Phase.STOPPING
+            self._stop_reason = "failure"
+            return [StopGang("failure")]
+        if all(self.exits.get(task) == 0 for task in self.tracked):
+            self.phase = Phase.STOPPING
+            self._stop_reason = "completed"
+            return [StopGang("completed")]
+        return []
+
+    def _on_stopped(self) -> list[Instruction]:
+        if self.phase is not Phase.STOPPING:
+            return []
+        reason = self._stop_reason
+        if reason == "completed":
+            self.phase = Phase.DONE
+            return [Finish("succeeded")]
+        if reason == "failure":
+            if self.restarts < self.policy.max_restarts:
+                self.restarts += 1
+                self.phase = Phase.BACKOFF
+                delay = self.policy.delay(self.restarts)
+                return [WaitBeforeRestart(delay, self.restarts, self.policy.max_restarts)]
+            self.phase = Phase.DONE
+            return [Finish("failed", failure=self.failure)]
+        self.phase = Phase.DONE
+        status = "killed" if reason == "killed" else "failed"
+        return [Finish(status, failure=None, reason=self._stop_detail)]
+
+    def _on_restart_due(self) -> list[Instruction]:
+        if self.phase is not Phase.BACKOFF:
+            return []
+        return self._start()
+
+    def _stop(self, reason: str, detail: str) -> list[Instruction]:
+        if self.phase is Phase.STOPPING and self._stop_reason == "completed":
+            return []  # every tracked task already succeeded; the job succeeds
+        self._stop_reason, self._stop_detail = reason, detail
+        if self.phase is Phase.RUNNING:
+            self.phase = Phase.STOPPING
+            return [StopGang(reason)]
+        if self.phase is Phase.STOPPING:
+            return []  # already stopping; it now ends as killed/timed out, not restarted
+        self.phase = Phase.DONE
+        status = "killed" if reason == "killed" else "failed"
+        return [Finish(status, reason=detail)]

@@ -1,0 +1,253 @@
+"""The history store: jobs, task attempts and events, through SQLAlchemy.
+
+SQLite by default (``$CAUCE_HOME/history.db``, WAL mode so concurrent drivers can write), any
+SQLAlchemy URL otherwise (PostgreSQL for teams). Logs are files in the job's run folder; the
+store keeps their paths. Safe to use from several threads: each call takes its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+
+from cauce.errors import HistoryError
+
+__all__ = ["EventRow", "HistoryStore", "JobRow", "TaskRow"]
+
+_meta = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    _meta,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False, default="job"),
+    sa.Column("framework", sa.String(20), nullable=False, default="none"),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("cluster", sa.String(200), nullable=False, default="local"),
+    sa.Column("source", sa.Text, nullable=False, default=""),
+    sa.Column("spec", sa.Text, nullable=False, default=""),
+    sa.Column("run_dir", sa.Text, nullable=False, default=""),
+    sa.Column("host", sa.String(200), nullable=False, default=""),
+    sa.Column("driver_pid", sa.Integer),
+    sa.Column("driver_start", sa.String(40)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("restarts", sa.Integer, nullable=False, default=0),
+    sa.Column("root_cause", sa.Text),
+)
+
+tasks = sa.Table(
+    "tasks",
+    _meta,
+    sa.Column("job_id", sa.String(80), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("task_id", sa.String(80), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("role", sa.String(40), nullable=False),
+    sa.Column("role_index", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(200), nullable=False, default=""),
+    sa.Column("port", sa.Integer),
+    sa.Column("gpus", sa.String(200), nullable=False, default=""),
+    sa.Column("pid", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("log_path", sa.Text, nullable=False, default=""),
+)
+
+events = sa.Table(
+    "events",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(80), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("task_id", sa.String(80)),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    kind: str
+    framework: str
+    status: str
+    cluster: str
+    source: str
+    spec: str
+    run_dir: str
+    host: str
+    driver_pid: int | None
+    driver_start: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    attempts: int
+    restarts: int
+    root_cause: str | None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    job_id: str
+    task_id: str
+    attempt: int
+    role: str
+    role_index: int
+    host: str
+    port: int | None
+    gpus: str
+    pid: int | None
+    status: str
+    exit_code: int | None
+    started_at: float | None
+    ended_at: float | None
+    log_path: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    job_id: str
+    ts: float
+    kind: str
+    task_id: str | None
+    attempt: int | None
+    data: dict[str, Any]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class HistoryStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = sa.create_engine(url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise HistoryError(f"history URL {url!r} is not usable: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            sa_event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            _meta.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store {url!r} cannot be opened: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def _write(self, statement: Any) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(statement)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store write failed: {exc}") from exc
+
+    def create_job(self, **fields: Any) -> None:
+        fields.setdefault("created_at", time.time())
+        self._write(jobs.insert().values(**fields))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self._write(jobs.update().where(jobs.c.id == job_id).values(**fields))
+
+    def upsert_task(self, job_id: str, task_id: str, attempt: int, **fields: Any) -> None:
+        key = (tasks.c.job_id == job_id) & (tasks.c.task_id == task_id)
+        key = key & (tasks.c.attempt == attempt)
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(sa.select(tasks.c.task_id).where(key)).first()
+                if found is None:
+                    conn.execute(
+                        tasks.insert().values(
+                            job_id=job_id, task_id=task_id, attempt=attempt, **fields
+                        )
+                    )
+                else:
+                    conn.execute(tasks.update().where(key).values(**fields))
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store write failed: {exc}") from exc
+
+    def add_event(
+        self,
+        job_id: str,
+        kind: str,
+        *,
+        task_id: str | None = None,
+        attempt: int | None = None,
+        data: Mapping[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> None:
+        self._write(
+            events.insert().values(
+                job_id=job_id,
+                ts=time.time() if ts is None else ts,
+                kind=kind,
+                task_id=task_id,
+                attempt=attempt,
+                data=json.dumps(dict(data or {}), default=str),
+            )
+        )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _rows(self, statement: Any) -> list[Any]:
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(statement))
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store read failed: {exc}") from exc
+
+    def list_jobs(self, limit: int = 50, kind: str | None = None) -> list[JobRow]:
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        return [JobRow(**row._mapping) for row in self._rows(query)]
+
+    def get_job(self, job_id: str) -> JobRow:
+        rows = self._rows(sa.select(jobs).where(jobs.c.id == job_id))
+        if not rows:
+            # A unique prefix is enough, as with git.
+            rows = self._rows(sa.select(jobs).where(jobs.c.id.startswith(job_id)).limit(3))
+            if len(rows) > 1:
+                names = ", ".join(row.id for row in rows)
+                raise HistoryError(f"job id {job_id!r} is ambiguous: {names}")
+        if not rows:
+            raise HistoryError(f"no job {job_id!r} in {self.url}; see 'cauce jobs'")
+        return JobRow(**rows[0]._mapping)
+
+    def get_tasks(self, job_id: str) -> list[TaskRow]:
+        query = (
+            sa.select(tasks)
+            .where(tasks.c.job_id == job_id)
+            .order_by(tasks.c.attempt, tasks.c.started_at, tasks.c.task_id)
+        )
+        return [TaskRow(**row._mapping) for row in self._rows(query)]
+
+    def get_events(self, job_id: str) -> list[EventRow]:
+        query = sa.select(events).where(events.c.job_id == job_id).order_by(events.c.id)
+        out = []
+        for row in self._rows(query):
+            values = dict(row._mapping)
+            values["data"] = json.loads(values["data"] or "{}")
+            out.append(EventRow(**values))
+        return out

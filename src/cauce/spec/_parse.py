@@ -1,0 +1,361 @@
+"""Turn a YAML job file (or a dict) into a validated :class:`JobSpec`.
+
+Every refusal is a :class:`SpecError` whose message names the field path, the value and the fix.
+Unknown keys are refused by name, with the closest known key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cauce.errors import SpecError
+from cauce.spec._types import (
+    FRAMEWORKS,
+    MXNET_ROLES,
+    TF_ROLES,
+    JobSpec,
+    Resources,
+    RestartPolicy,
+    RoleSpec,
+)
+
+_JOB_KEYS = (
+    "name",
+    "framework",
+    "command",
+    "roles",
+    "env",
+    "workdir",
+    "restart",
+    "timeout",
+    "grace_period",
+    "cluster",
+)
+_ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
+_RESOURCE_KEYS = ("cpus", "memory", "gpus")
+_RESTART_KEYS = ("max_restarts", "backoff", "max_backoff")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "ki": 2**10,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mi": 2**20,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gi": 2**30,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "ti": 2**40,
+    "tib": 2**40,
+}
+
+
+def load_job(path: str | os.PathLike[str]) -> JobSpec:
+    """Read and validate a job file. Relative ``workdir`` is taken from the file's folder."""
+    import yaml
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("", f"job file {str(file)!r} does not exist") from None
+    except OSError as exc:
+        raise SpecError("", f"job file {str(file)!r} cannot be read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError("", f"is not valid YAML{where}: {problem}", source=str(file)) from None
+    return parse_job(data, source=str(file), base_dir=file.resolve().parent)
+
+
+def parse_job(
+    data: object, *, source: str = "", base_dir: str | os.PathLike[str] | None = None
+) -> JobSpec:
+    """Validate a job given as a mapping (the parsed YAML)."""
+    p = _Parser(source)
+    if not isinstance(data, Mapping):
+        raise p.error("", f"must be a mapping of job fields, got {_kind(data)}")
+    p.check_keys(data, _JOB_KEYS, "")
+
+    name = data.get("name")
+    if name is None:
+        name = Path(source).stem if source else "job"
+    name = p.string(name, "name")
+    if not _NAME_RE.match(name):
+        raise p.error(
+            "name",
+            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"got {name!r}",
+        )
+
+    framework = p.string(data.get("framework", "none"), "framework")
+    if framework not in FRAMEWORKS:
+        raise p.error("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+
+    command = p.command(data.get("command"), "command") if "command" in data else None
+    env = p.env(data.get("env"), "env")
+    workdir = p.string(data.get("workdir", "."), "workdir")
+    if base_dir is not None and not os.path.isabs(workdir):
+        workdir = os.path.normpath(os.path.join(os.fspath(base_dir), workdir))
+    restart = p.restart(data.get("restart"), "restart")
+    timeout = p.positive_number(data["timeout"], "timeout") if data.get("timeout") else None
+    grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
+    cluster = p.string(data["cluster"], "cluster") if data.get("cluster") else None
+
+    roles = p.roles(data.get("roles"), framework)
+    for role in roles:
+        if role.command is None and command is None:
+            raise p.error(
+                f"roles.{role.name}.command",
+                "is missing: give a top-level 'command' or one per role",
+            )
+    return JobSpec(
+        name=name,
+        framework=framework,
+        roles=roles,
+        command=command,
+        env=env,
+        workdir=workdir,
+        restart=restart,
+        timeout=timeout,
+        grace_period=grace,
+        cluster=cluster,
+        source=source,
+    )
+
+
+def parse_memory(value: object, path: str = "memory", source: str = "") -> int:
+    """``"4GiB"``, ``"512M"``, ``2000000`` -> bytes."""
+    if isinstance(value, bool):
+        raise SpecError(path, f"must be a size like 4GiB or 512MiB, got {value!r}", source=source)
+    if isinstance(value, int | float):
+        if value < 0:
+            raise SpecError(path, f"must be >= 0, got {value!r}", value=value, source=source)
+        return int(value)
+    if isinstance(value, str):
+        match = _MEMORY_RE.match(value)
+        if match:
+            unit = (match.group(2) or "").lower()
+            return int(float(match.group(1)) * _UNITS[unit])
+    raise SpecError(
+        path,
+        f"must be a size like 4GiB, 512MiB or a number of bytes, got {value!r}",
+        value=value,
+        source=source,
+    )
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, path: str, message: str, value: object = None) -> SpecError:
+        return SpecError(path, message, value=value, source=self.source)
+
+    def check_keys(self, data: Mapping[Any, Any], known: tuple[str, ...], path: str) -> None:
+        for key in data:
+            if key not in known:
+                where = f"{path}.{key}" if path else str(key)
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise self.error(
+                    where, f"is not a known field; {hint}known fields: {', '.join(known)}"
+                )
+
+    def string(self, value: object, path: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(path, f"must be a non-empty string, got {value!r}", value)
+        return value
+
+    def number(self, value: object, path: str, *, minimum: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(path, f"must be a number, got {value!r}", value)
+        if value < minimum:
+            raise self.error(path, f"must be >= {minimum:g}, got {value!r}", value)
+        return float(value)
+
+    def positive_number(self, value: object, path: str) -> float:
+        number = self.number(value, path, minimum=0.0)
+        if number <= 0:
+            raise self.error(path, f"must be > 0 seconds, got {value!r}", value)
+        return number
+
+    def integer(self, value: object, path: str, *, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(path, f"must be a whole number, got {value!r}", value)
+        if value < minimum:
+            raise self.error(path, f"must be >= {minimum}, got {value!r}", value)
+        return value
+
+    def command(self, value: object, path: str) -> str | tuple[str, ...]:
+        if isinstance(value, str) and value.strip():
+            return value
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(part, str | int | float) for part in value)
+        ):
+            return tuple(str(part) for part in value)
+        raise self.error(
+            path,
+            f"must be a shell command string or a non-empty list of arguments, got {value!r}",
+            value,
+        )
+
+    def env(self, value: object, path: str) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            raise self.error(path, f"must be a mapping of NAME: value, got {_kind(value)}", value)
+        out: list[tuple[str, str]] = []
+        for key, item in value.items():
+            if not isinstance(key, str) or not _ENV_RE.match(key):
+                raise self.error(f"{path}.{key}", "is not a valid environment variable name", key)
+            if isinstance(item, bool):
+                item = "1" if item else "0"
+            if not isinstance(item, str | int | float):
+                raise self.error(
+                    f"{path}.{key}", f"must be a string or number, got {_kind(item)}", item
+                )
+            out.append((key, str(item)))
+        return tuple(out)
+
+    def restart(self, value: object, path: str) -> RestartPolicy:
+        if value is None:
+            return RestartPolicy()
+        if not isinstance(value, Mapping):
+            raise self.error(
+                path, f"must be a mapping like {{max_restarts: 2, backoff: 5}}, got {value!r}"
+            )
+        self.check_keys(value, _RESTART_KEYS, path)
+        return RestartPolicy(
+            max_restarts=self.integer(
+                value.get("max_restarts", 0), f"{path}.max_restarts", minimum=0
+            ),
+            backoff=self.number(value.get("backoff", 1.0), f"{path}.backoff", minimum=0.0),
+            max_backoff=self.number(
+                value.get("max_backoff", 60.0), f"{path}.max_backoff", minimum=0.0
+            ),
+        )
+
+    def resources(self, value: object, path: str) -> Resources:
+        if value is None:
+            return Resources()
+        if not isinstance(value, Mapping):
+            raise self.error(
+                path, f"must be a mapping like {{cpus: 1, memory: 2GiB, gpus: 0}}, got {value!r}"
+            )
+        self.check_keys(value, _RESOURCE_KEYS, path)
+        cpus = self.number(value.get("cpus", 1), f"{path}.cpus", minimum=0.0)
+        if cpus <= 0:
+            raise self.error(
+                f"{path}.cpus", f"must be > 0 (fractions like 0.5 are allowed), got {cpus:g}"
+            )
+        memory = parse_memory(value.get("memory", 0), f"{path}.memory", self.source)
+        gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0)
+        return Resources(cpus=cpus, memory=memory, gpus=gpus)
+
+    def roles(self, value: object, framework: str) -> tuple[RoleSpec, ...]:
+        if value is None:
+            value = {"worker": {}}
+        if not isinstance(value, Mapping) or not value:
+            raise self.error(
+                "roles",
+                f"must be a mapping of role name to role, like {{worker: {{instances: 2}}}}, "
+                f"got {value!r}",
+            )
+        roles: list[RoleSpec] = []
+        for name, body in value.items():
+            path = f"roles.{name}"
+            if not isinstance(name, str) or not _ROLE_RE.match(name):
+                raise self.error(
+                    path,
+                    "is not a valid role name: use lower-case letters, digits and '_', "
+                    "starting with a letter",
+                )
+            if body is None:
+                body = {}
+            if not isinstance(body, Mapping):
+                raise self.error(
+                    path, f"must be a mapping like {{instances: 2}}, got {body!r}", body
+                )
+            self.check_keys(body, _ROLE_KEYS, path)
+            instances = self.integer(body.get("instances", 1), f"{path}.instances", minimum=1)
+            command = (
+                self.command(body["command"], f"{path}.command") if "command" in body else None
+            )
+            default_tracked = not (framework == "tensorflow" and name == "ps")
+            tracked = body.get("tracked", default_tracked)
+            if not isinstance(tracked, bool):
+                raise self.error(f"{path}.tracked", f"must be true or false, got {tracked!r}")
+            roles.append(
+                RoleSpec(
+                    name=name,
+                    instances=instances,
+                    command=command,
+                    resources=self.resources(body.get("resources"), f"{path}.resources"),
+                    env=self.env(body.get("env"), f"{path}.env"),
+                    tracked=tracked,
+                )
+            )
+        self.framework_roles(framework, roles)
+        if not any(role.tracked for role in roles):
+            raise self.error(
+                "roles", "has no tracked role: the job would never finish; set tracked: true"
+            )
+        return tuple(roles)
+
+    def framework_roles(self, framework: str, roles: list[RoleSpec]) -> None:
+        names = [role.name for role in roles]
+        if framework == "tensorflow":
+            for role in roles:
+                if role.name not in TF_ROLES:
+                    raise self.error(
+                        f"roles.{role.name}",
+                        f"is not a TensorFlow role: use {', '.join(TF_ROLES)}",
+                    )
+                if role.name in ("chief", "evaluator") and role.instances > 1:
+                    raise self.error(
+                        f"roles.{role.name}.instances",
+                        f"must be 1 for TensorFlow's {role.name}, got {role.instances}",
+                    )
+            if "chief" not in names and "worker" not in names:
+                raise self.error("roles", "needs a chief or a worker role for TensorFlow")
+        elif framework == "mxnet":
+            for role in roles:
+                if role.name not in MXNET_ROLES:
+                    raise self.error(
+                        f"roles.{role.name}",
+                        f"is not an MXNet role: use {', '.join(MXNET_ROLES)}",
+                    )
+            if "server" in names and "scheduler" not in names:
+                raise self.error(
+                    "roles",
+                    "has MXNet servers but no scheduler: add roles.scheduler with instances: 1",
+                )
+            if "scheduler" in names and roles[names.index("scheduler")].instances != 1:
+                raise self.error("roles.scheduler.instances", "must be 1 for MXNet")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"

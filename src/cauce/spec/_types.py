@@ -1,0 +1,86 @@
+"""Typed job specs. Plain frozen data: no I/O, no probing of the machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FRAMEWORKS = ("pytorch", "tensorflow", "jax", "horovod", "mxnet", "none")
+
+#: Roles TensorFlow gives a meaning to, in the order ranks are assigned.
+TF_ROLES = ("chief", "worker", "ps", "evaluator")
+#: Roles MXNet's parameter-server launcher knows (``DMLC_ROLE``).
+MXNET_ROLES = ("scheduler", "server", "worker")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task of a role needs. ``memory`` is in bytes, 0 meaning "not stated"."""
+
+    cpus: float = 1.0
+    memory: int = 0
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One role of a gang: ``instances`` identical tasks running ``command``."""
+
+    name: str
+    instances: int = 1
+    command: str | tuple[str, ...] | None = None
+    resources: Resources = field(default_factory=Resources)
+    env: tuple[tuple[str, str], ...] = ()
+    #: A tracked role must finish with exit 0 for the job to succeed; an untracked one (a
+    #: TensorFlow parameter server, say) is stopped once every tracked task has finished.
+    tracked: bool = True
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart the whole gang up to ``max_restarts`` times, waiting ``backoff`` seconds before
+    the first restart and doubling the wait each time, up to ``max_backoff``."""
+
+    max_restarts: int = 0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def delay(self, restart_number: int) -> float:
+        """Seconds to wait before restart number ``restart_number`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * (2 ** max(0, restart_number - 1))))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: one gang of tasks, grouped in roles."""
+
+    name: str
+    framework: str
+    roles: tuple[RoleSpec, ...]
+    command: str | tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "."
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: Seconds the whole job may run (all attempts together); None for no limit.
+    timeout: float | None = None
+    #: Seconds between SIGTERM and SIGKILL when a gang is stopped.
+    grace_period: float = 10.0
+    #: Cluster the spec asks for (``local``, ``spark://...``); None lets the caller decide.
+    cluster: str | None = None
+    #: The file the spec came from, for messages; "" when built in code.
+    source: str = ""
+
+    def role(self, name: str) -> RoleSpec:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise KeyError(name)
+
+    def command_for(self, role: RoleSpec) -> str | tuple[str, ...]:
+        command = role.command if role.command is not None else self.command
+        if command is None:  # the parser refuses this; kept for specs built in code
+            raise ValueError(f"role {role.name!r} has no command")
+        return command
+
+    @property
+    def num_tasks(self) -> int:
+        return sum(role.instances for role in self.roles)

@@ -1,0 +1,46 @@
+"""Shared fixtures: an isolated cauce home per test, and a check that no test leaks a process."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+_CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
+
+
+@pytest.fixture
+def cauce_env(tmp_path: Path) -> dict[str, str]:
+    """An environment for running the `cauce` CLI in a subprocess, isolated in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if k not in _CAUCE_VARS}
+    env["CAUCE_HOME"] = str(tmp_path / "home")
+    env["CAUCE_LEASE_DIR"] = str(tmp_path / "leases")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    """Fail a test that leaves a child process (or one of its descendants) alive."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 10.0
+    while True:
+        left = [
+            p
+            for p in me.children(recursive=True)
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if left:
+        names = ", ".join(f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in left)
+        for p in left:
+            p.kill()
+        pytest.fail(f"test left processes alive: {names}")

@@ -1,0 +1,135 @@
+"""The gang state machine, driven with events alone: no processes, no sleeps."""
+
+from __future__ import annotations
+
+from cauce.gang._machine import (
+    Failure,
+    Finish,
+    GangMachine,
+    GangStopped,
+    Phase,
+    Reserved,
+    RestartDue,
+    StartAttempt,
+    StopGang,
+    StopRequested,
+    TaskExited,
+    TimedOut,
+    WaitBeforeRestart,
+)
+from cauce.spec import RestartPolicy
+
+TASKS = ("worker-0", "worker-1")
+
+
+def machine(max_restarts: int = 0, tracked: tuple[str, ...] = TASKS, tasks=TASKS) -> GangMachine:
+    return GangMachine.for_tasks(tasks, tracked, RestartPolicy(max_restarts, backoff=2.0))
+
+
+def test_success_needs_every_tracked_task() -> None:
+    m = machine()
+    assert m.handle(Reserved()) == [StartAttempt(0)]
+    assert m.handle(TaskExited("worker-1", 0, 1.0, 0)) == []
+    assert m.handle(TaskExited("worker-0", 0, 1.2, 0)) == [StopGang("completed")]
+    assert m.handle(GangStopped()) == [Finish("succeeded")]
+    assert m.phase is Phase.DONE
+    assert m.handle(TaskExited("worker-0", 0, 1.2, 0)) == []
+
+
+def test_first_failure_is_root_cause_and_stops_gang() -> None:
+    m = machine()
+    m.handle(Reserved())
+    assert m.handle(TaskExited("worker-1", 3, 12.4, 0)) == [StopGang("failure")]
+    # worker-0 dies of our SIGTERM: a consequence, not a cause
+    assert m.handle(TaskExited("worker-0", -15, 12.5, 0)) == []
+    assert m.handle(GangStopped()) == [Finish("failed", failure=Failure("worker-1", 3, 12.4, 0))]
+
+
+def test_exit_zero_then_failure_is_not_success() -> None:
+    m = machine()
+    m.handle(Reserved())
+    assert m.handle(TaskExited("worker-0", 0, 1.0, 0)) == []
+    assert m.handle(TaskExited("worker-1", 1, 2.0, 0)) == [StopGang("failure")]
+    assert m.handle(GangStopped())[0].status == "failed"  # type: ignore[union-attr]
+
+
+def test_restarts_with_backoff_then_gives_up() -> None:
+    m = machine(max_restarts=2)
+    m.handle(Reserved())
+    assert m.handle(TaskExited("worker-0", -9, 5.0, 0)) == [StopGang("failure")]
+    assert m.handle(GangStopped()) == [WaitBeforeRestart(2.0, 1, 2)]
+    # a stale exit of attempt 0 arriving late changes nothing
+    assert m.handle(TaskExited("worker-1", -15, 5.1, 0)) == []
+    assert m.handle(RestartDue()) == [StartAttempt(1)]
+    assert m.handle(TaskExited("worker-1", 2, 1.0, 1)) == [StopGang("failure")]
+    assert m.handle(GangStopped()) == [WaitBeforeRestart(4.0, 2, 2)]
+    assert m.handle(RestartDue()) == [StartAttempt(2)]
+    assert m.handle(TaskExited("worker-1", 2, 1.0, 2)) == [StopGang("failure")]
+    assert m.handle(GangStopped()) == [Finish("failed", failure=Failure("worker-1", 2, 1.0, 2))]
+    assert m.restarts == 2
+    assert [f.attempt for f in m.failures] == [0, 1, 2]
+
+
+def test_restart_then_success() -> None:
+    m = machine(max_restarts=1)
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-0", 1, 1.0, 0))
+    m.handle(GangStopped())
+    assert m.handle(RestartDue()) == [StartAttempt(1)]
+    m.handle(TaskExited("worker-0", 0, 1.0, 1))
+    assert m.handle(TaskExited("worker-1", 0, 1.0, 1)) == [StopGang("completed")]
+    assert m.handle(GangStopped()) == [Finish("succeeded")]
+
+
+def test_untracked_tasks_are_stopped_when_tracked_finish() -> None:
+    m = machine(tasks=("chief-0", "worker-0", "ps-0"), tracked=("chief-0", "worker-0"))
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-0", 0, 1.0, 0))
+    assert m.handle(TaskExited("chief-0", 0, 1.0, 0)) == [StopGang("completed")]
+    assert m.handle(TaskExited("ps-0", -15, 1.1, 0)) == []
+    assert m.handle(GangStopped()) == [Finish("succeeded")]
+
+
+def test_untracked_failure_fails_the_gang() -> None:
+    m = machine(tasks=("worker-0", "ps-0"), tracked=("worker-0",))
+    m.handle(Reserved())
+    assert m.handle(TaskExited("ps-0", 1, 1.0, 0)) == [StopGang("failure")]
+
+
+def test_interrupt_while_running_and_during_backoff() -> None:
+    m = machine(max_restarts=3)
+    m.handle(Reserved())
+    assert m.handle(StopRequested("interrupted (SIGINT)")) == [StopGang("killed")]
+    assert m.handle(GangStopped()) == [Finish("killed", reason="interrupted (SIGINT)")]
+
+    m = machine(max_restarts=3)
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-0", 1, 1.0, 0))
+    m.handle(GangStopped())
+    assert m.phase is Phase.BACKOFF
+    assert m.handle(StopRequested("killed by cauce kill")) == [
+        Finish("killed", reason="killed by cauce kill")
+    ]
+    assert m.handle(RestartDue()) == []
+
+
+def test_interrupt_while_stopping_for_failure_does_not_restart() -> None:
+    m = machine(max_restarts=3)
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-0", 1, 1.0, 0))
+    assert m.handle(StopRequested("interrupted (SIGTERM)")) == []
+    assert m.handle(GangStopped()) == [Finish("killed", reason="interrupted (SIGTERM)")]
+
+
+def test_timeout() -> None:
+    m = machine(max_restarts=3)
+    m.handle(Reserved())
+    assert m.handle(TimedOut(30)) == [StopGang("timeout")]
+    assert m.handle(GangStopped()) == [Finish("failed", reason="timed out after 30 s")]
+
+
+def test_stop_before_placement() -> None:
+    m = machine()
+    assert m.handle(StopRequested("interrupted (SIGINT)")) == [
+        Finish("killed", reason="interrupted (SIGINT)")
+    ]
