@@ -22,8 +22,9 @@ fi
 stamp=$(cat pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
     echo "setup: installing pinned requirements into .venv (a few minutes the first time)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -c requirements/constraints.txt -r requirements/ci.txt
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        -c requirements/constraints.txt -r requirements/ci.txt \
+        2> >(grep -v "^WARNING: Location 'file:" >&2)
     echo "$stamp" > .venv/.cauce-setup
 fi
 .venv/bin/cauce --version

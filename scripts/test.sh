@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-paths=$(ls -d src tests benchmarks examples 2>/dev/null)
+paths=$(ls -d src tests benchmarks examples 2>/dev/null || true)
 echo "== ruff check"; .venv/bin/ruff check $paths
 echo "== ruff format --check"; .venv/bin/ruff format --check $paths
 echo "== mypy"; .venv/bin/mypy src

@@ -32,9 +32,12 @@ __all__ = [
 def get_cluster(address: str | None) -> Cluster:
     """``None`` or ``"local"`` -> this host. Spark addresses need the ``spark`` extra."""
     if address in (None, "", "local"):
+        from cauce.cluster._config import load_local_config
         from cauce.cluster.local import LocalCluster
+        from cauce.history import cauce_home
 
-        return LocalCluster()
+        config = load_local_config(cauce_home())
+        return LocalCluster(cpus=config.cpus, memory=config.memory, declared_gpus=config.gpus)
     assert address is not None
     if address.startswith(("spark://", "local[", "yarn", "k8s://")):
         try:

@@ -85,11 +85,12 @@ class LocalCluster(Cluster):
         gpus: Sequence[str] | None = None,
         lease_dir: str | None = None,
         env: Mapping[str, str] | None = None,
+        declared_gpus: str | None = None,
     ) -> None:
         self.cpus = detect_cpus() if cpus is None else float(cpus)
         self.memory = detect_memory() if memory is None else int(memory)
         if gpus is None:
-            found, self.gpu_source = detect_gpus(env)
+            found, self.gpu_source = detect_gpus(env, declared_gpus)
             self.gpus: tuple[str, ...] = found
         else:
             self.gpus, self.gpu_source = tuple(gpus), "given"

@@ -1,0 +1,138 @@
+"""The local cluster's resources and GPU leases (no gangs started here)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cauce.cluster import GangRequest, TaskRequest, Waiting
+from cauce.cluster._leases import GpuLeases
+from cauce.cluster.local import LocalCluster
+from cauce.errors import PlacementError
+from cauce.spec import Resources
+
+
+def request(job: str, *gpus: int, cpus: float = 1.0, memory: int = 0) -> GangRequest:
+    return GangRequest(
+        job,
+        tuple(
+            TaskRequest(f"worker-{i}", "worker", i, Resources(cpus=cpus, memory=memory, gpus=n))
+            for i, n in enumerate(gpus)
+        ),
+    )
+
+
+def cluster(tmp_path: Path, gpus: tuple[str, ...] = ("0", "1", "2", "3")) -> LocalCluster:
+    return LocalCluster(cpus=4, memory=8 * 2**30, gpus=gpus, lease_dir=str(tmp_path / "leases"))
+
+
+def test_gpus_are_split_between_tasks_and_leased(tmp_path: Path) -> None:
+    a = cluster(tmp_path)
+    b = cluster(tmp_path)  # another driver on the same host
+    first = a.try_reserve(request("a", 1, 2))
+    assert not isinstance(first, Waiting)
+    assert first.placements == {
+        "worker-0": ("127.0.0.1", ("0",)),
+        "worker-1": ("127.0.0.1", ("1", "2")),
+    }
+    second = b.try_reserve(request("b", 1, 1))
+    assert isinstance(second, Waiting)
+    assert second.reason == "needs 2 GPUs, 1 free"
+    third = b.try_reserve(request("c", 1))
+    assert not isinstance(third, Waiting)
+    assert third.placements["worker-0"][1] == ("3",)
+    first.release()
+    again = b.try_reserve(request("b", 1, 1))
+    assert not isinstance(again, Waiting)
+    assert {g for _, gs in again.placements.values() for g in gs} == {"0", "1"}
+    again.release()
+    third.release()
+
+
+def test_never_fits_is_refused_at_once(tmp_path: Path) -> None:
+    c = cluster(tmp_path)
+    with pytest.raises(PlacementError, match="needs 5 GPUs, this host has 4"):
+        c.check(request("x", 2, 3))
+    with pytest.raises(PlacementError, match="needs 6 CPUs, this host has 4"):
+        c.check(request("x", 0, 0, 0, cpus=2))
+    with pytest.raises(PlacementError, match="of memory"):
+        c.check(request("x", 0, memory=16 * 2**30))
+    with pytest.raises(PlacementError, match="this host has none"):
+        cluster(tmp_path, gpus=()).check(request("x", 1))
+    c.check(request("x", 1, 1, 1, 1))  # fits exactly
+
+
+def test_lease_of_a_crashed_holder_is_free_again(tmp_path: Path) -> None:
+    lease_dir = tmp_path / "leases"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from cauce.cluster._leases import GpuLeases
+                got, _ = GpuLeases({str(lease_dir)!r}).try_acquire(["0", "1"], 2, "crasher")
+                print("held" if got else "none", flush=True)
+                time.sleep(300)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        leases = GpuLeases(str(lease_dir))
+        got, free = leases.try_acquire(["0", "1"], 1, "me")
+        assert got is None and free == 0
+        assert leases.holder("0") == "crasher"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        got, free = leases.try_acquire(["0", "1"], 2, "me")
+        assert got is not None and free == 2
+        for lease in got:
+            lease.release()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout:
+            holder.stdout.close()
+
+
+def test_declared_gpus_from_env(tmp_path: Path) -> None:
+    c = LocalCluster(env={"CAUCE_GPUS": "0,1,2,3"}, lease_dir=str(tmp_path))
+    assert c.gpus == ("0", "1", "2", "3") and c.gpu_source == "CAUCE_GPUS"
+    assert LocalCluster(env={"CAUCE_GPUS": ""}, lease_dir=str(tmp_path)).gpus == ()
+
+
+def test_declared_gpus_from_config_file(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    from helpers import cauce, write_job
+
+    home = Path(cauce_env["CAUCE_HOME"])
+    home.mkdir(parents=True)
+    (home / "config.yaml").write_text("local:\n  gpus: [0, 1]\n")
+    path = write_job(
+        tmp_path,
+        """
+        name: cfg
+        command: 'true'
+        roles:
+          worker: {instances: 2, resources: {gpus: 1}}
+        """,
+    )
+    done = cauce(["run", "--dry-run", str(path)], cauce_env)
+    assert done.returncode == 0, done.stderr
+    assert "CUDA_VISIBLE_DEVICES=0" in done.stdout and "CUDA_VISIBLE_DEVICES=1" in done.stdout
+    # CAUCE_GPUS wins over the file
+    done = cauce(["run", "--dry-run", str(path)], {**cauce_env, "CAUCE_GPUS": "7"})
+    assert done.returncode == 2 and "this host has 1 (CAUCE_GPUS)" in done.stderr
+    (home / "config.yaml").write_text("local:\n  gpu: [0, 1]\n")
+    done = cauce(["run", "--dry-run", str(path)], cauce_env)
+    assert done.returncode == 2 and "local.gpu is not a known field" in done.stderr
