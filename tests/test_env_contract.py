@@ -73,7 +73,7 @@ def layout(
     rendezvous: str | None = None,
 ) -> GangLayout:
     """Slots in the given role order; task i on ``hosts[i]`` (default 127.0.0.1), port 7000+i."""
-    slots = []
+    slots: list[TaskSlot] = []
     for role, count in roles:
         for index in range(count):
             number = len(slots)

@@ -31,9 +31,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)  # the same initial weights and target on every rank
     true_w = torch.randn(16, 1)
-    model = DistributedDataParallel(
-        nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1))
-    )
+    model = DistributedDataParallel(nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1)))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     data = torch.Generator().manual_seed(1000 + rank)  # each rank its own batches
 

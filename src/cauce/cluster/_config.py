@@ -69,4 +69,3 @@ def load_local_config(home: Path) -> LocalConfig:
         cpus=None if cpus is None else float(cpus),
         memory=None if memory is None else parse_memory(memory, "local.memory", source),
     )
-
