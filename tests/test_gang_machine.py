@@ -133,3 +133,18 @@ def test_stop_before_placement() -> None:
     assert m.handle(StopRequested("interrupted (SIGINT)")) == [
         Finish("killed", reason="interrupted (SIGINT)")
     ]
+
+
+def test_hung_task_is_a_failure_and_restarts() -> None:
+    from cauce.gang._machine import TaskHung
+
+    m = machine(max_restarts=1)
+    m.handle(Reserved())
+    assert m.handle(TaskHung("worker-1", 31.0, 40.0, 0)) == [StopGang("failure")]
+    assert m.failure == Failure("worker-1", None, 40.0, 0, 31.0)
+    assert m.handle(TaskHung("worker-0", 31.0, 40.0, 0)) == []
+    assert m.handle(GangStopped()) == [WaitBeforeRestart(2.0, 1, 1)]
+    m.handle(RestartDue())
+    # a hung report about a task that already exited is ignored
+    m.handle(TaskExited("worker-0", 0, 1.0, 1))
+    assert m.handle(TaskHung("worker-0", 31.0, 40.0, 1)) == []

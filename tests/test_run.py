@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,16 +33,30 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def wait_for_files(folder: Path, pattern: str, count: int, within: float = 60.0) -> list[Path]:
+def wait_for_files(
+    folder: Path,
+    pattern: str,
+    count: int,
+    within: float = 60.0,
+    driver: subprocess.Popen[str] | None = None,
+) -> list[Path]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
+        if driver is not None and driver.poll() is not None:
+            out, err = driver.communicate()
+            raise AssertionError(f"cauce exited {driver.returncode} early:\n{out}\n{err}")
         found = sorted(folder.glob(pattern))
         if len(found) >= count:
             time.sleep(0.2)  # let the writers finish
             return found
         time.sleep(0.1)
     found = list(folder.iterdir()) if folder.exists() else "no folder"
-    raise AssertionError(f"expected {count} files {pattern} in {folder}, got {found}")
+    more = ""
+    if driver is not None:
+        driver.kill()
+        out, err = driver.communicate()
+        more = f"; cauce printed:\n{out}\n{err}"
+    raise AssertionError(f"expected {count} files {pattern} in {folder}, got {found}{more}")
 
 
 def job_ids(env: dict[str, str]) -> list[str]:
@@ -148,7 +163,9 @@ def test_restarts_are_counted_and_visible(tmp_path: Path, cauce_env: dict[str, s
     assert "attempts:  3 (restarts: 2)" in shown
     assert "restart 1 at" in shown and "restart 2 at" in shown
     logs = cauce(["logs", job_id, "--task", "worker-0"], cauce_env).stdout
-    assert logs.count("starting, attempt") == 3
+    # every attempt is marked in the log; a task may be stopped before it prints anything
+    assert [f"=== cauce: attempt {n} of job" in logs for n in (1, 2, 3)] == [True] * 3
+    assert logs.count("starting, attempt") >= 2
 
 
 def test_kill_9_of_the_driver_leaves_no_task_alive(
@@ -166,7 +183,7 @@ def test_kill_9_of_the_driver_leaves_no_task_alive(
     )
     driver = cauce_popen(["run", str(path)], cauce_env)
     try:
-        files = wait_for_files(pids, "*.pids", 2)
+        files = wait_for_files(pids, "*.pids", 2, driver=driver)
         task_pids = [int(p) for f in files for p in f.read_text().split()]
         assert len(task_pids) == 4 and all(psutil.pid_exists(p) for p in task_pids)
         driver.send_signal(signal.SIGKILL)
@@ -196,7 +213,7 @@ def test_interrupt_tears_the_gang_down(tmp_path: Path, cauce_env: dict[str, str]
     )
     driver = cauce_popen(["run", str(path)], cauce_env)
     try:
-        files = wait_for_files(pids, "*.pids", 2)
+        files = wait_for_files(pids, "*.pids", 2, driver=driver)
         task_pids = [int(p) for f in files for p in f.read_text().split()]
         if how == "sigint":
             driver.send_signal(signal.SIGINT)

@@ -87,12 +87,18 @@ def test_tensorflow_ps_is_untracked_by_default() -> None:
         ),
         (job(framework="pytorh"), "framework must be one of pytorch, tensorflow"),
         (job(roles={"worker": {"instances": "2"}}), "roles.worker.instances must be a whole"),
-        (job(roles={"worker": {"resources": {"cpus": 0}}}), "roles.worker.resources.cpus must"),
+        (
+            job(roles={"worker": {"resources": {"cpus": 0}}}),
+            "roles.worker.resources.cpus must be > 0 (fractions like 0.5 are allowed), got 0",
+        ),
         (job(roles={"worker": {"resources": {"memory": "lots"}}}), "must be a size like 4GiB"),
         (job(roles={"worker": {"resources": {"gpus": -1}}}), "gpus must be >= 0, got -1"),
         ({"name": "t"}, "roles.worker.command is missing"),
         (job(restart={"max_restarts": -1}), "restart.max_restarts must be >= 0, got -1"),
-        (job(timeout=-5), "timeout must be >= 0, got -5"),
+        (job(timeout=-5), "timeout must be > 0 seconds, got -5"),
+        (job(timeout=0), "timeout must be > 0 seconds, got 0"),
+        (job(hang_timeout="1m"), "hang_timeout must be a number, got '1m'"),
+        (job(cluster="sparkk://x"), "cluster must be 'local', 'spark://HOST:PORT'"),
         (job(env={"1BAD": "x"}), "env.1BAD is not a valid environment variable name"),
         (job(roles={"Worker": {}}), "roles.Worker is not a valid role name"),
         (job(framework="tensorflow", roles={"trainer": {}}), "is not a TensorFlow role"),
@@ -122,6 +128,16 @@ def test_refusals_name_the_field(data: object, expected: str) -> None:
 )
 def test_memory_sizes(text: object, size: int) -> None:
     assert parse_memory(text) == size
+
+
+def test_name_from_an_unusable_file_name() -> None:
+    with pytest.raises(SpecError, match="name is not set and the file name 'my job'"):
+        parse_job({"command": "true"}, source="/x/my job.yaml")
+
+
+def test_command_list_keeps_yaml_booleans_lowercase() -> None:
+    spec = parse_job(job(command=["python", "t.py", "--flag", True, 3]))
+    assert spec.command == ("python", "t.py", "--flag", "true", "3")
 
 
 def test_bad_yaml_names_line(tmp_path: Path) -> None:
@@ -158,6 +174,14 @@ def test_cli_refuses_bad_spec_with_one_line_and_exit_2(
     # Nothing was recorded either: the job never existed.
     listed = cauce(["jobs"], cauce_env)
     assert "no jobs yet" in listed.stdout
+
+
+def test_cli_missing_workdir_is_a_spec_error(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    path = write_job(tmp_path, "name: x\ncommand: 'true'\nworkdir: nowhere\n")
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 2
+    assert "workdir folder" in done.stderr and "does not exist" in done.stderr
+    assert "no jobs yet" in cauce(["jobs"], cauce_env).stdout
 
 
 def test_cli_unknown_key(tmp_path: Path, cauce_env: dict[str, str]) -> None:

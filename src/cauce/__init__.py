@@ -11,6 +11,7 @@ from cauce.errors import (
     SpecError,
 )
 from cauce.gang import JobResult
+from cauce.runtime import Context, checkpoint, context, heartbeat, report
 from cauce.spec import JobSpec, load_job, parse_job
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CauceError",
     "ClusterError",
+    "Context",
     "GangFailed",
     "HistoryError",
     "JobResult",
@@ -25,8 +27,12 @@ __all__ = [
     "PlacementError",
     "SpecError",
     "__version__",
+    "checkpoint",
+    "context",
+    "heartbeat",
     "load_job",
     "parse_job",
     "plan",
+    "report",
     "run",
 ]

@@ -42,6 +42,15 @@ def register(sub: Any) -> None:
     )
     logs.set_defaults(func=cmd_logs)
 
+    metrics = sub.add_parser("metrics", parents=[history], help="a job's reported metrics")
+    metrics.add_argument("job_id", help="a job id, or a unique prefix of one")
+    metrics.add_argument("--task", help="only this task, e.g. worker-0")
+    metrics.add_argument("--name", action="append", help="only this metric (repeatable)")
+    metrics.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format"
+    )
+    metrics.set_defaults(func=cmd_metrics)
+
     kill = sub.add_parser("kill", parents=[history], help="stop a running job")
     kill.add_argument("job_id", help="a job id, or a unique prefix of one")
     kill.add_argument(
@@ -134,6 +143,14 @@ def cmd_show(args: argparse.Namespace) -> int:
                 ]
             )
         out.write("\n" + _table(rows) + "\n")
+    latest: dict[tuple[str, str], tuple[int, float]] = {}
+    for row in store.get_metrics(job.id):
+        latest[(row.task_id, row.name)] = (row.step, row.value)
+    if latest:
+        rows = [["TASK", "METRIC", "STEP", "LAST VALUE"]]
+        for (task_id, name), (step, value) in sorted(latest.items()):
+            rows.append([task_id, name, str(step), f"{value:.6g}"])
+        out.write("\n" + _table(rows) + "\n")
     restarts = [e for e in store.get_events(job.id) if e.kind == "restart"]
     for event in restarts:
         when = time.strftime("%H:%M:%S", time.localtime(event.ts))
@@ -141,6 +158,46 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.write(f"\nrestart {event.data.get('restart')} at {when}: {''.join(first)}")
     if restarts:
         out.write("\n")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    store = open_store(args.history)
+    job = store.get_job(args.job_id)
+    rows = store.get_metrics(job.id, args.task)
+    if args.name:
+        rows = [row for row in rows if row.name in args.name]
+    out = sys.stdout
+    if args.format == "json":
+        for row in rows:
+            record = {
+                "task": row.task_id,
+                "attempt": row.attempt,
+                "step": row.step,
+                "time": row.ts,
+                "name": row.name,
+                "value": row.value,
+            }
+            out.write(json.dumps(record) + "\n")
+        return 0
+    if args.format == "csv":
+        out.write("task,attempt,step,time,name,value\n")
+        for row in rows:
+            out.write(
+                f"{row.task_id},{row.attempt},{row.step},{row.ts:.3f},{row.name},{row.value!r}\n"
+            )
+        return 0
+    if not rows:
+        out.write(f"job {job.id} has no metrics (tasks report them with cauce.report)\n")
+        return 0
+    table = [["TASK", "ATTEMPT", "STEP", "METRIC", "VALUE"]]
+    for row in rows:
+        table.append(
+            [row.task_id, str(row.attempt + 1), str(row.step), row.name, f"{row.value:.6g}"]
+        )
+    out.write(_table(table) + "\n")
     return 0
 
 

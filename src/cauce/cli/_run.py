@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--cluster",
-        default=env_default("CAUCE_CLUSTER"),
-        help="where to run: local (default) [env CAUCE_CLUSTER]",
+        default=None,
+        help="where to run: local (default); overrides the spec's cluster, which overrides "
+        "$CAUCE_CLUSTER",
     )
     parser.add_argument(
         "--history",

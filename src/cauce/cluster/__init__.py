@@ -14,6 +14,7 @@ from cauce.cluster.api import (
     Waiting,
 )
 from cauce.errors import ClusterError
+from cauce.spec._parse import CLUSTER_PREFIXES as _CLUSTER_PREFIXES
 
 __all__ = [
     "Cluster",
@@ -39,7 +40,7 @@ def get_cluster(address: str | None) -> Cluster:
         config = load_local_config(cauce_home())
         return LocalCluster(cpus=config.cpus, memory=config.memory, declared_gpus=config.gpus)
     assert address is not None
-    if address.startswith(("spark://", "local[", "yarn", "k8s://")):
+    if address.startswith(_CLUSTER_PREFIXES):
         try:
             import pyspark  # noqa: F401
         except ImportError:

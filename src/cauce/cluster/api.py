@@ -149,5 +149,8 @@ class Cluster(abc.ABC):
         launches: Sequence[TaskLaunch],
         on_output: OutputSink,
         on_exit: Callable[[TaskExit], None],
+        *,
+        grace: float = 10.0,
     ) -> RunningGang:
-        """Start one attempt. ``on_exit`` is called once per task when its process ends."""
+        """Start one attempt. ``on_exit`` is called once per task when its process ends.
+        ``grace`` is how long tasks get between SIGTERM and SIGKILL if the driver dies."""

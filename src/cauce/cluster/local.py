@@ -119,7 +119,7 @@ class LocalCluster(Cluster):
                 f"{_fmt_gib(self.memory)}; lower resources.memory"
             )
         if problems:
-            raise PlacementError(f"gang {request.job_id} can never fit: " + "; ".join(problems))
+            raise PlacementError("this job can never fit on this host: " + "; ".join(problems))
 
     def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
         leases: list[Lease] = []
@@ -145,9 +145,11 @@ class LocalCluster(Cluster):
         launches: Sequence[TaskLaunch],
         on_output: OutputSink,
         on_exit: Callable[[TaskExit], None],
+        *,
+        grace: float = 10.0,
     ) -> RunningGang:
         if self._reaper is None:
-            self._reaper = Reaper(grace=5.0)
+            self._reaper = Reaper(grace=grace)
         return LocalGang(launches, on_output, on_exit, self._reaper)
 
     def close(self) -> None:

@@ -25,8 +25,10 @@ from types import FrameType
 from typing import Protocol
 
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
+from cauce.errors import SpecError
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
+from cauce.gang._progress import ProgressReader
 from cauce.history import HistoryStore
 from cauce.spec import JobSpec
 
@@ -166,6 +168,7 @@ class JobDriver:
         self.job_id = job_id or new_job_id(spec.name)
         self.run_dir = home / "runs" / self.job_id
         self.log_dir = self.run_dir / "logs"
+        self.progress = ProgressReader(self.run_dir / "progress")
         self.request = gang_request(spec, self.job_id)
         self.poll_interval = poll_interval
         self._events: queue.Queue[m.Event] = queue.Queue()
@@ -181,11 +184,14 @@ class JobDriver:
         self._restart_at: float | None = None
         self._started: float | None = None
         self._rendezvous_stop: Callable[[], None] | None = None
+        self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
+        self._task_started: float = 0.0
 
     # --- dry run -------------------------------------------------------------------------------
 
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
+        self._check_workdir()
         self.cluster.check(self.request)
         got = self.cluster.try_reserve(self.request)
         lines = [
@@ -205,6 +211,7 @@ class JobDriver:
                 log_dir=str(self.log_dir),
                 environ=self._task_environ(),
                 rendezvous="127.0.0.1:<port>" if self.spec.framework == "horovod" else None,
+                progress_dir=str(self.progress.folder),
             )
         finally:
             got.release()
@@ -237,9 +244,20 @@ class JobDriver:
 
     # --- the run -------------------------------------------------------------------------------
 
+    def _check_workdir(self) -> None:
+        if not os.path.isdir(self.spec.workdir):
+            raise SpecError(
+                "workdir",
+                f"folder {self.spec.workdir!r} does not exist; create it or fix workdir "
+                "(relative paths start at the job file's folder)",
+                source=self.spec.source,
+            )
+
     def run(self) -> JobResult:
+        self._check_workdir()
         self.cluster.check(self.request)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.progress.folder.mkdir(parents=True, exist_ok=True)
         spec_json = json.dumps(_spec_dict(self.spec), default=str)
         self.store.create_job(
             id=self.job_id,
@@ -248,7 +266,7 @@ class JobDriver:
             framework=self.spec.framework,
             status="pending",
             cluster=self.cluster.name,
-            source=self.spec.source,
+            source=os.path.abspath(self.spec.source) if self.spec.source else "",
             spec=spec_json,
             run_dir=str(self.run_dir),
             host=socket.gethostname(),
@@ -327,11 +345,16 @@ class JobDriver:
         while True:
             now = time.monotonic()
             deadlines = [d for d in (self._deadline, self._restart_at) if d is not None]
+            if self._running is not None:
+                deadlines.append(now + self.poll_interval)
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
                 return self._events.get(timeout=timeout)
             except queue.Empty:
                 pass
+            hung = self._poll_progress()
+            if hung is not None:
+                return hung
             now = time.monotonic()
             if self._deadline is not None and now >= self._deadline:
                 self._deadline = None
@@ -340,6 +363,29 @@ class JobDriver:
             if self._restart_at is not None and now >= self._restart_at:
                 self._restart_at = None
                 return m.RestartDue()
+
+    def _poll_progress(self) -> m.TaskHung | None:
+        """Store what tasks reported; the first running task silent for too long is hung."""
+        if self._plan is None:
+            return None
+        tasks = [launch.task_id for launch in self._plan.launches]
+        rows, alive = self.progress.poll(tasks)
+        if rows:
+            self.store.add_metrics(self.job_id, rows)
+        now = time.monotonic()
+        for task_id in alive:
+            self._last_sign[task_id] = now
+        limit = self.spec.hang_timeout
+        if limit is None or self._running is None:
+            return None
+        attempt = self._machine.attempt
+        for task_id in tasks:
+            if task_id in self._machine.exits or task_id not in self._machine.tracked:
+                continue
+            idle = now - self._last_sign.get(task_id, self._task_started)
+            if idle > limit:
+                return m.TaskHung(task_id, idle, now - self._task_started, attempt)
+        return None
 
     def _execute(self, instruction: m.Instruction, pending: list[m.Event]) -> JobResult | None:
         match instruction:
@@ -381,18 +427,23 @@ class JobDriver:
             log_dir=str(self.log_dir),
             environ=self._task_environ(),
             rendezvous=self._rendezvous,
+            progress_dir=str(self.progress.folder),
         )
         self._plan = plan
+        self._last_sign = {}
+        self._task_started = time.monotonic()
         now = time.time()
         for launch in plan.launches:
             with open(launch.log_path, "a", encoding="utf-8") as log:
-                log.write(f"{_ATTEMPT_MARK}{attempt} of job {self.job_id} ===\n")
+                log.write(f"{_ATTEMPT_MARK}{attempt + 1} of job {self.job_id} ===\n")
         events = self._events
 
         def on_exit(done: TaskExit) -> None:
             events.put(m.TaskExited(done.task_id, done.returncode, done.runtime, attempt))
 
-        self._running = self.cluster.start(plan.layout, plan.launches, self.console.output, on_exit)
+        self._running = self.cluster.start(
+            plan.layout, plan.launches, self.console.output, on_exit, grace=self.spec.grace_period
+        )
         pids = self._running.pids()
         for slot, launch in zip(plan.layout.slots, plan.launches, strict=True):
             self.store.upsert_task(
@@ -464,16 +515,24 @@ class JobDriver:
             return ""
         path = self._log_path(failure.task_id)
         tail = log_tail(path)
-        head = (
-            f"{failure.task_id} failed first ({describe_exit(failure.returncode)} after "
-            f"{failure.runtime:.1f} s, attempt {failure.attempt + 1})"
-        )
+        if failure.returncode is None:
+            head = (
+                f"{failure.task_id} hung first (no report or heartbeat for "
+                f"{failure.hung_for or 0:.0f} s, hang_timeout {self.spec.hang_timeout:g} s, "
+                f"after {failure.runtime:.1f} s, attempt {failure.attempt + 1})"
+            )
+        else:
+            head = (
+                f"{failure.task_id} failed first ({describe_exit(failure.returncode)} after "
+                f"{failure.runtime:.1f} s, attempt {failure.attempt + 1})"
+            )
         if not tail:
             return f"{head}; its log is empty ({path})"
         body = "\n".join(f"    {line}" for line in tail)
         return f"{head}; last lines of its log ({path}):\n{body}"
 
     def _finish(self, finish: m.Finish) -> JobResult:
+        self._poll_progress()  # the last reports of the last attempt
         if self._reservation is not None:
             self._reservation.release()
             self._reservation = None

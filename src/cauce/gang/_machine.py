@@ -30,6 +30,7 @@ __all__ = [
     "StopGang",
     "StopRequested",
     "TaskExited",
+    "TaskHung",
     "TimedOut",
     "WaitBeforeRestart",
 ]
@@ -60,6 +61,16 @@ class TaskExited:
 
 
 @dataclass(frozen=True)
+class TaskHung:
+    """No report or heartbeat from a running task for ``idle`` seconds (its hang timeout)."""
+
+    task_id: str
+    idle: float
+    runtime: float
+    attempt: int
+
+
+@dataclass(frozen=True)
 class GangStopped:
     """Every process of the current attempt is gone."""
 
@@ -79,7 +90,7 @@ class TimedOut:
     seconds: float
 
 
-Event = Reserved | TaskExited | GangStopped | RestartDue | StopRequested | TimedOut
+Event = Reserved | TaskExited | TaskHung | GangStopped | RestartDue | StopRequested | TimedOut
 
 # --- instructions ------------------------------------------------------------------------------
 
@@ -104,9 +115,10 @@ class WaitBeforeRestart:
 @dataclass(frozen=True)
 class Failure:
     task_id: str
-    returncode: int
+    returncode: int | None  # None when the task was declared hung
     runtime: float
     attempt: int
+    hung_for: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,8 @@ class GangMachine:
                 return self._on_reserved()
             case TaskExited():
                 return self._on_exit(event)
+            case TaskHung():
+                return self._on_hung(event)
             case GangStopped():
                 return self._on_stopped()
             case RestartDue():
@@ -185,6 +199,19 @@ class GangMachine:
             self._stop_reason = "completed"
             return [StopGang("completed")]
         return []
+
+    def _on_hung(self, event: TaskHung) -> list[Instruction]:
+        if (
+            self.phase is not Phase.RUNNING
+            or event.attempt != self.attempt
+            or event.task_id in self.exits
+        ):
+            return []
+        self.failure = Failure(event.task_id, None, event.runtime, self.attempt, event.idle)
+        self.failures.append(self.failure)
+        self.phase = Phase.STOPPING
+        self._stop_reason = "failure"
+        return [StopGang("failure")]
 
     def _on_stopped(self) -> list[Instruction]:
         if self.phase is not Phase.STOPPING:

@@ -5,7 +5,10 @@ Pure but for the free ports the reservation hands out and ``os.environ``, both p
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from cauce.cluster.api import GangRequest, Reservation, TaskLaunch, TaskRequest
 from cauce.frameworks import rank_order, task_env
 from cauce.frameworks.api import GangLayout, TaskSlot
-from cauce.spec import JobSpec
+from cauce.spec import FRAMEWORKS, JobSpec
 
 __all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv"]
 
@@ -29,11 +32,66 @@ def gang_request(spec: JobSpec, job_id: str) -> GangRequest:
     return GangRequest(job_id, tuple(tasks))
 
 
+_UNQUOTED_SYNTAX = set("|&;<>()$`*?[]#~{}!\n")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _needs_shell(command: str) -> bool:
+    """True if the shell would do more than split words: operators, expansions, globs..."""
+    quote = ""
+    escaped = False
+    for ch in command:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = "" if ch == "'" else quote
+        elif ch == "\\":
+            escaped = True
+        elif quote == '"':
+            if ch in "$`":
+                return True
+            quote = "" if ch == '"' else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _UNQUOTED_SYNTAX:
+            return True
+    return bool(_ASSIGNMENT.match(command.strip()))
+
+
 def task_argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
-    """A string runs through ``/bin/sh -c``; a list runs as it is."""
-    if isinstance(command, str):
-        return ("/bin/sh", "-c", command)
-    return tuple(command)
+    """A list runs as it is. A string that is a plain command line (words and quotes only) is
+    split and run directly, so that the task's exit code or signal is its own; a string with
+    shell syntax (pipes, ``&&``, ``$VAR``, globs, redirections...) runs through ``/bin/sh -c``."""
+    if not isinstance(command, str):
+        return tuple(command)
+    if not _needs_shell(command):
+        try:
+            return tuple(shlex.split(command))
+        except ValueError:
+            pass
+    return ("/bin/sh", "-c", command)
+
+
+@functools.cache
+def contract_names() -> frozenset[str]:
+    """Every variable the env contract may set, for any framework and role. Inherited values
+    of these are dropped, so that a task outside the world (a ``ps``) never sees the ``RANK``
+    of a torchrun that started cauce itself."""
+    names = {"CAUCE_PROGRESS_FILE", "CAUCE_PARAMS"}
+    layouts = {
+        "tensorflow": ("chief", "worker", "ps", "evaluator"),
+        "mxnet": ("scheduler", "server", "worker"),
+    }
+    for framework in FRAMEWORKS:
+        roles = layouts.get(framework, ("chief", "worker"))
+        slots = tuple(
+            TaskSlot(f"{role}-0", role, 0, "127.0.0.1", 1000 + i, ("0",))
+            for i, role in enumerate(roles)
+        )
+        layout = GangLayout("j", "j", framework, 0, 0, slots, rendezvous="127.0.0.1:1")
+        for slot in slots:
+            names.update(task_env(layout, slot.task_id))
+    return frozenset(names)
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -67,6 +125,7 @@ def build_attempt(
     environ: Mapping[str, str],
     rendezvous: str | None = None,
     ports: Mapping[str, int] | None = None,
+    progress_dir: str | None = None,
 ) -> AttemptPlan:
     task_ids: Sequence[str] = [task.task_id for task in request.tasks]
     ports = ports if ports is not None else reservation.ports(task_ids)
@@ -94,12 +153,14 @@ def build_attempt(
         slots=tuple(slots),
         rendezvous=rendezvous,
     )
-    inherited = base_env(environ)
+    inherited = {k: v for k, v in base_env(environ).items() if k not in contract_names()}
     launches = []
     contract: dict[str, dict[str, str]] = {}
     for task in request.tasks:
         role = spec.role(task.role)
         mine = dict(task_env(layout, task.task_id))
+        if progress_dir is not None:
+            mine["CAUCE_PROGRESS_FILE"] = os.path.join(progress_dir, f"{task.task_id}.jsonl")
         mine.update(spec.env)
         mine.update(role.env)
         contract[task.task_id] = mine

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cauce.history.store import EventRow, HistoryStore, JobRow, TaskRow
+from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "TaskRow", "cauce_home", "open_store"]
+__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow", "cauce_home", "open_store"]
 
 
 def cauce_home() -> Path:

@@ -19,15 +19,15 @@ from sqlalchemy.engine import Engine
 
 from cauce.errors import HistoryError
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "TaskRow"]
+__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
 
 _meta = sa.MetaData()
 
 jobs = sa.Table(
     "jobs",
     _meta,
-    sa.Column("id", sa.String(80), primary_key=True),
-    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
     sa.Column("kind", sa.String(20), nullable=False, default="job"),
     sa.Column("framework", sa.String(20), nullable=False, default="none"),
     sa.Column("status", sa.String(20), nullable=False),
@@ -49,8 +49,8 @@ jobs = sa.Table(
 tasks = sa.Table(
     "tasks",
     _meta,
-    sa.Column("job_id", sa.String(80), sa.ForeignKey("jobs.id"), primary_key=True),
-    sa.Column("task_id", sa.String(80), primary_key=True),
+    sa.Column("job_id", sa.String(200), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("task_id", sa.String(200), primary_key=True),
     sa.Column("attempt", sa.Integer, primary_key=True),
     sa.Column("role", sa.String(40), nullable=False),
     sa.Column("role_index", sa.Integer, nullable=False),
@@ -69,13 +69,36 @@ events = sa.Table(
     "events",
     _meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.String(80), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("job_id", sa.String(200), sa.ForeignKey("jobs.id"), nullable=False, index=True),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("kind", sa.String(40), nullable=False),
-    sa.Column("task_id", sa.String(80)),
+    sa.Column("task_id", sa.String(200)),
     sa.Column("attempt", sa.Integer),
     sa.Column("data", sa.Text, nullable=False, default="{}"),
 )
+
+metrics = sa.Table(
+    "metrics",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(200), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("task_id", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    task_id: str
+    attempt: int
+    step: int
+    ts: float
+    name: str
+    value: float
 
 
 @dataclass(frozen=True)
@@ -131,9 +154,9 @@ class EventRow:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
@@ -146,10 +169,23 @@ class HistoryStore:
             raise HistoryError(f"history URL {url!r} is not usable: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             sa_event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            _meta.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store {url!r} cannot be opened: {exc}") from exc
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        # Several drivers may open a new store at the same moment: both see no table, one
+        # creates it, the other's CREATE fails. Looking again settles it.
+        for attempt in range(10):
+            try:
+                _meta.create_all(self.engine)
+                return
+            except sa.exc.OperationalError as exc:
+                if attempt == 9 or not ("already exists" in str(exc) or "locked" in str(exc)):
+                    raise HistoryError(
+                        f"history store {self.url!r} cannot be opened: {exc}"
+                    ) from exc
+                time.sleep(0.05 * (attempt + 1))
+            except sa.exc.SQLAlchemyError as exc:
+                raise HistoryError(f"history store {self.url!r} cannot be opened: {exc}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -208,6 +244,28 @@ class HistoryStore:
             )
         )
 
+    def add_metrics(self, job_id: str, rows: list[MetricRow]) -> None:
+        """Many metric values in one transaction (the driver batches what tasks report)."""
+        if not rows:
+            return
+        values = [
+            {
+                "job_id": job_id,
+                "task_id": r.task_id,
+                "attempt": r.attempt,
+                "step": r.step,
+                "ts": r.ts,
+                "name": r.name,
+                "value": r.value,
+            }
+            for r in rows
+        ]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(metrics.insert(), values)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store write failed: {exc}") from exc
+
     # --- reads ---------------------------------------------------------------------------------
 
     def _rows(self, statement: Any) -> list[Any]:
@@ -242,6 +300,20 @@ class HistoryStore:
             .order_by(tasks.c.attempt, tasks.c.started_at, tasks.c.task_id)
         )
         return [TaskRow(**row._mapping) for row in self._rows(query)]
+
+    def get_metrics(self, job_id: str, task_id: str | None = None) -> list[MetricRow]:
+        query = sa.select(
+            metrics.c.task_id,
+            metrics.c.attempt,
+            metrics.c.step,
+            metrics.c.ts,
+            metrics.c.name,
+            metrics.c.value,
+        ).where(metrics.c.job_id == job_id)
+        if task_id is not None:
+            query = query.where(metrics.c.task_id == task_id)
+        query = query.order_by(metrics.c.id)
+        return [MetricRow(**row._mapping) for row in self._rows(query)]
 
     def get_events(self, job_id: str) -> list[EventRow]:
         query = sa.select(events).where(events.c.job_id == job_id).order_by(events.c.id)

@@ -33,12 +33,15 @@ _JOB_KEYS = (
     "workdir",
     "restart",
     "timeout",
+    "hang_timeout",
     "grace_period",
     "cluster",
 )
 _ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
 _RESOURCE_KEYS = ("cpus", "memory", "gpus")
 _RESTART_KEYS = ("max_restarts", "backoff", "max_backoff")
+#: Cluster addresses a spec may name (besides "local").
+CLUSTER_PREFIXES = ("spark://", "local[", "yarn", "k8s://")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -97,7 +100,14 @@ def parse_job(
 
     name = data.get("name")
     if name is None:
-        name = Path(source).stem if source else "job"
+        stem = Path(source).stem if source else "job"
+        if not _NAME_RE.match(stem):
+            raise p.error(
+                "name",
+                f"is not set and the file name {stem!r} is not a valid job name: add "
+                "name: with 1-63 letters, digits, '.', '_' or '-'",
+            )
+        name = stem
     name = p.string(name, "name")
     if not _NAME_RE.match(name):
         raise p.error(
@@ -116,9 +126,16 @@ def parse_job(
     if base_dir is not None and not os.path.isabs(workdir):
         workdir = os.path.normpath(os.path.join(os.fspath(base_dir), workdir))
     restart = p.restart(data.get("restart"), "restart")
-    timeout = p.positive_number(data["timeout"], "timeout") if data.get("timeout") else None
+    timeout = (
+        p.positive_number(data["timeout"], "timeout") if data.get("timeout") is not None else None
+    )
+    hang = (
+        p.positive_number(data["hang_timeout"], "hang_timeout")
+        if "hang_timeout" in data and data["hang_timeout"] is not None
+        else None
+    )
     grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
-    cluster = p.string(data["cluster"], "cluster") if data.get("cluster") else None
+    cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
 
     roles = p.roles(data.get("roles"), framework)
     for role in roles:
@@ -136,6 +153,7 @@ def parse_job(
         workdir=workdir,
         restart=restart,
         timeout=timeout,
+        hang_timeout=hang,
         grace_period=grace,
         cluster=cluster,
         source=source,
@@ -185,6 +203,16 @@ class _Parser:
             raise self.error(path, f"must be a non-empty string, got {value!r}", value)
         return value
 
+    def cluster(self, value: object) -> str:
+        address = self.string(value, "cluster")
+        if address == "local" or address.startswith(CLUSTER_PREFIXES):
+            return address
+        raise self.error(
+            "cluster",
+            f"must be 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' or 'k8s://...', "
+            f"got {address!r}",
+        )
+
     def number(self, value: object, path: str, *, minimum: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(path, f"must be a number, got {value!r}", value)
@@ -192,11 +220,12 @@ class _Parser:
             raise self.error(path, f"must be >= {minimum:g}, got {value!r}", value)
         return float(value)
 
-    def positive_number(self, value: object, path: str) -> float:
-        number = self.number(value, path, minimum=0.0)
-        if number <= 0:
-            raise self.error(path, f"must be > 0 seconds, got {value!r}", value)
-        return number
+    def positive_number(self, value: object, path: str, unit: str = " seconds") -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(path, f"must be a number, got {value!r}", value)
+        if value <= 0:
+            raise self.error(path, f"must be > 0{unit}, got {value!r}", value)
+        return float(value)
 
     def integer(self, value: object, path: str, *, minimum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -213,7 +242,10 @@ class _Parser:
             and value
             and all(isinstance(part, str | int | float) for part in value)
         ):
-            return tuple(str(part) for part in value)
+            return tuple(
+                ("true" if part else "false") if isinstance(part, bool) else str(part)
+                for part in value
+            )
         raise self.error(
             path,
             f"must be a shell command string or a non-empty list of arguments, got {value!r}",
@@ -264,11 +296,9 @@ class _Parser:
                 path, f"must be a mapping like {{cpus: 1, memory: 2GiB, gpus: 0}}, got {value!r}"
             )
         self.check_keys(value, _RESOURCE_KEYS, path)
-        cpus = self.number(value.get("cpus", 1), f"{path}.cpus", minimum=0.0)
-        if cpus <= 0:
-            raise self.error(
-                f"{path}.cpus", f"must be > 0 (fractions like 0.5 are allowed), got {cpus:g}"
-            )
+        cpus = self.positive_number(
+            value.get("cpus", 1), f"{path}.cpus", unit=" (fractions like 0.5 are allowed)"
+        )
         memory = parse_memory(value.get("memory", 0), f"{path}.memory", self.source)
         gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0)
         return Resources(cpus=cpus, memory=memory, gpus=gpus)
@@ -352,7 +382,8 @@ class _Parser:
                     "has MXNet servers but no scheduler: add roles.scheduler with instances: 1",
                 )
             if "scheduler" in names and roles[names.index("scheduler")].instances != 1:
-                raise self.error("roles.scheduler.instances", "must be 1 for MXNet")
+                got = roles[names.index("scheduler")].instances
+                raise self.error("roles.scheduler.instances", f"must be 1 for MXNet, got {got}")
 
 
 def _kind(value: object) -> str:

@@ -62,6 +62,9 @@ class JobSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Seconds the whole job may run (all attempts together); None for no limit.
     timeout: float | None = None
+    #: Seconds a task may go without a report or heartbeat before it is declared hung and the
+    #: gang fails (then restarts, if the policy allows); None turns hang detection off.
+    hang_timeout: float | None = None
     #: Seconds between SIGTERM and SIGKILL when a gang is stopped.
     grace_period: float = 10.0
     #: Cluster the spec asks for (``local``, ``spark://...``); None lets the caller decide.

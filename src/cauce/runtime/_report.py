@@ -1,0 +1,75 @@
+"""``cauce.report(step, **metrics)`` and ``cauce.heartbeat()``: progress, cheap enough per step.
+
+Each call appends one JSON line to this task's progress file (``$CAUCE_PROGRESS_FILE``, set by
+the driver), which the driver reads about once a second: the values go to the history store
+(``cauce show``, ``cauce metrics``), and the time of the last line is what hang detection
+watches. Without a driver, reports go nowhere and cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import IO
+
+__all__ = ["heartbeat", "report"]
+
+
+class _Channel:
+    """The open progress file of this process (reopened if the variable changes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.file: IO[str] | None = None
+        self.path: str | None = None
+        self.attempt = 0
+
+    def stream(self) -> IO[str] | None:
+        path = os.environ.get("CAUCE_PROGRESS_FILE")
+        if not path:
+            return None
+        if self.file is None or path != self.path:
+            if self.file is not None:
+                self.file.close()
+            self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process
+            self.path = path
+            self.attempt = int(os.environ.get("CAUCE_ATTEMPT", "0") or 0)
+        return self.file
+
+    def write(self, record: dict[str, object]) -> None:
+        with self.lock:
+            stream = self.stream()
+            if stream is None:
+                return
+            record["a"] = self.attempt
+            stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            stream.flush()
+
+
+_channel = _Channel()
+
+
+def report(step: int, /, **metrics: float) -> None:
+    """Record metric values at ``step`` (an int that grows: batch, epoch...).
+
+    Values must be real numbers; NaN and infinities are kept, so that a diverging run shows.
+    """
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(f"cauce.report: step must be an int, got {step!r}")
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"cauce.report: metric {name!r} must be a number, got {value!r}"
+            ) from None
+        values[name] = number
+    _channel.write({"t": time.time(), "s": step, "m": values})
+
+
+def heartbeat() -> None:
+    """Say "still making progress" without a metric (for long steps and hang detection)."""
+    _channel.write({"t": time.time(), "hb": 1})

@@ -1,0 +1,186 @@
+"""``cauce.checkpoint``: atomic save and load of training state; a restarted gang resumes.
+
+    state = cauce.checkpoint.load()            # None on a fresh start
+    start = state.step + 1 if state else 0
+    ...
+    cauce.checkpoint.save({"model": model.state_dict(), ...}, step=epoch)
+
+A checkpoint is a folder ``step-000000012`` in the job's checkpoint folder (the same for every
+attempt of a job, so a restart finds it). It is written under a temporary name, synced, then
+renamed: a crash mid-write leaves no folder that ``load`` would take for a checkpoint. Only rank
+0 writes, unless ``all_ranks=True``; the last ``keep`` are kept.
+
+Format: ``torch.save`` when torch is imported by the caller (loaded with ``weights_only=True`` by
+default, so a checkpoint cannot run code), else ``pickle``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cauce.errors import CauceError
+from cauce.runtime._context import context
+
+__all__ = ["Checkpoint", "CheckpointError", "latest_step", "load", "save"]
+
+_NAME = re.compile(r"^step-(\d{9,})$")
+
+
+class CheckpointError(CauceError):
+    """A checkpoint could not be written or read."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    state: Any
+    path: Path
+    meta: dict[str, Any]
+
+
+def _dir(directory: str | os.PathLike[str] | None) -> Path:
+    return Path(directory) if directory is not None else context().checkpoint_dir
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+
+
+def _complete(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / "meta.json").is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
+    if "torch" in sys.modules:
+        import torch
+
+        path = folder / "state.pt"
+        torch.save(state, path)
+        return "torch", path
+    path = folder / "state.pkl"
+    with open(path, "wb") as file:
+        pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return "pickle", path
+
+
+def latest_step(directory: str | os.PathLike[str] | None = None) -> int | None:
+    found = _complete(_dir(directory))
+    return found[-1][0] if found else None
+
+
+def save(
+    state: Any,
+    step: int,
+    *,
+    keep: int = 3,
+    all_ranks: bool = False,
+    directory: str | os.PathLike[str] | None = None,
+) -> Path | None:
+    """Save ``state`` as the checkpoint of ``step``; returns its folder (None on other ranks)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint step must be an int >= 0, got {step!r}")
+    if keep < 1:
+        raise CheckpointError(f"checkpoint keep must be >= 1, got {keep!r}")
+    ctx = context()
+    if not all_ranks and not ctx.is_chief:
+        return None
+    root = _dir(directory)
+    if all_ranks:
+        root = root / f"rank-{ctx.rank}"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:09d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        fmt, data = _write_state(state, tmp)
+        meta = {
+            "step": step,
+            "format": fmt,
+            "time": time.time(),
+            "job_id": ctx.job_id,
+            "attempt": ctx.attempt,
+            "rank": ctx.rank,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        for path in (data, tmp / "meta.json"):
+            _fsync_file(path)
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved again, by a restarted attempt
+            old = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(root)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
+        raise
+    for _, old_path in _complete(root)[:-keep]:
+        shutil.rmtree(old_path, ignore_errors=True)
+    return final
+
+
+def load(
+    *,
+    step: int | None = None,
+    directory: str | os.PathLike[str] | None = None,
+    weights_only: bool = True,
+    map_location: Any = "cpu",
+    rank: int | None = None,
+) -> Checkpoint | None:
+    """The latest complete checkpoint (or the one of ``step``), or None if there is none."""
+    root = _dir(directory)
+    if rank is not None:
+        root = root / f"rank-{rank}"
+    found = _complete(root)
+    if step is not None:
+        found = [(s, p) for s, p in found if s == step]
+        if not found:
+            raise CheckpointError(f"no checkpoint of step {step} in {root}")
+    if not found:
+        return None
+    number, path = found[-1]
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") == "torch":
+            import torch
+
+            state = torch.load(
+                path / "state.pt", map_location=map_location, weights_only=weights_only
+            )
+        else:
+            with open(path / "state.pkl", "rb") as file:
+                state = pickle.load(file)
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+    return Checkpoint(number, state, path, meta)

@@ -1,0 +1,183 @@
+"""The task runtime: context, report, checkpoint; restarts resume, hangs are caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cauce as api
+from cauce.runtime import checkpoint
+from cauce.runtime.checkpoint import CheckpointError
+from helpers import cauce, py, write_job
+
+
+def test_context_under_plain_python(tmp_path: Path) -> None:
+    ctx = api.context({})
+    assert (ctx.rank, ctx.world_size, ctx.attempt, ctx.managed) == (0, 1, 0, False)
+    assert ctx.is_chief
+    env = {
+        "CAUCE_JOB_ID": "j",
+        "CAUCE_TASK_ID": "worker-1",
+        "CAUCE_ROLE": "worker",
+        "CAUCE_ROLE_INDEX": "1",
+        "CAUCE_RANK": "1",
+        "CAUCE_WORLD_SIZE": "2",
+        "CAUCE_ATTEMPT": "3",
+        "CAUCE_RUN_DIR": str(tmp_path),
+        "CAUCE_PARAMS": json.dumps({"lr": 0.1}),
+    }
+    ctx = api.context(env)
+    assert (ctx.rank, ctx.world_size, ctx.attempt, ctx.managed) == (1, 2, 3, True)
+    assert not ctx.is_chief
+    assert ctx.checkpoint_dir == tmp_path / "checkpoints"
+    assert ctx.params == {"lr": 0.1}
+
+
+def test_checkpoint_save_load_keep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAUCE_RANK", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert checkpoint.load(directory=tmp_path) is None
+    for step in range(5):
+        checkpoint.save({"w": step}, step, keep=2, directory=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000003", "step-000000004"]
+    latest = checkpoint.load(directory=tmp_path)
+    assert latest is not None and latest.step == 4 and latest.state == {"w": 4}
+    assert checkpoint.load(step=3, directory=tmp_path).state == {"w": 3}  # type: ignore[union-attr]
+    with pytest.raises(CheckpointError, match="no checkpoint of step 1"):
+        checkpoint.load(step=1, directory=tmp_path)
+    with pytest.raises(CheckpointError, match="step must be an int >= 0"):
+        checkpoint.save({}, -1, directory=tmp_path)
+
+
+def test_only_rank_0_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAUCE_RANK", "1")
+    assert checkpoint.save({"w": 1}, 0, directory=tmp_path) is None
+    assert not any(tmp_path.iterdir())
+    assert checkpoint.save({"w": 1}, 0, directory=tmp_path, all_ranks=True) is not None
+    assert checkpoint.load(directory=tmp_path, rank=1).state == {"w": 1}  # type: ignore[union-attr]
+
+
+def test_failed_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAUCE_RANK", raising=False)
+    checkpoint.save({"w": 0}, 0, directory=tmp_path)
+
+    def broken(state: object, folder: Path) -> tuple[str, Path]:
+        (folder / "state.pkl").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_state", broken)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        checkpoint.save({"w": 1}, 1, directory=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000000"]
+    assert checkpoint.load(directory=tmp_path).state == {"w": 0}  # type: ignore[union-attr]
+
+
+def test_killed_mid_save_is_never_loaded(tmp_path: Path) -> None:
+    """SIGKILL while a large checkpoint is being written: load() still gives the previous one."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from cauce.runtime import checkpoint
+        checkpoint.save({{"w": 0}}, 0, directory={str(tmp_path)!r})
+        print("saved", flush=True)
+        checkpoint.save({{"w": bytes(2_000_000_000)}}, 1, directory={str(tmp_path)!r})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "saved"
+    # wait until the second save has started writing, then kill it
+    for _ in range(200):
+        if any(p.name.startswith(".tmp-") for p in tmp_path.iterdir()):
+            break
+        proc.poll()
+        os.sched_yield()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    latest = checkpoint.load(directory=tmp_path)
+    assert latest is not None and latest.step == 0 and latest.state == {"w": 0}
+
+
+def _log(out: Path, task: str) -> list[dict[str, object]]:
+    lines = (out / f"{task}.log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_reports_reach_history(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: reports
+        command: {py("trainer.py", "--epochs", 2, "--out", out)}
+        roles:
+          worker: {{instances: 2}}
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stderr.split("job ", 1)[1].split(":", 1)[0]
+    metrics = cauce(["metrics", job_id, "--format", "json"], cauce_env)
+    rows = [json.loads(line) for line in metrics.stdout.splitlines()]
+    assert len(rows) == 2 * 2 * 5
+    assert {r["task"] for r in rows} == {"worker-0", "worker-1"}
+    losses = [r["value"] for r in rows if r["task"] == "worker-0"]
+    assert losses == sorted(losses, reverse=True)
+    shown = cauce(["show", job_id], cauce_env).stdout
+    assert "worker-1  loss    9" in shown
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_checkpoint(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: resume
+        command: {py("trainer.py", "--epochs", 4, "--out", out, "--crash-epoch", 2)}
+        roles:
+          worker: {{instances: 2}}
+        restart: {{max_restarts: 2, backoff: 0.2}}
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worker-1 failed first (killed by SIGKILL" in done.stderr
+    log = _log(out, "worker-0")
+    assert log[0] == {"attempt": 0, "resumed_from": 0}
+    restarted = log.index({"attempt": 1, "resumed_from": 2})
+    epochs = [e["epoch"] for e in log if "epoch" in e]
+    # attempt 0 finished epochs 0 and 1; attempt 1 did 2 and 3: the configured 4, once each
+    assert epochs == [0, 1, 2, 3], log
+    assert all(e["attempt"] == 1 for e in log[restarted + 1 :])
+    # same result as an uninterrupted run
+    expected = 1.0 - 0.9 ** (4 * 5)
+    assert abs(float(log[-1]["weight"]) - expected) < 1e-9  # type: ignore[arg-type]
+    job_id = done.stderr.split("job ", 1)[1].split(":", 1)[0]
+    assert "attempts:  2 (restarts: 1)" in cauce(["show", job_id], cauce_env).stdout
+
+
+def test_hung_task_is_stopped_and_reported(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: hangs
+        command: {py("trainer.py", "--epochs", 3, "--out", out, "--hang-after-epoch", 0)}
+        hang_timeout: 2
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 1
+    assert "worker-0 hung first (no report or heartbeat for" in done.stderr
+    assert "hang_timeout 2 s" in done.stderr
