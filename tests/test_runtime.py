@@ -152,7 +152,7 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(
     )
     done = cauce(["run", str(path)], cauce_env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "worker-1 failed first (killed by SIGKILL" in done.stderr
+    assert "worker-0 failed first (killed by SIGKILL" in done.stderr
     log = _log(out, "worker-0")
     assert log[0] == {"attempt": 0, "resumed_from": 0}
     restarted = log.index({"attempt": 1, "resumed_from": 2})
@@ -181,3 +181,23 @@ def test_hung_task_is_stopped_and_reported(tmp_path: Path, cauce_env: dict[str, 
     assert done.returncode == 1
     assert "worker-0 hung first (no report or heartbeat for" in done.stderr
     assert "hang_timeout 2 s" in done.stderr
+
+
+def test_report_raises_trial_pruned_once_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cauce.runtime import _report
+
+    control = tmp_path / "control"
+    monkeypatch.setenv("CAUCE_PROGRESS_FILE", str(tmp_path / "progress.jsonl"))
+    monkeypatch.setenv("CAUCE_CONTROL_FILE", str(control))
+    monkeypatch.setattr(_report, "_channel", _report._Channel())
+    api.report(0, loss=1.0)
+    control.write_text("pruned at step 0\n")
+    _report._channel.next_check = 0.0
+    with pytest.raises(api.TrialPruned) as info:
+        api.report(1, loss=0.5)
+    assert info.value.code == 0 and info.value.reason == "pruned at step 0"
+    lines = (tmp_path / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(line)["s"] for line in lines] == [0, 1]
+    _report._channel.file.close()  # type: ignore[union-attr]

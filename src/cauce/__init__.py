@@ -11,7 +11,7 @@ from cauce.errors import (
     SpecError,
 )
 from cauce.gang import JobResult
-from cauce.runtime import Context, checkpoint, context, heartbeat, report
+from cauce.runtime import Context, TrialPruned, checkpoint, context, heartbeat, report
 from cauce.spec import JobSpec, load_job, parse_job
 
 __version__ = "0.1.0"
@@ -26,6 +26,7 @@ __all__ = [
     "JobSpec",
     "PlacementError",
     "SpecError",
+    "TrialPruned",
     "__version__",
     "checkpoint",
     "context",

@@ -1,7 +1,7 @@
 """trainer.py --epochs N --out DIR [--crash-epoch E] [--hang-after-epoch E]: a toy training loop
 that uses the cauce runtime (context, report, checkpoint) and records what it did in DIR.
 
---crash-epoch E: in attempt 0, SIGKILL itself (rank 1 if there is one) in the middle of epoch E.
+--crash-epoch E: in attempt 0, rank 0 SIGKILLs itself in the middle of epoch E.
 --hang-after-epoch E: stop reporting and sleep after epoch E (hang detection).
 """
 
@@ -25,7 +25,9 @@ args = parser.parse_args()
 ctx = cauce.context()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-latest = cauce.checkpoint.load()
+# Ranks start at slightly different times: a fresh attempt must not pick up the checkpoint that
+# a faster rank has just written (a real script would agree on it across ranks with a barrier).
+latest = cauce.checkpoint.load() if ctx.attempt > 0 else None
 weight = latest.state["weight"] if latest else 0.0
 start = latest.step + 1 if latest else 0
 with open(out / f"{ctx.task_id}.log.jsonl", "a") as log:
@@ -35,12 +37,12 @@ with open(out / f"{ctx.task_id}.log.jsonl", "a") as log:
             weight += 0.1 * (1.0 - weight)
             cauce.report(epoch * args.steps + step, loss=(1.0 - weight) ** 2)
             time.sleep(0.02)
-            crash_rank = 1 if ctx.world_size > 1 else 0
+            # rank 0 writes the checkpoints, so killing it mid-epoch pins where training resumes
             if (
                 epoch == args.crash_epoch
                 and ctx.attempt == 0
                 and step == args.steps // 2
-                and ctx.rank == crash_rank
+                and ctx.rank == 0
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
         cauce.checkpoint.save({"weight": weight}, step=epoch)

@@ -29,7 +29,7 @@ from cauce.errors import SpecError
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
-from cauce.history import HistoryStore
+from cauce.history import HistoryStore, MetricRow
 from cauce.spec import JobSpec
 
 __all__ = ["Console", "JobDriver", "JobResult", "PrintConsole", "new_job_id"]
@@ -159,7 +159,13 @@ class JobDriver:
         environ: Mapping[str, str] | None = None,
         job_id: str | None = None,
         poll_interval: float = 1.0,
+        params: Mapping[str, object] | None = None,
+        on_metrics: Callable[[list[MetricRow]], None] | None = None,
+        kind: str = "job",
     ) -> None:
+        """``params`` reach every task as ``cauce.context().params`` (``CAUCE_PARAMS``);
+        ``on_metrics`` is called from the driver's thread with each batch of reported values
+        (the tuner's hook); ``kind`` is recorded in the history ("job", "trial", ...)."""
         self.spec = spec
         self.cluster = cluster
         self.store = store
@@ -171,6 +177,10 @@ class JobDriver:
         self.progress = ProgressReader(self.run_dir / "progress")
         self.request = gang_request(spec, self.job_id)
         self.poll_interval = poll_interval
+        self.params = dict(params or {})
+        self.on_metrics = on_metrics
+        self.kind = kind
+        self.control_file = self.run_dir / "control" / "stop"
         self._events: queue.Queue[m.Event] = queue.Queue()
         self._machine = m.GangMachine.for_tasks(
             [t.task_id for t in self.request.tasks],
@@ -240,7 +250,24 @@ class JobDriver:
         env = dict(self.environ)
         env["CAUCE_RUN_DIR"] = str(self.run_dir)
         env["CAUCE_HISTORY"] = self.store.url
+        env["CAUCE_CONTROL_FILE"] = str(self.control_file)
+        if self.params:
+            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
         return env
+
+    # --- steering from other threads -----------------------------------------------------------
+
+    def ask_to_stop(self, reason: str) -> None:
+        """Ask the tasks to stop by themselves: their next ``cauce.report`` raises
+        :class:`cauce.TrialPruned`. Thread-safe; pair it with :meth:`stop` after a grace period
+        for tasks that do not report."""
+        self.control_file.parent.mkdir(parents=True, exist_ok=True)
+        self.control_file.write_text(reason + "\n", encoding="utf-8")
+
+    def stop(self, reason: str) -> None:
+        """Stop the gang now (SIGTERM, grace period, SIGKILL) and end the job as killed.
+        Thread-safe."""
+        self._events.put(m.StopRequested(reason))
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -262,7 +289,7 @@ class JobDriver:
         self.store.create_job(
             id=self.job_id,
             name=self.spec.name,
-            kind="job",
+            kind=self.kind,
             framework=self.spec.framework,
             status="pending",
             cluster=self.cluster.name,
@@ -372,6 +399,8 @@ class JobDriver:
         rows, alive = self.progress.poll(tasks)
         if rows:
             self.store.add_metrics(self.job_id, rows)
+            if self.on_metrics is not None:
+                self.on_metrics(rows)
         now = time.monotonic()
         for task_id in alive:
             self._last_sign[task_id] = now

@@ -5,6 +5,6 @@ Importing this costs nothing heavy: no framework is imported until a checkpoint 
 
 from cauce.runtime import checkpoint
 from cauce.runtime._context import Context, context
-from cauce.runtime._report import heartbeat, report
+from cauce.runtime._report import TrialPruned, heartbeat, report
 
-__all__ = ["Context", "checkpoint", "context", "heartbeat", "report"]
+__all__ = ["Context", "TrialPruned", "checkpoint", "context", "heartbeat", "report"]

@@ -14,7 +14,17 @@ import threading
 import time
 from typing import IO
 
-__all__ = ["heartbeat", "report"]
+__all__ = ["TrialPruned", "heartbeat", "report"]
+
+
+class TrialPruned(SystemExit):
+    """Raised by :func:`report` once the driver asked this task to stop (a tuner pruned the
+    trial, or ``cauce kill``). It is a ``SystemExit`` with code 0, so a script that does not
+    catch it ends quietly and is not counted as failed; catch it to clean up first."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(0)
+        self.reason = reason
 
 
 class _Channel:
@@ -25,6 +35,8 @@ class _Channel:
         self.file: IO[str] | None = None
         self.path: str | None = None
         self.attempt = 0
+        self.control: str | None = None
+        self.next_check = 0.0
 
     def stream(self) -> IO[str] | None:
         path = os.environ.get("CAUCE_PROGRESS_FILE")
@@ -36,7 +48,23 @@ class _Channel:
             self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process
             self.path = path
             self.attempt = int(os.environ.get("CAUCE_ATTEMPT", "0") or 0)
+            self.control = os.environ.get("CAUCE_CONTROL_FILE")
         return self.file
+
+    def check_stop(self) -> None:
+        """Raise TrialPruned if the driver wrote the control file (looked at 10 times a s)."""
+        if self.control is None:
+            return
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + 0.1
+        try:
+            with open(self.control, encoding="utf-8") as file:
+                reason = file.read().strip()
+        except FileNotFoundError:
+            return
+        raise TrialPruned(reason)
 
     def write(self, record: dict[str, object]) -> None:
         with self.lock:
@@ -68,6 +96,7 @@ def report(step: int, /, **metrics: float) -> None:
             ) from None
         values[name] = number
     _channel.write({"t": time.time(), "s": step, "m": values})
+    _channel.check_stop()
 
 
 def heartbeat() -> None:
