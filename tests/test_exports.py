@@ -16,6 +16,8 @@ PUBLIC = [
     "cauce.frameworks",
     "cauce.gang",
     "cauce.history",
+    "cauce.runtime",
+    "cauce.data",
 ]
 
 

@@ -5,6 +5,7 @@ from cauce._api import plan, run
 from cauce.errors import (
     CauceError,
     ClusterError,
+    DataError,
     GangFailed,
     HistoryError,
     PlacementError,
@@ -20,6 +21,7 @@ __all__ = [
     "CauceError",
     "ClusterError",
     "Context",
+    "DataError",
     "GangFailed",
     "HistoryError",
     "JobResult",

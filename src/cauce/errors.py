@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CauceError",
     "ClusterError",
+    "DataError",
     "GangFailed",
     "HistoryError",
     "PlacementError",
@@ -52,6 +53,17 @@ class PlacementError(ClusterError):
 
 class HistoryError(CauceError):
     """The history store could not be read or written, or an id is unknown."""
+
+
+class DataError(CauceError):
+    """A dataset cannot be prepared or read: missing or corrupt file, bad schema, empty split.
+
+    The message names the file (or dataset) and the problem. ``path`` is that file or dataset.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class GangFailed(CauceError):

@@ -1,0 +1,286 @@
+"""Ingest speed: rows/s from a Parquet dataset to PyTorch tensors, cauce against its peers.
+
+A dataset of ``--rows`` rows (default 5M) x 14 columns (10 numeric, 4 categorical strings) is
+made by ``cauce.data.prepare`` on DuckDB in a temporary directory. Each side then reads all of
+it, once per run, in batches of ``--batch-size`` rows, into a dict of PyTorch tensors
+(categoricals as int64 codes):
+
+- **cauce**: ``cauce.data.shard(..., format="torch")`` (one rank, no shuffle; also reported:
+  with ``shuffle=True``, not part of a ratio);
+- **pyarrow**: a hand-written loop, the best a user would write: ``ParquetFile.iter_batches``
+  with the categoricals read as dictionaries, codes through ``pyarrow.compute.index_in`` on the
+  dictionary, ``torch.from_numpy`` on every column;
+- **decode_only** (for scale, not a peer): Arrow decoding the files in batches of 65,536 rows,
+  categoricals as dictionaries, no conversion at all: the floor under any loader;
+- **petastorm**: ``make_batch_reader`` (its default thread pool), to NumPy (one batch per row
+  group; no torch conversion, no categorical codes, so its figure flatters it);
+- **hf**: Hugging Face ``datasets``: ``Dataset.from_parquet`` (its Arrow cache is built before
+  the clock starts), then ``with_format("torch").iter(batch_size)``.
+
+Petastorm needs an old pyarrow (< 13) and NumPy (< 2), so it cannot live in this environment:
+give ``--petastorm-python`` a Python that has it (see the skip message); likewise
+``--hf-python``, when ``datasets`` is not importable here. A peer that cannot run is skipped,
+with the reason printed. After ``--warmup`` rounds (default 1), ``--runs`` rounds (default 5)
+each run every side once, in turn. Figures are rows/s (higher is faster); a ratio is
+median rows/s of cauce / median rows/s of the peer, so above 1 means cauce is faster. The last
+line printed is one JSON object: ``ratio`` is cauce / pyarrow, ``ratio_petastorm`` cauce /
+petastorm (null when not measured).
+
+    .venv/bin/python benchmarks/ingest.py --runs 5 --petastorm-python /tmp/petastorm/bin/python
+    .venv/bin/python benchmarks/ingest.py --rows 20000 --runs 1      # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+NUMERIC = 10
+CATEGORICAL = {"cat_a": 7, "cat_b": 50, "cat_c": 300, "cat_d": 2000}  # name -> distinct values
+PETASTORM_VENV = (
+    "python3.11 -m venv /tmp/petastorm && /tmp/petastorm/bin/pip install "
+    "petastorm 'pyarrow<13' 'numpy<2' 'pandas<2.2'"
+)
+
+
+def build(ctx: Any) -> dict[str, Any]:
+    """The benchmark's dataset, deterministic: DuckDB's hash of the row number."""
+    rows = int(os.environ["CAUCE_BENCH_ROWS"])
+    numeric = [
+        f"CAST(hash(i * {k + 1}) % 1000003 AS DOUBLE) / 1000003 AS x{k}"
+        if k % 3
+        else f"CAST(hash(i + {k}) % 100000 AS BIGINT) AS x{k}"
+        for k in range(NUMERIC)
+    ]
+    categorical = [
+        f"'v' || CAST(hash(i * 31 + {n}) % {n} AS VARCHAR) AS {name}"
+        for name, n in CATEGORICAL.items()
+    ]
+    ctx.categorical(*CATEGORICAL)
+    sql = f"SELECT i, {', '.join(numeric + categorical)} FROM range({rows}) AS t(i) ORDER BY i"
+    return {"train": ctx.sql(sql)}
+
+
+def read_cauce(root: str, batch_size: int, shuffle: bool = False) -> int:
+    from cauce.data import shard
+
+    rows = 0
+    for batch in shard(root, "train", batch_size=batch_size, shuffle=shuffle, format="torch"):
+        rows += len(batch["i"])
+    return rows
+
+
+def read_pyarrow(files: list[str], vocab: dict[str, list[str]], batch_size: int) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import torch
+
+    value_sets = {name: pa.array(values) for name, values in vocab.items()}
+    rows = 0
+    for path in files:
+        pf = pq.ParquetFile(path, read_dictionary=list(vocab))
+        for batch in pf.iter_batches(batch_size=batch_size):
+            tensors = {}
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                if name in value_sets:  # dictionary -> codes (0 = unknown), then gather
+                    index = pc.index_in(column.dictionary, value_set=value_sets[name])
+                    mapped = pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64)
+                    tensors[name] = torch.from_numpy(mapped[column.indices.to_numpy()])
+                else:
+                    tensors[name] = torch.from_numpy(column.to_numpy())
+            rows += len(tensors["i"])
+    return rows
+
+
+def read_decode_only(files: list[str], vocab: dict[str, list[str]]) -> int:
+    """The floor: Arrow decoding the files in large batches, nothing else (not a loader)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for path in files:
+        pf = pq.ParquetFile(path, read_dictionary=list(vocab))
+        for batch in pf.iter_batches(batch_size=65_536):
+            rows += batch.num_rows
+    return rows
+
+
+def read_petastorm(root: str, batch_size: int) -> int:
+    from petastorm import make_batch_reader
+
+    rows = 0
+    with make_batch_reader(Path(root).as_uri(), num_epochs=1) as reader:
+        for batch in reader:
+            rows += len(batch.i)
+    return rows
+
+
+def hf_dataset(files: list[str]) -> Any:
+    """Hugging Face's Arrow cache of the files (built before its clock starts)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    return datasets.Dataset.from_parquet(files, cache_dir=tempfile.mkdtemp(prefix="hf-cache-"))
+
+
+def read_hf(ds: Any, batch_size: int) -> int:
+    rows = 0
+    for batch in ds.with_format("torch").iter(batch_size=batch_size):
+        rows += len(batch["i"])
+    return rows
+
+
+def _peer_main(args: argparse.Namespace) -> int:
+    """``--measure SIDE``: one timed pass in this interpreter, printed as JSON."""
+    files = json.loads(args.files)
+    ds = hf_dataset(files) if args.measure == "hf" else None
+    started = time.perf_counter()
+    if args.measure == "petastorm":
+        rows = read_petastorm(args.data, args.batch_size)
+    else:
+        rows = read_hf(ds, args.batch_size)
+    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started}))
+    return 0
+
+
+class Side:
+    def __init__(self, name: str, run: Callable[[], int]) -> None:
+        self.name, self.run, self.rates = name, run, []
+
+
+def _subprocess_side(
+    python: str, side: str, data: str, files: list[str], batch_size: int
+) -> Callable[[], int]:
+    def run() -> int:
+        out = subprocess.run(
+            [python, __file__, "--measure", side, "--data", data, "--files", json.dumps(files),
+             "--batch-size", str(batch_size)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode:
+            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        run.seconds = result["seconds"]  # type: ignore[attr-defined]
+        return int(result["rows"])
+
+    return run
+
+
+def _can_import(python: str, module: str) -> str:
+    """'' when ``python`` imports ``module``, else the last line of its error."""
+    argv = [python, "-c", f"import {module}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return "" if out.returncode == 0 else (out.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--petastorm-python", default=os.environ.get("CAUCE_BENCH_PETASTORM"))
+    parser.add_argument("--hf-python", default=os.environ.get("CAUCE_BENCH_HF"))
+    parser.add_argument("--measure", choices=("petastorm", "hf"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--files", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        return _peer_main(args)
+
+    import torch
+
+    from cauce.data import prepare
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+    folder = tempfile.TemporaryDirectory(prefix="cauce-ingest-")
+    root = os.path.join(folder.name, "ds")
+    os.environ["CAUCE_BENCH_ROWS"] = str(args.rows)
+    started = time.perf_counter()
+    m = prepare(build, root, rows_per_file=1_000_000, row_group_rows=131_072)
+    size = sum(f.bytes for f in m.splits["train"].files)
+    print(
+        f"dataset  {args.rows:,} rows x {len(m.columns) - 1} columns (+ row id), "
+        f"{m.splits['train'].row_groups} row groups in {len(m.splits['train'].files)} files, "
+        f"{size / 2**20:.0f} MiB, prepared in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    files = [os.path.join(root, f.path) for f in m.splits["train"].files]
+    vocab = {k: [str(v) for v in vs] for k, vs in m.vocabularies.items()}
+
+    sides = [
+        Side("cauce", lambda: read_cauce(root, args.batch_size)),
+        Side("pyarrow", lambda: read_pyarrow(files, vocab, args.batch_size)),
+        Side("cauce_shuffled", lambda: read_cauce(root, args.batch_size, shuffle=True)),
+        Side("decode_only", lambda: read_decode_only(files, vocab)),
+    ]
+    skipped: dict[str, str] = {}
+    data_dir = os.path.dirname(files[0])
+    for name, module, python in (
+        ("petastorm", "petastorm", args.petastorm_python),
+        ("hf", "datasets", args.hf_python),
+    ):
+        python = python or sys.executable
+        if reason := _can_import(python, module):
+            hint = f"; make one with: {PETASTORM_VENV}" if name == "petastorm" else ""
+            skipped[name] = f"{module} does not import in {python}: {reason}{hint}"
+            print(f"skipped  {name}: {skipped[name]}", flush=True)
+            continue
+        sides.append(Side(name, _subprocess_side(python, name, data_dir, files, args.batch_size)))
+
+    for round_ in range(args.warmup + args.runs):
+        warm = round_ < args.warmup
+        for side in sides:
+            t0 = time.perf_counter()
+            rows = side.run()
+            took = getattr(side.run, "seconds", None) or time.perf_counter() - t0
+            if rows != args.rows:
+                raise SystemExit(f"error: {side.name} read {rows} rows, expected {args.rows}")
+            rate = rows / took
+            label = "warm-up" if warm else f"run {round_ - args.warmup + 1}/{args.runs}"
+            print(f"{label:>9}  {side.name:<15} {rate / 1e6:8.2f} M rows/s", flush=True)
+            if not warm:
+                side.rates.append(rate)
+
+    medians = {s.name: statistics.median(s.rates) for s in sides}
+    for name, rate in medians.items():
+        print(f"median   {name:<15} {rate / 1e6:8.2f} M rows/s")
+    ratios = {
+        peer: medians["cauce"] / medians[peer] if peer in medians else None
+        for peer in ("pyarrow", "petastorm", "hf")
+    }
+    for peer, ratio in ratios.items():
+        if ratio is not None:
+            print(f"ratio    cauce/{peer} = {ratio:.3f}")
+    figures = {
+        "benchmark": "ingest",
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "runs": args.runs,
+        "rows_per_s_median": {k: round(v) for k, v in medians.items()},
+        "rows_per_s_runs": {s.name: [round(r) for r in s.rates] for s in sides},
+        "skipped": skipped,
+        "ratio": round(ratios["pyarrow"] or 0, 4),
+        "ratio_petastorm": None if ratios["petastorm"] is None else round(ratios["petastorm"], 4),
+        "ratio_hf": None if ratios["hf"] is None else round(ratios["hf"], 4),
+        "ratio_decode_only": round(medians["cauce"] / medians["decode_only"], 4),
+    }
+    folder.cleanup()
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The cluster engine: Ibis on PySpark; executors write the Parquet files themselves."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import pyarrow as pa
+import pyspark
+from pyspark.errors import PySparkException
+from pyspark.sql import SparkSession
+
+from cauce.data._fs import resolve
+from cauce.data._parquet import open_parquet
+from cauce.data.api import DataError, Progress
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+log = logging.getLogger(__name__)
+
+
+class SparkEngine:
+    """Uses the active SparkSession when there is one and no master is given; else starts one.
+
+    A session it started is stopped by ``close``; one it found is left running, and only the
+    temporary views this prepare registered are dropped.
+    """
+
+    name = "spark"
+
+    def __init__(self, master: str | None = None) -> None:
+        self.version = pyspark.__version__
+        self._warehouse = ""
+        active = SparkSession.getActiveSession()
+        if master is None and active is not None:
+            self._session, self._owned = active, False
+        else:
+            master = master or "local[*]"
+            builder = SparkSession.builder.master(master).appName("cauce-prepare")
+            if master.startswith("local"):
+                builder = builder.config("spark.driver.host", "127.0.0.1").config(
+                    "spark.driver.bindAddress", "127.0.0.1"
+                )
+            builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            # Spark's default warehouse is ./spark-warehouse: keep the user's directory clean.
+            self._warehouse = tempfile.mkdtemp(prefix="cauce-spark-warehouse-")
+            builder = builder.config("spark.sql.warehouse.dir", self._warehouse)
+            self._session, self._owned = builder.getOrCreate(), True
+        self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        self._con: Any = ibis.pyspark.connect(self._session)
+        self._views: list[str] = []
+
+    @property
+    def con(self) -> Any:
+        return self._con
+
+    def register(self, name: str, table: pa.Table) -> ir.Table:
+        # Arrow input arrives in many small partitions; fewer make every later stage cheaper.
+        df = self._session.createDataFrame(table)
+        df = df.coalesce(max(1, self._session.sparkContext.defaultParallelism))
+        df.createOrReplaceTempView(name)
+        self._views.append(name)
+        return self._con.table(name)
+
+    def read_parquet(self, name: str, uri: str) -> ir.Table:
+        self._session.read.parquet(_hadoop_uri(uri)).createOrReplaceTempView(name)
+        self._views.append(name)
+        return self._con.table(name)
+
+    def write(
+        self,
+        split: str,
+        expr: ir.Table,
+        dest: str,
+        *,
+        rows_per_file: int,
+        row_group_rows: int,
+        compression: str,
+        progress: Progress | None,
+    ) -> None:
+        # Row groups are Spark's (parquet.block.size, by bytes): parquet-mr has no row limit.
+        del row_group_rows
+        try:
+            self._con.to_parquet(
+                expr,
+                _hadoop_uri(dest),
+                compression=compression,
+                maxRecordsPerFile=rows_per_file,
+            )
+        except PySparkException as exc:
+            raise DataError(f"split {split!r}: Spark failed to run it: {exc}") from exc
+        if progress is not None:
+            fs = resolve(dest)
+            rows = 0
+            for path in fs.parquet_files(fs.root):
+                with open_parquet(fs, path) as pf:
+                    rows += pf.metadata.num_rows
+            progress(split, rows)
+
+    def close(self) -> None:
+        for name in self._views:
+            self._session.catalog.dropTempView(name)
+        self._views.clear()
+        if self._owned:
+            self._session.stop()
+        if self._warehouse:
+            shutil.rmtree(self._warehouse, ignore_errors=True)
+
+
+def _hadoop_uri(uri: str) -> str:
+    """Local paths as ``file://`` URIs (Spark would resolve them against HDFS otherwise)."""
+    if "://" in uri:
+        return uri
+    return "file://" + os.path.abspath(uri)

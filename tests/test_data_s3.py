@@ -1,0 +1,111 @@
+"""Preparing to and reading from a real S3 API: moto's server on 127.0.0.1, through s3fs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cauce.data import prepare, read_manifest, shard
+from data_fixtures import ids, write_csv, write_files, write_module
+
+s3fs = pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+pytest.importorskip("ibis")
+
+BUCKET = "cauce-data"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Credentials and endpoint as a task would get them: in its environment."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_prepare_to_s3_and_shard_from_it(s3: object, tmp_path: Path) -> None:
+    fs = s3
+    csv = write_csv(tmp_path / "src.csv", 400)
+    fs.put(str(csv), f"{BUCKET}/in/src.csv")  # type: ignore[attr-defined]
+    target = write_module(tmp_path / "code", f"s3://{BUCKET}/in/src.csv")  # type: ignore[arg-type]
+    out = f"s3://{BUCKET}/prepared/small"
+    m = prepare(target, out, row_group_rows=64)
+    assert m.rows == {"train": 300, "test": 100}
+    assert m.source.inputs[0].uri == f"s3://{BUCKET}/in/src.csv"
+    assert read_manifest(out).content_hash == m.content_hash
+    parts = [ids(shard(out, "train", batch_size=50, rank=r, world_size=3)) for r in range(3)]
+    union = np.concatenate(parts)
+    assert np.array_equal(np.sort(union), np.array([i for i in range(400) if i % 4]))
+    again = prepare(target, out, row_group_rows=64)  # a cache hit, checked on S3
+    assert again.created_at == m.created_at
+    names = fs.ls(f"{BUCKET}/prepared/small")  # type: ignore[attr-defined]
+    assert sorted(n.rsplit("/", 1)[-1][:2] for n in names) == ["_m", "v-"]
+
+
+def test_shard_plain_parquet_on_s3(s3: object, tmp_path: Path) -> None:
+    write_files(tmp_path / "ds")
+    s3.put(str(tmp_path / "ds"), f"{BUCKET}/plain/", recursive=True)  # type: ignore[attr-defined]
+    uri = f"s3://{BUCKET}/plain/ds"
+    for shuffle in (False, True):
+        got = ids(shard(uri, batch_size=128, shuffle=shuffle, format="numpy"))
+        assert np.array_equal(np.sort(got), np.arange(1000))
+
+
+def test_storage_options_instead_of_environment(
+    endpoint: str, s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_files(tmp_path / "ds", [(5, 5)])
+    s3.put(str(tmp_path / "ds"), f"{BUCKET}/opts/", recursive=True)  # type: ignore[attr-defined]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {"client_kwargs": {"endpoint_url": endpoint}}
+    got = ids(shard(f"s3://{BUCKET}/opts/ds", storage_options=options))
+    assert got.tolist() == list(range(10))
+    assert os.environ.get("AWS_ENDPOINT_URL") is None
