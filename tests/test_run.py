@@ -383,3 +383,37 @@ def test_env_reaches_tasks(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     assert all(e["SHARED"] == "job" and e["OVERRIDE"] == "role" for e in envs)
     assert all(e["OMP_NUM_THREADS"] == "1" for e in envs)
     assert all(e["PATH"].split(os.pathsep)[0] == os.path.dirname(os.sys.executable) for e in envs)
+
+
+def test_logs_follow_streams_until_the_job_ends(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    path = write_job(
+        tmp_path,
+        """
+        name: chatty
+        command: >-
+          python -c "import time;
+          [print('line', i, flush=True) or time.sleep(0.3) for i in range(8)]"
+        roles:
+          worker: {instances: 2}
+        """,
+    )
+    driver = cauce_popen(["run", str(path)], cauce_env)
+    try:
+        deadline = time.monotonic() + 60
+        ids: list[str] = []
+        while not ids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ids = (
+                job_ids(cauce_env)
+                if (Path(cauce_env["CAUCE_HOME"]) / "history.db").exists()
+                else []
+            )
+        follow = cauce(["logs", ids[0], "--follow"], cauce_env, timeout=120)
+        driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0
+    assert follow.returncode == 0
+    for task in ("worker-0", "worker-1"):
+        assert f"[{task}] line 7" in follow.stdout
+    assert follow.stdout.count("] line ") == 16
