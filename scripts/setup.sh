@@ -25,6 +25,8 @@ if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
         -c requirements/constraints.txt -r requirements/ci.txt \
         2> >(grep -v "^WARNING: Location 'file:" >&2)
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+        -r requirements/ci-nodeps.txt 2> >(grep -v "^WARNING: Location 'file:" >&2)
     echo "$stamp" > .venv/.cauce-setup
 fi
 .venv/bin/cauce --version

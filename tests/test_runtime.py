@@ -104,6 +104,9 @@ def test_killed_mid_save_is_never_loaded(tmp_path: Path) -> None:
     proc.stdout.close()
     latest = checkpoint.load(directory=tmp_path)
     assert latest is not None and latest.step == 0 and latest.state == {"w": 0}
+    # the next save clears what the killed writer left behind
+    checkpoint.save({"w": 2}, 2, directory=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000000", "step-000000002"]
 
 
 def _log(out: Path, task: str) -> list[dict[str, object]]:

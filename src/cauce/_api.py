@@ -32,7 +32,7 @@ def run(
     """
     spec = _spec(job)
     chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
-    backend = get_cluster(chosen)
+    backend = get_cluster(chosen, spark_conf=dict(spec.spark))
     store = open_store(history)
     try:
         root = Path(home) if home is not None else cauce_home()
@@ -51,10 +51,13 @@ def plan(
     """The resolved plan of a job (what ``cauce run --dry-run`` prints); starts nothing."""
     spec = _spec(job)
     chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
-    backend = get_cluster(chosen)
+    backend = get_cluster(chosen, spark_conf=dict(spec.spark))
     store = open_store(history)
     try:
         root = Path(home) if home is not None else cauce_home()
         return JobDriver(spec, backend, store, root).dry_run()
     finally:
         store.close()
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()

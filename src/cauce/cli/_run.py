@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from dataclasses import replace
 from typing import Any
 
 from cauce.cli.main import env_default
+from cauce.errors import SpecError
+from cauce.spec import JobSpec
+from cauce.spec._parse import spark_settings
 
 __all__ = ["register"]
 
@@ -28,8 +33,18 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--cluster",
         default=None,
-        help="where to run: local (default); overrides the spec's cluster, which overrides "
+        help="where to run: local (default), or a Spark master: spark://HOST:PORT, local[N], "
+        "yarn, k8s://https://HOST:PORT; overrides the spec's cluster, which overrides "
         "$CAUCE_CLUSTER",
+    )
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for Spark clusters (repeatable), e.g. --conf "
+        "spark.executor.memory=4g; overrides the spec's spark: section; also read from "
+        "$CAUCE_SPARK_CONF (KEY=VALUE pairs separated by spaces, quoted as in a shell)",
     )
     parser.add_argument(
         "--history",
@@ -46,15 +61,31 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def spark_conf(spec: JobSpec, options: list[str], environ: str | None) -> JobSpec:
+    """The spec with ``$CAUCE_SPARK_CONF`` then ``--conf`` settings over its ``spark:``."""
+    pairs = [*shlex.split(environ or ""), *options]
+    merged = dict(spec.spark)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SpecError(
+                "--conf", f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
+            )
+        [(key, value)] = spark_settings({key.strip(): value}, "--conf")
+        merged[key] = value
+    return replace(spec, spark=tuple(merged.items())) if pairs else spec
+
+
 def run(args: argparse.Namespace) -> int:
     import cauce
     from cauce.gang import PrintConsole
 
+    job = spark_conf(cauce.load_job(args.job), args.conf, env_default("CAUCE_SPARK_CONF"))
     if args.dry_run:
-        sys.stdout.write(cauce.plan(args.job, cluster=args.cluster, history=args.history) + "\n")
+        sys.stdout.write(cauce.plan(job, cluster=args.cluster, history=args.history) + "\n")
         return 0
     console = PrintConsole(quiet=args.quiet)
-    result = cauce.run(args.job, cluster=args.cluster, history=args.history, console=console)
+    result = cauce.run(job, cluster=args.cluster, history=args.history, console=console)
     if result.ok:
         extra = f" after {result.restarts} restart(s)" if result.restarts else ""
         console.status(f"job {result.job_id} succeeded{extra}")

@@ -20,7 +20,13 @@ __all__ = ["env_default", "main"]
 
 #: Sub-command modules, each with ``register(subparsers)``; imported lazily so that one
 #: command does not pay for another's imports. A module whose extra is missing is skipped.
-_COMMANDS = ("cauce.cli._run", "cauce.cli._jobs", "cauce.cli._prepare")
+_COMMANDS = (
+    "cauce.cli._run",
+    "cauce.cli._jobs",
+    "cauce.cli._prepare",
+    "cauce.cli._tune",
+    "cauce.cli._serve",
+)
 
 
 def env_default(name: str, default: str | None = None) -> str | None:

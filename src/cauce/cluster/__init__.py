@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cauce.cluster.api import (
     Cluster,
     GangRequest,
@@ -30,8 +32,14 @@ __all__ = [
 ]
 
 
-def get_cluster(address: str | None) -> Cluster:
-    """``None`` or ``"local"`` -> this host. Spark addresses need the ``spark`` extra."""
+def get_cluster(address: str | None, *, spark_conf: Mapping[str, str] | None = None) -> Cluster:
+    """``None`` or ``"local"`` -> this host. Spark masters (``spark://HOST:PORT``,
+    ``local[N]``, ``yarn``, ``k8s://...``) need the ``spark`` extra; ``spark_conf`` (``spark.*``
+    settings) applies to them and is ignored by the local cluster.
+
+    Close a Spark cluster (``close()``) when done: its Spark application stops with the last
+    cluster object of the process that uses it.
+    """
     if address in (None, "", "local"):
         from cauce.cluster._config import load_local_config
         from cauce.cluster.local import LocalCluster
@@ -47,10 +55,9 @@ def get_cluster(address: str | None) -> Cluster:
             raise ClusterError(
                 f"cluster {address!r} needs pyspark: pip install 'cauce[spark]'"
             ) from None
-        raise ClusterError(
-            f"cluster {address!r}: gangs on Spark are not available in this version of cauce; "
-            "use --cluster local"
-        )
+        from cauce.cluster.spark import SparkCluster
+
+        return SparkCluster(address, spark_conf)
     raise ClusterError(
         f"unknown cluster {address!r}: use 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' "
         "or 'k8s://...'"

@@ -19,6 +19,9 @@ from cauce.data.api import DataError, Manifest
 
 log = logging.getLogger(__name__)
 
+#: (split, world size) already warned about, so that a training loop is told once.
+_WARNED: set[tuple[str, int]] = set()
+
 # How a memory budget is spent (measured with Arrow's default allocator; see docs/data.md):
 # - decoding: per column, Arrow holds a compressed and a decompressed page (about 1 MiB each),
 #   a dictionary page and a read buffer, and its allocator keeps freed pages for reuse. That
@@ -85,7 +88,8 @@ def shard(
             "(use even='pad' to repeat rows)",
             path=source.where,
         )
-    if len(source.groups) < world_size:
+    if len(source.groups) < world_size and (source.where, world_size) not in _WARNED:
+        _WARNED.add((source.where, world_size))
         log.warning(
             "%s: %d row groups for %d ranks; ranks split row groups by rows",
             source.where,

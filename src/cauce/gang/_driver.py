@@ -222,6 +222,7 @@ class JobDriver:
                 environ=self._task_environ(),
                 rendezvous="127.0.0.1:<port>" if self.spec.framework == "horovod" else None,
                 progress_dir=str(self.progress.folder),
+                extra_env=self._extra_env(),
             )
         finally:
             got.release()
@@ -246,13 +247,16 @@ class JobDriver:
         lines.append(" inherited from this shell)")
         return "\n".join(lines)
 
+    def _extra_env(self) -> dict[str, str]:
+        if not self.params:
+            return {}
+        return {"CAUCE_PARAMS": json.dumps(self.params, default=str)}
+
     def _task_environ(self) -> dict[str, str]:
         env = dict(self.environ)
         env["CAUCE_RUN_DIR"] = str(self.run_dir)
         env["CAUCE_HISTORY"] = self.store.url
         env["CAUCE_CONTROL_FILE"] = str(self.control_file)
-        if self.params:
-            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
         return env
 
     # --- steering from other threads -----------------------------------------------------------
@@ -457,6 +461,7 @@ class JobDriver:
             environ=self._task_environ(),
             rendezvous=self._rendezvous,
             progress_dir=str(self.progress.folder),
+            extra_env=self._extra_env(),
         )
         self._plan = plan
         self._last_sign = {}

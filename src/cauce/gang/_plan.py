@@ -126,7 +126,10 @@ def build_attempt(
     rendezvous: str | None = None,
     ports: Mapping[str, int] | None = None,
     progress_dir: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AttemptPlan:
+    """``extra_env`` is set for every task after the contract (the driver's own variables,
+    such as a trial's ``CAUCE_PARAMS``) and before the spec's ``env``."""
     task_ids: Sequence[str] = [task.task_id for task in request.tasks]
     ports = ports if ports is not None else reservation.ports(task_ids)
     slots = []
@@ -161,6 +164,7 @@ def build_attempt(
         mine = dict(task_env(layout, task.task_id))
         if progress_dir is not None:
             mine["CAUCE_PROGRESS_FILE"] = os.path.join(progress_dir, f"{task.task_id}.jsonl")
+        mine.update(extra_env or {})
         mine.update(spec.env)
         mine.update(role.env)
         contract[task.task_id] = mine

@@ -69,7 +69,7 @@ def context(env: Mapping[str, str] | None = None) -> Context:
         rank=_int(env, "CAUCE_RANK", "RANK", default=0),
         world_size=_int(env, "CAUCE_WORLD_SIZE", "WORLD_SIZE", default=1),
         local_rank=_int(env, "LOCAL_RANK", default=0),
-        attempt=_int(env, "CAUCE_ATTEMPT", default=0),
+        attempt=_int(env, "CAUCE_ATTEMPT", "TORCHELASTIC_RESTART_COUNT", default=0),
         framework=env.get("CAUCE_FRAMEWORK", "none"),
         run_dir=run_dir,
         checkpoint_dir=Path(env.get("CAUCE_CHECKPOINT_DIR") or run_dir / "checkpoints"),

@@ -77,6 +77,28 @@ def _complete(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _remove_stale(root: Path) -> None:
+    """Remove what writers killed mid-save left behind (never loaded, only wasting space)."""
+    for child in root.iterdir():
+        if not child.name.startswith((".tmp-", ".old-")):
+            continue
+        parts = child.name.split("-")
+        pid = parts[-2] if child.name.startswith(".tmp-") else parts[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # being written right now (by this process or a rank saving all_ranks)
+        shutil.rmtree(child, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
     if "torch" in sys.modules:
         import torch
@@ -115,6 +137,7 @@ def save(
     if all_ranks:
         root = root / f"rank-{ctx.rank}"
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
     final = root / f"step-{step:09d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce.errors import SpecError
+from cauce.spec._tune import parse_tune
 from cauce.spec._types import (
     FRAMEWORKS,
     MXNET_ROLES,
@@ -36,6 +37,8 @@ _JOB_KEYS = (
     "hang_timeout",
     "grace_period",
     "cluster",
+    "tune",
+    "spark",
 )
 _ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
 _RESOURCE_KEYS = ("cpus", "memory", "gpus")
@@ -45,6 +48,7 @@ CLUSTER_PREFIXES = ("spark://", "local[", "yarn", "k8s://")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -136,6 +140,7 @@ def parse_job(
     )
     grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
     cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
+    spark = spark_settings(data.get("spark"), "spark", source)
 
     roles = p.roles(data.get("roles"), framework)
     for role in roles:
@@ -144,6 +149,10 @@ def parse_job(
                 f"roles.{role.name}.command",
                 "is missing: give a top-level 'command' or one per role",
             )
+    tune = None
+    if data.get("tune") is not None:
+        task_ids = [f"{role.name}-{i}" for role in roles for i in range(role.instances)]
+        tune = parse_tune(data["tune"], task_ids=task_ids, source=source)
     return JobSpec(
         name=name,
         framework=framework,
@@ -157,6 +166,8 @@ def parse_job(
         grace_period=grace,
         cluster=cluster,
         source=source,
+        tune=tune,
+        spark=spark,
     )
 
 
@@ -179,6 +190,46 @@ def parse_memory(value: object, path: str = "memory", source: str = "") -> int:
         value=value,
         source=source,
     )
+
+
+def spark_settings(
+    value: object, path: str = "spark", source: str = ""
+) -> tuple[tuple[str, str], ...]:
+    """A mapping of Spark settings (``spark.executor.memory: 4g``) -> ``(key, text)`` pairs.
+
+    Keys must look like ``spark.*``; values are strings, numbers or booleans (``true``/``false``).
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise SpecError(
+            path,
+            f"must be a mapping of Spark settings like {{spark.executor.memory: 4g}}, "
+            f"got {_kind(value)}",
+            value=value,
+            source=source,
+        )
+    out: list[tuple[str, str]] = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not _SPARK_KEY_RE.match(key):
+            raise SpecError(
+                path,
+                f"key {key!r} is not a Spark setting: keys start with 'spark.', like "
+                "spark.executor.memory",
+                value=key,
+                source=source,
+            )
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if not isinstance(item, str | int | float):
+            raise SpecError(
+                path,
+                f"{key} must be a string or number, got {_kind(item)}",
+                value=item,
+                source=source,
+            )
+        out.append((key, str(item)))
+    return tuple(out)
 
 
 class _Parser:

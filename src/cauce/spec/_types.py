@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cauce.spec._tune import TuneSpec
+
 FRAMEWORKS = ("pytorch", "tensorflow", "jax", "horovod", "mxnet", "none")
 
 #: Roles TensorFlow gives a meaning to, in the order ranks are assigned.
@@ -71,6 +73,12 @@ class JobSpec:
     cluster: str | None = None
     #: The file the spec came from, for messages; "" when built in code.
     source: str = ""
+    #: The hyperparameter search of ``cauce tune`` (the ``tune:`` section); ``cauce run``
+    #: ignores it.
+    tune: TuneSpec | None = None
+    #: Spark settings (``spark.*`` keys, string values) for Spark clusters; other clusters
+    #: ignore them. ``cauce run --conf key=value`` adds to and overrides these.
+    spark: tuple[tuple[str, str], ...] = ()
 
     def role(self, name: str) -> RoleSpec:
         for role in self.roles:

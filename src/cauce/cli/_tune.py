@@ -1,0 +1,239 @@
+"""``cauce tune JOB.yaml`` runs a study; ``cauce trials [STUDY]`` shows studies and trials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from cauce.cli.main import env_default
+
+__all__ = ["register"]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _env_int(name: str) -> int | None:
+    text = env_default(name)
+    if text in (None, ""):
+        return None
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError as exc:
+        from cauce.errors import SpecError
+
+        raise SpecError(f"${name}", str(exc), value=text) from None
+
+
+def register(sub: Any) -> None:
+    history = argparse.ArgumentParser(add_help=False)
+    history.add_argument(
+        "--history",
+        default=env_default("CAUCE_HISTORY"),
+        help="SQLAlchemy URL of the history store, which also keeps the studies (default: "
+        "SQLite in $CAUCE_HOME) [env CAUCE_HISTORY]",
+    )
+    tune = sub.add_parser(
+        "tune",
+        parents=[history],
+        help="run a hyperparameter search over a job file (its tune: section)",
+        description="Run the study of a job file: trials with parameters from the tune: "
+        "section, each a gang of its own, several at a time, the unpromising ones pruned. "
+        "Running it again continues the study (even after kill -9). Exit 0 when the study has "
+        "its trials, 1 when more than max_failures trials failed, 2 for a bad spec, 130 when "
+        "interrupted.",
+    )
+    tune.add_argument("job", help="the job YAML file, with a tune: section")
+    tune.add_argument(
+        "--trials",
+        type=_positive,
+        default=None,
+        help="how many trials the study should have, complete or pruned (default: the spec's "
+        "tune.trials) [env CAUCE_TUNE_TRIALS]",
+    )
+    tune.add_argument(
+        "--parallel",
+        type=_positive,
+        default=None,
+        help="trials running at once (default: the spec's tune.parallel) [env CAUCE_TUNE_PARALLEL]",
+    )
+    tune.add_argument(
+        "--study",
+        default=env_default("CAUCE_STUDY"),
+        help="the study's name; the same name continues a study (default: the job's name) "
+        "[env CAUCE_STUDY]",
+    )
+    tune.add_argument(
+        "--cluster",
+        default=None,
+        help="where trials run: local (default); overrides the spec's cluster, which overrides "
+        "$CAUCE_CLUSTER",
+    )
+    tune.add_argument(
+        "--plain",
+        action="store_true",
+        default=env_default("CAUCE_PLAIN", "") not in ("", "0"),
+        help="print one line per trial event instead of a live table (the default when "
+        "stdout is not a terminal) [env CAUCE_PLAIN]",
+    )
+    tune.set_defaults(func=cmd_tune)
+
+    trials = sub.add_parser(
+        "trials",
+        parents=[history],
+        help="the trials of a study, or the studies",
+        description="Without STUDY, list the studies; with it, list its trials.",
+    )
+    trials.add_argument("study", nargs="?", help="a study name (see 'cauce trials')")
+    trials.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format"
+    )
+    trials.set_defaults(func=cmd_trials)
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs each trial through its own handler; the CLI's logging configuration rules."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(logging.getLogger().getEffectiveLevel())
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from cauce.tune import tune
+    from cauce.tune._display import make_console
+    from cauce.tune._optuna import import_optuna
+
+    import_optuna()
+    _quiet_optuna()
+    trials = args.trials if args.trials is not None else _env_int("CAUCE_TUNE_TRIALS")
+    parallel = args.parallel if args.parallel is not None else _env_int("CAUCE_TUNE_PARALLEL")
+    console = make_console(sys.stdout, live=False if args.plain else None)
+    try:
+        result = tune(
+            args.job,
+            trials=trials,
+            parallel=parallel,
+            study=args.study,
+            cluster=args.cluster,
+            history=args.history,
+            console=console,
+        )
+    finally:
+        close = getattr(console, "close", None)
+        if callable(close):
+            close()
+    if result.ok:
+        return 0
+    sys.stderr.write(f"error: study {result.study} {result.status}: {result.reason}\n")
+    return 130 if result.status == "interrupted" else 1
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from cauce.tune import studies, trials
+    from cauce.tune._optuna import import_optuna
+
+    import_optuna()
+    _quiet_optuna()
+    if args.study is None:
+        found = studies(history=args.history)
+        if args.format == "json":
+            rows = [
+                {
+                    "study": s.name,
+                    "job": s.job,
+                    "metric": s.metric,
+                    "direction": s.direction,
+                    "counts": dict(s.counts),
+                    "best": _trial_dict(s.best) if s.best is not None else None,
+                }
+                for s in found
+            ]
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return 0
+        if not found:
+            sys.stdout.write("no studies yet; run one with: cauce tune JOB.yaml\n")
+            return 0
+        lines: list[tuple[str, ...]] = [
+            ("STUDY", "OBJECTIVE", "COMPLETE", "PRUNED", "FAILED", "RUNNING", "BEST")
+        ]
+        for s in found:
+            best = f"trial {s.best.number}: {_value(s.best.value)}" if s.best is not None else "-"
+            lines.append(
+                (
+                    s.name,
+                    f"{s.direction} {s.metric}",
+                    str(s.counts.get("complete", 0)),
+                    str(s.counts.get("pruned", 0)),
+                    str(s.counts.get("failed", 0)),
+                    str(s.counts.get("running", 0)),
+                    best,
+                )
+            )
+        _table(lines)
+        return 0
+    found_trials = trials(args.study, history=args.history)
+    if args.format == "json":
+        sys.stdout.write(json.dumps([_trial_dict(t) for t in found_trials], indent=2) + "\n")
+        return 0
+    from cauce.tune._display import describe_params, first_line
+
+    table: list[tuple[str, ...]] = [
+        ("TRIAL", "STATE", "VALUE", "STEP", "SECONDS", "JOB", "PARAMS", "NOTE")
+    ]
+    for t in found_trials:
+        seconds = (
+            f"{(t.ended_at or time.time()) - t.started_at:.1f}" if t.started_at is not None else "-"
+        )
+        table.append(
+            (
+                str(t.number),
+                t.state,
+                _value(t.value),
+                "-" if t.step is None else str(t.step),
+                seconds,
+                t.job_id or "-",
+                describe_params(t.params),
+                first_line(t.note, 80),
+            )
+        )
+    _table(table)
+    return 0
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _trial_dict(trial: Any) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "state": trial.state,
+        "value": trial.value,
+        "step": trial.step,
+        "params": dict(trial.params),
+        "job_id": trial.job_id,
+        "started_at": trial.started_at,
+        "ended_at": trial.ended_at,
+        "note": trial.note,
+    }
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")

@@ -1,0 +1,247 @@
+"""The driver's end of the tasks' connections, for one attempt of a gang on Spark.
+
+A TCP server on the driver; each barrier task connects once (``_spark_wire`` has the protocol).
+Output lines go to the console sink and the task's log, progress lines to the task's progress file
+in the run folder, exits to ``on_exit`` (exactly once per task, whoever reports it first: the task,
+a lost connection, or the end of the Spark job).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from cauce.cluster._spark_wire import Channel
+from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch
+
+__all__ = ["LOST", "TaskLinks"]
+
+logger = logging.getLogger(__name__)
+
+#: Exit status of a task whose command's end was never reported (executor lost, not placed).
+LOST = 255
+_TICK = 0.2
+_HELLO_TIMEOUT = 30.0
+
+
+@dataclass
+class _Task:
+    launch: TaskLaunch
+    log: IO[bytes]
+    progress: IO[bytes] | None = None
+    channel: Channel | None = None
+    thread: threading.Thread | None = None
+    pid: int | None = None
+    started: float | None = None  # driver's monotonic time of the command's start
+    exited: bool = False
+    control_sent: bool = False
+
+
+class TaskLinks:
+    """The server and what each task of the attempt said. Thread-safe."""
+
+    def __init__(
+        self,
+        launches: Sequence[TaskLaunch],
+        bind_host: str,
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+    ) -> None:
+        self._on_output = on_output
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.token = secrets.token_hex(16)
+        #: Set once the gang is being stopped: late connections are refused, silent ends are
+        #: stops rather than losses.
+        self.stopping = threading.Event()
+        self._closed = threading.Event()
+        self._tasks: dict[str, _Task] = {}
+        for launch in launches:
+            os.makedirs(os.path.dirname(launch.log_path) or ".", exist_ok=True)
+            log = open(launch.log_path, "ab")  # noqa: SIM115 - closed by close()
+            self._tasks[launch.task_id] = _Task(launch, log)
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        self._server = socket.create_server(
+            (bind_host, 0), family=family, backlog=len(launches) + 8
+        )
+        self._server.settimeout(_TICK)
+        self.port: int = self._server.getsockname()[1]
+        self._accepting = threading.Thread(target=self._accept, name="cauce-spark-accept")
+        self._accepting.daemon = True
+        self._accepting.start()
+
+    # --- state -------------------------------------------------------------------------------
+
+    def not_started(self) -> list[str]:
+        with self._lock:
+            return [t for t, s in self._tasks.items() if s.started is None and not s.exited]
+
+    def unreported(self) -> list[str]:
+        with self._lock:
+            return [t for t, s in self._tasks.items() if not s.exited]
+
+    def pids(self) -> dict[str, int]:
+        with self._lock:
+            return {t: s.pid for t, s in self._tasks.items() if s.pid is not None}
+
+    def wait_connected_exits(self, deadline: float) -> bool:
+        """Wait until every task that connected has reported its exit; True if all tasks did."""
+        with self._lock:
+            while not all(s.exited or s.channel is None for s in self._tasks.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, _TICK))
+            return all(s.exited for s in self._tasks.values())
+
+    def join_readers(self, timeout: float) -> None:
+        for state in list(self._tasks.values()):
+            if state.thread is not None:
+                state.thread.join(timeout=timeout)
+
+    # --- to the tasks ------------------------------------------------------------------------
+
+    def send_stop(self, grace: float) -> None:
+        with self._lock:
+            channels = [s.channel for s in self._tasks.values() if s.channel and not s.exited]
+        for channel in channels:
+            channel.send({"stop": grace})
+
+    def relay_control(self) -> None:
+        """``ask_to_stop`` writes the driver's control file; each task gets its text once."""
+        with self._lock:
+            live = [s for s in self._tasks.values() if s.channel and not s.exited]
+        for state in live:
+            path = state.launch.env.get("CAUCE_CONTROL_FILE")
+            if state.control_sent or state.channel is None or not path:
+                continue
+            try:
+                with open(path, encoding="utf-8") as file:
+                    reason = file.read().strip()
+            except OSError:
+                continue
+            state.control_sent = state.channel.send({"ctl": reason})
+
+    # --- from the tasks ----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(None)
+            threading.Thread(target=self._serve, args=(Channel(sock),), daemon=True).start()
+
+    def _serve(self, channel: Channel) -> None:
+        channel.sock.settimeout(_HELLO_TIMEOUT)  # a peer that says nothing is not a task
+        hello = channel.receive() or {}
+        channel.sock.settimeout(None)
+        task_id = str(hello.get("task", ""))
+        with self._lock:
+            state = self._tasks.get(task_id)
+            late = self.stopping.is_set() or self._closed.is_set()
+            ok = (
+                hello.get("hello") == self.token
+                and state is not None
+                and state.channel is None
+                and not state.exited
+                and not late
+            )
+            if ok and state is not None:
+                state.channel, state.thread = channel, threading.current_thread()
+        if not ok or state is None:
+            channel.send({"ok": False, "why": "not a task of this attempt, or a Spark retry"})
+            channel.close()
+            return
+        channel.send({"ok": True})
+        while (message := channel.receive()) is not None:
+            self._handle(state, message)
+        channel.close()
+        if state.started is not None and not state.exited and not self.stopping.is_set():
+            note = f"cauce: lost contact with {task_id} (its executor or Python worker died)"
+            self.exit(task_id, LOST, time.monotonic() - state.started, note)
+
+    def _handle(self, state: _Task, message: dict[str, Any]) -> None:
+        task_id = state.launch.task_id
+        if "o" in message:
+            line = str(message["o"])
+            self.write(task_id, line)
+            try:
+                self._on_output(task_id, line)
+            except Exception:
+                logger.exception("output sink failed for %s", task_id)
+        elif "p" in message:
+            self._progress(state, str(message["p"]))
+        elif "started" in message:
+            with self._lock:
+                state.pid, state.started = int(message["started"]), time.monotonic()
+                self._changed.notify_all()
+            gpus = ",".join(str(g) for g in message.get("gpus", [])) or "-"
+            self.write(
+                task_id,
+                f"cauce: {task_id} runs on {message.get('host')} port {message.get('port')} "
+                f"gpus {gpus} (pid {state.pid} there)",
+            )
+        elif "exit" in message:
+            self.exit(task_id, int(message["exit"]), float(message.get("runtime", 0.0)))
+
+    def write(self, task_id: str, line: str) -> None:
+        """A line in the task's log."""
+        state = self._tasks[task_id]
+        with self._lock:
+            if not state.log.closed:
+                state.log.write(line.encode("utf-8", errors="replace") + b"\n")
+                state.log.flush()
+
+    def _progress(self, state: _Task, line: str) -> None:
+        path = state.launch.env.get("CAUCE_PROGRESS_FILE")
+        if not path:
+            return
+        with self._lock:
+            if self._closed.is_set():
+                return
+            if state.progress is None:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                state.progress = open(path, "ab")  # noqa: SIM115 - closed by close()
+            state.progress.write(line.encode("utf-8") + b"\n")
+            state.progress.flush()
+
+    def exit(self, task_id: str, code: int, runtime: float, note: str = "") -> None:
+        """Report the task's exit, once; ``note`` goes to its log first."""
+        state = self._tasks[task_id]
+        with self._lock:
+            if state.exited:
+                return
+            state.exited = True
+            self._changed.notify_all()
+        if note:
+            self.write(task_id, note)
+        try:
+            self._on_exit(TaskExit(task_id, code, runtime))
+        except Exception:
+            logger.exception("on_exit failed for %s", task_id)
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._server.close()
+        self._accepting.join(timeout=5.0)
+        with self._lock:
+            for state in self._tasks.values():
+                if state.channel is not None:
+                    state.channel.close()
+                state.log.close()
+                if state.progress is not None:
+                    state.progress.close()

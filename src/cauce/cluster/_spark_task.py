@@ -1,0 +1,268 @@
+"""What runs on an executor: one barrier task of a gang, which runs one task's command.
+
+Every barrier task of the stage says hello to the driver, picks its address and a free port and
+reads its GPUs from Spark (``TaskContext.resources()``), then ``allGather`` gives every task the
+whole layout, from which it computes its own env contract with the same pure function as the
+local cluster (``cauce.frameworks.task_env``). The command then runs as a child in its own
+process group, watched by a reaper that kills the group when this Python worker dies (a cancelled
+Spark job kills it). Its output, its progress lines and its exit go to the driver over the
+connection (``_spark_wire``); a user failure is an exit code, never a Spark task failure, so
+Spark never retries a gang behind cauce's back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from cauce.cluster._procs import Reaper, _group_alive
+from cauce.cluster._spark_wire import Channel, connect
+from cauce.frameworks import task_env
+from cauce.frameworks.api import GangLayout, TaskSlot
+
+__all__ = ["run_partition"]
+
+#: Variables of Spark's Python worker that are none of the command's business.
+_WORKER_ONLY = ("PYTHON_WORKER_FACTORY_SECRET", "PYTHON_WORKER_FACTORY_PORT", "SPARK_REUSE_WORKER")
+_CONNECT_TIMEOUT = 30.0
+_TAIL_EVERY = 0.2
+
+
+def run_partition(bundle_json: str, rows: Iterable[int]) -> Iterator[str]:
+    """The body of the barrier stage (``mapPartitions``); yields one JSON summary."""
+    del rows
+    from pyspark import BarrierTaskContext
+
+    bundle: dict[str, Any] = json.loads(bundle_json)
+    ctx = BarrierTaskContext.get()
+    index = ctx.partitionId()
+    task: dict[str, Any] = bundle["tasks"][index]
+    channel, why = _hello(bundle, task["task_id"])
+    host = ctx.getTaskInfos()[index].address.rsplit(":", 1)[0]
+    resources = ctx.resources()
+    gpus = list(resources["gpu"].addresses) if "gpu" in resources else []
+    mine = {"ok": channel is not None, "host": host, "port": _free_port(host), "gpus": gpus}
+    gathered = [json.loads(text) for text in ctx.allGather(json.dumps(mine))]
+    if channel is None or not all(other["ok"] for other in gathered):
+        if channel is not None:
+            channel.close()
+        else:
+            sys.stderr.write(f"cauce: {task['task_id']}: {why}\n")
+        yield json.dumps({"task": task["task_id"], "exit": None, "why": why or "a peer failed"})
+        return
+    try:
+        code, runtime = _Command(bundle, task, gathered, channel).run()
+    finally:
+        channel.close()
+    yield json.dumps({"task": task["task_id"], "exit": code, "runtime": runtime})
+
+
+def _hello(bundle: dict[str, Any], task_id: str) -> tuple[Channel | None, str]:
+    host, port = bundle["driver"]
+    try:
+        channel = connect(host, int(port), _CONNECT_TIMEOUT)
+    except OSError as exc:
+        return None, f"cannot reach the cauce driver at {host}:{port}: {exc}"
+    channel.sock.settimeout(_CONNECT_TIMEOUT)
+    channel.send({"hello": bundle["token"], "task": task_id})
+    answer = channel.receive()
+    channel.sock.settimeout(None)
+    if not answer or not answer.get("ok"):
+        channel.close()
+        return None, str((answer or {}).get("why", "the driver refused this task"))
+    return channel, ""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _layout(bundle: dict[str, Any], gathered: list[dict[str, Any]]) -> GangLayout:
+    slots = tuple(
+        TaskSlot(
+            task_id=slot["task_id"],
+            role=slot["role"],
+            index=slot["index"],
+            host=where["host"],
+            port=int(where["port"]),
+            gpus=tuple(str(gpu) for gpu in where["gpus"]),
+            cpus=float(slot["cpus"]),
+            tracked=bool(slot["tracked"]),
+        )
+        for slot, where in zip(bundle["slots"], gathered, strict=True)
+    )
+    return GangLayout(
+        job_id=bundle["job_id"],
+        job_name=bundle["job_name"],
+        framework=bundle["framework"],
+        attempt=int(bundle["attempt"]),
+        max_restarts=int(bundle["max_restarts"]),
+        slots=slots,
+        rendezvous=bundle["rendezvous"],
+    )
+
+
+class _Command:
+    """The task's command on this executor, from start to a reported exit."""
+
+    def __init__(
+        self,
+        bundle: dict[str, Any],
+        task: dict[str, Any],
+        gathered: list[dict[str, Any]],
+        channel: Channel,
+    ) -> None:
+        self.task = task
+        self.channel = channel
+        self.grace = float(bundle["grace"])
+        self.folder = tempfile.mkdtemp(prefix=f"cauce-{task['task_id']}-")
+        self.progress = os.path.join(self.folder, "progress.jsonl")
+        self.control = os.path.join(self.folder, "control-stop")
+        self.layout = _layout(bundle, gathered)
+        self.env = self._env(set(bundle["strip"]))
+        self.stopping = threading.Event()
+        self._offset = 0
+        self._partial = b""
+        self._tail_lock = threading.Lock()
+
+    def _env(self, strip: set[str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in strip and k not in _WORKER_ONLY}
+        bindir = os.path.dirname(sys.executable)
+        path = env.get("PATH", "")
+        if path.split(os.pathsep)[:1] != [bindir]:
+            env["PATH"] = bindir + (os.pathsep + path if path else "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.task["inherit"])
+        env.update(task_env(self.layout, self.task["task_id"]))
+        env.update(self.task["overrides"])
+        if self.task["progress"]:
+            env["CAUCE_PROGRESS_FILE"] = self.progress
+        if self.task["control"]:
+            env["CAUCE_CONTROL_FILE"] = self.control
+        return env
+
+    def run(self) -> tuple[int, float]:
+        slot = self.layout.slot(self.task["task_id"])
+        started = time.monotonic()
+        argv = list(self.task["argv"])
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.task["cwd"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            cwd = self.task["cwd"]
+            line = f"cauce: cannot start {argv[0]!r} in {cwd!r} on {slot.host}: {exc.strerror}"
+            self.channel.send({"o": line})
+            self.channel.send({"exit": 127, "runtime": 0.0})
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return 127, 0.0
+        reaper = Reaper(grace=self.grace)
+        reaper.watch(proc.pid)
+        try:
+            self.channel.send(
+                {"started": proc.pid, "host": slot.host, "port": slot.port, "gpus": list(slot.gpus)}
+            )
+            reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
+            reader.start()
+            threading.Thread(target=self._listen, args=(proc,), daemon=True).start()
+            threading.Thread(target=self._tail_loop, args=(proc,), daemon=True).start()
+            code = proc.wait()
+            runtime = time.monotonic() - started
+            reader.join(timeout=2.0)
+            self._tail()
+            self._end_group(proc.pid)
+            self.channel.send({"exit": code, "runtime": runtime})
+            return code, runtime
+        finally:
+            if proc.poll() is None or _group_alive(proc.pid):
+                _signal(proc.pid, signal.SIGKILL)
+                proc.wait()
+            reaper.unwatch(proc.pid)
+            reaper.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout as stream:
+            for raw in stream:
+                self.channel.send({"o": raw.decode("utf-8", errors="replace").rstrip("\r\n")})
+
+    def _listen(self, proc: subprocess.Popen[bytes]) -> None:
+        """Orders from the driver; a closed connection (the driver is gone) stops the command."""
+        while True:
+            message = self.channel.receive()
+            if message is None:
+                self._stop(proc, self.grace)
+                return
+            if "ctl" in message:
+                with open(self.control, "w", encoding="utf-8") as file:
+                    file.write(str(message["ctl"]) + "\n")
+            if "stop" in message:
+                self._stop(proc, float(message["stop"]))
+
+    def _stop(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        if self.stopping.is_set() or proc.poll() is not None:
+            return
+        self.stopping.set()
+        _signal(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        _signal(proc.pid, signal.SIGKILL)
+
+    def _end_group(self, pgid: int) -> None:
+        """Once the command has ended, what it left in its group goes too (SIGTERM, grace,
+        SIGKILL), so that an exit reported to the driver means every process is gone."""
+        if not _group_alive(pgid):
+            return
+        _signal(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + (0.0 if self.stopping.is_set() else self.grace)
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _tail_loop(self, proc: subprocess.Popen[bytes]) -> None:
+        while proc.poll() is None:
+            self._tail()
+            time.sleep(_TAIL_EVERY)
+
+    def _tail(self) -> None:
+        """Send the new complete lines of the progress file."""
+        with self._tail_lock:
+            try:
+                with open(self.progress, "rb") as file:
+                    file.seek(self._offset)
+                    data = file.read()
+            except OSError:
+                return
+            self._offset += len(data)
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            for line in lines:
+                self.channel.send({"p": line.decode("utf-8", errors="replace")})
+
+
+def _signal(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

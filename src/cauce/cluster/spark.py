@@ -1,0 +1,257 @@
+"""The ``spark`` cluster: gangs as barrier stages of a Spark application.
+
+``spark://HOST:PORT`` (standalone), ``yarn``, ``k8s://...`` and ``local[N]`` are Spark masters;
+this process's Spark application (started on first use, shared by every driver of the process,
+stopped when the last one closes) runs each attempt of a gang as one barrier stage with a task
+per gang task (see ``_spark_gang`` for the driver's side, ``_spark_task`` for the executors').
+
+Resources: every task of a stage gets the same resources from Spark, ``cpus`` rounded up to
+whole cores and ``gpus`` GPUs (stage-level scheduling when that differs from the application's
+``spark.task.cpus`` / ``spark.task.resource.gpu.amount``); a gang whose roles need different GPU
+counts is refused. Before submitting, the gang is compared with the executors' free slots: while
+it does not fit the answer is :class:`Waiting` ("needs 4 task slots, 2 free"), and after
+``spark.cauce.placementTimeout`` seconds (default 120) it fails with :class:`PlacementError`.
+
+Settings: ``conf`` (the spec's ``spark:`` and ``cauce run --conf``) applies when this process
+starts its Spark application; ``spark.cauce.*`` keys are read per cluster object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from cauce.cluster._spark_gang import GangSubmission, SparkGang
+from cauce.cluster._spark_session import SharedSpark, acquire
+from cauce.cluster.api import (
+    Cluster,
+    GangRequest,
+    HostCapacity,
+    OutputSink,
+    Reservation,
+    RunningGang,
+    TaskExit,
+    TaskLaunch,
+    Waiting,
+)
+from cauce.errors import PlacementError, SpecError
+from cauce.frameworks import task_env
+from cauce.frameworks.api import GangLayout
+
+__all__ = [
+    "DEFAULT_PLACEMENT_TIMEOUT",
+    "PLACEHOLDER_GPU",
+    "PLACEHOLDER_HOST",
+    "SparkCluster",
+    "parse_duration",
+    "task_shape",
+]
+
+#: Where a task runs and which GPUs it gets are Spark's decision, known on the executor only;
+#: the driver's plan (``cauce run --dry-run``, the history) shows these instead.
+PLACEHOLDER_HOST = "<executor>"
+PLACEHOLDER_GPU = "<gpu>"
+DEFAULT_PLACEMENT_TIMEOUT = 120.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
+_UNIT = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+#: Driver variables that say nothing about an executor; it gets its own.
+_DRIVER_ONLY = frozenset({"PATH", "PYTHONUNBUFFERED", "PWD", "OLDPWD", "SHLVL", "_"})
+
+
+def parse_duration(text: str, key: str) -> float:
+    """``"90"``, ``"90s"``, ``"2min"`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise SpecError(key, f"must be a duration > 0 like 120, 90s or 2min, got {text!r}")
+    return float(match.group(1)) * _UNIT[match.group(2) or ""]
+
+
+def task_shape(request: GangRequest) -> tuple[int, int]:
+    """(cores, GPUs) every task of the stage asks Spark for."""
+    gpus = {task.resources.gpus for task in request.tasks}
+    if len(gpus) > 1:
+        per_role = sorted({(t.role, t.resources.gpus) for t in request.tasks})
+        listed = ", ".join(f"{role} {n}" for role, n in per_role)
+        raise PlacementError(
+            f"Spark gives every task of a gang's barrier stage the same resources, but these "
+            f"roles need different GPU counts ({listed}); give every role the same "
+            "resources.gpus"
+        )
+    cpus = max(task.resources.cpus for task in request.tasks)
+    return max(1, math.ceil(cpus - 1e-9)), gpus.pop()
+
+
+class _SparkReservation(Reservation):
+    def __init__(self, shared: SharedSpark, request: GangRequest) -> None:
+        self._shared = shared
+        self._job_id = request.job_id
+        self.placements = {
+            task.task_id: (PLACEHOLDER_HOST, (PLACEHOLDER_GPU,) * task.resources.gpus)
+            for task in request.tasks
+        }
+
+    def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
+        """Ports are picked on the executors; 0 stands for "not known here"."""
+        return dict.fromkeys(task_ids, 0)
+
+    def release(self) -> None:
+        self._shared.unhold(self._job_id)
+
+
+class SparkCluster(Cluster):
+    """A Spark master as a cauce cluster. One object per driver; objects share the session."""
+
+    name = "spark"
+
+    def __init__(self, master: str, conf: Mapping[str, str] | None = None) -> None:
+        self.master = master
+        self.conf = dict(conf or {})
+        self.name = f"spark ({master})"
+        self.placement_timeout = parse_duration(
+            self.conf.get("spark.cauce.placementTimeout", str(DEFAULT_PLACEMENT_TIMEOUT)),
+            "spark.cauce.placementTimeout",
+        )
+        self._shared: SharedSpark | None = None
+        self._lock = threading.Lock()
+        self._waiting_since: dict[str, float] = {}
+        self._request: GangRequest | None = None
+
+    def session(self) -> SharedSpark:
+        """This process's Spark application, started on first use."""
+        with self._lock:
+            if self._shared is None:
+                self._shared = acquire(self.master, self.conf)
+            return self._shared
+
+    def close(self) -> None:
+        """Let go of the Spark application (stopped when no cluster object uses it)."""
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.release()
+
+    def describe(self) -> list[HostCapacity]:
+        return [
+            HostCapacity(f"{ex.host} (executor {ex.id})", float(ex.cores), ex.memory, ex.gpus)
+            for ex in self.session().executors()
+        ]
+
+    def check(self, request: GangRequest) -> None:
+        cpus, gpus = task_shape(request)
+        shared = self.session()
+        if gpus and self.master.startswith("local"):
+            raise PlacementError(
+                f"needs {gpus} GPUs per task, and Spark's {self.master} schedules no GPUs; use a "
+                "Spark cluster, or cauce's local cluster"
+            )
+        per_executor = float(shared.setting("spark.executor.resource.gpu.amount", "0"))
+        if gpus > per_executor:
+            have = f"{per_executor:g} GPUs per executor" if per_executor else "no executor GPUs"
+            raise PlacementError(
+                f"needs {gpus} GPUs per task, and this Spark application has {have}; set "
+                f"spark.executor.resource.gpu.amount to {gpus} or more (and a discovery script, "
+                "see docs/spark.md)"
+            )
+        cores = int(shared.setting("spark.executor.cores", "0"))
+        if cores and cpus > cores:
+            raise PlacementError(
+                f"needs {cpus} cores per task, and spark.executor.cores is {cores}; lower "
+                "resources.cpus or raise spark.executor.cores"
+            )
+
+    def need(self, request: GangRequest) -> str:
+        """``needs 4 task slots, 2 free (2 executors)``: what placement waits for."""
+        cpus, gpus = task_shape(request)
+        total, free, executors = self.session().free_slots(cpus, gpus)
+        shape = f" of {cpus} cores and {gpus} GPUs" if gpus else ""
+        if not executors:
+            where = "no executors yet"
+        else:
+            where = f"{len(executors)} executors, {total} slots in all"
+        return f"needs {len(request.tasks)} task slots{shape}, {free} free ({where})"
+
+    def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
+        cpus, gpus = task_shape(request)
+        shared = self.session()
+        if shared.stopped():
+            raise PlacementError(
+                f"the Spark application on {self.master} has stopped (see Spark's log above)"
+            )
+        if shared.hold(request.job_id, len(request.tasks), cpus, gpus):
+            self._waiting_since.pop(request.job_id, None)
+            self._request = request
+            return _SparkReservation(shared, request)
+        reason = self.need(request)
+        now = time.monotonic()
+        since = self._waiting_since.setdefault(request.job_id, now)
+        if now - since >= self.placement_timeout:
+            raise PlacementError(
+                f"gave up placing job {request.job_id} on {self.master} after "
+                f"{now - since:.0f} s (spark.cauce.placementTimeout): {reason}; add executors, "
+                "lower the instances, or raise spark.cauce.placementTimeout"
+            )
+        return Waiting(reason)
+
+    def start(
+        self,
+        layout: GangLayout,
+        launches: Sequence[TaskLaunch],
+        on_output: OutputSink,
+        on_exit: Callable[[TaskExit], None],
+        *,
+        grace: float = 10.0,
+    ) -> RunningGang:
+        shared = self.session()
+        request = self._request
+        if request is None:  # start without try_reserve: the request is the layout
+            raise PlacementError("start() needs a reservation from try_reserve() first")
+        cpus, gpus = task_shape(request)
+        driver_host = shared.setting("spark.driver.host", "127.0.0.1")
+        submission = GangSubmission(
+            sc=shared.sc,
+            profile=shared.profile(cpus, gpus),
+            bind_host=shared.setting("spark.driver.bindAddress", driver_host),
+            advertised_host=driver_host,
+            grace=grace,
+            placement_timeout=self.placement_timeout,
+            strip=_contract_names(),
+            env=_split_env(layout, launches),
+            describe_need=lambda: self.need(request),
+        )
+        return SparkGang(layout, launches, on_output, on_exit, submission)
+
+
+def _contract_names() -> frozenset[str]:
+    # The resolve step's list of every contract variable. Imported here, late: cluster/ sits
+    # below gang/, and only this seam needs it (the executors recompute the contract).
+    from cauce.gang._plan import contract_names
+
+    return contract_names()
+
+
+def _split_env(
+    layout: GangLayout, launches: Sequence[TaskLaunch]
+) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Per task: the variables an executor takes from the driver (what cauce or the spec set,
+    or what differs from the driver's own environment), and the contract variables that the
+    spec overrides. The contract itself is recomputed on the executor for the real layout."""
+    names = _contract_names()
+    out: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for launch in launches:
+        contract = task_env(layout, launch.task_id)
+        inherit: dict[str, str] = {}
+        overrides: dict[str, str] = {}
+        for key, value in launch.env.items():
+            if key in names:
+                if key != "CAUCE_PROGRESS_FILE" and contract.get(key) != value:
+                    overrides[key] = value
+            elif key.startswith("CAUCE_") or (
+                key not in _DRIVER_ONLY and os.environ.get(key) != value
+            ):
+                inherit[key] = value
+        out[launch.task_id] = (inherit, overrides)
+    return out

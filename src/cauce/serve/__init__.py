@@ -1,0 +1,86 @@
+"""Serving: the model format, the model server, packaging for Kubernetes, and batch scoring.
+
+    cauce.serve.save_model("runs/1/model", net, name="flights", inputs=[...], outputs=[...],
+                           preprocessing=cauce.serve.Preprocessing(...))
+    model = cauce.serve.load_model("runs/1/model")
+    model.predict(model.preprocess([{"carrier": "UA", "origin": "EWR", ...}]))
+
+``cauce serve MODEL_DIR`` answers the Open Inference Protocol v2 over HTTP with adaptive
+dynamic batching; ``cauce package`` writes a Dockerfile and Kubernetes manifests; ``cauce
+predict`` scores a Parquet dataset. See docs/serving.md.
+
+Importing this package does not import torch; ``save_model`` and ``load_model`` do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cauce.serve.api import (
+    DATATYPES,
+    CategoricalFeature,
+    FeatureError,
+    InvalidInput,
+    ModelFormatError,
+    NumericFeature,
+    Preprocessing,
+    QueueFull,
+    ServeError,
+    ServeSettings,
+    TensorSpec,
+)
+
+if TYPE_CHECKING:
+    from cauce.serve._app import ServeApp
+    from cauce.serve._format import LoadedModel, load_model, save_model
+    from cauce.serve._package import package
+    from cauce.serve._predict import predict_dataset
+    from cauce.serve._server import serve
+    from cauce.serve._spec import ModelSpec, read_spec
+
+__all__ = [
+    "DATATYPES",
+    "CategoricalFeature",
+    "FeatureError",
+    "InvalidInput",
+    "LoadedModel",
+    "ModelFormatError",
+    "ModelSpec",
+    "NumericFeature",
+    "Preprocessing",
+    "QueueFull",
+    "ServeApp",
+    "ServeError",
+    "ServeSettings",
+    "TensorSpec",
+    "load_model",
+    "package",
+    "predict_dataset",
+    "read_spec",
+    "save_model",
+    "serve",
+]
+
+_LAZY = {
+    "LoadedModel": "cauce.serve._format",
+    "load_model": "cauce.serve._format",
+    "save_model": "cauce.serve._format",
+    "ServeApp": "cauce.serve._app",
+    "serve": "cauce.serve._server",
+    "package": "cauce.serve._package",
+    "predict_dataset": "cauce.serve._predict",
+    "ModelSpec": "cauce.serve._spec",
+    "read_spec": "cauce.serve._spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier parts (numpy, torch, uvicorn) only when they are used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cauce.serve' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,252 @@
+"""``cauce package``: a Dockerfile and Kubernetes manifests that serve one model directory.
+
+Written into OUT::
+
+    Dockerfile          python slim image, torch + cauce[serve], the model under /models/NAME
+    .dockerignore
+    model/              a copy of the model directory (the build context holds everything)
+    k8s/deployment.yaml readiness /v2/health/ready, liveness /v2/health/live, requests, GPUs
+    k8s/service.yaml    ClusterIP on the server's port
+    k8s/hpa.yaml        autoscaling/v2 on CPU utilization
+
+The manifests are plain dicts dumped as YAML; the tests check them against the Kubernetes API's
+JSON schemas. Building the image needs docker (not run by cauce or its tests).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cauce.serve._spec import ModelSpec, read_spec
+from cauce.serve.api import ServeError
+
+__all__ = ["manifests", "package"]
+
+_TORCH_VERSION = "2.13.0"
+_PORT_NAME = "http"
+
+
+def _k8s_name(name: str) -> str:
+    """A DNS-1035 label: lowercase letters, digits and '-', starting with a letter."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    if not label or not label[0].isalpha():
+        label = f"model-{label}".rstrip("-")
+    return label[:63].rstrip("-")
+
+
+def _memory_for(model_bytes: int) -> str:
+    """Twice the weights (loaded copy + warm-up buffers) plus 768 MiB for Python and torch."""
+    mib = math.ceil((2 * model_bytes + (768 << 20)) / (256 << 20)) * 256
+    return f"{mib}Mi"
+
+
+def dockerfile(spec: ModelSpec, *, port: int, device: str, cauce_requirement: str) -> str:
+    gpu_note = (
+        "# The default torch wheel for Linux carries its CUDA libraries; the node needs the\n"
+        "# NVIDIA driver and container toolkit (nvidia.com/gpu resources).\n"
+        if device == "cuda"
+        else "# For a smaller CPU-only image, pass --build-arg TORCH_PIP_ARGS='--index-url URL'\n"
+        "# with the URL of a CPU-only torch wheel index.\n"
+    )
+    return (
+        "# syntax=docker/dockerfile:1\n"
+        f"# Serves model {spec.name!r} version {spec.version!r} with `cauce serve` "
+        "(written by `cauce package`).\n"
+        "ARG BASE_IMAGE=python:3.11-slim\n"
+        "FROM ${BASE_IMAGE}\n"
+        "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1\n"
+        f"{gpu_note}"
+        f"ARG TORCH_VERSION={_TORCH_VERSION}\n"
+        'ARG TORCH_PIP_ARGS=""\n'
+        f'ARG CAUCE_REQUIREMENT="{cauce_requirement}"\n'
+        'RUN pip install ${TORCH_PIP_ARGS} "torch==${TORCH_VERSION}" \\\n'
+        ' && pip install "${CAUCE_REQUIREMENT}"\n'
+        "RUN useradd --create-home --uid 10001 cauce\n"
+        f"COPY --chown=10001 model/ /models/{spec.name}/\n"
+        "USER 10001\n"
+        "ENV CAUCE_SERVE_HOST=0.0.0.0 \\\n"
+        f"    CAUCE_SERVE_PORT={port} \\\n"
+        f"    CAUCE_SERVE_DEVICE={device}\n"
+        f"EXPOSE {port}\n"
+        "STOPSIGNAL SIGTERM\n"
+        f'ENTRYPOINT ["cauce", "serve", "/models/{spec.name}"]\n'
+    )
+
+
+def manifests(
+    spec: ModelSpec,
+    *,
+    image: str,
+    device: str,
+    gpus: int,
+    replicas: int,
+    max_replicas: int,
+    cpu: str,
+    memory: str,
+    port: int,
+    namespace: str | None,
+    grace_s: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """The Deployment, Service and HorizontalPodAutoscaler, by file name."""
+    name = _k8s_name(f"cauce-{spec.name}")
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    resources: dict[str, Any] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"memory": memory},
+    }
+    pod_extra: dict[str, Any] = {}
+    if device == "cuda":
+        resources["limits"]["nvidia.com/gpu"] = gpus
+        pod_extra["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": _PORT_NAME},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    container = {
+        "name": "server",
+        "image": image,
+        "ports": [{"name": _PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "env": [
+            {"name": "CAUCE_SERVE_HOST", "value": "0.0.0.0"},
+            {"name": "CAUCE_SERVE_PORT", "value": str(port)},
+            {"name": "CAUCE_SERVE_DEVICE", "value": device},
+            {"name": "CAUCE_SERVE_GRACE_S", "value": str(grace_s)},
+        ],
+        "resources": resources,
+        "readinessProbe": probe("/v2/health/ready", 5, 3),
+        "livenessProbe": {**probe("/v2/health/live", 10, 3), "initialDelaySeconds": 5},
+        "startupProbe": probe("/v2/health/live", 2, 30),
+        # Endpoints are updated asynchronously: keep serving a moment after SIGTERM is due.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": grace_s + 15,
+                    **pod_extra,
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": _PORT_NAME, "port": port, "targetPort": _PORT_NAME}],
+        },
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        },
+    }
+    return {"deployment.yaml": deployment, "service.yaml": service, "hpa.yaml": hpa}
+
+
+def package(
+    model_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    image: str | None = None,
+    device: str = "cpu",
+    gpus: int = 1,
+    replicas: int = 1,
+    max_replicas: int = 4,
+    cpu: str = "1",
+    memory: str | None = None,
+    port: int = 8080,
+    namespace: str | None = None,
+    cauce_requirement: str | None = None,
+) -> list[Path]:
+    """Write the Dockerfile, the model and the manifests into ``out``; returns the files."""
+    import cauce
+
+    spec = read_spec(Path(model_dir))
+    if device not in ("cpu", "cuda"):
+        raise ServeError(f"device must be cpu or cuda, got {device!r}")
+    if not 1 <= replicas <= max_replicas:
+        raise ServeError(f"need 1 <= replicas <= max_replicas, got {replicas} and {max_replicas}")
+    if device == "cuda" and gpus < 1:
+        raise ServeError(f"gpus must be >= 1 with device cuda, got {gpus}")
+    if not 1 <= port <= 65535:
+        raise ServeError(f"port must be between 1 and 65535, got {port}")
+    folder = Path(out)
+    model_copy = folder / "model"
+    if model_copy.exists():
+        shutil.rmtree(model_copy)
+    (folder / "k8s").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, model_copy)
+    model_bytes = sum(p.stat().st_size for p in model_copy.iterdir() if p.is_file())
+    requirement = cauce_requirement or f"cauce[serve]=={cauce.__version__}"
+    written = [folder / "Dockerfile", folder / ".dockerignore"]
+    written[0].write_text(
+        dockerfile(spec, port=port, device=device, cauce_requirement=requirement), encoding="utf-8"
+    )
+    written[1].write_text("*\n!model/\n", encoding="utf-8")
+    docs = manifests(
+        spec,
+        image=image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
+        device=device,
+        gpus=gpus,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        cpu=cpu,
+        memory=memory or _memory_for(model_bytes),
+        port=port,
+        namespace=namespace,
+    )
+    for file_name, doc in docs.items():
+        path = folder / "k8s" / file_name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        written.append(path)
+    return written

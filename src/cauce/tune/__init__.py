@@ -1,0 +1,44 @@
+"""Hyperparameter search: trials as gangs, Optuna's samplers and pruners, resumable studies.
+
+    import cauce.tune
+    result = cauce.tune.tune("job.yaml", trials=32, parallel=4)
+
+The search is described by the job file's ``tune:`` section (``docs/tuning.md``). Optuna is
+needed (``pip install 'cauce[tune]'``) and imported only when a study runs or is read.
+"""
+
+from cauce.spec._tune import (
+    Objective,
+    ParamSpec,
+    PrunerSpec,
+    SamplerSpec,
+    TuneSpec,
+    parse_tune,
+)
+from cauce.tune.api import (
+    StudyInfo,
+    StudyProgress,
+    StudyResult,
+    TrialInfo,
+    TuneConsole,
+    studies,
+    trials,
+    tune,
+)
+
+__all__ = [
+    "Objective",
+    "ParamSpec",
+    "PrunerSpec",
+    "SamplerSpec",
+    "StudyInfo",
+    "StudyProgress",
+    "StudyResult",
+    "TrialInfo",
+    "TuneConsole",
+    "TuneSpec",
+    "parse_tune",
+    "studies",
+    "trials",
+    "tune",
+]

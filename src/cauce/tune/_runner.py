@@ -1,0 +1,386 @@
+"""The tuner's loop: keep ``parallel`` trials running until the study has its trials.
+
+Only this thread asks and tells the study; trials run in their own threads (one
+:class:`JobDriver` each, with its own cluster object, so GPU leases and process reapers are per
+trial) and send news through one queue.
+
+Counting: the target is of trials that completed or were pruned, in the whole study (so a second
+run continues the first). Failed trials do not count; more than ``max_failures`` of them in one
+run stop the study. A trial left RUNNING by a tuner that is gone (``kill -9``) is marked failed as
+interrupted and its parameters are queued again, so no trial is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from cauce.gang import JobDriver, new_job_id
+from cauce.gang._driver import process_start_time
+from cauce.history import HistoryStore
+from cauce.spec import JobSpec
+from cauce.spec._tune import TuneSpec
+from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
+from cauce.tune._params import objective_task, trial_spec
+from cauce.tune._trial import TrialRun
+from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TuneConsole
+
+if TYPE_CHECKING:
+    import optuna
+
+    from cauce.cluster import Cluster
+
+__all__ = ["StudyRunner", "TunerId"]
+
+logger = logging.getLogger(__name__)
+
+_TICK = 0.25  # seconds between two looks at the trials when nothing happens
+_RECOUNT = 3.0  # seconds between two counts of the study's trials in the storage
+_ACTIVE_JOB = ("pending", "waiting", "running", "restarting")
+
+
+@dataclass(frozen=True)
+class TunerId:
+    """Which process runs a trial: host, pid and the pid's start time (pids are reused)."""
+
+    host: str
+    pid: int
+    start: str | None
+
+    @classmethod
+    def mine(cls) -> TunerId:
+        return cls(socket.gethostname(), os.getpid(), process_start_time(os.getpid()))
+
+    def text(self) -> str:
+        return f"{self.host}:{self.pid}:{self.start or ''}"
+
+    @classmethod
+    def parse(cls, text: object) -> TunerId | None:
+        if not isinstance(text, str) or text.count(":") < 2:
+            return None
+        host, pid, start = text.rsplit(":", 2)
+        try:
+            return cls(host, int(pid), start or None)
+        except ValueError:
+            return None
+
+    def alive(self) -> bool:
+        """False only when it surely is gone (on this host: no such process any more)."""
+        if self.host != socket.gethostname():
+            return True  # cannot tell from here; a study shared across hosts keeps its trials
+        return process_start_time(self.pid) == self.start
+
+
+class StudyRunner:
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        tune: TuneSpec,
+        study: optuna.Study,
+        store: HistoryStore,
+        home: Path,
+        make_cluster: Callable[[], Cluster],
+        console: TuneConsole,
+        target: int,
+        parallel: int,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.spec = spec
+        self.tune = tune
+        self.study = study
+        self.store = store
+        self.home = home
+        self.make_cluster = make_cluster
+        self.console = console
+        self.target = target
+        self.parallel = parallel
+        self.poll_interval = poll_interval
+        self.metric = tune.objective.metric
+        self.direction = tune.objective.direction
+        self.task = objective_task(spec, tune)
+        self.me = TunerId.mine()
+        self._dists = distributions(tune)
+        self._events: queue.Queue[tuple[str, TrialRun]] = queue.Queue()
+        self._running: dict[int, TrialRun] = {}
+        self._trials: dict[int, TrialInfo] = {}
+        self._failures = 0
+        self._halt = ""  # why no new trial may start
+        self._interrupt = ""
+        # Complete + pruned trials of the study, and trials other tuners run, as last counted
+        # in the storage; this tuner's own completions are added as they come.
+        self._done = 0
+        self._others = 0
+        self._counted_at = -math.inf
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> StudyResult:
+        note = self.recover()
+        self._reload()
+        self.console.started(self.progress(), note)
+        status, reason = "complete", ""
+        try:
+            with self._signals():
+                status, reason = self._loop()
+        finally:
+            if self._running:  # only after an unexpected error: leave nothing running
+                self._shutdown("the tuner failed")
+        self._reload()
+        result = StudyResult(
+            study=self.study.study_name,
+            status=status,
+            reason=reason,
+            metric=self.metric,
+            direction=self.direction,
+            trials=tuple(self._trials[n] for n in sorted(self._trials)),
+            storage=self.store.url,
+        )
+        self.console.finished(result)
+        return result
+
+    def _loop(self) -> tuple[str, str]:
+        while True:
+            self._drain(_TICK)
+            if self._interrupt:
+                self._shutdown(self._interrupt)
+                return "interrupted", self._interrupt
+            for run in list(self._running.values()):
+                if run.prune_overdue(self.tune.prune_grace):
+                    logger.info("trial %d: pruned but still running; stopping it", run.number)
+            if not self._halt:
+                self._fill()
+            if not self._running:
+                if self._halt:
+                    return "failed", self._halt
+                done, others = self._counts(fresh=True)
+                if done >= self.target:
+                    return "complete", ""
+                if others == 0 and done < self.target:
+                    continue  # _fill starts more at the next turn
+                # The rest of the target is in trials another tuner runs; wait for them.
+                self.recover()
+            self.console.tick(self.progress())
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            kind, run = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if kind == "ended":
+                self._finish(run)
+            elif run.number in self._running:
+                self._trials[run.number] = run.info()
+                self.console.changed(self._trials[run.number], self.progress())
+            try:
+                kind, run = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _counts(self, fresh: bool = False) -> tuple[int, int]:
+        """(complete + pruned trials, trials running in other tuners). Read from the storage
+        when ``fresh`` or every few seconds (it reads every trial), else as last known."""
+        now = time.monotonic()
+        if not fresh and now - self._counted_at < _RECOUNT:
+            return self._done, self._others
+        import optuna
+
+        states = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.RUNNING,
+        )
+        done = others = 0
+        for trial in self.study.get_trials(deepcopy=False, states=states):
+            if trial.state != optuna.trial.TrialState.RUNNING:
+                done += 1
+            elif trial.number not in self._running:
+                others += 1
+        self._done, self._others, self._counted_at = done, others, now
+        return done, others
+
+    def _fill(self) -> None:
+        while len(self._running) < self.parallel:
+            done, others = self._counts()
+            if done + others + len(self._running) >= self.target:
+                return
+            self._start_trial()
+
+    def _start_trial(self) -> None:
+        trial = self.study.ask(self._dists)
+        params = dict(trial.params)
+        job_id = new_job_id(f"{self.study.study_name}-t{trial.number}")
+        trial.set_user_attr(USER_ATTRS["run"], {"job_id": job_id, "tuner": self.me.text()})
+        run = TrialRun(
+            trial,
+            params,
+            metric=self.metric,
+            task=self.task,
+            events=self._events,
+            pruning=self.tune.pruner.type != "none",
+        )
+        try:
+            driver = JobDriver(
+                trial_spec(self.spec, self.tune, params),
+                self.make_cluster(),
+                self.store,
+                self.home,
+                console=run,
+                job_id=job_id,
+                params=params,
+                on_metrics=run.on_metrics,
+                kind="trial",
+                poll_interval=self.poll_interval,
+            )
+        except Exception as exc:
+            trial.set_user_attr(USER_ATTRS["root_cause"], f"could not start: {exc}")
+            self.study.tell(trial, state=_state("FAIL"))
+            raise
+        self._running[trial.number] = run
+        run.start(driver)
+        self._trials[trial.number] = run.info()
+        self.console.changed(self._trials[trial.number], self.progress())
+
+    def _finish(self, run: TrialRun) -> None:
+        self._running.pop(run.number, None)
+        run.join()
+        outcome = run.outcome()
+        trial = run.trial
+        if outcome.state == "interrupted":
+            frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
+        elif outcome.state == "failed":
+            self._failures += 1
+            trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
+            frozen = self.study.tell(trial, state=_state("FAIL"))
+            if self._failures > self.tune.max_failures and not self._halt:
+                self._halt = (
+                    f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
+                    f"the last one: {outcome.cause}"
+                )
+        elif outcome.state == "pruned":
+            trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
+            frozen = self.study.tell(trial, state=_state("PRUNED"))
+            self._done += 1
+        else:
+            frozen = self.study.tell(trial, outcome.value)
+            self._done += 1
+        info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
+        self._trials[run.number] = info
+        self.console.changed(info, self.progress())
+
+    def _retry(
+        self, number: int, *, params: dict[str, object], cause: str
+    ) -> optuna.trial.FrozenTrial:
+        """Mark trial ``number`` failed as interrupted and queue its parameters again."""
+        # Optuna's public API sets attributes through a live Trial only; a trial of a tuner that
+        # is gone has none, so this goes to the storage directly.
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
+        storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
+        frozen = self.study.tell(number, state=_state("FAIL"), skip_if_finished=True)
+        self.study.enqueue_trial(params, user_attrs={USER_ATTRS["retry_of"]: number})
+        return frozen
+
+    def _shutdown(self, reason: str) -> None:
+        """Stop every running trial now and queue them again (they were cut short)."""
+        for run in list(self._running.values()):
+            run.interrupt(reason)
+        for run in list(self._running.values()):
+            run.join()
+        self._drain(0.0)
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> str:
+        """Fail and re-queue the RUNNING trials whose tuner is gone. Returns what it did, for
+        people."""
+        import optuna
+
+        stale = []
+        for trial in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        ):
+            if trial.number in self._running:
+                continue
+            run = run_of(trial.user_attrs)
+            owner = TunerId.parse(run.get("tuner"))
+            if owner is not None and owner != self.me and owner.alive():
+                continue
+            who = f"pid {owner.pid}" if owner is not None else "unknown"
+            cause = f"interrupted: the tuner running it ({who}) is gone"
+            self._lose_job(run.get("job_id"), cause)
+            self._retry(trial.number, params=dict(trial.params), cause=cause)
+            stale.append(trial.number)
+        if not stale:
+            return ""
+        numbers = ", ".join(str(n) for n in stale)
+        return f"trial(s) {numbers} were interrupted by the end of an earlier run; retrying them"
+
+    def _lose_job(self, job_id: object, cause: str) -> None:
+        if not isinstance(job_id, str):
+            return
+        with contextlib.suppress(Exception):
+            job = self.store.get_job(job_id)
+            if job.status in _ACTIVE_JOB:
+                self.store.update_job(job_id, status="lost", root_cause=cause, ended_at=time.time())
+
+    # --- what people see -----------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.number not in self._running:
+                self._trials[frozen.number] = trial_info(frozen)
+
+    def progress(self) -> StudyProgress:
+        return StudyProgress(
+            study=self.study.study_name,
+            metric=self.metric,
+            direction=self.direction,
+            target=self.target,
+            parallel=self.parallel,
+            trials=tuple(self._trials[n] for n in sorted(self._trials)),
+            failures=self._failures,
+            max_failures=self.tune.max_failures,
+        )
+
+    # --- signals -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT, SIGTERM and SIGHUP stop the running trials (to be retried) and end the run."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self._interrupt = f"interrupted ({signal.Signals(signum).name})"
+
+        saved = {
+            sig: signal.signal(sig, handler)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+        try:
+            yield
+        finally:
+            for sig, old in saved.items():
+                signal.signal(sig, old)
+
+
+def _state(name: str) -> optuna.trial.TrialState:
+    import optuna
+
+    return optuna.trial.TrialState[name]

@@ -1,0 +1,216 @@
+"""The entry step of ``tune``: resolve the spec and the overrides, check once what every trial
+would fail on, open the history store and the study, and hand them to the runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cauce.cluster import get_cluster
+from cauce.errors import SpecError
+from cauce.gang._plan import gang_request
+from cauce.history import cauce_home, open_store
+from cauce.spec import JobSpec, load_job
+from cauce.spec._tune import check_trials
+from cauce.tune._optuna import (
+    import_optuna,
+    load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    run_of,
+    study_meta,
+    trial_info,
+)
+from cauce.tune._runner import StudyRunner, TunerId
+from cauce.tune.api import (
+    StudyInfo,
+    StudyProgress,
+    StudyResult,
+    TrialInfo,
+    TuneConsole,
+    best_trial,
+)
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+    from optuna.trial import FrozenTrial
+
+__all__ = ["LogConsole", "read_studies", "read_trials", "run_study"]
+
+logger = logging.getLogger(__name__)
+
+_STUDY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class LogConsole:
+    """The console of library callers who pass none: what happens goes to the log."""
+
+    def started(self, progress: StudyProgress, note: str) -> None:
+        logger.info(
+            "study %s: %d of %d trials done", progress.study, progress.done, progress.target
+        )
+        if note:
+            logger.info("study %s: %s", progress.study, note)
+
+    def changed(self, trial: TrialInfo, progress: StudyProgress) -> None:
+        logger.info(
+            "study %s: trial %d %s %s", progress.study, trial.number, trial.state, trial.note
+        )
+
+    def tick(self, progress: StudyProgress) -> None:
+        return None
+
+    def finished(self, result: StudyResult) -> None:
+        logger.info("study %s: %s %s", result.study, result.status, result.reason)
+
+
+def resolve(
+    job: JobSpec | str | os.PathLike[str],
+    trials: int | None,
+    parallel: int | None,
+    study: str | None,
+) -> tuple[JobSpec, int, int, str]:
+    """The spec, the target number of trials, the parallelism and the study name."""
+    spec = job if isinstance(job, JobSpec) else load_job(job)
+    tune = spec.tune
+    if tune is None:
+        raise SpecError(
+            "tune",
+            "is missing: cauce tune needs a tune: section with objective and space "
+            "(see docs/tuning.md)",
+            source=spec.source,
+        )
+    target = tune.trials if trials is None else trials
+    if target < 1:
+        raise SpecError("--trials", f"must be >= 1, got {target}", value=target)
+    check_trials(tune, target, "--trials" if trials is not None else "tune.trials", spec.source)
+    width = tune.parallel if parallel is None else parallel
+    if width < 1:
+        raise SpecError("--parallel", f"must be >= 1, got {width}", value=width)
+    name = study or spec.name
+    if not _STUDY_RE.match(name):
+        raise SpecError(
+            "--study",
+            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"got {name!r}",
+            value=name,
+        )
+    return spec, target, width, name
+
+
+def run_study(
+    job: JobSpec | str | os.PathLike[str],
+    *,
+    trials: int | None,
+    parallel: int | None,
+    study: str | None,
+    cluster: str | None,
+    history: str | None,
+    home: Path | None,
+    console: TuneConsole | None,
+    poll_interval: float,
+) -> StudyResult:
+    spec, target, width, name = resolve(job, trials, parallel, study)
+    assert spec.tune is not None
+    import_optuna()
+    address = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
+    # What would fail every trial fails the study at once, before a trial is asked.
+    probe = get_cluster(address)
+    probe.check(gang_request(spec, f"{name}-check"))
+    if not os.path.isdir(spec.workdir):
+        raise SpecError(
+            "workdir",
+            f"folder {spec.workdir!r} does not exist; create it or fix workdir "
+            "(relative paths start at the job file's folder)",
+            source=spec.source,
+        )
+    store = open_store(history)
+    storage: RDBStorage | None = None
+    try:
+        storage = open_storage(store.url)
+        handle = open_study(
+            storage,
+            name,
+            metric=spec.tune.objective.metric,
+            direction=spec.tune.objective.direction,
+            job=spec.name,
+            sampler=make_sampler(spec.tune, width),
+            pruner=make_pruner(spec.tune),
+        )
+        existing = len(handle.get_trials(deepcopy=False))
+        if existing:
+            handle.sampler = make_sampler(spec.tune, width, seed_offset=existing)
+        runner = StudyRunner(
+            spec=spec,
+            tune=spec.tune,
+            study=handle,
+            store=store,
+            home=home if home is not None else cauce_home(),
+            make_cluster=lambda: get_cluster(address),
+            console=console or LogConsole(),
+            target=target,
+            parallel=width,
+            poll_interval=poll_interval,
+        )
+        return runner.run()
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+        store.close()
+
+
+def read_trials(study: str, history: str | None) -> list[TrialInfo]:
+    import_optuna()
+    store = open_store(history)
+    storage = open_storage(store.url)
+    try:
+        handle = load_study(storage, study)
+        return [_annotate(t) for t in handle.get_trials(deepcopy=False)]
+    finally:
+        storage.engine.dispose()
+        store.close()
+
+
+def _annotate(frozen: FrozenTrial) -> TrialInfo:
+    """A trial as stored, with a word on RUNNING trials whose tuner is gone."""
+    info = trial_info(frozen)
+    if info.state == "running":
+        owner = TunerId.parse(run_of(frozen.user_attrs).get("tuner"))
+        if owner is None or not owner.alive():
+            return replace(info, note="its tuner is gone; the next 'cauce tune' retries it")
+    return info
+
+
+def read_studies(history: str | None) -> list[StudyInfo]:
+    import_optuna()
+    store = open_store(history)
+    storage = open_storage(store.url)
+    try:
+        out = []
+        for frozen in storage.get_all_studies():
+            handle = load_study(storage, frozen.study_name)
+            metric, direction, job = study_meta(handle)
+            infos = tuple(trial_info(t) for t in handle.get_trials(deepcopy=False))
+            counts: dict[str, int] = {}
+            for info in infos:
+                counts[info.state] = counts.get(info.state, 0) + 1
+            out.append(
+                StudyInfo(
+                    name=frozen.study_name,
+                    metric=metric,
+                    direction=direction,
+                    job=job,
+                    counts=counts,
+                    best=best_trial(infos, direction),
+                )
+            )
+        return out
+    finally:
+        storage.engine.dispose()
+        store.close()

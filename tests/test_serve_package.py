@@ -1,0 +1,117 @@
+"""`cauce package`: the Dockerfile and Kubernetes manifests, checked against the API's schemas.
+
+The manifests are validated with kubernetes-validate (the Kubernetes OpenAPI schemas as JSON
+schemas, strict: an unknown field is an error). `docker build` cannot run here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from helpers import cauce
+from test_serve_support import make_models
+
+kv = pytest.importorskip("kubernetes_validate")
+pytestmark = pytest.mark.framework
+
+K8S_VERSION = "1.30.0"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_models(tmp_path_factory.mktemp("models"))["flights"]
+
+
+def _load(folder: Path) -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in sorted((folder / "k8s").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        kv.validate(doc, K8S_VERSION, strict=True)
+        docs[doc["kind"]] = doc
+    return docs
+
+
+def test_cpu_package_is_valid(model: Path, tmp_path: Path) -> None:
+    from cauce.serve import package
+
+    written = package(model, tmp_path / "out", replicas=2, max_replicas=5)
+    names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
+    assert names == [
+        ".dockerignore",
+        "Dockerfile",
+        "k8s/deployment.yaml",
+        "k8s/hpa.yaml",
+        "k8s/service.yaml",
+    ]
+    assert (tmp_path / "out/model/cauce-model.json").is_file()
+    docs = _load(tmp_path / "out")
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["resources"]["requests"]["cpu"] == "1"
+    assert container["resources"]["requests"]["memory"].endswith("Mi")
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert docs["Deployment"]["spec"]["replicas"] == 2
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    service = docs["Service"]["spec"]
+    assert service["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    dockerfile = (tmp_path / "out/Dockerfile").read_text()
+    assert 'ENTRYPOINT ["cauce", "serve", "/models/flights-synthetic"]' in dockerfile
+    assert "COPY --chown=10001 model/ /models/flights-synthetic/" in dockerfile
+    assert "CAUCE_SERVE_HOST=0.0.0.0" in dockerfile
+
+
+def test_cuda_package_asks_for_gpus(model: Path, tmp_path: Path) -> None:
+    from cauce.serve import package
+
+    package(model, tmp_path / "out", device="cuda", gpus=2, memory="6Gi", namespace="ml")
+    docs = _load(tmp_path / "out")
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert container["resources"]["requests"]["memory"] == "6Gi"
+    assert {"name": "CAUCE_SERVE_DEVICE", "value": "cuda"} in container["env"]
+    assert all(d["metadata"]["namespace"] == "ml" for d in docs.values())
+
+
+def test_an_invalid_manifest_is_caught(model: Path, tmp_path: Path) -> None:
+    """The check has teeth: a misspelt field fails it."""
+    from cauce.serve import package
+
+    package(model, tmp_path / "out")
+    path = tmp_path / "out/k8s/deployment.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_cli_package(model: Path, tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    env = {**cauce_env, "CAUCE_PACKAGE_IMAGE": "registry.example/flights:1"}
+    done = cauce(
+        [
+            "package",
+            str(model),
+            "--out",
+            str(tmp_path / "o"),
+            "--replicas",
+            "3",
+            "--max-replicas",
+            "2",
+        ],
+        env,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "replicas <= max_replicas" in done.stderr
+    done = cauce(["package", str(model), "--out", str(tmp_path / "o")], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    docs = _load(tmp_path / "o")
+    image = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.example/flights:1"

@@ -1,0 +1,330 @@
+"""The ``tune:`` section: parsing, refusals by field path, and how parameters reach a trial.
+No processes here, except a few `cauce tune` refusals that exit before starting any trial."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cauce.tune as tune_package
+from cauce import SpecError, parse_job
+from cauce.spec import JobSpec
+from cauce.tune._params import objective_task, substitute, trial_spec
+from helpers import cauce as cauce_cli
+from helpers import write_job
+
+BASE: dict[str, Any] = {"name": "t", "command": "python train.py --lr {lr}"}
+SPACE = {"lr": {"type": "loguniform", "low": 1e-4, "high": 0.1}}
+
+
+def job(tune: Any, **fields: Any) -> JobSpec:
+    return parse_job({**BASE, **fields, "tune": tune}, source="job.yaml")
+
+
+def test_a_full_section_is_read() -> None:
+    spec = job(
+        {
+            "objective": {"metric": "val_loss", "direction": "min"},
+            "space": {
+                "lr": {"type": "loguniform", "low": 1e-4, "high": 0.1},
+                "hidden": {"type": "int", "low": 8, "high": 64, "step": 8},
+                "dropout": {"type": "uniform", "low": 0.0, "high": 0.5, "step": 0.1},
+                "opt": {"type": "choice", "values": ["sgd", "adam"]},
+            },
+            "trials": 12,
+            "parallel": 2,
+            "sampler": {"type": "tpe", "seed": 3},
+            "pruner": {"type": "hyperband", "min_steps": 1, "max_steps": 27},
+            "max_failures": 1,
+            "prune_grace": 2,
+        }
+    )
+    tune = spec.tune
+    assert tune is not None
+    assert (tune.trials, tune.parallel, tune.max_failures, tune.prune_grace) == (12, 2, 1, 2.0)
+    assert [p.name for p in tune.space] == ["lr", "hidden", "dropout", "opt"]
+    assert tune.param("hidden").grid() == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert tune.param("dropout").grid() == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    assert tune.param("lr").grid() is None
+    assert tune.sampler.seed == 3 and tune.pruner.max_steps == 27
+    assert tune.objective.task is None
+
+
+def test_defaults_and_short_forms() -> None:
+    tune = job({"objective": {"metric": "loss", "direction": "max"}, "space": SPACE}).tune
+    assert tune is not None
+    assert (tune.trials, tune.parallel, tune.max_failures) == (20, 1, 3)
+    assert (tune.sampler.type, tune.pruner.type, tune.pruner.reduction_factor) == ("tpe", "asha", 3)
+    short = job(
+        {
+            "objective": {"metric": "loss", "direction": "min"},
+            "space": SPACE,
+            "sampler": "random",
+            "pruner": "none",
+        }
+    ).tune
+    assert short is not None and (short.sampler.type, short.pruner.type) == ("random", "none")
+
+
+def test_a_job_without_tune_is_unchanged() -> None:
+    spec = parse_job(BASE)
+    assert spec.tune is None
+
+
+def test_grid_trials_default_to_the_grid_size() -> None:
+    space = {
+        "n": {"type": "int", "low": 1, "high": 3},
+        "opt": {"type": "choice", "values": ["a", "b"]},
+    }
+    tune = job(
+        {"objective": {"metric": "m", "direction": "min"}, "space": space, "sampler": "grid"}
+    ).tune
+    assert tune is not None and tune.trials == 6 and tune.grid_size() == 6
+
+
+OBJ = {"metric": "loss", "direction": "min"}
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        (
+            {"objective": OBJ, "space": {"lr": {"type": "loguniform", "low": 0, "high": 1}}},
+            "tune.space.lr.low must be > 0 for loguniform, got 0",
+        ),
+        (
+            {"objective": OBJ, "space": {"lr": {"type": "uniform", "low": 1, "high": 0.5}}},
+            "tune.space.lr.high must be greater than low (1), got 0.5",
+        ),
+        (
+            {"objective": OBJ, "space": {"lr": {"type": "logunifrom", "low": 1, "high": 2}}},
+            "tune.space.lr.type must be one of uniform, loguniform, int, choice, got "
+            "'logunifrom' (did you mean 'loguniform'?)",
+        ),
+        (
+            {"objective": OBJ, "space": {"lr": {"type": "uniform", "low": 0, "hihg": 1}}},
+            "tune.space.lr.hihg is not a known field; did you mean 'high'?",
+        ),
+        (
+            {"objective": OBJ, "space": {"n": {"type": "int", "low": 1.5, "high": 4}}},
+            "tune.space.n.low must be a whole number for type int, got 1.5",
+        ),
+        (
+            {"objective": OBJ, "space": {"n": {"type": "int", "low": 0, "high": 10, "step": 3}}},
+            "tune.space.n.step must divide high - low (10) into whole steps, got 3",
+        ),
+        (
+            {
+                "objective": OBJ,
+                "space": {"n": {"type": "int", "low": 1, "high": 8, "log": True, "step": 2}},
+            },
+            "tune.space.n.step must be 1 with log: true, got 2",
+        ),
+        (
+            {"objective": OBJ, "space": {"o": {"type": "choice", "values": []}}},
+            "tune.space.o.values must be a non-empty list of strings, numbers or booleans",
+        ),
+        (
+            {"objective": OBJ, "space": {"o": {"type": "choice", "values": ["a", "a"]}}},
+            "tune.space.o.values lists 'a' twice",
+        ),
+        (
+            {"objective": OBJ, "space": {"o": {"low": 1}}},
+            "tune.space.o.type is missing: give one of uniform, loguniform, int, choice",
+        ),
+        (
+            {"objective": OBJ, "space": {"my-lr": {"type": "uniform", "low": 0, "high": 1}}},
+            "tune.space.my-lr is not a valid parameter name",
+        ),
+        (
+            {
+                "objective": OBJ,
+                "space": {
+                    "lr": {"type": "uniform", "low": 0, "high": 1},
+                    "LR": {"type": "uniform", "low": 0, "high": 1},
+                },
+            },
+            "tune.space.LR clashes with tune.space.lr: both become CAUCE_PARAM_LR",
+        ),
+        ({"objective": OBJ, "space": {}}, "tune.space is empty"),
+        ({"space": SPACE}, "tune.objective is missing"),
+        ({"objective": OBJ}, "tune.space is missing"),
+        (
+            {"objective": {"metric": "loss", "direction": "minimize"}, "space": SPACE},
+            "tune.objective.direction must be min or max",
+        ),
+        (
+            {
+                "objective": {"metric": "loss", "direction": "min", "task": "worker-3"},
+                "space": SPACE,
+            },
+            "tune.objective.task must be one of worker-0",
+        ),
+        ({"objective": OBJ, "space": SPACE, "trials": 0}, "tune.trials must be >= 1, got 0"),
+        ({"objective": OBJ, "space": SPACE, "parallel": 0}, "tune.parallel must be >= 1, got 0"),
+        ({"objective": OBJ, "space": SPACE, "parralel": 2}, "did you mean 'parallel'?"),
+        (
+            {"objective": OBJ, "space": SPACE, "sampler": "bayes"},
+            "tune.sampler.type must be one of tpe, random, grid, cmaes, got 'bayes'",
+        ),
+        (
+            {"objective": OBJ, "space": SPACE, "pruner": {"type": "asha", "warmup_steps": 2}},
+            "tune.pruner.warmup_steps is not a known field",
+        ),
+        (
+            {"objective": OBJ, "space": SPACE, "pruner": {"type": "asha", "reduction_factor": 1}},
+            "tune.pruner.reduction_factor must be >= 2, got 1",
+        ),
+        (
+            {"objective": OBJ, "space": SPACE, "sampler": "grid"},
+            "tune.space.lr cannot be searched by the grid sampler",
+        ),
+        (
+            {
+                "objective": OBJ,
+                "sampler": "grid",
+                "trials": 3,
+                "space": {"o": {"type": "choice", "values": [1, 2]}},
+            },
+            "tune.trials must be <= 2, the number of points of the grid (sampler grid), got 3",
+        ),
+        (
+            {
+                "objective": OBJ,
+                "sampler": "cmaes",
+                "space": {"o": {"type": "choice", "values": [1, 2]}},
+            },
+            "tune.sampler cmaes needs at least one uniform, loguniform or int parameter",
+        ),
+        ("random", "tune must be a mapping like"),
+    ],
+)
+def test_refusals_name_the_field_the_value_and_the_fix(tune: Any, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        job(tune)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("job.yaml: tune")
+    assert "\n" not in str(caught.value)
+
+
+def test_substitution_quotes_for_the_shell_and_keeps_list_items_whole() -> None:
+    params = {"lr": 0.001, "opt": "adam w", "flag": True, "n": 3}
+    assert substitute("train --lr {lr} --opt {opt} --n {n} {flag} {other} ${HOME}", params) == (
+        "train --lr 0.001 --opt 'adam w' --n 3 true {other} ${HOME}"
+    )
+    assert substitute(("train", "--opt={opt}", "{lr}"), params) == (
+        "train",
+        "--opt=adam w",
+        "0.001",
+    )
+
+
+def test_trial_spec_sets_the_command_the_variables_and_drops_tune() -> None:
+    spec = parse_job(
+        {
+            "command": "python t.py --lr {lr}",
+            "env": {"CAUCE_PARAM_LR": "stale", "KEEP": "1"},
+            "roles": {"worker": {"instances": 2}, "chief": {"command": ["python", "c.py", "{n}"]}},
+            "tune": {
+                "objective": OBJ,
+                "space": {
+                    "lr": {"type": "loguniform", "low": 1e-4, "high": 0.1},
+                    "n": {"type": "int", "low": 1, "high": 4},
+                },
+            },
+        },
+        source="x.yaml",
+    )
+    assert spec.tune is not None
+    trial = trial_spec(spec, spec.tune, {"lr": 0.01, "n": 2})
+    assert trial.tune is None
+    assert trial.command == "python t.py --lr 0.01"
+    assert trial.role("chief").command == ("python", "c.py", "2")
+    env = dict(trial.env)
+    assert env["CAUCE_PARAM_LR"] == "0.01" and env["CAUCE_PARAM_N"] == "2" and env["KEEP"] == "1"
+    assert json.loads(env["CAUCE_PARAMS"]) == {"lr": 0.01, "n": 2}
+    # the objective is rank 0's task: the chief comes first
+    assert objective_task(spec, spec.tune) == "chief-0"
+
+
+def test_objective_task_skips_service_roles() -> None:
+    spec = parse_job(
+        {
+            "framework": "mxnet",
+            "command": "x",
+            "roles": {"scheduler": {}, "server": {}, "worker": {"instances": 2}},
+            "tune": {"objective": OBJ, "space": SPACE},
+        }
+    )
+    assert spec.tune is not None and objective_task(spec, spec.tune) == "worker-0"
+
+
+def test_public_names_are_listed() -> None:
+    exported = set(tune_package.__all__)
+    public = {
+        name
+        for name, value in vars(tune_package).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= exported, sorted(public - exported)
+    assert all(hasattr(tune_package, name) for name in exported)
+
+
+def test_importing_cauce_tune_does_not_import_optuna() -> None:
+    import subprocess
+
+    code = "import sys, cauce.tune, cauce.cli.main; cauce.cli.main.build_parser(); "
+    code += "sys.exit('optuna' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_cli_refuses_a_job_without_tune(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    path = write_job(tmp_path, "command: 'true'\n")
+    done = cauce_cli(["tune", str(path)], cauce_env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {path}: tune is missing: cauce tune needs a tune: section with objective and "
+        "space (see docs/tuning.md)"
+    ]
+
+
+def test_cli_refuses_a_bad_space_in_one_line(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    path = write_job(
+        tmp_path,
+        """
+        command: 'true'
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            lr: {type: loguniform, low: 0, high: 1}
+        """,
+    )
+    for command in (["tune", str(path)], ["run", str(path)]):
+        done = cauce_cli(command, cauce_env)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [
+            f"error: {path}: tune.space.lr.low must be > 0 for loguniform, got 0"
+        ]
+
+
+def test_cli_refuses_more_trials_than_the_grid(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    path = write_job(
+        tmp_path,
+        """
+        command: 'true'
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            n: {type: int, low: 1, high: 2}
+          sampler: grid
+        """,
+    )
+    done = cauce_cli(["tune", str(path), "--trials", "5"], cauce_env)
+    assert done.returncode == 2, done.stderr
+    assert "--trials must be <= 2, the number of points of the grid" in done.stderr

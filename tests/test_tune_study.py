@@ -1,0 +1,507 @@
+"""`cauce tune` with real processes: parallel trials, pruning, GPUs, kill -9 and resume,
+failing trials. What happened is read back from the history database (cauce's tables and
+Optuna's), not from the console."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from helpers import ROOT, cauce, cauce_popen, write_job
+
+pytestmark = pytest.mark.slow
+
+# TODO(flights): point this at the flights model's tuning job once it lands (the test only needs
+# a job file with a tune: section of 12 trials, 2 at a time, and a pruner).
+STUDY_JOB = ROOT / "examples" / "tune" / "job.yaml"
+
+# A trial that reports a learning curve: `steps` reports, `pause` seconds apart.
+CURVE = """
+import sys, time
+import cauce
+
+x = float(cauce.context().params.get("x", 0.5))
+steps, pause = int(sys.argv[1]), float(sys.argv[2])
+for step in range(steps):
+    cauce.report(step, loss=(x - 0.3) ** 2 + 1.0 / (step + 1))
+    time.sleep(pause)
+"""
+
+
+def db(env: dict[str, str]) -> sqlite3.Connection:
+    return sqlite3.connect(Path(env["CAUCE_HOME"]) / "history.db", timeout=30)
+
+
+def rows(env: dict[str, str], query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with closing(db(env)) as conn:
+        return list(conn.execute(query, args))
+
+
+def trials_json(env: dict[str, str], study: str) -> list[dict[str, Any]]:
+    done = cauce(["trials", study, "--format", "json"], env)
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, Any]] = json.loads(done.stdout)
+    return found
+
+
+def optuna_states(env: dict[str, str], study: str) -> dict[str, int]:
+    """Trial states in Optuna's tables, counted (read straight from SQLite)."""
+    try:
+        found = rows(
+            env,
+            "select t.state, count(*) from trials t join studies s on s.study_id = t.study_id "
+            "where s.study_name = ? group by t.state",
+            study,
+        )
+    except sqlite3.OperationalError:  # no database or no table yet
+        return {}
+    return {state: count for state, count in found}
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one time (an end at the same time as a start comes first)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    now = most = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+def trial_jobs(env: dict[str, str]) -> list[tuple[str, str, float, float]]:
+    found = rows(
+        env,
+        "select id, status, started_at, ended_at from jobs where kind = 'trial' "
+        "order by created_at",
+    )
+    return [(a, b, c, d) for a, b, c, d in found]
+
+
+def test_twelve_trials_two_at_a_time_prune_and_report_the_best(cauce_env: dict[str, str]) -> None:
+    done = cauce(["tune", str(STUDY_JOB), "--study", "s12"], cauce_env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    trials = trials_json(cauce_env, "s12")
+    states = [t["state"] for t in trials]
+    assert states.count("complete") + states.count("pruned") == 12, states
+    assert states.count("pruned") >= 1, "ASHA pruned nothing"
+    assert "failed" not in states
+
+    jobs = trial_jobs(cauce_env)
+    assert len(jobs) == 12
+    assert all(status == "succeeded" for _, status, _, _ in jobs)
+    assert max_overlap([(start, end) for _, _, start, end in jobs]) == 2
+
+    complete = [t for t in trials if t["state"] == "complete"]
+    best = min(complete, key=lambda t: t["value"])
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("study s12 complete: 12 trials done")
+    assert f"best: trial {best['number']}, val_loss {best['value']:.6g}" in last
+
+    # A pruned trial was told to stop early: its job has a 'pruned' event and it ran fewer steps.
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    events = rows(cauce_env, "select job_id, data from events where kind = 'pruned'")
+    assert {job for job, _ in events} == {t["job_id"] for t in pruned}
+    assert all(t["step"] < 29 for t in pruned)
+
+    listed = cauce(["trials"], cauce_env)
+    assert listed.returncode == 0 and "s12" in listed.stdout and "min val_loss" in listed.stdout
+
+
+def test_gpu_trials_wait_for_free_gpus_and_never_share_one(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
+    path = write_job(
+        tmp_path,
+        """
+        name: gpus
+        command: python curve.py 5 0.1
+        roles:
+          worker: {instances: 2, resources: {cpus: 0.5, gpus: 1}}
+        grace_period: 3
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          trials: 6
+          parallel: 4
+          sampler: {type: random, seed: 0}
+          pruner: none
+        """,
+    )
+    env = {**cauce_env, "CAUCE_GPUS": "0,1,2,3"}
+    done = cauce(["tune", str(path)], env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "waiting: needs 2 GPUs, " in done.stdout
+
+    tasks = rows(
+        env,
+        "select t.job_id, t.gpus, t.started_at, t.ended_at from tasks t join jobs j "
+        "on j.id = t.job_id where j.kind = 'trial'",
+    )
+    spans: dict[str, tuple[float, float, set[str]]] = {}
+    for job_id, gpus, started, ended in tasks:
+        assert gpus and "," not in gpus, gpus  # one GPU per task
+        start, end, held = spans.get(job_id, (started, ended, set()))
+        spans[job_id] = (min(start, started), max(end, ended), held | {gpus})
+    assert len(spans) == 6
+    assert all(len(held) == 2 for _, _, held in spans.values())
+    assert max_overlap([(start, end) for start, end, _ in spans.values()]) == 2
+    for a, (start_a, end_a, gpus_a) in spans.items():
+        for b, (start_b, end_b, gpus_b) in spans.items():
+            if a < b and start_a < end_b and start_b < end_a:
+                assert not gpus_a & gpus_b, f"{a} and {b} ran at once on GPUs {gpus_a & gpus_b}"
+
+
+def _wait(condition: Any, what: str, driver: Any, within: float = 90.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            out, err = driver.communicate()
+            raise AssertionError(f"cauce tune exited {driver.returncode} early:\n{out}\n{err}")
+        if condition():
+            return
+        time.sleep(0.1)
+    driver.kill()
+    out, err = driver.communicate()
+    raise AssertionError(f"timed out waiting for {what}:\n{out}\n{err}")
+
+
+def _running_task_pids(env: dict[str, str]) -> list[int]:
+    try:
+        found = rows(env, "select pid from tasks where status = 'running' and pid is not null")
+    except sqlite3.OperationalError:  # no database or no table yet
+        return []
+    return [pid for (pid,) in found]
+
+
+def _processes_of(home: str) -> Iterator[psutil.Process]:
+    """Live processes (not zombies) whose environment names this CAUCE_HOME."""
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("CAUCE_HOME") == home and proc.pid != os.getpid():
+                yield proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+
+
+def _gone(pids: list[int], within: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + within
+    alive = pids
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive
+
+
+def _slow_job(tmp_path: Path, name: str, trials: int = 6) -> Path:
+    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
+    return write_job(
+        tmp_path,
+        f"""
+        name: {name}
+        command: python curve.py 12 0.15
+        roles:
+          worker: {{instances: 1, resources: {{cpus: 0.5}}}}
+        grace_period: 3
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: 0, high: 1}}
+          trials: {trials}
+          parallel: 2
+          sampler: {{type: random, seed: 0}}
+          pruner: none
+        """,
+    )
+
+
+def test_kill_9_then_run_again_completes_without_orphans_or_double_counting(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    path = _slow_job(tmp_path, "k9")
+    first = cauce_popen(["tune", str(path)], cauce_env)
+
+    def one_done_two_running() -> bool:
+        states = optuna_states(cauce_env, "k9")
+        return states.get("COMPLETE", 0) >= 1 and len(_running_task_pids(cauce_env)) == 2
+
+    _wait(one_done_two_running, "one complete trial and two running", first)
+    pids = _running_task_pids(cauce_env)
+    first.kill()  # SIGKILL: no cleanup in the tuner at all
+    first.communicate()
+
+    assert _gone(pids) == [], "trial tasks outlived their tuner"
+    leftover = list(_processes_of(cauce_env["CAUCE_HOME"]))
+    assert not [p for p in leftover if _gone([p.pid]) != []], [p.cmdline() for p in leftover]
+    states = optuna_states(cauce_env, "k9")
+    interrupted = states.get("RUNNING", 0)
+    assert interrupted >= 1, states
+
+    again = cauce(["tune", str(path)], cauce_env, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "were interrupted by the end of an earlier run; retrying them" in again.stdout
+
+    trials = trials_json(cauce_env, "k9")
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for trial in trials:
+        by_state.setdefault(trial["state"], []).append(trial)
+    assert len(by_state.get("complete", [])) == 6, [t["state"] for t in trials]
+    assert set(by_state) == {"complete", "failed"}
+    assert len(by_state["failed"]) == interrupted
+    for failed in by_state["failed"]:
+        assert failed["note"].startswith("interrupted: the tuner running it (pid ")
+        # retried with the same parameters, and that retry counted once
+        retries = [t for t in by_state["complete"] if t["params"] == failed["params"]]
+        assert len(retries) == 1
+    # Every trial job ended: the cut ones are marked lost (a trial killed before its job was
+    # recorded has none; one killed between its job's end and the tell is retried all the same).
+    statuses = [status for _, status, _, _ in trial_jobs(cauce_env)]
+    assert set(statuses) <= {"lost", "succeeded"}, statuses
+    assert 1 <= statuses.count("lost") <= interrupted
+    assert statuses.count("succeeded") >= 6
+
+
+def test_sigterm_stops_the_trials_and_queues_them_again(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    path = _slow_job(tmp_path, "term")
+    tuner = cauce_popen(["tune", str(path)], cauce_env)
+    _wait(lambda: len(_running_task_pids(cauce_env)) == 2, "two running trials", tuner)
+    pids = _running_task_pids(cauce_env)
+    tuner.send_signal(signal.SIGTERM)
+    out, err = tuner.communicate(timeout=60)
+    assert tuner.returncode == 130, out + err
+    assert err.strip().splitlines()[-1] == "error: study term interrupted: interrupted (SIGTERM)"
+    assert _gone(pids, within=1.0) == []
+    states = optuna_states(cauce_env, "term")
+    assert states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) >= 2, states
+    assert {status for _, status, _, _ in trial_jobs(cauce_env)} <= {"killed", "succeeded"}
+
+
+def test_a_crashing_trial_is_recorded_with_its_root_cause_and_the_study_goes_on(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "crash_once.py").write_text(
+        "import os, pathlib, cauce\n"
+        "mark = pathlib.Path(os.environ['MARK'])\n"
+        "if not mark.exists():\n"
+        "    mark.touch()\n"
+        "    raise ValueError('the first trial crashes on purpose')\n"
+        "x = cauce.context().params['x']\n"
+        "cauce.report(0, loss=x * x)\n",
+        encoding="utf-8",
+    )
+    path = write_job(
+        tmp_path,
+        f"""
+        name: crash
+        command: python crash_once.py
+        env: {{MARK: {tmp_path / "mark"}}}
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: -1, high: 1}}
+          trials: 3
+          parallel: 1
+          max_failures: 1
+        """,
+    )
+    done = cauce(["tune", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial 0 failed: worker-0 failed first (exit 1 after" in done.stdout
+    trials = trials_json(cauce_env, "crash")
+    assert [t["state"] for t in trials] == ["failed", "complete", "complete", "complete"]
+    assert "ValueError: the first trial crashes on purpose" in trials[0]["note"]
+    cause = rows(cauce_env, "select root_cause from jobs where id = ?", trials[0]["job_id"])
+    assert cause[0][0] in trials[0]["note"]
+
+
+def test_more_failures_than_allowed_stop_the_study(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    path = write_job(
+        tmp_path,
+        """
+        name: broken
+        command: python -c "raise SystemExit('no data here')"
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          trials: 5
+          max_failures: 1
+        """,
+    )
+    done = cauce(["tune", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[0]
+    assert last.startswith(
+        "error: study broken failed: 2 trials failed (max_failures 1); the last one: "
+        "worker-0 failed first (exit 1 after"
+    ), last
+    assert optuna_states(cauce_env, "broken") == {"FAIL": 2}
+
+
+def test_parameters_reach_the_trial_three_ways(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    (tmp_path / "check.py").write_text(
+        "import json, os, sys, cauce\n"
+        "params = cauce.context().params\n"
+        "lr, opt, n = sys.argv[2], sys.argv[4], sys.argv[6]\n"
+        "assert float(lr) == params['lr'] == float(os.environ['CAUCE_PARAM_LR']), lr\n"
+        "assert opt == params['opt'] == os.environ['CAUCE_PARAM_OPT'], opt\n"
+        "assert int(n) == params['n'] == int(os.environ['CAUCE_PARAM_N']), n\n"
+        "cauce.report(0, score=params['lr'] * params['n'])\n",
+        encoding="utf-8",
+    )
+    text = """
+        name: params
+        command: python check.py --lr {lr} --opt {opt} --n {n}
+        tune:
+          objective: {metric: score, direction: DIRECTION}
+          space:
+            lr: {type: loguniform, low: 0.0001, high: 0.1}
+            opt: {type: choice, values: [sgd, adam w]}
+            n: {type: int, low: 1, high: 4}
+          trials: 3
+          parallel: 2
+          sampler: {type: random, seed: 1}
+          max_failures: 0
+        """
+    path = write_job(tmp_path, text.replace("DIRECTION", "max"))
+    done = cauce(["tune", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = trials_json(cauce_env, "params")
+    assert [t["state"] for t in trials] == ["complete"] * 3
+    assert all(t["value"] == pytest.approx(t["params"]["lr"] * t["params"]["n"]) for t in trials)
+
+    # Continuing the study with another objective is refused before any trial starts.
+    path = write_job(tmp_path, text.replace("DIRECTION", "min"))
+    done = cauce(["tune", str(path), "--trials", "4"], cauce_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: tune.objective is min score, but study 'params' was created to max score: keep "
+        "its objective, or name a new study with --study NAME"
+    ]
+
+
+def test_the_python_api_runs_a_study_in_process(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cauce.tune as tune_package
+
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
+    path = write_job(
+        tmp_path,
+        """
+        name: api
+        command: python curve.py 3 0.05
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          sampler: {type: random, seed: 2}
+          pruner: median
+        """,
+    )
+    result = tune_package.tune(path, trials=2, parallel=2, poll_interval=0.2)
+    assert result.ok and result.status == "complete", result
+    assert result.best is not None and result.best.value is not None
+    assert result.best.value == pytest.approx((result.best.params["x"] - 0.3) ** 2 + 1 / 3)
+    assert [t.state for t in tune_package.trials("api")] == ["complete", "complete"]
+    (study,) = tune_package.studies()
+    assert (study.name, study.metric, study.direction) == ("api", "loss", "min")
+    assert study.best is not None and study.best.number == result.best.number
+
+
+def test_the_example_also_runs_once_as_a_plain_job(cauce_env: dict[str, str]) -> None:
+    done = cauce(["run", str(STUDY_JOB)], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "val_loss" in done.stdout
+
+
+def _tuning_doc_jobs() -> list[Any]:
+    from test_docs import DOCS, yaml_blocks
+
+    return [
+        block
+        for block in yaml_blocks(DOCS / "tuning.md")
+        if block.is_job and "expect-error" not in block.directives and "tune:" in block.text
+    ]
+
+
+@pytest.mark.parametrize("block", _tuning_doc_jobs(), ids=lambda block: f"block{block.index}")
+def test_the_tuning_docs_examples_tune(
+    block: Any, tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """Each runnable example of docs/tuning.md is also a study that `cauce tune` runs."""
+    import shlex
+
+    job = tmp_path / "job.yaml"
+    job.write_text(block.text, encoding="utf-8")
+    env = dict(cauce_env)
+    env.update(item.split("=", 1) for item in shlex.split(block.directives.get("env", "")))
+    done = cauce(["tune", str(job), "--trials", "3", "--parallel", "2"], env, timeout=120)
+    assert done.returncode == 0, f"docs/tuning.md:{block.line}\n{done.stdout}\n{done.stderr}"
+    assert " complete: 3 trials done" in done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner"),
+    [("tpe", "hyperband"), ("random", "median"), ("grid", "asha"), ("cmaes", "none")],
+)
+def test_every_sampler_and_pruner_runs_a_study(
+    sampler: str, pruner: str, tmp_path: Path, cauce_env: dict[str, str], monkeypatch: Any
+) -> None:
+    import cauce.tune as tune_package
+    from cauce import parse_job
+
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
+    x = {"type": "uniform", "low": 0, "high": 1}
+    if sampler == "grid":
+        x["step"] = 0.5
+    spec = parse_job(
+        {
+            "name": f"{sampler}-{pruner}",
+            "command": ["python", "curve.py", "4", "0.05"],
+            "workdir": str(tmp_path),
+            "tune": {
+                "objective": {"metric": "loss", "direction": "min"},
+                "space": {"x": x, "n": {"type": "int", "low": 1, "high": 3}},
+                "sampler": {"type": sampler, "seed": 0},
+                "pruner": pruner,
+                "trials": 4,
+                "parallel": 2,
+            },
+        }
+    )
+    result = tune_package.tune(spec, poll_interval=0.2)
+    assert result.ok, result.reason
+    assert sum(t.state in ("complete", "pruned") for t in result.trials) == 4
+    if sampler == "grid":
+        assert len({tuple(sorted(t.params.items())) for t in result.trials}) == 4
