@@ -40,6 +40,48 @@ GPUS_PER_WORKER = 2
 WORKERS = 2
 
 
+#: Started with the cluster, fed nothing: when its stdin closes, because the tests ended or
+#: because the test process died without its teardown (a timeout's SIGTERM, kill -9), it stops
+#: the daemons listed in the pid files, so that no cluster outlives its test run.
+_WATCHDOG = """
+import os, pathlib, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+folder = pathlib.Path(sys.argv[1])
+sys.stdin.buffer.read()
+pids = []
+for path in folder.glob("*.pid"):
+    try:
+        pid = int(path.read_text().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if b"org.apache.spark.deploy" not in file.read():
+                continue
+        os.kill(pid, signal.SIGTERM)
+        pids.append(pid)
+    except (OSError, ValueError, IndexError):
+        continue
+deadline = time.monotonic() + 20
+while pids and time.monotonic() < deadline:
+    time.sleep(0.2)
+    pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+for pid in pids:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+def _pid_files(folder: Path) -> list[int]:
+    pids = []
+    for path in folder.glob("*.pid"):
+        try:
+            pids.append(int(path.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,6 +135,7 @@ class StandaloneSpark:
     # --- start and stop ------------------------------------------------------------------------
 
     def _daemon(self, cls: str, instance: int, *args: str) -> None:
+        # A session of its own: Ctrl-C in the terminal is for pytest, not for the daemons.
         done = subprocess.run(
             [
                 "bash",
@@ -107,6 +150,7 @@ class StandaloneSpark:
             text=True,
             timeout=60,
             check=False,
+            start_new_session=True,
         )
         if done.returncode != 0 or "failed to launch" in done.stdout:
             raise RuntimeError(f"cannot start {cls}: {done.stdout}{done.stderr}")
@@ -116,6 +160,11 @@ class StandaloneSpark:
         return int(path.read_text().strip())
 
     def start(self, timeout: float = 180.0) -> None:
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.folder / "pids")],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
         master = "org.apache.spark.deploy.master.Master"
         worker = "org.apache.spark.deploy.worker.Worker"
         self._daemon(
@@ -152,7 +201,7 @@ class StandaloneSpark:
 
     def stop(self) -> None:
         procs = []
-        for pid in self.pids:
+        for pid in {*self.pids, *_pid_files(self.folder / "pids")}:
             try:
                 proc = psutil.Process(pid)
                 if "org.apache.spark.deploy" in " ".join(proc.cmdline()):
@@ -164,6 +213,10 @@ class StandaloneSpark:
         for proc in alive:
             proc.kill()
         psutil.wait_procs(alive, timeout=10)
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None and watchdog.stdin is not None:
+            watchdog.stdin.close()  # nothing left for it to stop: it exits
+            watchdog.wait(timeout=30)
 
     # --- checks ------------------------------------------------------------------------------
 

