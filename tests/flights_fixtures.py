@@ -1,6 +1,6 @@
 """The prepared flights dataset of examples/flights, shared by the tests that train on it
-(tests/test_flights_train.py, tests/test_tune_study.py): import ``flights`` (and
-``needs_flights``) into the test module."""
+(tests/test_flights_train.py, tests/test_tune_study.py): import ``flights_fixture`` (the fixture
+``flights``) and ``needs_flights`` into the test module."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ needs_flights = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def flights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="flights")
+def flights_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The flights dataset, prepared once per session on DuckDB (a few seconds).
 
     The folder is fixed under the session's base temp folder, so that the modules importing

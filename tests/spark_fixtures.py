@@ -4,7 +4,8 @@ One master and two workers of one core each, started with the ``sbin/spark-daemo
 the installed pyspark, on free ports; each worker declares two GPUs through a discovery script
 (``spark.worker.resource.gpu.amount=2``), so GPU scheduling is real Spark scheduling of GPUs that
 do not exist. The daemons are detached (as ``start-master.sh`` would start them): their pids come
-from the pid files, and :meth:`StandaloneSpark.stop` ends them by pid.
+from the pid files, and :meth:`StandaloneSpark.stop` ends them by pid; a watchdog child ends them
+too if the test process dies without its teardown.
 
 Since executors and their Python workers are the daemons' children, not the test process's, the
 generic leak check of ``conftest.py`` cannot see them; :meth:`StandaloneSpark.tasks_left` is the
@@ -275,7 +276,8 @@ def stop_gateway(proc: Any) -> None:
     try:
         gateway.shutdown()
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
+        if proc.stdin is not None:
+            proc.stdin.close()  # the JVM exits when its stdin closes
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

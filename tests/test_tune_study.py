@@ -16,14 +16,18 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
+from flights_fixtures import EXAMPLE, flights_fixture, needs_flights  # noqa: F401 - a fixture
 from helpers import ROOT, cauce, cauce_popen, write_job
 
 pytestmark = pytest.mark.slow
 
-# TODO(flights): point this at the flights model's tuning job once it lands (the test only needs
-# a job file with a tune: section of 12 trials, 2 at a time, and a pruner).
+# The quick study: the spirals network of examples/tune (12 trials of about 2 s, 2 at a time).
 STUDY_JOB = ROOT / "examples" / "tune" / "job.yaml"
+# The same shape of study on the real model: examples/flights/tune.yaml (12 trials of 2 DDP
+# ranks, 2 trials at a time, ASHA), on the flights dataset of flights_fixtures.
+FLIGHTS_STUDY_JOB = EXAMPLE / "tune.yaml"
 
 # A trial that reports a learning curve: `steps` reports, `pause` seconds apart.
 CURVE = """
@@ -116,6 +120,54 @@ def test_twelve_trials_two_at_a_time_prune_and_report_the_best(cauce_env: dict[s
 
     listed = cauce(["trials"], cauce_env)
     assert listed.returncode == 0 and "s12" in listed.stdout and "min val_loss" in listed.stdout
+
+
+@needs_flights
+@pytest.mark.timeout(600)  # about 3 minutes on 2 quiet cores; more when they are shared
+def test_flights_study_twelve_trials_two_at_a_time_prunes_and_reports_the_best(
+    flights: Path, cauce_env: dict[str, str]
+) -> None:
+    """examples/flights/tune.yaml as it is: 12 trials of the DDP flights model (3 epochs, about
+    20 s alone), 2 at a time on 2 cores. About 3 minutes here."""
+    spec = yaml.safe_load(FLIGHTS_STUDY_JOB.read_text(encoding="utf-8"))
+    assert (spec["tune"]["trials"], spec["tune"]["parallel"]) == (12, 2)
+    env = {**cauce_env, "FLIGHTS_DATA": str(flights)}
+    began = time.monotonic()
+    done = cauce(["tune", str(FLIGHTS_STUDY_JOB), "--study", "fl12"], env, timeout=600)
+    took = time.monotonic() - began
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    trials = trials_json(env, "fl12")
+    states = [t["state"] for t in trials]
+    assert states.count("complete") + states.count("pruned") == 12, states
+    assert states.count("pruned") >= 1, "ASHA pruned nothing"
+    assert "failed" not in states, [t["note"] for t in trials]
+
+    # Never more than 2 trials at once, and 2 at once at some point: the gangs' start and end
+    # times as the history recorded them.
+    jobs = trial_jobs(env)
+    assert len(jobs) == 12
+    assert max_overlap([(start, end) for _, _, start, end in jobs]) == 2
+    complete = [t for t in trials if t["state"] == "complete"]
+    status = {job: status for job, status, _, _ in jobs}
+    assert all(status[t["job_id"]] == "succeeded" for t in complete)
+
+    # The best: the complete trial of the highest validation AUC, printed as such at the end.
+    best = max(complete, key=lambda t: t["value"])
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("study fl12 complete: 12 trials done"), last
+    assert f"best: trial {best['number']}, val_auc {best['value']:.6g}" in last
+    assert 0.6 < best["value"] < 1.0  # far above chance: the network learned something
+    # The pruned trials were stopped at ASHA's only rung within 3 epochs: the end of epoch 1.
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    events = rows(env, "select job_id, data from events where kind = 'pruned'")
+    assert {job for job, _ in events} == {t["job_id"] for t in pruned}
+    rung = spec["tune"]["pruner"]["min_steps"]
+    assert {json.loads(data)["step"] for _, data in events} == {rung}, events
+    print(
+        f"\nflights study: {len(complete)} complete, {len(pruned)} pruned in {took:.0f} s; "
+        f"best trial {best['number']}: val_auc {best['value']:.4f}, params {best['params']}"
+    )
 
 
 def test_gpu_trials_wait_for_free_gpus_and_never_share_one(

@@ -63,15 +63,22 @@ def register(sub: Any) -> None:
 
 def spark_conf(spec: JobSpec, options: list[str], environ: str | None) -> JobSpec:
     """The spec with ``$CAUCE_SPARK_CONF`` then ``--conf`` settings over its ``spark:``."""
-    pairs = [*shlex.split(environ or ""), *options]
+    try:
+        from_env = shlex.split(environ or "")
+    except ValueError as exc:
+        raise SpecError(
+            "$CAUCE_SPARK_CONF", f"cannot be split into KEY=VALUE pairs: {exc}"
+        ) from None
+    pairs = [("$CAUCE_SPARK_CONF", pair) for pair in from_env]
+    pairs += [("--conf", pair) for pair in options]
     merged = dict(spec.spark)
-    for pair in pairs:
+    for where, pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SpecError(
-                "--conf", f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
+                where, f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
             )
-        [(key, value)] = spark_settings({key.strip(): value}, "--conf")
+        [(key, value)] = spark_settings({key.strip(): value}, where)
         merged[key] = value
     return replace(spec, spark=tuple(merged.items())) if pairs else spec
 

@@ -120,9 +120,6 @@ def run_study(
     assert spec.tune is not None
     import_optuna()
     address = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
-    # What would fail every trial fails the study at once, before a trial is asked.
-    probe = get_cluster(address)
-    probe.check(gang_request(spec, f"{name}-check"))
     if not os.path.isdir(spec.workdir):
         raise SpecError(
             "workdir",
@@ -130,6 +127,16 @@ def run_study(
             "(relative paths start at the job file's folder)",
             source=spec.source,
         )
+    # What would fail every trial fails the study at once, before a trial is asked.
+    probe = get_cluster(address, spark_conf=dict(spec.spark))
+    # The probe also keeps a Spark application up for the trials' clusters; closed at the end.
+    close_probe = getattr(probe, "close", None)
+    try:
+        probe.check(gang_request(spec, f"{name}-check"))
+    except BaseException:
+        if callable(close_probe):
+            close_probe()
+        raise
     store = open_store(history)
     storage: RDBStorage | None = None
     try:
@@ -152,7 +159,7 @@ def run_study(
             study=handle,
             store=store,
             home=home if home is not None else cauce_home(),
-            make_cluster=lambda: get_cluster(address),
+            make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
             console=console or LogConsole(),
             target=target,
             parallel=width,
@@ -163,6 +170,8 @@ def run_study(
         if storage is not None:
             storage.engine.dispose()
         store.close()
+        if callable(close_probe):
+            close_probe()
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:
