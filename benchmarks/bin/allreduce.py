@@ -26,6 +26,7 @@ def main() -> int:
         dist.all_reduce(tensor)  # a sum: every element is multiplied by the world size
     expected = float(world**args.steps)
     ok = bool(torch.all(tensor == expected))
+    dist.barrier()  # leave together (see examples/ddp/train.py)
     dist.destroy_process_group()
     if not ok:
         print(f"rank {rank}: wrong sum, expected {expected:g} everywhere", flush=True)

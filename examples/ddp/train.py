@@ -65,6 +65,9 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         torch.save(flat, out / f"params-{rank}.pt")
         (out / f"losses-{rank}.json").write_text(json.dumps(losses))
+    # Leave together: a rank tearing Gloo down while its peer is still in a collective can
+    # abort the peer ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
     if not identical:
         raise SystemExit("parameters differ between ranks")
