@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,3 +58,23 @@ def py(script: str, *args: object) -> str:
     """A shell command that runs one of tests/bin with this interpreter, quoted for YAML."""
     parts = [sys.executable, str(BIN / script), *(str(a) for a in args)]
     return json.dumps(shlex.join(parts))
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie does not."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gone(pids: Sequence[int], within: float = 15.0) -> bool:
+    """True once none of ``pids`` is running (zombies count as gone) within ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(running(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False

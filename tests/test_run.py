@@ -13,24 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import cauce, cauce_popen, py, write_job
-
-
-def gone(pids: list[int], within: float = 15.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p) and _not_zombie(p)]
-        if not alive:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+from helpers import cauce, cauce_popen, gone, py, write_job
 
 
 def wait_for_files(

@@ -11,10 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from helpers import cauce, cauce_popen, py, write_job
+from helpers import cauce, cauce_popen, gone, py, running, write_job
 from spark_fixtures import StandaloneSpark, spark_cluster_fixture  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow
@@ -77,22 +76,6 @@ def test_cli_run_on_spark(
     assert spark_cluster.tasks_left() == []
 
 
-def _gone(pids: list[int], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(psutil.pid_exists(p) and _running(p) for p in pids):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     tmp_path: Path, cauce_env: dict[str, str], spark_cluster: StandaloneSpark, how: str
@@ -121,7 +104,7 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
             time.sleep(0.2)
         time.sleep(0.2)
         task_pids = [int(p) for f in pids.glob("*.pids") for p in f.read_text().split()]
-        assert len(task_pids) == 4 and all(_running(p) for p in task_pids)
+        assert len(task_pids) == 4 and all(running(p) for p in task_pids)
         driver.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
         try:
             _, err = driver.communicate(timeout=120)
@@ -134,9 +117,9 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     if how == "sigint":
         assert driver.returncode == 130, err
         assert "interrupted (SIGINT)" in err and "restarting" not in err
-        assert _gone(task_pids, within=2)
+        assert gone(task_pids, within=2)
     else:
         # The driver's JVM follows it, Spark then ends the application and kills the executors'
         # Python workers, and the reapers take the commands down with them.
-        assert _gone(task_pids, within=60), "tasks outlived a driver killed with SIGKILL"
+        assert gone(task_pids, within=60), "tasks outlived a driver killed with SIGKILL"
     assert spark_cluster.tasks_left() == []
