@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -78,3 +79,28 @@ def gone(pids: Sequence[int], within: float = 15.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def fenced_blocks(text: str, language: str, where: str) -> list[tuple[int, str]]:
+    """The ```LANGUAGE blocks of a Markdown text, in order: the line of each block's first line
+    (from 1) and its text. A fence indented in a list item has that indentation taken off its
+    lines. A block never closed raises ValueError naming ``where`` and its line."""
+    fence = re.compile(r"^(?P<indent>[ \t]*)```" + re.escape(language) + r"[ \t]*$")
+    blocks: list[tuple[int, str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = fence.match(lines[i])
+        i += 1
+        if match is None:
+            continue
+        indent, start, body = match["indent"], i, []
+        while i < len(lines) and lines[i].strip() != "```":
+            line = lines[i]
+            body.append(line[len(indent) :] if line.startswith(indent) else line)
+            i += 1
+        if i == len(lines):
+            raise ValueError(f"{where}:{start}: ```{language} block is never closed")
+        i += 1
+        blocks.append((start + 1, "\n".join(body) + "\n"))
+    return blocks

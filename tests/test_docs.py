@@ -12,20 +12,18 @@ Any other block must run to exit 0.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cauce
+from helpers import ROOT, cauce, fenced_blocks
 
 # A dozen real `cauce run`s, about a second each.
 pytestmark = pytest.mark.slow
 
 DOCS = ROOT / "docs"
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```yaml[ \t]*$")
 
 
 @dataclass(frozen=True)
@@ -54,24 +52,8 @@ class Block:
 
 
 def yaml_blocks(doc: Path) -> list[Block]:
-    blocks: list[Block] = []
-    lines = doc.read_text(encoding="utf-8").splitlines()
-    i = 0
-    while i < len(lines):
-        match = _FENCE.match(lines[i])
-        i += 1
-        if match is None:
-            continue
-        indent, start, body = match["indent"], i, []
-        while i < len(lines) and lines[i].strip() != "```":
-            line = lines[i]
-            body.append(line[len(indent) :] if line.startswith(indent) else line)
-            i += 1
-        if i == len(lines):
-            raise ValueError(f"{doc}:{start}: ```yaml block is never closed")
-        i += 1
-        blocks.append(Block(doc, len(blocks), start + 1, "\n".join(body) + "\n"))
-    return blocks
+    found = fenced_blocks(doc.read_text(encoding="utf-8"), "yaml", str(doc))
+    return [Block(doc, index, line, text) for index, (line, text) in enumerate(found)]
 
 
 def _job_blocks() -> list[Block]:

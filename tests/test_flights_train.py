@@ -1,7 +1,7 @@
 """The flights example trained by `cauce run` on 2 ranks (PyTorch DDP over Gloo).
 
-One uninterrupted run of examples/flights/train.yaml as it is: its network must reach the test
-AUC of the scikit-learn baseline it fits, to within MARGIN, and its saved model must score raw
+One uninterrupted run of examples/flights/train.yaml as it is: its network must reach at least the
+test AUC of the scikit-learn baseline it fits, and its saved model must score raw
 records as training scored them. Two runs lose a rank to SIGKILL, in the middle of an epoch and
 in the middle of writing a checkpoint: each must restart once, resume from the last complete
 checkpoint, run every epoch exactly once, and end with the uninterrupted run's metrics.
@@ -27,12 +27,10 @@ import yaml
 from flights_fixtures import EXAMPLE, flights_fixture, needs_flights  # noqa: F401 - a fixture
 from helpers import cauce
 
-#: How far below the baseline's test AUC the network may end. On the development machine the two
-#: are about level, the trees slightly ahead: with the defaults the network's test AUC was
-#: 0.7038, 0.7057 and 0.7083 for seeds 0, 1 and 2 (seed 0, the default, is what runs here), the
-#: trees' 0.7078. The margin allows for that spread, not for a worse model.
-MARGIN = 0.01
-EPOCHS = 3  # train.yaml's, the script's default
+#: train.yaml's, the script's default. With the defaults (seed 0 runs here) the network's test AUC
+#: on the development machine was 0.7092, and 0.7140, 0.7100, 0.7124, 0.7137 with seeds 1 to 4;
+#: the trees' 0.7078 (deterministic). A run is deterministic on one machine: the same figures.
+EPOCHS = 8
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 pytestmark = needs_flights
@@ -123,8 +121,9 @@ def _same_metrics(run: Run, clean: Run) -> None:
     """Every epoch's metrics and the test AUC of ``run`` are ``clean``'s.
 
     A resumed run repeats the uninterrupted one exactly here: each epoch reads the same batches
-    (seeded by epoch), the checkpoint restores the weights, Adam's state and every rank's RNG,
-    the learning rate is a function of the step, and Gloo sums two ranks in a fixed order.
+    (seeded by epoch), the checkpoint restores the weights (trained and averaged), AdamW's state
+    and every rank's RNG, the learning rate is a function of the step, and Gloo sums two ranks
+    in a fixed order.
     """
     assert run.by_epoch() == pytest.approx(clean.by_epoch(), abs=1e-9)
     assert run.results()["test_auc"] == pytest.approx(clean.results()["test_auc"], abs=1e-9)
@@ -141,7 +140,7 @@ def test_network_reaches_the_baseline(clean: Run) -> None:
     )
     assert printed, last
     model_auc, baseline_auc = float(printed[1]), float(printed[2])
-    assert model_auc >= baseline_auc - MARGIN, (model_auc, baseline_auc)
+    assert model_auc >= baseline_auc, (model_auc, baseline_auc)
     assert model_auc > 0.69  # far above chance: the features carry signal
     results = clean.results()
     assert results["test_auc"] == pytest.approx(model_auc, abs=5e-5)
@@ -199,9 +198,9 @@ def test_rank_killed_mid_epoch_resumes_from_checkpoint(
     assert "step-000000000 (epoch 0 done)" in run.stdout  # resumed after epoch 0
     show = cauce(["show", run.job_id], run.env).stdout
     assert "attempts:  2 (restarts: 1)" in show
-    # attempt 0 finished epoch 0 only; attempt 1 did 1 and 2: the configured 3, once each
+    # attempt 0 finished epoch 0 only; attempt 1 did the others: the configured ones, once each
     expected = {(t, 0): [0] for t in ("worker-0", "worker-1")}
-    expected |= {(t, 1): [1, 2] for t in ("worker-0", "worker-1")}
+    expected |= {(t, 1): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
     assert run.epochs() == expected
     _same_metrics(run, clean)
 
@@ -253,12 +252,12 @@ def test_rank_killed_mid_checkpoint_resumes_from_the_one_before(
     assert not list(checkpoints.glob(".tmp-*"))
     assert "half-written checkpoint of epoch 1, killing myself" in run.stdout
     assert "step-000000000 (epoch 0 done)" in run.stdout
-    assert sorted(p.name for p in checkpoints.glob("step-*")) == [
-        f"step-{e:09d}" for e in range(EPOCHS)
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == [  # the last 3 are kept
+        f"step-{e:09d}" for e in range(EPOCHS - 3, EPOCHS)
     ]
     assert "attempts:  2 (restarts: 1)" in cauce(["show", run.job_id], run.env).stdout
     expected = {(t, 0): [0] for t in ("worker-0", "worker-1")}
-    expected |= {(t, 1): [1, 2] for t in ("worker-0", "worker-1")}
+    expected |= {(t, 1): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
     assert run.epochs() == expected
     _same_metrics(run, clean)
 

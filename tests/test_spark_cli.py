@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cauce, cauce_popen, gone, py, running, write_job
+from pipeline_fixtures import statuses, write_small
 from spark_fixtures import StandaloneSpark, spark_cluster_fixture  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow
@@ -122,4 +123,26 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
         # The driver's JVM follows it, Spark then ends the application and kills the executors'
         # Python workers, and the reapers take the commands down with them.
         assert gone(task_pids, within=60), "tasks outlived a driver killed with SIGKILL"
+    assert spark_cluster.tasks_left() == []
+
+
+def test_a_pipeline_runs_its_steps_on_the_cluster(
+    tmp_path: Path, cauce_env: dict[str, str], spark_cluster: StandaloneSpark
+) -> None:
+    """--cluster reaches every step that can use it: preparation on Spark (the standalone
+    master), and each job step's gang as a barrier stage."""
+    pipeline = write_small(tmp_path / "p")
+    env = spark_env(cauce_env, spark_cluster)
+    done = cauce(["run", str(pipeline), "--cluster", spark_cluster.master], env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert statuses(done.stderr) == {"prepare": "ran", "train": "ran", "after": "ran"}
+    assert f"[prepare] preparing {tmp_path / 'p' / 'build_mod.py'}:build into" in done.stderr
+    assert "(spark)" in done.stderr
+    assert f"[train] running {tmp_path / 'p' / 'job.yaml'} on {spark_cluster.master}" in done.stderr
+    for step in ("train", "after"):
+        state = tmp_path / "home" / "pipelines" / "small" / "state" / f"{step}.json"
+        job = json.loads(state.read_text())["result"]["job_id"]
+        assert f"spark ({spark_cluster.master})" in cauce(["show", job], env).stdout
+    state = tmp_path / "home" / "pipelines" / "small" / "state" / "after.json"
+    assert json.loads(state.read_text())["result"]["json"]["result"]["rows"] == 10
     assert spark_cluster.tasks_left() == []

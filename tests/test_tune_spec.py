@@ -202,6 +202,26 @@ OBJ = {"metric": "loss", "direction": "min"}
             "tune.sampler cmaes needs at least one uniform, loguniform or int parameter",
         ),
         ("random", "tune must be a mapping like"),
+        (
+            {"objective": OBJ, "space": SPACE, "start": {"lr": 0.01}},
+            "tune.start must be a list of points like [{lr: 0.005, batch_size: 1024}]",
+        ),
+        (
+            {"objective": OBJ, "space": SPACE, "start": [{"lr": 0.01, "lrr": 1}]},
+            "tune.start[0].lrr is not a parameter of tune.space (lr)",
+        ),
+        (
+            {"objective": OBJ, "space": SPACE, "start": [{"lr": 0.5}]},
+            "tune.start[0].lr must be within [0.0001, 0.1], the parameter's range, got 0.5",
+        ),
+        (
+            {
+                "objective": OBJ,
+                "space": {"o": {"type": "choice", "values": [1, 2]}},
+                "start": [{"o": 3}],
+            },
+            "tune.start[0].o must be one of [1, 2], got 3",
+        ),
     ],
 )
 def test_refusals_name_the_field_the_value_and_the_fix(tune: Any, message: str) -> None:

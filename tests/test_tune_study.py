@@ -458,16 +458,26 @@ def test_parameters_reach_the_trial_three_ways(tmp_path: Path, cauce_env: dict[s
     ]
 
 
+def _in_process(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, job: str
+) -> Path:
+    """For studies run by the Python API in this process: this test's cauce home, the curve
+    script and the job file."""
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
+    return write_job(tmp_path, job)
+
+
 def test_the_python_api_runs_a_study_in_process(
     tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cauce.tune as tune_package
 
-    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
-        monkeypatch.setenv(name, cauce_env[name])
-    (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
-    path = write_job(
+    path = _in_process(
         tmp_path,
+        cauce_env,
+        monkeypatch,
         """
         name: api
         command: python curve.py 3 0.05
@@ -487,6 +497,41 @@ def test_the_python_api_runs_a_study_in_process(
     (study,) = tune_package.studies()
     assert (study.name, study.metric, study.direction) == ("api", "loss", "min")
     assert study.best is not None and study.best.number == result.best.number
+
+
+def test_start_points_are_the_first_trials_once(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cauce.tune as tune_package
+
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        """
+        name: start
+        command: python curve.py 1 0.01
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+            y: {type: choice, values: [a, b]}
+          start:
+            - {x: 0.3, y: b}
+            - {x: 0.9}
+          sampler: {type: random, seed: 2}
+        """,
+    )
+    result = tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+    assert result.ok, result
+    trials = tune_package.trials("start")
+    assert dict(trials[0].params) == {"x": 0.3, "y": "b"}
+    assert trials[1].params["x"] == 0.9 and trials[1].params["y"] in ("a", "b")
+    assert trials[2].params["x"] not in (0.3, 0.9)
+    more = tune_package.tune(path, trials=4, parallel=1, poll_interval=0.2)  # continued
+    assert more.ok, more
+    params = [dict(t.params) for t in tune_package.trials("start")]
+    assert len(params) == 4 and params[3]["x"] not in (0.3, 0.9)  # not the start points again
 
 
 def test_the_example_also_runs_once_as_a_plain_job(cauce_env: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from cauce.cli.main import env_default
@@ -30,8 +31,14 @@ def register(sub: Any) -> None:
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     jobs.set_defaults(func=cmd_jobs)
 
-    show = sub.add_parser("show", parents=[history], help="a job's tasks, attempts and cause")
-    show.add_argument("job_id", help="a job id, or a unique prefix of one")
+    show = sub.add_parser(
+        "show",
+        parents=[history],
+        help="a job's tasks, attempts, cause and model lineage; or a model folder's lineage",
+    )
+    show.add_argument(
+        "job_id", help="a job id, or a unique prefix of one; or a model folder (cauce-model.json)"
+    )
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", parents=[history], help="a job's task logs")
@@ -109,7 +116,51 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON as ``a.b.c`` keys and one-line values, in order."""
+    import json
+
+    if isinstance(value, dict) and value:
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(value, float):
+        return [(prefix, f"{value:.6g}")]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
+
+
+def show_model(folder: Path, out: Any) -> None:
+    """A model folder's name, version, tensors and lineage (where it came from)."""
+    from cauce.serve._spec import read_spec
+
+    spec = read_spec(folder, verify_hash=False)
+    out.write(f"model:     {folder} ({spec.name} version {spec.version}, {spec.created_at})\n")
+    tensors = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in spec.inputs)
+    out.write(f"inputs:    {tensors}\n")
+    tensors = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in spec.outputs)
+    out.write(f"outputs:   {tensors}\n")
+    rows = _flatten(dict(spec.lineage))
+    if rows:
+        width = max(len(k) for k, _ in rows)
+        out.write("lineage:\n")
+        for key, value in rows:
+            out.write(f"  {key:<{width}}  {value}\n")
+
+
+def _models_of(run_dir: str) -> list[Path]:
+    from cauce.serve._spec import SPEC_FILE
+
+    root = Path(run_dir)
+    return sorted(p.parent for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    from cauce.serve._spec import SPEC_FILE
+
+    if (Path(args.job_id) / SPEC_FILE).is_file():
+        show_model(Path(args.job_id), sys.stdout)
+        return 0
     store = open_store(args.history)
     job = _refresh(store, store.get_job(args.job_id))
     out = sys.stdout
@@ -158,6 +209,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.write(f"\nrestart {event.data.get('restart')} at {when}: {''.join(first)}")
     if restarts:
         out.write("\n")
+    for model in _models_of(job.run_dir):
+        out.write("\n")
+        show_model(model, out)
     return 0
 
 

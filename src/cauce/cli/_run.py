@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-from dataclasses import replace
 from typing import Any
 
 from cauce.cli.main import env_default
 from cauce.errors import SpecError
-from cauce.spec import JobSpec
-from cauce.spec._parse import spark_settings
+from cauce.spec._parse import with_spark_conf
 
 __all__ = ["register"]
 
@@ -24,7 +21,9 @@ def register(sub: Any) -> None:
         "1 when the job failed (the root cause is printed), 2 for a bad spec or a gang that "
         "can never fit, 130 when interrupted.",
     )
-    parser.add_argument("job", help="the job YAML file")
+    parser.add_argument(
+        "job", help="the job YAML file, or a pipeline file (one with steps:, see docs/pipeline.md)"
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -58,36 +57,75 @@ def register(sub: Any) -> None:
         default=env_default("CAUCE_QUIET", "") not in ("", "0"),
         help="do not echo task output on the console (it still goes to the logs) [env CAUCE_QUIET]",
     )
+    pipeline = parser.add_argument_group("pipelines")
+    pipeline.add_argument(
+        "--force",
+        metavar="STEP",
+        help="run STEP and every step after it again, even if up to date",
+    )
+    pipeline.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the serve step's server up (on its port, 8080 by default) until Ctrl-C; "
+        "without it the server answers one prediction and stops",
+    )
+    pipeline.add_argument(
+        "--output",
+        action="store_true",
+        help="echo the tasks' output (a pipeline shows progress bars, the output goes to logs)",
+    )
     parser.set_defaults(func=run)
 
 
-def spark_conf(spec: JobSpec, options: list[str], environ: str | None) -> JobSpec:
-    """The spec with ``$CAUCE_SPARK_CONF`` then ``--conf`` settings over its ``spark:``."""
+def _is_pipeline_file(path: str) -> bool:
+    """A readable YAML mapping with ``steps:``; anything else is left to the job parser."""
+    import yaml
+
+    from cauce.pipeline import is_pipeline
+
     try:
-        from_env = shlex.split(environ or "")
-    except ValueError as exc:
+        with open(path, encoding="utf-8") as f:
+            return is_pipeline(yaml.safe_load(f))
+    except (OSError, yaml.YAMLError):
+        return False
+
+
+def run_pipeline_file(args: argparse.Namespace) -> int:
+    from cauce.pipeline import PipelineConsole, load_pipeline, run_pipeline, summary
+
+    if args.dry_run or args.conf:
         raise SpecError(
-            "$CAUCE_SPARK_CONF", f"cannot be split into KEY=VALUE pairs: {exc}"
-        ) from None
-    pairs = [("$CAUCE_SPARK_CONF", pair) for pair in from_env]
-    pairs += [("--conf", pair) for pair in options]
-    merged = dict(spec.spark)
-    for where, pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SpecError(
-                where, f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
-            )
-        [(key, value)] = spark_settings({key.strip(): value}, where)
-        merged[key] = value
-    return replace(spec, spark=tuple(merged.items())) if pairs else spec
+            "--dry-run" if args.dry_run else "--conf",
+            "is for job files; give a pipeline's Spark settings in its jobs' spark: sections",
+        )
+    spec = load_pipeline(args.job)
+    console = PipelineConsole()
+    result = run_pipeline(
+        spec,
+        cluster=args.cluster,
+        history=args.history,
+        force=args.force,
+        serve=args.serve,
+        console=console,
+        show_output=args.output,
+    )
+    sys.stdout.write("\n".join(summary(result, serving=args.serve)) + "\n")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     import cauce
     from cauce.gang import PrintConsole
 
-    job = spark_conf(cauce.load_job(args.job), args.conf, env_default("CAUCE_SPARK_CONF"))
+    if _is_pipeline_file(args.job):
+        return run_pipeline_file(args)
+    if args.force or args.serve:
+        raise SpecError(
+            "--force" if args.force else "--serve",
+            f"is for pipeline files (with steps:); {args.job} is a job file",
+        )
+
+    job = with_spark_conf(cauce.load_job(args.job), args.conf, env_default("CAUCE_SPARK_CONF"))
     if args.dry_run:
         sys.stdout.write(cauce.plan(job, cluster=args.cluster, history=args.history) + "\n")
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -103,22 +102,15 @@ def register(sub: Any) -> None:
     trials.set_defaults(func=cmd_trials)
 
 
-def _quiet_optuna() -> None:
-    """Optuna logs each trial through its own handler; the CLI's logging configuration rules."""
-    import optuna
-
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    optuna.logging.set_verbosity(logging.getLogger().getEffectiveLevel())
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     from cauce.tune import tune
     from cauce.tune._display import make_console
     from cauce.tune._optuna import import_optuna
 
     import_optuna()
-    _quiet_optuna()
+    from cauce.tune._optuna import quiet_optuna
+
+    quiet_optuna()
     trials = args.trials if args.trials is not None else _env_int("CAUCE_TUNE_TRIALS")
     parallel = args.parallel if args.parallel is not None else _env_int("CAUCE_TUNE_PARALLEL")
     console = make_console(sys.stdout, live=False if args.plain else None)
@@ -147,7 +139,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
     from cauce.tune._optuna import import_optuna
 
     import_optuna()
-    _quiet_optuna()
+    from cauce.tune._optuna import quiet_optuna
+
+    quiet_optuna()
     if args.study is None:
         found = studies(history=args.history)
         if args.format == "json":

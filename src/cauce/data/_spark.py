@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
 from cauce.data.api import DataError, Progress
+from cauce.spec._parse import spark_conf_pairs
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -50,6 +51,9 @@ class SparkEngine:
             # Spark's default warehouse is ./spark-warehouse: keep the user's directory clean.
             self._warehouse = tempfile.mkdtemp(prefix="cauce-spark-warehouse-")
             builder = builder.config("spark.sql.warehouse.dir", self._warehouse)
+            # The settings every Spark session of cauce takes (docs/spark.md).
+            for key, value in spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")).items():
+                builder = builder.config(key, value)
             self._session, self._owned = builder.getOrCreate(), True
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         self._con: Any = ibis.pyspark.connect(self._session)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,35 @@ def parse_memory(value: object, path: str = "memory", source: str = "") -> int:
         value=value,
         source=source,
     )
+
+
+def spark_conf_pairs(options: Sequence[str], environ: str | None) -> dict[str, str]:
+    """``$CAUCE_SPARK_CONF`` (KEY=VALUE pairs, quoted as in a shell), then ``--conf`` options,
+    as checked Spark settings; later ones win."""
+    try:
+        from_env = shlex.split(environ or "")
+    except ValueError as exc:
+        raise SpecError(
+            "$CAUCE_SPARK_CONF", f"cannot be split into KEY=VALUE pairs: {exc}"
+        ) from None
+    pairs = [("$CAUCE_SPARK_CONF", pair) for pair in from_env]
+    pairs += [("--conf", pair) for pair in options]
+    merged: dict[str, str] = {}
+    for where, pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SpecError(
+                where, f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
+            )
+        [(key, value)] = spark_settings({key.strip(): value}, where)
+        merged[key] = value
+    return merged
+
+
+def with_spark_conf(spec: JobSpec, options: Sequence[str], environ: str | None) -> JobSpec:
+    """The spec with ``$CAUCE_SPARK_CONF`` then ``--conf`` settings over its ``spark:``."""
+    extra = spark_conf_pairs(options, environ)
+    return replace(spec, spark=tuple({**dict(spec.spark), **extra}.items())) if extra else spec
 
 
 def spark_settings(

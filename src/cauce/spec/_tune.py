@@ -44,6 +44,7 @@ _TUNE_KEYS = (
     "pruner",
     "max_failures",
     "prune_grace",
+    "start",
 )
 _OBJECTIVE_KEYS = ("metric", "direction", "task")
 _PARAM_KEYS = {
@@ -160,6 +161,9 @@ class TuneSpec:
     #: Seconds a pruned trial gets to stop by itself (at its next ``cauce.report``) before its
     #: gang is stopped.
     prune_grace: float = DEFAULT_PRUNE_GRACE
+    #: Points to try first, in order, before the sampler chooses (a known good configuration,
+    #: say): each maps some or all parameters to values; the sampler fills in the others.
+    start: tuple[Mapping[str, Choice], ...] = ()
 
     def param(self, name: str) -> ParamSpec:
         for param in self.space:
@@ -176,6 +180,24 @@ class TuneSpec:
                 return None
             size *= len(values)
         return size
+
+
+def _outside(param: ParamSpec, value: object) -> str:
+    """Why ``value`` is not a value of ``param``, or ""."""
+    if param.type == "choice":
+        return (
+            "" if value in param.values else f"must be one of {list(param.values)}, got {value!r}"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {value!r}"
+    if param.type == "int" and not isinstance(value, int):
+        return f"must be an integer, got {value!r}"
+    assert param.low is not None and param.high is not None
+    if not param.low <= value <= param.high:
+        return (
+            f"must be within [{param.low:g}, {param.high:g}], the parameter's range, got {value!r}"
+        )
+    return ""
 
 
 def parse_tune(value: object, *, task_ids: Sequence[str] = (), source: str = "") -> TuneSpec:
@@ -261,6 +283,7 @@ class _TuneParser:
             pruner=pruner,
             max_failures=max_failures,
             prune_grace=grace,
+            start=self.start(data.get("start"), space),
         )
         if sampler.type == "grid":
             for param in space:
@@ -282,6 +305,31 @@ class _TuneParser:
         trials = self.integer(data.get("trials", default_trials), "tune.trials", minimum=1)
         check_trials(spec, trials, "tune.trials", self.source)
         return replace(spec, trials=trials)
+
+    def start(
+        self, value: object, space: tuple[ParamSpec, ...]
+    ) -> tuple[Mapping[str, Choice], ...]:
+        """``start:``, a list of points, each value checked against its parameter."""
+        if value is None:
+            return ()
+        example = "[{lr: 0.005, batch_size: 1024}]"
+        if not isinstance(value, list):
+            raise self.error("tune.start", f"must be a list of points like {example}", value)
+        params = {p.name: p for p in space}
+        points = []
+        for i, point in enumerate(value):
+            data = self.mapping(point, f"tune.start[{i}]", example)
+            for name, given in data.items():
+                where = f"tune.start[{i}].{name}"
+                if name not in params:
+                    raise self.error(
+                        where, f"is not a parameter of tune.space ({', '.join(params)})", name
+                    )
+                problem = _outside(params[name], given)
+                if problem:
+                    raise self.error(where, problem, given)
+            points.append({str(k): v for k, v in data.items()})
+        return tuple(points)
 
     def objective(self, value: object, task_ids: tuple[str, ...]) -> Objective:
         data = self.mapping(value, "tune.objective", "{metric: val_loss, direction: min}")

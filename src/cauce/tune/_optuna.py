@@ -263,3 +263,15 @@ def trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
         ended_at=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
         note=note,
     )
+
+
+def quiet_optuna() -> None:
+    """Optuna logs each trial through its own handler; the caller's logging configuration
+    rules instead (``cauce -v`` shows them)."""
+    import logging
+
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(logging.getLogger().getEffectiveLevel())

@@ -153,6 +153,9 @@ def run_study(
         existing = len(handle.get_trials(deepcopy=False))
         if existing:
             handle.sampler = make_sampler(spec.tune, width, seed_offset=existing)
+        else:  # a new study: the given points first (kept in the storage, as the trials are)
+            for point in spec.tune.start:
+                handle.enqueue_trial(dict(point))
         runner = StudyRunner(
             spec=spec,
             tune=spec.tune,

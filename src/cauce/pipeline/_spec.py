@@ -1,0 +1,294 @@
+"""A pipeline file: named steps, in order, each of one kind, wired by ``${steps...}`` references.
+
+Plain validation, no I/O beyond reading the file: every refusal is a :class:`SpecError` naming
+the field path (``steps.train.params``), the value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cauce.errors import SpecError
+
+__all__ = [
+    "KINDS",
+    "REF_RE",
+    "PipelineSpec",
+    "StepSpec",
+    "is_pipeline",
+    "load_pipeline",
+    "parse_pipeline",
+]
+
+#: Step kinds and the keys each takes (besides ``kind``). A step named like a kind (or
+#: ``train``, a ``run`` step) needs no ``kind:``.
+KINDS: dict[str, tuple[str, ...]] = {
+    "prepare": ("function", "out", "engine", "spark_master"),
+    "tune": ("job", "trials", "parallel", "env", "args", "code"),
+    "run": ("job", "params", "env", "args", "code", "outputs", "progress"),
+    "evaluate": ("model", "dataset", "split", "label", "compare"),
+    "serve": ("model", "host", "port", "example"),
+    "package": ("model", "out", "image"),
+}
+_ALIASES = {"train": "run"}
+#: Keys a step needs.
+_REQUIRED = {
+    "prepare": ("function",),
+    "tune": ("job",),
+    "run": ("job",),
+    "evaluate": ("model", "dataset", "label"),
+    "serve": ("model",),
+    "package": ("model",),
+}
+#: What a later step may read of an earlier one: ``${steps.NAME.<root>...}``.
+_ROOTS = {
+    "prepare": ("outputs",),
+    "tune": ("best", "study", "outputs"),
+    "run": ("outputs", "json", "metrics", "job_id", "run_dir"),
+    "evaluate": ("metrics", "example", "outputs"),
+    "serve": ("outputs",),
+    "package": ("outputs",),
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_PART = r"[A-Za-z0-9_-]+"
+#: ``${steps.NAME.a.b}``: group 1 the step, group 2 the dotted path after it.
+REF_RE = re.compile(r"\$\{\s*steps\.(" + _PART + r")((?:\." + _PART + r")*)\s*\}")
+_ANY_REF = re.compile(r"\$\{[^}]*\}?")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step: its name, kind, raw settings (references unresolved) and the earlier steps
+    it reads."""
+
+    name: str
+    kind: str
+    config: Mapping[str, Any]
+    needs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    steps: tuple[StepSpec, ...]
+    #: The folder relative paths start from (the file's), absolute.
+    folder: str
+    source: str = ""
+
+    def step(self, name: str) -> StepSpec:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+def is_pipeline(raw: object) -> bool:
+    """A pipeline file is told apart from a job file by its ``steps:``."""
+    return isinstance(raw, Mapping) and "steps" in raw
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
+    import yaml
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(
+            "", f"cannot read pipeline file: {exc.strerror}", source=str(path)
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"is not valid YAML: {exc}", source=str(path)) from None
+    return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
+
+
+def _suggest(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+
+
+def _refs(value: object) -> Iterator[tuple[str, str]]:
+    """Every ``${...}`` in a value, as (whole text, problem or "")."""
+    if isinstance(value, str):
+        for match in _ANY_REF.finditer(value):
+            text = match.group(0)
+            yield text, "" if REF_RE.fullmatch(text) else "bad"
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+
+
+def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> PipelineSpec:
+    if not isinstance(raw, Mapping):
+        raise SpecError("", "must be a mapping with name: and steps:", source=source)
+    unknown = sorted(set(raw) - {"name", "steps"})
+    if unknown:
+        raise SpecError(
+            unknown[0],
+            "is not a pipeline key" + _suggest(unknown[0], ("name", "steps")),
+            source=source,
+        )
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SpecError(
+            "name",
+            f"must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+            f"got {name!r}",
+            value=name,
+            source=source,
+        )
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, Mapping) or not steps_raw:
+        raise SpecError(
+            "steps",
+            "must map step names to their settings, in the order they run "
+            "(e.g. prepare:, tune:, train:, evaluate:, serve:)",
+            source=source,
+        )
+    steps: list[StepSpec] = []
+    kinds: dict[str, str] = {}
+    for step_name, body in steps_raw.items():
+        where = f"steps.{step_name}"
+        if not isinstance(step_name, str) or not _STEP_RE.match(step_name):
+            raise SpecError(
+                where,
+                "names must be lowercase letters, digits and '_', starting with a letter",
+                source=source,
+            )
+        if not isinstance(body, Mapping):
+            raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
+        kind = body.get("kind", _ALIASES.get(step_name, step_name))
+        if kind not in KINDS:
+            raise SpecError(
+                f"{where}.kind" if "kind" in body else where,
+                f"has no kind: set kind: to one of {', '.join(KINDS)}"
+                + ("" if "kind" in body else f" (a step named {step_name!r} needs one)"),
+                value=kind,
+                source=source,
+            )
+        allowed = ("kind", *KINDS[kind])
+        for key in body:
+            if key not in allowed:
+                raise SpecError(
+                    f"{where}.{key}",
+                    f"is not a setting of a {kind} step" + _suggest(str(key), allowed),
+                    source=source,
+                )
+        for key in _REQUIRED[kind]:
+            if body.get(key) in (None, ""):
+                raise SpecError(f"{where}.{key}", f"is required for a {kind} step", source=source)
+        needs: list[str] = []
+        for text, problem in _refs(dict(body)):
+            if problem:
+                raise SpecError(
+                    where,
+                    f"has a reference {text!r} that is not ${{steps.NAME.PATH}}, "
+                    "like ${steps.prepare.outputs.dataset}",
+                    source=source,
+                )
+            match = REF_RE.fullmatch(text)
+            assert match is not None
+            upstream, path = match.group(1), match.group(2).lstrip(".")
+            if upstream not in kinds:
+                later = upstream in steps_raw
+                raise SpecError(
+                    where,
+                    f"refers to {text}, but "
+                    + (
+                        f"step {upstream!r} comes later: steps run in file order"
+                        if later
+                        else f"there is no step {upstream!r} (steps: {', '.join(kinds) or 'none'})"
+                    ),
+                    source=source,
+                )
+            root = path.split(".", 1)[0] if path else ""
+            roots = _ROOTS[kinds[upstream]]
+            if root not in roots:
+                raise SpecError(
+                    where,
+                    f"refers to {text}, but a {kinds[upstream]} step has "
+                    + ", ".join(f"${{steps.{upstream}.{r}...}}" for r in roots),
+                    source=source,
+                )
+            if upstream not in needs:
+                needs.append(upstream)
+        _check_values(kind, where, body, source)
+        kinds[step_name] = kind
+        steps.append(StepSpec(step_name, kind, dict(body), tuple(needs)))
+    return PipelineSpec(name, tuple(steps), folder, source)
+
+
+def _is_ref(value: object) -> bool:
+    return isinstance(value, str) and REF_RE.fullmatch(value.strip()) is not None
+
+
+def _check_values(kind: str, where: str, body: Mapping[str, Any], source: str) -> None:
+    """Types of the settings that are not references."""
+
+    def fail(key: str, message: str) -> None:
+        raise SpecError(f"{where}.{key}", message, value=body.get(key), source=source)
+
+    for key in ("trials", "parallel", "port"):
+        value = body.get(key)
+        if value is None or _is_ref(value):
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (0 if key == "port" else 1)
+        ):
+            fail(key, f"must be an integer >= {0 if key == 'port' else 1}, got {value!r}")
+    for key in ("env", "outputs", "compare"):
+        value = body.get(key)
+        if value is None or _is_ref(value):
+            continue
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            fail(key, f"must be a mapping of names to values, got {value!r}")
+    if "env" in body and isinstance(body["env"], Mapping):
+        for name in body["env"]:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                fail("env", f"has {name!r}, not an environment variable name")
+    for key in ("args", "code"):
+        value = body.get(key)
+        if value is None or _is_ref(value):
+            continue
+        if not isinstance(value, list) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+        ):
+            fail(key, f"must be a list of strings, got {value!r}")
+    params = body.get("params")
+    if params is not None and not _is_ref(params) and not isinstance(params, Mapping):
+        fail("params", "must be a mapping or a reference like ${steps.tune.best.params}")
+    progress = body.get("progress")
+    if progress is not None:
+        if not isinstance(progress, Mapping) or set(progress) - {"total", "metric"}:
+            fail("progress", "must be {total: N, metric: NAME} (both optional)")
+        else:
+            total = progress.get("total")
+            if total is not None and (
+                isinstance(total, bool) or not isinstance(total, int) or total < 1
+            ):
+                fail("progress", f"total must be an integer >= 1, got {total!r}")
+    engine = body.get("engine")
+    if engine is not None and engine not in ("duckdb", "spark"):
+        fail("engine", f"must be duckdb or spark, got {engine!r}")
+    if kind == "run" and isinstance(body.get("outputs"), Mapping):
+        for name, rel in body["outputs"].items():
+            if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+                fail(
+                    "outputs",
+                    f"{name}: must be a path inside the job's run folder, like model or "
+                    f"results.json, got {rel!r}",
+                )
