@@ -293,3 +293,36 @@ def test_the_pipeline_doc_shows_the_example_file() -> None:
         line for line in example.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     assert shown.splitlines() == kept
+
+
+def test_ctrl_c_during_a_job_step_stops_it_and_the_next_run_redoes_it(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    import signal
+
+    from helpers import cauce_popen
+
+    pipeline = _write(tmp_path / "p")
+    count = tmp_path / "p" / "count.py"
+    good = count.read_text()
+    count.write_text(
+        good.replace(
+            'print("counted", rows)',
+            'print("counted", rows, flush=True)\nimport time; time.sleep(600)',
+        )
+    )
+    running = cauce_popen(["run", str(pipeline)], cauce_env)
+    assert running.stderr is not None
+    for line in running.stderr:
+        if "attempt 1: started 1 tasks" in line:
+            break
+    time.sleep(1.0)
+    running.send_signal(signal.SIGINT)
+    _, err = running.communicate(timeout=60)
+    assert running.returncode == 130, err
+    assert "[train] failed or stopped" in err
+    assert not (Path(cauce_env["CAUCE_HOME"]) / "pipelines/small/state/train.json").exists()
+    count.write_text(good)
+    again = cauce(["run", str(pipeline)], cauce_env)
+    assert again.returncode == 0, again.stderr
+    assert _statuses(again.stderr) == {"prepare": "skipped", "train": "ran", "after": "ran"}

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from cauce.cli.main import env_default
-from cauce.errors import SpecError
+from cauce.errors import GangFailed, SpecError
 from cauce.spec._parse import with_spark_conf
 
 __all__ = ["register"]
@@ -100,15 +100,21 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
         )
     spec = load_pipeline(args.job)
     console = PipelineConsole()
-    result = run_pipeline(
-        spec,
-        cluster=args.cluster,
-        history=args.history,
-        force=args.force,
-        serve=args.serve,
-        console=console,
-        show_output=args.output,
-    )
+    try:
+        result = run_pipeline(
+            spec,
+            cluster=args.cluster,
+            history=args.history,
+            force=args.force,
+            serve=args.serve,
+            console=console,
+            show_output=args.output,
+        )
+    except GangFailed as exc:
+        if exc.status != "killed":
+            raise
+        sys.stderr.write(f"error: {exc}\n")  # Ctrl-C, SIGTERM or cauce kill: as `cauce run`
+        return 130
     sys.stdout.write("\n".join(summary(result, serving=args.serve)) + "\n")
     return 0
 

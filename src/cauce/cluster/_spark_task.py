@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper, _group_alive
 from cauce.cluster._spark_wire import Channel, connect
 from cauce.frameworks import task_env
@@ -52,7 +52,7 @@ def run_partition(bundle_json: str, rows: Iterable[int]) -> Iterator[str]:
     host = ctx.getTaskInfos()[index].address.rsplit(":", 1)[0]
     resources = ctx.resources()
     gpus = list(resources["gpu"].addresses) if "gpu" in resources else []
-    mine = {"ok": channel is not None, "host": host, "port": _free_port(host), "gpus": gpus}
+    mine = {"ok": channel is not None, "host": host, "port": free_ports(1, host)[0], "gpus": gpus}
     gathered = [json.loads(text) for text in ctx.allGather(json.dumps(mine))]
     if channel is None or not all(other["ok"] for other in gathered):
         if channel is not None:
@@ -82,13 +82,6 @@ def _hello(bundle: dict[str, Any], task_id: str) -> tuple[Channel | None, str]:
         channel.close()
         return None, str((answer or {}).get("why", "the driver refused this task"))
     return channel, ""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _layout(bundle: dict[str, Any], gathered: list[dict[str, Any]]) -> GangLayout:

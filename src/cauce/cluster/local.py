@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 from cauce.cluster._host import detect_cpus, detect_gpus, detect_memory
 from cauce.cluster._leases import GpuLeases, Lease
+from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import LocalGang, Reaper
 from cauce.cluster.api import (
     Cluster,
@@ -42,20 +42,6 @@ def default_lease_dir() -> str:
 
 def _fmt_gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """``count`` distinct ports free right now on ``host`` (bound together, then released)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class _LocalReservation(Reservation):

@@ -252,6 +252,8 @@ def _tune(ctx: StepContext) -> dict[str, Any]:
         home=ctx.cauce_home,
         console=_TuneBar(ctx.console, target),
     )
+    if result.status == "interrupted":  # Ctrl-C or SIGTERM: the study continues next run
+        raise KeyboardInterrupt
     if not result.ok or result.best is None:
         raise ctx.fail(
             f"study {study} {result.status}: {result.reason or 'no trial completed'} "
