@@ -318,7 +318,12 @@ def test_ctrl_c_during_a_job_step_stops_it_and_the_next_run_redoes_it(
             break
     time.sleep(1.0)
     running.send_signal(signal.SIGINT)
-    _, err = running.communicate(timeout=60)
+    try:
+        _, err = running.communicate(timeout=60)
+    finally:  # a pipeline that did not stop must not outlive the test
+        if running.poll() is None:
+            running.kill()
+            running.communicate()
     assert running.returncode == 130, err
     assert "[train] failed or stopped" in err
     assert not (Path(cauce_env["CAUCE_HOME"]) / "pipelines/small/state/train.json").exists()

@@ -125,7 +125,7 @@ _ATTEMPT_MARK = "=== cauce: attempt "
 class _Signals:
     """Turns SIGINT, SIGTERM and SIGHUP into a StopRequested event while the job runs."""
 
-    def __init__(self, events: queue.Queue[m.Event]) -> None:
+    def __init__(self, events: queue.SimpleQueue[m.Event]) -> None:
         self._events = events
         self._saved: dict[int, object] = {}
 
@@ -181,7 +181,9 @@ class JobDriver:
         self.on_metrics = on_metrics
         self.kind = kind
         self.control_file = self.run_dir / "control" / "stop"
-        self._events: queue.Queue[m.Event] = queue.Queue()
+        # SimpleQueue: its put() is reentrant, safe from the signal handler even while the main
+        # thread is inside get() (a Queue's lock would deadlock there).
+        self._events: queue.SimpleQueue[m.Event] = queue.SimpleQueue()
         self._machine = m.GangMachine.for_tasks(
             [t.task_id for t in self.request.tasks],
             [t.task_id for t in self.request.tasks if t.tracked],
