@@ -37,7 +37,6 @@ class StepOutcome:
     status: str  # ran | skipped
     seconds: float
     result: Mapping[str, Any]
-    note: str = ""
 
 
 @dataclass
@@ -46,11 +45,6 @@ class PipelineResult:
     home: str
     steps: list[StepOutcome] = field(default_factory=list)
     seconds: float = 0.0
-
-    def outcome(self, kind: str) -> StepOutcome | None:
-        """The last step of this kind."""
-        found = [s for s in self.steps if s.kind == kind]
-        return found[-1] if found else None
 
 
 def pipeline_home(name: str, cauce_home: Path) -> Path:

@@ -218,7 +218,8 @@ class _TuneBar:
 
     def changed(self, trial: Any, progress: Any) -> None:
         if trial.state == "failed":
-            self.console.line(f"  trial {trial.number} failed: {trial.note.splitlines()[0]}")
+            first = (trial.note.splitlines() or ["no cause recorded"])[0]
+            self.console.line(f"  trial {trial.number} failed: {first}")
         self._draw(progress)
 
     def tick(self, progress: Any) -> None:
