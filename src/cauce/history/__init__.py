@@ -5,9 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cauce.history._status import JobStatus, TaskStatus
 from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow", "cauce_home", "open_store"]
+__all__ = [
+    "EventRow",
+    "HistoryStore",
+    "JobRow",
+    "JobStatus",
+    "MetricRow",
+    "TaskRow",
+    "TaskStatus",
+    "cauce_home",
+    "open_store",
+]
 
 
 def cauce_home() -> Path:
