@@ -143,7 +143,8 @@ def test_load_wraps_torch_errors_and_falls_back(tmp_path: Path) -> None:
         import torch
         from cauce.runtime import checkpoint
         for step in range(2):
-            checkpoint.save({{"w": torch.full((1000,), float(step))}}, step, directory={str(tmp_path)!r})
+            state = {{"w": torch.full((1000,), float(step))}}
+            checkpoint.save(state, step, directory={str(tmp_path)!r})
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
