@@ -39,6 +39,9 @@ def run(
         return JobDriver(spec, backend, store, root, console=console).run()
     finally:
         store.close()
+        close = getattr(backend, "close", None)  # the driver does not close what it is handed
+        if callable(close):
+            close()
 
 
 def plan(

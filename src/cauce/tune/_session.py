@@ -33,6 +33,7 @@ from cauce.tune.api import (
     StudyProgress,
     StudyResult,
     TrialInfo,
+    TrialState,
     TuneConsole,
     best_trial,
 )
@@ -160,6 +161,7 @@ def run_study(
             spec=spec,
             tune=spec.tune,
             study=handle,
+            storage=storage,
             store=store,
             home=home if home is not None else cauce_home(),
             make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
@@ -192,7 +194,7 @@ def read_trials(study: str, history: str | None) -> list[TrialInfo]:
 def _annotate(frozen: FrozenTrial) -> TrialInfo:
     """A trial as stored, with a word on RUNNING trials whose tuner is gone."""
     info = trial_info(frozen)
-    if info.state == "running":
+    if info.state == TrialState.RUNNING:
         owner = TunerId.parse(run_of(frozen.user_attrs).get("tuner"))
         if owner is None or not owner.alive():
             return replace(info, note="its tuner is gone; the next 'cauce tune' retries it")
