@@ -12,7 +12,7 @@ its pid is kept (and written to ``pids/``) and :meth:`MultiHost.down` ends it by
 group, then kills whatever is left in our namespaces, then removes the network. A watchdog
 child does the same if the caller dies without its teardown (a timeout's SIGTERM, kill -9).
 
-Used by ``multihost_fixtures`` (pytest) and ``scripts/multihost.py`` (by hand).
+Used by ``multihost_fixtures`` (pytest) and ``scripts/multihost_cluster.py`` (by hand).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 import multihost_net as net
 from multihost_net import Names, Unavailable
@@ -185,7 +183,7 @@ class MultiHost:
         """SIGKILL ``host``'s worker JVM (its executors notice and exit on their own)."""
         pid = self._pid(host, "worker")
         if pid is not None:
-            _signal(pid, signal.SIGKILL, self._inodes(), group=False)
+            net.signal_ours(pid, signal.SIGKILL, self.names, group=False)
 
     def start_worker(self, host: str, timeout: float = 120) -> None:
         """Start ``host``'s worker (again) and wait until the master lists it alive."""
@@ -365,35 +363,16 @@ class MultiHost:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _inodes(self) -> set[int]:
-        """The inodes of our namespaces (all of this tag: ``down`` may not know N)."""
-        found = set()
-        for ns in net.namespaces():
-            if not self.names.ours(ns, "cauce-"):
-                continue
-            try:
-                found.add(net.inode(ns))
-            except OSError:
-                continue
-        return found
-
     def down(self) -> list[str]:
         """Stop every process we started (by pid, then its group), kill what is left in our
         namespaces, remove the network and the folder. Returns what the sweep still found."""
-        procs, inodes = [], self._inodes()
+        pids = []
         for path in sorted((self.folder / "pids").glob("*.pid")):
             try:
-                pid = int(path.read_text().strip())
+                pids.append(int(path.read_text().strip()))
             except (OSError, ValueError):
                 continue
-            if _signal(pid, signal.SIGTERM, inodes, group=True):
-                procs.append(pid)
-        deadline = time.monotonic() + 20
-        while procs and time.monotonic() < deadline:
-            procs = [pid for pid in procs if psutil.pid_exists(pid) and _running(pid)]
-            time.sleep(0.1)
-        for pid in procs:
-            _signal(pid, signal.SIGKILL, inodes, group=True)
+        net.stop(pids, self.names)
         swept = net.cleanup(self.names)
         atexit.unregister(self.down)
         if self._watchdog is not None:
@@ -403,25 +382,3 @@ class MultiHost:
             self._watchdog = None
         shutil.rmtree(self.folder, ignore_errors=True)
         return [s for s in swept if s.startswith("process")]
-
-
-def _running(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _signal(pid: int, sig: signal.Signals, inodes: set[int], *, group: bool) -> bool:
-    """Send ``sig`` to ``pid`` (and to its process group, if it leads one) if it still runs
-    in one of our namespaces (``inodes``): a pid reused by another process is left alone."""
-    try:
-        if os.stat(f"/proc/{pid}/ns/net").st_ino not in inodes:
-            return False
-        if group and os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-        return True
-    except (OSError, ProcessLookupError):
-        return False

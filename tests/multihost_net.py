@@ -195,6 +195,33 @@ def leftovers(names: Names) -> list[str]:
     return found
 
 
+def signal_ours(pid: int, sig: signal.Signals, names: Names, *, group: bool) -> bool:
+    """Send ``sig`` to ``pid`` (and to its process group, if it leads one) if it runs in one
+    of the namespaces of ``names``: a pid reused by another process is left alone."""
+    try:
+        wanted = {inode(ns) for ns in namespaces() if names.ours(ns, "cauce-")}
+        if os.stat(f"/proc/{pid}/ns/net").st_ino not in wanted:
+            return False
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except OSError:
+        return False
+
+
+def stop(pids: list[int], names: Names, grace: float = 20.0) -> None:
+    """SIGTERM ``pids`` and their groups, then SIGKILL those left after ``grace`` seconds."""
+    sent = [pid for pid in pids if signal_ours(pid, signal.SIGTERM, names, group=True)]
+    deadline = time.monotonic() + grace
+    while sent and time.monotonic() < deadline:
+        sent = [pid for pid in sent if _alive(pid)]
+        time.sleep(0.1)
+    for pid in sent:
+        signal_ours(pid, signal.SIGKILL, names, group=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as file:

@@ -1,8 +1,8 @@
 """A multi-host Spark cluster on this machine, for trying things by hand (needs root).
 
-    .venv/bin/python scripts/multihost.py up [--workers N]   # make it, print how to use it
-    .venv/bin/python scripts/multihost.py down               # stop and remove everything
-    .venv/bin/python scripts/multihost.py status             # what of it exists now
+    .venv/bin/python scripts/multihost_cluster.py up [--workers N]  # make it, say how to use it
+    .venv/bin/python scripts/multihost_cluster.py down    # stop and remove everything
+    .venv/bin/python scripts/multihost_cluster.py status  # what of it exists now
 
 Each host is a Linux network namespace with its own address on 10.213.0.0/24: the Spark master,
 N workers, the driver (where you run cauce) and an S3 store (moto's server). The same cluster
