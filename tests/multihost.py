@@ -45,15 +45,16 @@ _JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 _CLEAN = ("SPARK_", "PYSPARK_", "AWS_", "CAUCE_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy")
 
 #: Fed nothing: when its stdin closes (the owner's teardown ran, or the owner died), it removes
-#: the cluster of its tag (processes, namespaces, links, bridge), idempotently.
+#: the cluster of its tag (processes, namespaces, links, bridge) and its folder, idempotently.
 _WATCHDOG = """
-import signal, sys
+import shutil, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 sys.path.insert(0, sys.argv[1])
 import multihost_net
 sys.stdin.buffer.read()
 multihost_net.cleanup(multihost_net.Names(sys.argv[2], int(sys.argv[3])))
+shutil.rmtree(sys.argv[4], ignore_errors=True)
 """
 
 
@@ -239,7 +240,7 @@ class MultiHost:
                 here = str(Path(__file__).parent)
                 tag, index = self.names.tag, str(self.names.index)
                 self._watchdog = subprocess.Popen(
-                    [sys.executable, "-c", _WATCHDOG, here, tag, index],
+                    [sys.executable, "-c", _WATCHDOG, here, tag, index, str(self.folder)],
                     stdin=subprocess.PIPE,
                     start_new_session=True,
                 )
