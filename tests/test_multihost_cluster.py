@@ -111,6 +111,13 @@ def test_workers_registered_with_their_addresses(multihost_cluster: MultiHost) -
         assert mine == cluster.hosts[cluster.ns(host)]
         assert others == ["10.213.0.11", "10.213.0.12", "10.213.0.2"]
     assert cluster.pids_in("d") == [] and len(cluster.pids_in("w1")) == 1
+    sleeper = cluster.popen_on("d", ["sleep", "60"])  # ip netns exec execs: the pid is sleep's
+    try:
+        assert cluster.pids_in("d") == [sleeper.pid]
+    finally:
+        sleeper.kill()
+        sleeper.communicate(timeout=30)
+    assert cluster.pids_in("d") == []
 
 
 def test_every_host_reaches_the_s3_store(multihost_cluster: MultiHost) -> None:
