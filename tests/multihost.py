@@ -228,11 +228,15 @@ class MultiHost:
 
     def up(self, timeout: float = 120, watchdog: bool = True) -> None:
         """Make the network and start everything; on any failure, remove it all and raise."""
-        import pyspark  # noqa: F401 - fail early, before any namespace is made
+        try:
+            import pyspark  # noqa: F401 - fail early, before any namespace is made
 
-        net.check_available()
-        if shutil.which("java") is None and "JAVA_HOME" not in os.environ:
-            raise Unavailable("Spark needs Java: no java on PATH and no JAVA_HOME")
+            net.check_available()
+            if shutil.which("java") is None and "JAVA_HOME" not in os.environ:
+                raise Unavailable("Spark needs Java: no java on PATH and no JAVA_HOME")
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         net.cleanup(self.names)  # what a crashed run left
         try:
             if watchdog:

@@ -163,7 +163,7 @@ def cleanup(names: Names) -> list[str]:
             try:
                 os.kill(pid, signal.SIGKILL)
                 removed.append(f"process {pid} in {ns}")
-            except ProcessLookupError:
+            except OSError:  # gone already (or not ours to kill: then ip fails below)
                 continue
         deadline = time.monotonic() + 10
         while pids and time.monotonic() < deadline:
