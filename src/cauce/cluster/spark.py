@@ -39,8 +39,7 @@ from cauce.cluster.api import (
     Waiting,
 )
 from cauce.errors import PlacementError, SpecError
-from cauce.frameworks import task_env
-from cauce.frameworks.api import GangLayout
+from cauce.frameworks import GangLayout, contract_names, task_env
 
 __all__ = [
     "DEFAULT_PLACEMENT_TIMEOUT",
@@ -218,19 +217,11 @@ class SparkCluster(Cluster):
             advertised_host=driver_host,
             grace=grace,
             placement_timeout=self.placement_timeout,
-            strip=_contract_names(),
+            strip=contract_names(),
             env=_split_env(layout, launches),
             describe_need=lambda: self.need(request),
         )
         return SparkGang(layout, launches, on_output, on_exit, submission)
-
-
-def _contract_names() -> frozenset[str]:
-    # The resolve step's list of every contract variable. Imported here, late: cluster/ sits
-    # below gang/, and only this seam needs it (the executors recompute the contract).
-    from cauce.gang._plan import contract_names
-
-    return contract_names()
 
 
 def _split_env(
@@ -239,7 +230,7 @@ def _split_env(
     """Per task: the variables an executor takes from the driver (what cauce or the spec set,
     or what differs from the driver's own environment), and the contract variables that the
     spec overrides. The contract itself is recomputed on the executor for the real layout."""
-    names = _contract_names()
+    names = contract_names()
     out: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     for launch in launches:
         contract = task_env(layout, launch.task_id)
