@@ -6,7 +6,7 @@ cauce started is stopped when the last one is released. A session that was alrea
 notebook's, say) is used as it is and left running.
 
 Also here: the slots cauce's own reservations hold, so that two gangs of one process never both
-count the same free slots (what the executors have is read by ``_spark_executors``).
+count the same free slots (what the executors have is read by ``_executors``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from cauce.cluster._spark_executors import Executor, first_line, read_executors
+from cauce.cluster.spark._executors import Executor, first_line, read_executors
 from cauce.errors import ClusterError
 
 __all__ = ["SharedSpark", "acquire", "first_line"]
