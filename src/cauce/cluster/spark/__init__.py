@@ -24,6 +24,7 @@ from cauce.cluster.spark._cluster import (
     parse_duration,
     task_shape,
 )
+from cauce.cluster.spark._session import spark_session
 
 __all__ = [
     "DEFAULT_PLACEMENT_TIMEOUT",
@@ -31,5 +32,6 @@ __all__ = [
     "PLACEHOLDER_HOST",
     "SparkCluster",
     "parse_duration",
+    "spark_session",
     "task_shape",
 ]
