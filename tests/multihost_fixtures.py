@@ -7,6 +7,7 @@ Java or moto is missing; never silently.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,10 @@ def start(workers: int = WORKERS, **kwargs: object) -> MultiHost:
     """A cluster that is up, or a skip that says why it cannot be."""
     pytest.importorskip("pyspark", reason="the multi-host cluster runs Spark: pip install pyspark")
     pytest.importorskip("moto", reason="the multi-host cluster's S3 store is moto's server")
+    # Several clusters can live side by side on one machine under different tags and subnets
+    # (10.213.INDEX.0/24): CAUCE_MULTIHOST_TAG and CAUCE_MULTIHOST_INDEX choose them.
+    kwargs.setdefault("tag", os.environ.get("CAUCE_MULTIHOST_TAG", ""))
+    kwargs.setdefault("index", int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")))
     cluster = MultiHost(workers, **kwargs)  # type: ignore[arg-type]
     try:
         cluster.up()
