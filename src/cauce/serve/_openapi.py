@@ -7,6 +7,7 @@ check the answers. The binary tensor extension of ``/infer`` is described in pro
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cauce.serve._spec import ModelSpec
@@ -225,12 +226,14 @@ def openapi(spec: ModelSpec, *, token: bool) -> dict[str, Any]:
     """The document for a server of ``spec``; ``token``: whether it needs one."""
     import cauce
 
-    name = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+    # Any other name or version gets a 404 (documented), but the enums lead generated
+    # requests to the model rather than to 404s.
+    name = {"name": "model_name", "in": "path", "required": True, "schema": {"enum": [spec.name]}}
     version = {
         "name": "model_version",
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": {"enum": [spec.version]},
     }
     secured: dict[str, Any] = {"security": [{"bearer": []}]} if token else {}
     open_: dict[str, Any] = {"security": []} if token else {}
@@ -241,9 +244,10 @@ def openapi(spec: ModelSpec, *, token: bool) -> dict[str, Any]:
             "get": {"summary": summary, "responses": responses, **(secured if secure else open_)}
         }
 
-    def post(summary: str, request: str, response: str) -> dict[str, Any]:
+    def post(summary: str, request: str, response: str, example: Any) -> dict[str, Any]:
         codes = ("400", "404", "413", "415", "422", "503")
-        body = {"required": True, "content": {_JSON: {"schema": _ref(request)}}}
+        media = {"schema": _ref(request), "example": example}
+        body = {"required": True, "content": {_JSON: media}}
         return {
             "post": {
                 "summary": summary,
@@ -258,9 +262,17 @@ def openapi(spec: ModelSpec, *, token: bool) -> dict[str, Any]:
         "": get("model metadata", "ModelMetadata", "404"),
         "/ready": ready,
         "/infer": post(
-            "Open Inference Protocol inference", "InferenceRequest", "InferenceResponse"
+            "Open Inference Protocol inference",
+            "InferenceRequest",
+            "InferenceResponse",
+            _infer_example(spec),
         ),
-        "/predict": post("raw records, preprocessed as saved", "PredictRequest", "PredictResponse"),
+        "/predict": post(
+            "raw records, preprocessed as saved",
+            "PredictRequest",
+            "PredictResponse",
+            [dict.fromkeys(spec.preprocessing.features)] if spec.preprocessing else [],
+        ),
     }
     paths: dict[str, Any] = {
         "/v2/health/live": get("live", "Live", secure=False),
@@ -299,3 +311,14 @@ def openapi(spec: ModelSpec, *, token: bool) -> dict[str, Any]:
 
 def _with_params(item: dict[str, Any], params: list[dict[str, Any]]) -> dict[str, Any]:
     return {**item, "parameters": params}
+
+
+def _infer_example(spec: ModelSpec) -> dict[str, Any]:
+    """One row of zeros (code 0: unknown category), every dimension of any size made 1."""
+    inputs = []
+    for t in spec.inputs:
+        shape = [1] + [max(d, 1) for d in t.shape[1:]]
+        zero: Any = False if t.datatype == "BOOL" else 0
+        data = [zero] * math.prod(shape)
+        inputs.append({"name": t.name, "datatype": t.datatype, "shape": shape, "data": data})
+    return {"inputs": inputs}
