@@ -67,7 +67,7 @@ def _tensor_schemas(spec: ModelSpec) -> dict[str, Any]:
             {"type": "array", "items": {"$ref": "#/components/schemas/TensorData"}},
         ]
     }
-    params = {"type": "object", "additionalProperties": True}
+    params = {"type": ["object", "null"]}  # null: none, as the server reads it
     return {
         "TensorData": nested,
         "TensorMetadata": {
@@ -92,7 +92,7 @@ def _tensor_schemas(spec: ModelSpec) -> dict[str, Any]:
                 },
                 "datatype": {"enum": list(DATATYPES)},
                 "parameters": {
-                    "type": "object",
+                    "type": ["object", "null"],
                     "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
                 },
                 "data": {"type": "array", "items": _ref("TensorData")},
@@ -108,12 +108,12 @@ def _tensor_schemas(spec: ModelSpec) -> dict[str, Any]:
             "additionalProperties": False,
             "required": ["inputs"],
             "properties": {
-                "id": {"type": "string"},
+                "id": {"type": ["string", "null"]},  # null: none, as for outputs
                 "model_name": {"const": spec.name},
                 "model_version": {"const": spec.version},
                 "parameters": params,
                 "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
-                "outputs": {"type": "array", "items": _ref("RequestOutput")},
+                "outputs": {"type": ["array", "null"], "items": _ref("RequestOutput")},
             },
         },
         "ResponseOutput": {
