@@ -95,7 +95,7 @@ def test_tritonclient_sends_the_token(guarded: ServerProcess) -> None:
             dtype = np.int64 if item["datatype"] == "INT64" else np.float32
             tensor.set_data_from_numpy(np.array(item["data"], dtype).reshape(item["shape"]))
             inputs.append(tensor)
-        with pytest.raises(tc.InferenceServerException, match="401|token"):
+        with pytest.raises(tc.InferenceServerException, match=r"401|token"):
             client.infer(MODEL, inputs)
         result = client.infer(MODEL, inputs, headers=AUTH)
         assert result.as_numpy("probability").shape == (1,)
@@ -227,11 +227,9 @@ def test_tls_with_a_key_that_does_not_match_is_refused(
     cert, _ = _self_signed(tmp_path)
     (tmp_path / "other").mkdir()
     _, other_key = _self_signed(tmp_path / "other")
+    args = ["--tls-cert", str(cert), "--tls-key", str(other_key)]
     done = cauce(
-        ["serve", str(models["flights"]), "--port", "0", "--tls-cert", str(cert)]
-        + ["--tls-key", str(other_key)],
-        serve_env(cauce_env),
-        timeout=60,
+        ["serve", str(models["flights"]), "--port", "0", *args], serve_env(cauce_env), timeout=60
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: cannot use --tls-cert {cert}"), done.stderr
