@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -354,3 +355,68 @@ def test_all_is_complete() -> None:
         if not n.startswith("_") and getattr(v, "__module__", "").startswith("cauce.serve")
     }
     assert public <= set(cauce.serve.__all__), sorted(public - set(cauce.serve.__all__))
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "error"),
+    [
+        ("mean", float("nan"), "mean must be a finite number"),
+        ("std", float("inf"), "std must be a finite number"),
+        ("fill", -1e300, "fill must be a finite number of magnitude at most 1e+30"),
+        ("std", 1e-40, "std must be >= 1e-30"),
+        ("mean", 10**400, "mean, std and fill must be finite"),
+    ],
+)
+def test_numeric_fields_of_the_spec_are_bounded(
+    saved: Path, where: str, value: float, error: str
+) -> None:
+    """NaN, infinities and absurd magnitudes in cauce-model.json: one error naming the field."""
+    from cauce.serve import read_spec
+
+    spec = _spec(saved)
+    spec["preprocessing"]["numeric"]["features"][0][where] = value
+    (saved / "cauce-model.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelFormatError, match=r"preprocessing.numeric.features\[0\]") as info:
+        read_spec(saved)
+    assert error in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "shape", [[-1, 10**12], [-1, 4096, 4096, 16], [-1] + [1] * 9], ids=["dim", "row", "rank"]
+)
+def test_tensor_shapes_of_the_spec_are_bounded(saved: Path, shape: list[int]) -> None:
+    from cauce.serve import read_spec
+
+    _rewrite(saved, outputs=[{"name": "probability", "datatype": "FP32", "shape": shape}])
+    with pytest.raises(ModelFormatError, match=r"outputs\[0\].*shape must have at most 8"):
+        read_spec(saved)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("max_delay_ms", float("nan"), "max_delay_ms must be a finite number, got nan"),
+        ("max_delay_ms", float("inf"), "max_delay_ms must be a finite number, got inf"),
+        ("max_delay_ms", 1e9, "max_delay_ms must be <= 10000"),
+        ("grace_s", float("-inf"), "grace_s must be a finite number"),
+        ("max_batch_size", 10**8, "max_batch_size must be <= 65536"),
+        ("max_queue", 10**12, "max_queue must be <= 1e+06"),
+        ("workers", 10**8, "workers must be <= 256"),
+        ("threads", 10**6, "threads must be <= 1024"),
+        ("max_body_bytes", 1 << 40, "max_body_bytes must be <= "),
+        ("header_timeout_s", float("nan"), "header_timeout_s must be a finite number"),
+        ("max_batch_size", True, "max_batch_size must be a number, got True"),
+        ("token", "has space", "visible ASCII"),
+    ],
+)
+def test_settings_refuse_absurd_values(field: str, value: Any, error: str) -> None:
+    from cauce.serve.api import SettingsError
+
+    with pytest.raises(SettingsError, match=re.escape(error)) as info:
+        ServeSettings("m", **{field: value})
+    assert info.value.exit_code == 2
+
+
+def test_the_token_is_not_in_the_repr() -> None:
+    settings = ServeSettings("m", token="do-not-print-me")
+    assert "do-not-print-me" not in repr(settings)

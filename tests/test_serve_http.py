@@ -140,6 +140,14 @@ BAD_INFER = [
     ("no inputs", {"inputs": []}, "inputs"),
     ("not an object", [1, 2, 3], "object"),
     ("empty batch", _infer_body([], [], cat={"shape": [0, 6]}, num={"shape": [0, 9]}), "empty"),
+    ("booleans as ints", _infer_body([True] * 6, GOOD_NUM), "booleans"),
+    ("a boolean among ints", _infer_body([1, 2, True, 1, 1, 1], GOOD_NUM), "booleans"),
+    ("booleans as floats", _infer_body(GOOD_CAT, [False] * 9), "booleans"),
+    ("a nested boolean", _infer_body(GOOD_CAT, [[0.5] * 8 + [True]]), "booleans"),
+    ("FP32 overflow", _infer_body(GOOD_CAT, [1e39] + [0.0] * 8), "out of range for FP32"),
+    ("FP32 overflow, int", _infer_body(GOOD_CAT, [10**39] + [0] * 8), "out of range for FP32"),
+    ("int beyond INT64", _infer_body([2**64, 2, 3, 1, 1, 1], GOOD_NUM), "non-integers"),
+    ("model_name", _infer_body(GOOD_CAT, GOOD_NUM, model_name="x"), "does not match"),
 ]
 
 
@@ -162,6 +170,21 @@ def test_malformed_json(client: httpx.Client, body: bytes, status: int, says: st
     for endpoint in ("infer", "predict"):
         r = client.post(f"/v2/models/{MODEL}/{endpoint}", content=body)
         assert r.status_code == status and says in r.json()["error"], r.text
+
+
+def test_binary_flags_are_not_booleans_in_the_data(client: httpx.Client) -> None:
+    """JSON true in parameters (binary_data) is not data: the request is served."""
+    body = _infer_body(GOOD_CAT, GOOD_NUM, outputs=[{"name": "probability"}])
+    body["outputs"][0]["parameters"] = {"binary_data": False}
+    r = client.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert r.status_code == 200, r.text
+
+
+def test_a_record_that_overflows_fp32_is_400(client: httpx.Client) -> None:
+    record = {**_records(1, seed=6)[0], "distance": 1e300}
+    r = client.post(f"/v2/models/{MODEL}/predict", json=[record])
+    assert r.status_code == 400, r.text
+    assert "'distance'" in r.json()["error"] and "FP32" in r.json()["error"]
 
 
 def test_bad_records_name_the_feature(client: httpx.Client) -> None:

@@ -204,7 +204,7 @@ def test_options_from_env_and_bad_values(
     assert done.returncode == 2 and "--max-batch-size: invalid int value: 'lots'" in done.stderr
     env = {**serve_env(cauce_env), "CAUCE_SERVE_WORKERS": "0"}
     done = cauce(["serve", str(models["flights"])], env, timeout=60)
-    assert done.returncode == 1 and "error: workers must be >= 1, got 0" in done.stderr
+    assert done.returncode == 2 and "error: workers must be >= 1, got 0" in done.stderr
 
 
 @pytest.fixture

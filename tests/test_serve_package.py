@@ -115,3 +115,46 @@ def test_cli_package(model: Path, tmp_path: Path, cauce_env: dict[str, str]) -> 
     docs = _load(tmp_path / "o")
     image = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example/flights:1"
+
+
+def _server_env(folder: Path) -> list[dict[str, Any]]:
+    docs = _load(folder)
+    env: list[dict[str, Any]] = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    return env
+
+
+def test_the_token_comes_from_a_secret(model: Path, tmp_path: Path) -> None:
+    """The server listens on 0.0.0.0, so it needs a token: a reference to a Secret's key,
+    never a value, in a manifest that the Kubernetes schemas accept."""
+    from cauce.serve import package
+
+    package(model, tmp_path / "default")
+    ref = {"secretKeyRef": {"name": "cauce-flights-synthetic-token", "key": "token"}}
+    assert {"name": "CAUCE_SERVE_TOKEN", "valueFrom": ref} in _server_env(tmp_path / "default")
+    package(model, tmp_path / "named", token_secret="flights-token")
+    (token,) = [e for e in _server_env(tmp_path / "named") if e["name"] == "CAUCE_SERVE_TOKEN"]
+    assert token == {
+        "name": "CAUCE_SERVE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "flights-token", "key": "token"}},
+    }
+    package(model, tmp_path / "open", insecure=True)
+    env = _server_env(tmp_path / "open")
+    assert {"name": "CAUCE_SERVE_INSECURE", "value": "1"} in env
+    assert not any(e["name"] == "CAUCE_SERVE_TOKEN" for e in env)
+
+
+def test_cli_package_token_secret(model: Path, tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    env = {**cauce_env, "CAUCE_PACKAGE_TOKEN_SECRET": "from-env"}
+    done = cauce(["package", str(model), "--out", str(tmp_path / "o")], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ref = {"secretKeyRef": {"name": "from-env", "key": "token"}}
+    assert {"name": "CAUCE_SERVE_TOKEN", "valueFrom": ref} in _server_env(tmp_path / "o")
+    done = cauce(
+        ["package", str(model), "--out", str(tmp_path / "p"), "--insecure"], env, timeout=60
+    )
+    assert done.returncode == 2 and "exclude each other" in done.stderr, done.stderr
+    bad = ["package", str(model), "--out", str(tmp_path / "q"), "--token-secret", "Not_A_Name"]
+    done = cauce(bad, cauce_env, timeout=60)
+    assert done.returncode == 2 and "must be a Kubernetes name" in done.stderr, done.stderr

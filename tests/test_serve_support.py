@@ -18,7 +18,7 @@ from types import TracebackType
 
 import httpx
 
-_LISTENING = re.compile(r"on http://(?P<host>[^ ]+):(?P<port>\d+) ")
+_LISTENING = re.compile(r"on (?P<scheme>https?)://(?P<host>[^ ]+):(?P<port>\d+) ")
 
 
 def serve_env(base: Mapping[str, str]) -> dict[str, str]:
@@ -70,7 +70,7 @@ class ServerProcess:
             self.lines.append(line.rstrip("\n"))
             match = _LISTENING.search(line)
             if match and not self._listening.is_set():
-                self.url = f"http://{match['host']}:{match['port']}"
+                self.url = f"{match['scheme']}://{match['host']}:{match['port']}"
                 self._listening.set()
         self._listening.set()
 

@@ -7,10 +7,7 @@ import os
 import sys
 import time
 
-ENV_OUT = "CAUCE_PREPARE_OUT"
-ENV_ENGINE = "CAUCE_PREPARE_ENGINE"
-ENV_SPARK_MASTER = "CAUCE_SPARK_MASTER"
-ENV_FORCE = "CAUCE_PREPARE_FORCE"
+from cauce.cli._options import env_option
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,29 +22,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("target", metavar="MODULE:FUNCTION", help="or PATH.py:FUNCTION")
-    out = os.environ.get(ENV_OUT)
-    parser.add_argument(
+    env_option(
+        parser,
         "--out",
-        default=out,
-        required=out is None,
-        help=f"dataset directory, local or a URI such as s3://bucket/path (env {ENV_OUT})",
+        env="CAUCE_PREPARE_OUT",
+        required=True,
+        help="dataset directory, local or a URI such as s3://bucket/path",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--engine",
+        env="CAUCE_PREPARE_ENGINE",
+        default="duckdb",
         choices=("duckdb", "spark"),
-        default=os.environ.get(ENV_ENGINE, "duckdb"),
-        help=f"where the function's expressions run (default duckdb; env {ENV_ENGINE})",
+        help="where the function's expressions run (default duckdb)",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--spark-master",
-        default=os.environ.get(ENV_SPARK_MASTER),
-        help=f"e.g. local[4], spark://host:7077, yarn (env {ENV_SPARK_MASTER})",
+        env="CAUCE_SPARK_MASTER",
+        help="e.g. local[4], spark://host:7077, yarn",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--force",
-        action="store_true",
-        default=os.environ.get(ENV_FORCE, "") not in ("", "0", "false"),
-        help=f"run even when the dataset is up to date (env {ENV_FORCE}=1)",
+        env="CAUCE_PREPARE_FORCE",
+        flag=True,
+        help="run even when the dataset is up to date",
     )
     parser.add_argument("--rows-per-file", type=int, default=1_000_000, metavar="N")
     parser.add_argument(

@@ -1,213 +1,236 @@
 """``cauce serve``, ``cauce package`` and ``cauce predict``: thin commands over cauce.serve.
 
 Nothing heavy is imported here: each handler imports what it needs when it runs, so that
-``cauce --help`` never imports torch or uvicorn.
+``cauce --help`` never imports torch or uvicorn. Every option has an environment variable
+(``CAUCE_SERVE_*`` named after the setting, ``CAUCE_PACKAGE_*``, ``CAUCE_PREDICT_*``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
-_S = "CAUCE_SERVE_"
-_P = "CAUCE_PACKAGE_"
-_PR = "CAUCE_PREDICT_"
+from cauce.cli._options import env_option
+
+#: (option, destination, type, default, help); bool: a flag. ``cauce serve``'s variables are
+#: ``CAUCE_SERVE_`` + the destination in capitals, the names ServeSettings.from_env reads.
+_Table = Sequence[tuple[str, str, Callable[[str], Any], str | None, str]]
+
+_SERVE: _Table = (
+    (
+        "--host",
+        "host",
+        str,
+        "127.0.0.1",
+        "address to listen on; one reachable from other "
+        "machines (0.0.0.0 in a container) needs a token or --insecure",
+    ),
+    ("--port", "port", int, "8080", "0 picks a free port (see --ready-file)"),
+    ("--workers", "workers", int, "1", "processes, each with its own copy of the model"),
+    ("--device", "device", str, "cpu", "cpu, cuda or cuda:N"),
+    ("--max-batch-size", "max_batch_size", int, "64", "rows per model run; 1 turns batching off"),
+    (
+        "--max-delay-ms",
+        "max_delay_ms",
+        float,
+        "2.0",
+        "longest wait for requests known to be on their way, only when some are",
+    ),
+    ("--max-queue", "max_queue", int, "1024", "queued requests before 503 + Retry-After"),
+    ("--max-body-bytes", "max_body_bytes", int, "16777216", "larger request bodies get 413"),
+    ("--threads", "threads", int, "0", "torch threads per worker; 0: CPUs / workers less one"),
+    ("--grace", "grace_s", float, "30.0", "seconds to drain in-flight requests on SIGTERM"),
+    ("--access-log", "access_log", bool, None, "log every request"),
+    (
+        "--token",
+        "token",
+        str,
+        None,
+        "requests (but health and readiness) must send "
+        "Authorization: Bearer TOKEN; prefer the variable or --token-file (a command line is "
+        "visible to every user of the machine)",
+    ),
+    ("--token-file", "token_file", str, None, "a file holding the token"),
+    ("--insecure", "insecure", bool, None, "serve on a non-loopback address without a token"),
+    ("--tls-cert", "tls_cert", str, None, "PEM certificate (chain): serve HTTPS"),
+    ("--tls-key", "tls_key", str, None, "PEM private key of --tls-cert"),
+    (
+        "--ready-file",
+        "ready_file",
+        str,
+        None,
+        'written once the server answers: {"url", '
+        '"host", "port", "pid"} as JSON (atomically); removed when it stops',
+    ),
+    ("--max-header-bytes", "max_header_bytes", int, "32768", "a larger request head gets 431"),
+    (
+        "--header-timeout",
+        "header_timeout_s",
+        float,
+        "10.0",
+        "seconds a client has to send a request's head; slower ones are disconnected",
+    ),
+)
+
+_PACKAGE: _Table = (
+    ("--out", "out", str, None, "directory to write"),
+    ("--image", "image", str, None, "image name:tag (default cauce-NAME:VERSION)"),
+    ("--device", "device", str, "cpu", "cpu, or cuda to add nvidia.com/gpu limits"),
+    ("--gpus", "gpus", int, "1", "GPUs per pod with --device cuda"),
+    ("--replicas", "replicas", int, "1", "minimum replicas"),
+    ("--max-replicas", "max_replicas", int, "4", "HPA maximum"),
+    ("--cpu", "cpu", str, "1", "CPU request"),
+    (
+        "--memory",
+        "memory",
+        str,
+        None,
+        "memory request and limit, e.g. 2Gi (default: from the model size)",
+    ),
+    ("--port", "port", int, "8080", "container port"),
+    ("--namespace", "namespace", str, None, "Kubernetes namespace"),
+    (
+        "--cauce-requirement",
+        "cauce_requirement",
+        str,
+        None,
+        "what the image pip-installs for cauce",
+    ),
+    (
+        "--token-secret",
+        "token_secret",
+        str,
+        None,
+        "the Kubernetes Secret whose key 'token' "
+        "holds the server's token (default cauce-NAME-token)",
+    ),
+    ("--insecure", "insecure", bool, None, "no token: the server answers anyone who reaches it"),
+)
+
+_PREDICT: _Table = (
+    ("--input", "input", str, None, "Parquet file or directory"),
+    ("--output", "output", str, None, "directory to write"),
+    ("--engine", "engine", str, "duckdb", "duckdb or spark (default duckdb)"),
+    ("--batch-size", "batch_size", int, "8192", "rows per model run"),
+)
+
+_REQUIRED = {"--out", "--input", "--output"}
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    """``$name`` if set and not empty, else ``default``; a string default is parsed by argparse
-    with the option's ``type``, so a bad value is reported like a bad option."""
-    return os.environ.get(name) or default
+def _add(
+    parser: argparse.ArgumentParser,
+    prefix: str,
+    table: _Table,
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    env_option(
+        parser,
+        "model_dir",
+        env=prefix + "MODEL_DIR",
+        metavar="MODEL_DIR",
+        help="a directory written by cauce.serve.save_model",
+    )
+    for flag, dest, kind, default, text in table:
+        extra: dict[str, Any] = {"dest": dest}
+        if kind is bool:
+            extra["flag"] = True
+        else:
+            metavar = flag.removeprefix("--").upper().replace("-", "_")
+            extra.update(type=kind, default=default, required=flag in _REQUIRED, metavar=metavar)
+            if choices and flag in choices:
+                extra["choices"] = choices[flag]
+        env_option(parser, flag, env=prefix + dest.upper(), help=text, **extra)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``serve``, ``package`` and ``predict`` subcommands."""
-    _register_serve(subparsers)
-    _register_package(subparsers)
-    _register_predict(subparsers)
-
-
-def _model_dir(parser: argparse.ArgumentParser, env: str) -> None:
-    default = _env(env)
-    parser.add_argument(
-        "model_dir",
-        metavar="MODEL_DIR",
-        nargs="?" if default else None,
-        default=default,
-        help=f"a directory written by cauce.serve.save_model (env {env})",
-    )
-
-
-def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+    serve = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP (Open Inference Protocol v2, dynamic batching)",
         description=(
             "Serve MODEL_DIR over HTTP: Open Inference Protocol v2 (KServe, Triton clients), "
-            "POST /v2/models/NAME/predict for raw feature records, GET /metrics for Prometheus. "
-            "Requests that arrive together run as one batch. SIGTERM drains and exits."
+            "POST /v2/models/NAME/predict for raw feature records, GET /metrics for Prometheus, "
+            "GET /v2/openapi.json for the OpenAPI document. Requests that arrive together run "
+            "as one batch. SIGTERM drains and exits."
         ),
     )
-    _model_dir(p, _S + "MODEL_DIR")
-    p.add_argument("--host", default=_env(_S + "HOST", "127.0.0.1"), help=f"(env {_S}HOST)")
-    p.add_argument(
-        "--port",
-        type=int,
-        default=_env(_S + "PORT", "8080"),
-        help=f"0 picks a free port (default 8080; env {_S}PORT)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=_env(_S + "WORKERS", "1"),
-        help=f"processes, each with its own copy of the model (env {_S}WORKERS)",
-    )
-    p.add_argument(
-        "--device", default=_env(_S + "DEVICE", "cpu"), help=f"cpu, cuda or cuda:N (env {_S}DEVICE)"
-    )
-    p.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=_env(_S + "MAX_BATCH_SIZE", "64"),
-        help=f"rows per model run; 1 turns batching off (default 64; env {_S}MAX_BATCH_SIZE)",
-    )
-    p.add_argument(
-        "--max-delay-ms",
-        type=float,
-        default=_env(_S + "MAX_DELAY_MS", "2.0"),
-        help=(
-            "longest wait for requests known to be on their way, only when some are "
-            f"(default 2; env {_S}MAX_DELAY_MS)"
+    _add(serve, "CAUCE_SERVE_", _SERVE)
+    serve.set_defaults(func=run_serve)
+    package = subparsers.add_parser(
+        "package",
+        help="write a Dockerfile and Kubernetes manifests that serve a model",
+        description=(
+            "Write OUT/Dockerfile (the model copied into the image) and OUT/k8s/*.yaml: a "
+            "Deployment with readiness and liveness probes on the v2 health endpoints and the "
+            "token from a Secret, a Service and a HorizontalPodAutoscaler. Build the image "
+            "with `docker build OUT`."
         ),
     )
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        default=_env(_S + "MAX_QUEUE", "1024"),
-        help=f"queued requests before 503 + Retry-After (default 1024; env {_S}MAX_QUEUE)",
+    _add(package, "CAUCE_PACKAGE_", _PACKAGE, {"--device": ("cpu", "cuda")})
+    package.set_defaults(func=run_package)
+    predict = subparsers.add_parser(
+        "predict",
+        help="score a Parquet dataset with a model (DuckDB here, or Spark)",
+        description=(
+            "Score every row of the Parquet file or directory --input with MODEL_DIR's "
+            "preprocessing and model; write the input's columns and the model's outputs as "
+            "Parquet files in the directory --output."
+        ),
     )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=_env(_S + "MAX_BODY_BYTES", "16777216"),
-        help=f"larger request bodies get 413 (default 16 MiB; env {_S}MAX_BODY_BYTES)",
+    _add(predict, "CAUCE_PREDICT_", _PREDICT, {"--engine": ("duckdb", "spark")})
+    env_option(
+        predict,
+        "--spark-master",
+        env="CAUCE_SPARK_MASTER",
+        help="for --engine spark: local[N], spark://HOST:7077",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=_env(_S + "THREADS", "0"),
-        help=f"torch threads per worker; 0: CPUs / workers less one (env {_S}THREADS)",
-    )
-    p.add_argument(
-        "--grace",
-        type=float,
-        default=_env(_S + "GRACE_S", "30.0"),
-        help=f"seconds to drain in-flight requests on SIGTERM (default 30; env {_S}GRACE_S)",
-    )
-    p.add_argument(
-        "--access-log",
-        action="store_true",
-        default=_env(_S + "ACCESS_LOG", "0") not in ("", "0"),
-        help=f"log every request (env {_S}ACCESS_LOG=1)",
-    )
-    p.set_defaults(func=run_serve)
+    predict.set_defaults(func=run_predict)
+
+
+def _token(args: argparse.Namespace) -> str:
+    from cauce.serve.api import SettingsError, check_token
+
+    if args.token and args.token_file:
+        raise SettingsError(
+            "give the token once: --token (or $CAUCE_SERVE_TOKEN) or --token-file "
+            "(or $CAUCE_SERVE_TOKEN_FILE), not both"
+        )
+    if not args.token_file:
+        return str(args.token or "")
+    try:
+        with open(args.token_file, encoding="utf-8") as f:
+            text = f.read(8192).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read --token-file {args.token_file}: {exc}") from None
+    return check_token(text, f"the token in {args.token_file}")
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from cauce.serve import ServeSettings, serve
+    from dataclasses import fields
 
-    settings = ServeSettings(
-        model_dir=args.model_dir,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        device=args.device,
-        max_batch_size=args.max_batch_size,
-        max_delay_ms=args.max_delay_ms,
-        max_queue=args.max_queue,
-        max_body_bytes=args.max_body_bytes,
-        threads=args.threads,
-        grace_s=args.grace,
-        access_log=args.access_log,
-    )
+    from cauce.serve import ServeSettings, serve
+    from cauce.serve._ready import server_url
+
+    values = {f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.name in args}
+    values["token"] = _token(args)
+    for key in ("tls_cert", "tls_key", "ready_file"):
+        values[key] = values[key] or ""
+    settings = ServeSettings(**values)
 
     def listening(host: str, port: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
         print(
-            f"cauce serve: {settings.model_dir} on http://{shown}:{port} "
+            f"cauce serve: {settings.model_dir} on {server_url(settings.scheme, host, port)} "
             f"({settings.workers} worker(s), {settings.device}, batches of up to "
-            f"{settings.max_batch_size}, max delay {settings.max_delay_ms:g} ms)",
+            f"{settings.max_batch_size}, max delay {settings.max_delay_ms:g} ms"
+            f"{', token required' if settings.token else ''})",
             file=sys.stderr,
             flush=True,
         )
 
     serve(settings, on_listening=listening)
     return 0
-
-
-def _register_package(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "package",
-        help="write a Dockerfile and Kubernetes manifests that serve a model",
-        description=(
-            "Write OUT/Dockerfile (the model copied into the image) and OUT/k8s/*.yaml: a "
-            "Deployment with readiness and liveness probes on the v2 health endpoints, a "
-            "Service and a HorizontalPodAutoscaler. Build the image with `docker build OUT`."
-        ),
-    )
-    _model_dir(p, _P + "MODEL_DIR")
-    p.add_argument(
-        "--out",
-        default=_env(_P + "OUT"),
-        required=_env(_P + "OUT") is None,
-        help=f"directory to write (env {_P}OUT)",
-    )
-    p.add_argument(
-        "--image",
-        default=_env(_P + "IMAGE"),
-        help=f"image name:tag (default cauce-NAME:VERSION; env {_P}IMAGE)",
-    )
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=_env(_P + "DEVICE", "cpu"),
-        help=f"cuda adds nvidia.com/gpu limits (env {_P}DEVICE)",
-    )
-    p.add_argument(
-        "--gpus",
-        type=int,
-        default=_env(_P + "GPUS", "1"),
-        help=f"GPUs per pod with --device cuda (env {_P}GPUS)",
-    )
-    p.add_argument(
-        "--replicas",
-        type=int,
-        default=_env(_P + "REPLICAS", "1"),
-        help=f"minimum replicas (env {_P}REPLICAS)",
-    )
-    p.add_argument(
-        "--max-replicas",
-        type=int,
-        default=_env(_P + "MAX_REPLICAS", "4"),
-        help=f"HPA maximum (env {_P}MAX_REPLICAS)",
-    )
-    p.add_argument("--cpu", default=_env(_P + "CPU", "1"), help=f"CPU request (env {_P}CPU)")
-    p.add_argument(
-        "--memory",
-        default=_env(_P + "MEMORY"),
-        help=f"memory request and limit, e.g. 2Gi (default: from the model size; env {_P}MEMORY)",
-    )
-    p.add_argument(
-        "--port", type=int, default=_env(_P + "PORT", "8080"), help=f"container port (env {_P}PORT)"
-    )
-    p.add_argument("--namespace", default=_env(_P + "NAMESPACE"), help=f"(env {_P}NAMESPACE)")
-    p.add_argument(
-        "--cauce-requirement",
-        default=_env(_P + "CAUCE_REQUIREMENT"),
-        help=f"what the image pip-installs for cauce (env {_P}CAUCE_REQUIREMENT)",
-    )
-    p.set_defaults(func=run_package)
 
 
 def run_package(args: argparse.Namespace) -> int:
@@ -226,53 +249,12 @@ def run_package(args: argparse.Namespace) -> int:
         port=args.port,
         namespace=args.namespace,
         cauce_requirement=args.cauce_requirement,
+        token_secret=args.token_secret,
+        insecure=args.insecure,
     )
     for path in written:
         print(path)
     return 0
-
-
-def _register_predict(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "predict",
-        help="score a Parquet dataset with a model (DuckDB here, or Spark)",
-        description=(
-            "Score every row of the Parquet file or directory --input with MODEL_DIR's "
-            "preprocessing and model; write the input's columns and the model's outputs as "
-            "Parquet files in the directory --output."
-        ),
-    )
-    _model_dir(p, _PR + "MODEL_DIR")
-    p.add_argument(
-        "--input",
-        default=_env(_PR + "INPUT"),
-        required=_env(_PR + "INPUT") is None,
-        help=f"Parquet file or directory (env {_PR}INPUT)",
-    )
-    p.add_argument(
-        "--output",
-        default=_env(_PR + "OUTPUT"),
-        required=_env(_PR + "OUTPUT") is None,
-        help=f"directory to write (env {_PR}OUTPUT)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=("duckdb", "spark"),
-        default=_env(_PR + "ENGINE", "duckdb"),
-        help=f"(default duckdb; env {_PR}ENGINE)",
-    )
-    p.add_argument(
-        "--spark-master",
-        default=_env("CAUCE_SPARK_MASTER"),
-        help="for --engine spark: local[N], spark://HOST:7077 (env CAUCE_SPARK_MASTER)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=_env(_PR + "BATCH_SIZE", "8192"),
-        help=f"rows per model run (env {_PR}BATCH_SIZE)",
-    )
-    p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:

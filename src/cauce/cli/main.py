@@ -2,7 +2,8 @@
 
 Expected errors (:class:`~cauce.errors.CauceError`) print one line ``error: ...`` and exit with
 the error's code (2 for a bad spec or a gang that can never fit); anything else is a bug and
-prints a traceback. Every option can also be set by an environment variable, named in --help.
+prints a traceback. Every option can also be set by an environment variable, named in --help
+(declared with :func:`~cauce.cli._options.env_option`; an empty variable counts as unset).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cauce.cli._options import env_default, env_option
 from cauce.errors import CauceError
 
-__all__ = ["env_default", "main"]
+__all__ = ["env_default", "env_option", "main"]
 
 #: Sub-command modules, each with ``register(subparsers)``; imported lazily so that one
 #: command does not pay for another's imports. A module whose extra is missing is skipped.
@@ -27,11 +29,6 @@ _COMMANDS = (
     "cauce.cli._tune",
     "cauce.cli._serve",
 )
-
-
-def env_default(name: str, default: str | None = None) -> str | None:
-    """The value of ``$name`` if set, else ``default`` (for argparse defaults)."""
-    return os.environ.get(name, default)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,6 +27,7 @@ from cauce.serve.api import (
     QueueFull,
     ServeError,
     ServeSettings,
+    SettingsError,
     TensorSpec,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "ServeApp",
     "ServeError",
     "ServeSettings",
+    "SettingsError",
     "TensorSpec",
     "load_model",
     "package",

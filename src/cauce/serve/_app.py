@@ -2,7 +2,10 @@
 
 Routes: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{name}``,
 ``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``, ``/v2/models/{name}/predict``
-(the same under ``/v2/models/{name}/versions/{version}/...``) and ``GET /metrics``.
+(the same under ``/v2/models/{name}/versions/{version}/...``), ``GET /metrics`` and
+``GET /v2/openapi.json`` (an OpenAPI 3 document of all of them). With a token, every route but
+health, readiness and the OpenAPI document answers 401 to a request without
+``Authorization: Bearer TOKEN``.
 
 The server is live as soon as it listens and ready once the model is loaded and warmed up. A
 request that is wrong in any way gets a 4xx whose ``{"error": ...}`` names the problem; a full
@@ -12,6 +15,7 @@ queue gets 503 with ``Retry-After``. A 5xx means a bug in cauce, and is logged a
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -37,10 +41,11 @@ from cauce.serve._http import (
 )
 from cauce.serve._loading import load_for_serving
 from cauce.serve._metrics import ServeMetrics
+from cauce.serve._openapi import openapi
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve.api import InvalidInput, QueueFull, ServeSettings
 
-__all__ = ["ServeApp", "create_app"]
+__all__ = ["ServeApp"]
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +58,31 @@ class _NotReady(Exception):
     pass
 
 
+class _WrongMethod(InvalidInput):
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message, status=405)
+        self.allowed = allowed
+
+
 def _endpoint(scope: Scope, name: str, method: str, allowed: str) -> None:
     """Name the endpoint (a metrics label); 405 if the method is not the one it takes."""
     scope["cauce.endpoint"] = name
     if method != allowed:
-        raise InvalidInput(
-            f"method {method} is not allowed on {scope['path']}; use {allowed}", status=405
+        raise _WrongMethod(
+            f"method {method} is not allowed on {scope['path']}; use {allowed}", allowed
         )
+
+
+def _is_open(parts: list[str]) -> bool:
+    """Whether a path is open without the token: health, readiness (for probes) and the
+    OpenAPI document."""
+    if parts in (["v2", "health", "live"], ["v2", "health", "ready"], ["v2", "openapi.json"]):
+        return True
+    return (
+        parts[:2] == ["v2", "models"]
+        and parts[-1] == "ready"
+        and (len(parts) == 4 or (len(parts) == 6 and parts[3] == "versions"))
+    )
 
 
 class ServeApp:
@@ -91,7 +114,10 @@ class ServeApp:
         self._loading: asyncio.Task[None] | None = None
         self._output_names = [t.name for t in self.spec.outputs]
         self._datatypes = {t.name: t.datatype for t in self.spec.outputs}
+        self._name_version = (self.spec.name, self.spec.version)
         self._metadata = orjson.dumps(self.spec.metadata())
+        self._openapi = orjson.dumps(openapi(self.spec, token=bool(settings.token)))
+        self._token = settings.token.encode() if settings.token else None
 
     @property
     def ready(self) -> bool:
@@ -163,10 +189,19 @@ class ServeApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            response = await self._route(scope, receive)
+            if self._token is not None and not self._authorized(scope):
+                self.metrics.error("unauthorized")
+                response = error_response(
+                    401,
+                    "this server needs a token: send the header Authorization: Bearer TOKEN",
+                    (b"www-authenticate", b'Bearer realm="cauce"'),
+                )
+            else:
+                response = await self._route(scope, receive)
         except InvalidInput as exc:
             self.metrics.error("too_large" if exc.status == 413 else "bad_request")
-            response = error_response(exc.status, str(exc))
+            allow = [(b"allow", exc.allowed.encode())] if isinstance(exc, _WrongMethod) else []
+            response = error_response(exc.status, str(exc), *allow)
         except QueueFull as exc:
             self.metrics.error("queue_full")
             response = error_response(
@@ -189,6 +224,15 @@ class ServeApp:
             scope.get("cauce.endpoint", "other"), response.status, time.perf_counter() - started
         )
 
+    def _authorized(self, scope: Scope) -> bool:
+        if _is_open(scope["path"].strip("/").split("/")):
+            return True
+        value = header(scope, b"authorization") or b""
+        scheme, _, given = value.partition(b" ")
+        assert self._token is not None
+        # compare_digest: the time taken does not tell how much of a guess was right
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
+
     async def _route(self, scope: Scope, receive: Receive) -> Response:
         method: str = scope["method"]
         parts = scope["path"].strip("/").split("/")
@@ -207,6 +251,9 @@ class ServeApp:
         if rest == ["health", "live"]:
             _endpoint(scope, "live", method, "GET")
             return json_response(200, {"live": True})
+        if rest == ["openapi.json"]:
+            _endpoint(scope, "openapi", method, "GET")
+            return Response(200, self._openapi, [(b"content-type", b"application/json")])
         if rest == ["health", "ready"]:
             _endpoint(scope, "ready", method, "GET")
             return json_response(200 if self.ready else 503, {"ready": self.ready})
@@ -253,7 +300,9 @@ class ServeApp:
                 if not raw_length.isdigit():
                     raise InvalidInput("Inference-Header-Content-Length must be a number")
                 length = int(raw_length)
-            request = decode_infer(body, length, self.spec.inputs, self._output_names)
+            request = decode_infer(
+                body, length, self.spec.inputs, self._output_names, self._name_version
+            )
             model.check_codes(request.inputs)  # names, datatypes and shapes: checked by decode
         except BaseException:
             batcher.forget()
@@ -291,10 +340,3 @@ class ServeApp:
                 "outputs": {name: outputs[name] for name in self._output_names},
             },
         )
-
-
-def create_app() -> ServeApp:
-    """The app of a worker process, from ``CAUCE_SERVE_*`` variables (``cauce serve --workers``)."""
-    from cauce.serve._server import worker_init
-
-    return worker_init()

@@ -24,8 +24,9 @@ from cauce.serve.api import DATATYPES, InvalidInput, TensorSpec
 __all__ = ["InferRequest", "decode_infer", "encode_infer", "loads"]
 
 _DTYPES = {name: np.dtype(np_name) for name, np_name in DATATYPES.items()}
-_KINDS_OK = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}  # data kind allowed per target kind
-_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+_KINDS_OK = {"b": "b", "u": "ui", "i": "ui", "f": "uif"}  # data kind allowed per target kind
+# model_name and model_version: what KServe's InferenceRESTClient sends besides the protocol's.
+_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs", "model_name", "model_version"}
 _INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 
 
@@ -57,8 +58,24 @@ def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     return _obj(params, f"{where}.parameters")
 
 
+def _has_bool(data: object) -> bool:
+    """Whether nested lists hold a JSON true or false (NumPy reads [true, 2] as [1, 2])."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, bool):
+            return True
+    return False
+
+
 def _array(
-    spec: TensorSpec, item: Mapping[str, Any], binary: memoryview, offset: int
+    spec: TensorSpec,
+    item: Mapping[str, Any],
+    binary: memoryview,
+    offset: int,
+    may_have_bools: bool,
 ) -> tuple[npt.NDArray[Any], int]:
     name = spec.name
     datatype = item.get("datatype")
@@ -102,21 +119,35 @@ def _array(
         raise InvalidInput(
             f"input {name!r}: data holds {raw.size} values, shape {shape} needs {count}"
         )
-    if count and raw.dtype.kind not in _KINDS_OK[dtype.kind]:
+    kind = raw.dtype.kind
+    if count and dtype.kind != "b" and kind != "b" and may_have_bools and _has_bool(item["data"]):
+        kind = "b"  # true or false among numbers: NumPy made them 1 and 0
+    if count and kind not in _KINDS_OK[dtype.kind]:
         what = {"U": "strings", "O": "mixed values", "f": "non-integers", "b": "booleans"}
-        kind = what.get(raw.dtype.kind, f"values of kind {raw.dtype.kind!r}")
-        raise InvalidInput(f"input {name!r}: datatype {spec.datatype} cannot hold {kind}")
-    if count and dtype.kind in "ui" and raw.dtype.kind in "ui":
+        held = what.get(kind, f"values of kind {kind!r}")
+        raise InvalidInput(f"input {name!r}: datatype {spec.datatype} cannot hold {held}")
+    if count and dtype.kind in "ui" and kind in "ui":
         info = np.iinfo(dtype)
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInput(f"input {name!r}: a value is out of range for {spec.datatype}")
-    return raw.astype(dtype, copy=False).reshape(shape), offset
+    out = raw.astype(dtype, copy=False)
+    if count and dtype.kind == "f" and not np.isfinite(out).all():
+        raise InvalidInput(
+            f"input {name!r}: a value is out of range for {spec.datatype} "
+            f"(largest magnitude {float(np.finfo(dtype).max):g})"
+        )
+    return out.reshape(shape), offset
 
 
 def decode_infer(
-    body: bytes, header_length: int | None, inputs: Sequence[TensorSpec], outputs: Sequence[str]
+    body: bytes,
+    header_length: int | None,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[str],
+    model: tuple[str, str] = ("", ""),
 ) -> InferRequest:
-    """Parse and check an ``/infer`` body against the model's tensors."""
+    """Parse and check an ``/infer`` body against the model's tensors; ``model`` is its name and
+    version, which a ``model_name`` or ``model_version`` in the body must match."""
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise InvalidInput(
@@ -130,6 +161,12 @@ def decode_infer(
     unknown = sorted(set(req) - _REQUEST_KEYS)
     if unknown:
         raise InvalidInput(f"the request has unknown key {unknown[0]!r}")
+    for key, expected in zip(("model_name", "model_version"), model, strict=True):
+        if key in req and req[key] != expected:
+            raise InvalidInput(
+                f"{key} {req[key]!r} in the body does not match the URL's {expected!r}"
+            )
+    may_have_bools = b"true" in head or b"false" in head
     items = req.get("inputs")
     if not isinstance(items, list) or not items:
         raise InvalidInput("the request must have a non-empty list 'inputs'")
@@ -148,7 +185,7 @@ def decode_infer(
         bad = sorted(set(item) - _INPUT_KEYS)
         if bad:
             raise InvalidInput(f"input {name!r} has unknown key {bad[0]!r}")
-        arrays[name], offset = _array(by_name[name], item, binary, offset)
+        arrays[name], offset = _array(by_name[name], item, binary, offset, may_have_bools)
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} binary bytes after the last input")
     missing = [n for n in by_name if n not in arrays]

@@ -5,7 +5,8 @@ Written into OUT::
     Dockerfile          python slim image, torch + cauce[serve], the model under /models/NAME
     .dockerignore
     model/              a copy of the model directory (the build context holds everything)
-    k8s/deployment.yaml readiness /v2/health/ready, liveness /v2/health/live, requests, GPUs
+    k8s/deployment.yaml readiness /v2/health/ready, liveness /v2/health/live, requests, GPUs,
+                        the token from a Secret (secretKeyRef), never the token itself
     k8s/service.yaml    ClusterIP on the server's port
     k8s/hpa.yaml        autoscaling/v2 on CPU utilization
 
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from cauce.serve._spec import ModelSpec, read_spec
-from cauce.serve.api import ServeError
+from cauce.serve.api import ServeError, SettingsError
 
 __all__ = ["manifests", "package"]
 
@@ -93,9 +94,16 @@ def manifests(
     port: int,
     namespace: str | None,
     grace_s: int = 30,
+    token_secret: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The Deployment, Service and HorizontalPodAutoscaler, by file name."""
+    """The Deployment, Service and HorizontalPodAutoscaler, by file name. The server's token
+    comes from key ``token`` of the Secret ``token_secret``; ``None``: no token (insecure)."""
     name = _k8s_name(f"cauce-{spec.name}")
+    if token_secret is None:
+        auth: dict[str, Any] = {"name": "CAUCE_SERVE_INSECURE", "value": "1"}
+    else:
+        secret = {"name": token_secret, "key": "token"}
+        auth = {"name": "CAUCE_SERVE_TOKEN", "valueFrom": {"secretKeyRef": secret}}
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
     meta: dict[str, Any] = {"name": name, "labels": labels}
     if namespace:
@@ -128,6 +136,7 @@ def manifests(
             {"name": "CAUCE_SERVE_PORT", "value": str(port)},
             {"name": "CAUCE_SERVE_DEVICE", "value": device},
             {"name": "CAUCE_SERVE_GRACE_S", "value": str(grace_s)},
+            auth,
         ],
         "resources": resources,
         "readinessProbe": probe("/v2/health/ready", 5, 3),
@@ -207,11 +216,27 @@ def package(
     port: int = 8080,
     namespace: str | None = None,
     cauce_requirement: str | None = None,
+    token_secret: str | None = None,
+    insecure: bool = False,
 ) -> list[Path]:
-    """Write the Dockerfile, the model and the manifests into ``out``; returns the files."""
+    """Write the Dockerfile, the model and the manifests into ``out``; returns the files.
+
+    The server needs a token (it listens on 0.0.0.0): the Deployment reads it from key
+    ``token`` of the Secret ``token_secret`` (default ``cauce-NAME-token``), which the manifests
+    only name; no token is ever written. ``insecure=True`` serves without one.
+    """
     import cauce
 
     spec = read_spec(Path(model_dir))
+    if insecure and token_secret:
+        raise SettingsError("a token secret and insecure exclude each other: give one")
+    if not insecure:
+        token_secret = token_secret or _k8s_name(f"cauce-{spec.name}-token")
+        if _k8s_name(token_secret) != token_secret:
+            raise SettingsError(
+                f"token secret must be a Kubernetes name (lowercase letters, digits, '-'), "
+                f"got {token_secret!r}"
+            )
     if device not in ("cpu", "cuda"):
         raise ServeError(f"device must be cpu or cuda, got {device!r}")
     if not 1 <= replicas <= max_replicas:
@@ -244,6 +269,7 @@ def package(
         memory=memory or _memory_for(model_bytes),
         port=port,
         namespace=namespace,
+        token_secret=None if insecure else token_secret,
     )
     for file_name, doc in docs.items():
         path = folder / "k8s" / file_name

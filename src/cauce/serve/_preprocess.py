@@ -65,7 +65,15 @@ class Preprocessor:
                 if name not in record:
                     raise FeatureError(name, i, "is missing")
                 raw[i, j] = self._number(record[name], fill, name, i)
-        return self.assemble(codes, raw)
+        out = self.assemble(codes, raw)
+        if self._numeric:
+            bad = np.argwhere(~np.isfinite(out[self.pre.numeric_input]))
+            if len(bad):
+                i, j = (int(k) for k in bad[0])
+                raise FeatureError(
+                    self._numeric[j][0], i, f"is {raw[i, j]!r}: out of range for FP32 once scaled"
+                )
+        return out
 
     def columns(self, cols: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> dict[str, Any]:
         """Columns of equal length (lists, NumPy or pandas), one per feature."""
@@ -121,5 +129,8 @@ class Preprocessor:
             return fill
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise FeatureError(name, i, f"must be a number or null, got {_kind(value)}")
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:
+            raise FeatureError(name, i, "is too large for a float") from None
         return fill if math.isnan(x) else x

@@ -12,28 +12,28 @@ SIGTERM drains: the server stops accepting connections, answers every request it
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import ipaddress
 import logging
 import os
 import shutil
 import signal
 import socket
-import sys
+import ssl
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cauce.serve._app import ServeApp
+from cauce.serve._ready import ReadyFile
 from cauce.serve._spec import read_spec
-from cauce.serve.api import ServeError, ServeSettings
+from cauce.serve._worker import FACTORY, LOG_LEVEL_ENV, SUPERVISOR_ENV
+from cauce.serve.api import ServeError, ServeSettings, SettingsError
 
-__all__ = ["bind", "serve", "worker_init"]
+__all__ = ["bind", "check_exposure", "serve"]
 
 log = logging.getLogger(__name__)
 
-_SUPERVISOR = "CAUCE_SERVE_SUPERVISOR_PID"
-_LOG_LEVEL = "CAUCE_SERVE_LOG_LEVEL"
 _STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start: do not restart
 
 
@@ -51,19 +51,61 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
+
+
+def check_exposure(settings: ServeSettings) -> None:
+    """Refuse what would serve other machines without authentication, and files that will not
+    do (TLS, the ready file), before anything starts."""
+    if not (settings.token or settings.insecure or is_loopback(settings.host)):
+        raise SettingsError(
+            f"refusing to serve on {settings.host}, reachable from other machines, without a "
+            "token: set --token-file FILE or $CAUCE_SERVE_TOKEN (clients send Authorization: "
+            "Bearer TOKEN), or pass --insecure to serve without authentication"
+        )
+    if settings.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                settings.tls_cert, settings.tls_key
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"cannot use --tls-cert {settings.tls_cert} with --tls-key {settings.tls_key}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
+    if settings.ready_file and not Path(settings.ready_file).parent.is_dir():
+        raise SettingsError(
+            f"--ready-file {settings.ready_file}: its folder does not exist; create it first"
+        )
+
+
 def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     import importlib.util
 
+    from cauce.serve._protocol import PROTOCOL
+
     fast = importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
+    tls = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
     return {
         "loop": "uvloop" if fast else "asyncio",
-        "http": "httptools" if fast else "h11",
+        # h11 (without the extra's httptools) has the size limit, not the head deadline
+        "http": PROTOCOL if fast else "h11",
         "lifespan": "on",
         "access_log": settings.access_log,
         "log_config": None,
         "timeout_graceful_shutdown": settings.grace_s,
         "server_header": False,
         "backlog": 2048,
+        "max_header_bytes": settings.max_header_bytes,
+        "header_timeout_s": settings.header_timeout_s,
+        **(tls if settings.tls_cert else {}),
     }
 
 
@@ -75,23 +117,32 @@ def serve(
         import uvicorn  # noqa: F401  (the extra is there)
     except ModuleNotFoundError as exc:
         raise ServeError(f"cauce serve needs {exc.name}: pip install 'cauce[serve]'") from None
+    check_exposure(settings)
     read_spec(settings.model_dir)  # a bad model directory fails here, before any process starts
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     if on_listening is not None:
         on_listening(host, port)
     options = _uvicorn_options(settings)
+    ready = None
+    if settings.ready_file:
+        ready = ReadyFile(settings.ready_file, scheme=settings.scheme, host=host, port=port)
+        ready.start()
     try:
         if settings.workers == 1:
             _serve_here(settings, sock, options)
         else:
             _serve_workers(settings, sock, options)
     finally:
+        if ready is not None:
+            ready.close()
         sock.close()
 
 
 def _serve_here(settings: ServeSettings, sock: socket.socket, options: dict[str, Any]) -> None:
     import uvicorn
+
+    from cauce.serve._protocol import ServeConfig
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -110,26 +161,25 @@ def _serve_here(settings: ServeSettings, sock: socket.socket, options: dict[str,
                 captured.remove(sig)
 
     app = ServeApp(settings, on_fatal=fatal)
-    server = Server(uvicorn.Config(app, **options))
+    server = Server(ServeConfig(app, **options))
     server.run(sockets=[sock])
     if failures:
         raise ServeError(f"cannot serve {settings.model_dir}: {failures[0]}") from failures[0]
 
 
 def _serve_workers(settings: ServeSettings, sock: socket.socket, options: dict[str, Any]) -> None:
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from cauce.serve._protocol import ServeConfig
 
     metrics_dir = tempfile.mkdtemp(prefix="cauce-serve-metrics-")
     saved = dict(os.environ)
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ[_SUPERVISOR] = str(os.getpid())
-    os.environ[_LOG_LEVEL] = str(logging.getLogger().getEffectiveLevel())
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    os.environ[LOG_LEVEL_ENV] = str(logging.getLogger().getEffectiveLevel())
     try:
-        config = uvicorn.Config(
-            "cauce.serve._app:create_app", factory=True, workers=settings.workers, **options
-        )
+        config = ServeConfig(FACTORY, factory=True, workers=settings.workers, **options)
         supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
     finally:
@@ -140,29 +190,3 @@ def _serve_workers(settings: ServeSettings, sock: socket.socket, options: dict[s
         raise ServeError(
             f"cannot serve {settings.model_dir}: a worker could not load it (see above)"
         )
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGTERM when the supervisor dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        os._exit(1)
-
-
-def worker_init() -> ServeApp:
-    """Build the app inside a worker process started by :func:`serve`."""
-    parent = os.environ.get(_SUPERVISOR)
-    if parent:
-        _die_with_parent(int(parent))
-    if not logging.getLogger().handlers:  # a spawned worker: log like the CLI that started it
-        level = int(os.environ.get(_LOG_LEVEL, str(logging.WARNING)))
-        logging.basicConfig(
-            level=level, format=f"%(levelname)s [{os.getpid()}] %(name)s: %(message)s"
-        )
-
-    # Loads in its startup: a worker takes connections only once its model is ready, and one
-    # that cannot load it fails its startup, which stops the supervisor (no restart loop).
-    return ServeApp(ServeSettings.from_env(), background=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ _TOP_KEYS = {
     "created_at",
     "torch_version",
 }
+_NUMERIC_KEYS = ("mean", "std", "fill")
 
 
 @dataclass(frozen=True)
@@ -209,9 +209,10 @@ class _Reader:
                     else:
                         f = self.obj(item, fat, {"name", "mean", "std", "fill"})
                         num = (int, float)
-                        values = [float(self.get(f, k, fat, num)) for k in ("mean", "std", "fill")]
-                        if not all(math.isfinite(v) for v in values):
-                            raise self.fail(fat, f"mean, std and fill must be finite: {values}")
+                        try:
+                            values = [float(self.get(f, k, fat, num)) for k in _NUMERIC_KEYS]
+                        except OverflowError:
+                            raise self.fail(fat, "mean, std and fill must be finite") from None
                         nums.append(NumericFeature(self.get(f, "name", fat, str), *values))
                 except ServeError as exc:
                     if isinstance(exc, ModelFormatError):

@@ -6,10 +6,11 @@ without paying for a deep-learning framework.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cauce.errors import CauceError
@@ -25,6 +26,7 @@ __all__ = [
     "QueueFull",
     "ServeError",
     "ServeSettings",
+    "SettingsError",
     "TensorSpec",
 ]
 
@@ -46,6 +48,12 @@ DATATYPES: Mapping[str, str] = {
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: Bounds of a tensor's declared shape, and of a numeric feature's mean, std and fill (an FP32
+#: input: beyond them, scaling overflows float32 or loses every digit).
+_MAX_DIMS = 8
+_MAX_DIM = 1 << 24
+_MAX_ROW = 1 << 26
+_MAX_SCALE = 1e30
 
 
 class ServeError(CauceError):
@@ -83,6 +91,12 @@ class FeatureError(InvalidInput):
         self.feature = feature
         self.record = record
         super().__init__(f"record {record}: feature {feature!r} {problem}")
+
+
+class SettingsError(ServeError):
+    """A server setting is out of its range or inconsistent; nothing was started."""
+
+    exit_code = 2
 
 
 class QueueFull(ServeError):
@@ -126,6 +140,12 @@ class TensorSpec:
             raise ServeError(
                 f"tensor {self.name!r}: shape must start with -1 (the batch) and hold sizes "
                 f">= 1 or -1, got {list(shape)}"
+            )
+        row = math.prod(abs(d) for d in shape[1:])
+        if len(shape) > _MAX_DIMS or max(shape) > _MAX_DIM or row > _MAX_ROW:
+            raise ServeError(
+                f"tensor {self.name!r}: shape must have at most {_MAX_DIMS} dimensions of at "
+                f"most {_MAX_DIM} each, {_MAX_ROW} values per row, got {list(shape)}"
             )
         object.__setattr__(self, "shape", shape)
 
@@ -171,8 +191,17 @@ class NumericFeature:
     fill: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.std > 0:
-            raise ServeError(f"numeric feature {self.name!r}: std must be > 0, got {self.std}")
+        values = {"mean": self.mean, "std": self.std, "fill": self.fill_value}
+        for key, value in values.items():
+            if not (math.isfinite(value) and abs(value) <= _MAX_SCALE):
+                raise ServeError(
+                    f"numeric feature {self.name!r}: {key} must be a finite number of "
+                    f"magnitude at most {_MAX_SCALE:g}, got {value!r}"
+                )
+        if not self.std >= 1 / _MAX_SCALE:
+            raise ServeError(
+                f"numeric feature {self.name!r}: std must be >= {1 / _MAX_SCALE:g}, got {self.std}"
+            )
 
     @property
     def fill_value(self) -> float:
@@ -207,29 +236,69 @@ class Preprocessing:
         return [f.name for f in self.categorical] + [f.name for f in self.numeric]
 
 
-def _env_int(name: str, default: int) -> int:
+def _from_env(name: str, kind: type, default: Any) -> Any:
+    """``$name`` parsed as ``kind``; ``default`` when it is unset or empty."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
+    if kind is bool:
+        return raw.strip().lower() not in ("0", "false", "no", "off")
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ServeError(f"${name} must be an integer, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise SettingsError(f"${name} must be {what}, got {raw!r}") from None
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ServeError(f"${name} must be a number, got {raw!r}") from None
+#: Bounds of the numeric settings: (low, high). Beyond them a value is a mistake (a million
+#: workers, an hour of batching delay) that would exhaust the host or hang the server.
+_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "port": (0, 65535),
+    "workers": (1, 256),
+    "max_batch_size": (1, 65536),
+    "max_delay_ms": (0, 10_000),
+    "max_queue": (1, 1_000_000),
+    "max_body_bytes": (1024, 1 << 30),
+    "threads": (0, 1024),
+    "grace_s": (0, 3600),
+    "max_header_bytes": (1024, 1 << 20),
+    "header_timeout_s": (0.1, 3600),
+}
+
+
+def _check_bounds(settings: object) -> None:
+    for name, (low, high) in _BOUNDS.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, got {value!r}")
+        if value < low:
+            raise SettingsError(f"{name} must be >= {low:g}, got {value!r}")
+        if value > high:
+            raise SettingsError(f"{name} must be <= {high:g}, got {value!r}")
+
+
+def check_token(token: str, what: str = "the token") -> str:
+    """A bearer token: 1 to 4096 visible ASCII characters (it travels in a header)."""
+    if not token or len(token) > 4096 or not all(33 <= ord(c) <= 126 for c in token):
+        raise SettingsError(
+            f"{what} must be 1 to 4096 visible ASCII characters (no spaces), "
+            f"got {len(token)} characters"
+        )
+    return token
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What ``cauce serve`` runs with. Each field has an environment variable, ``env_name``."""
+    """What ``cauce serve`` runs with. Each field has an environment variable, ``env_name``.
+
+    ``token``: when set, every endpoint but health, readiness and the OpenAPI document needs
+    ``Authorization: Bearer TOKEN``. ``ready_file``: written (atomically) once the server
+    answers requests, see :mod:`cauce.serve._ready`. ``tls_cert``/``tls_key``: PEM files, for
+    HTTPS. ``max_header_bytes`` and ``header_timeout_s`` bound a request's head: larger gets
+    431, slower gets the connection closed.
+    """
 
     model_dir: str
     host: str = "127.0.0.1"
@@ -243,23 +312,26 @@ class ServeSettings:
     threads: int = 0  # torch intra-op threads per worker; 0: CPUs / workers, less one
     grace_s: float = 30.0
     access_log: bool = False
+    token: str = field(default="", repr=False)
+    insecure: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    ready_file: str = ""
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        checks = [
-            ("port", 0 <= self.port <= 65535, "between 0 and 65535"),
-            ("workers", self.workers >= 1, ">= 1"),
-            ("max_batch_size", self.max_batch_size >= 1, ">= 1"),
-            ("max_delay_ms", self.max_delay_ms >= 0, ">= 0"),
-            ("max_queue", self.max_queue >= 1, ">= 1"),
-            ("max_body_bytes", self.max_body_bytes >= 1024, ">= 1024"),
-            ("threads", self.threads >= 0, ">= 0"),
-            ("grace_s", self.grace_s >= 0, ">= 0"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ServeError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        _check_bounds(self)
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ServeError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+            raise SettingsError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.token:
+            check_token(self.token)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @staticmethod
     def env_name(field_name: str) -> str:
@@ -275,18 +347,12 @@ class ServeSettings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
-        """Settings from ``CAUCE_SERVE_*`` variables, then ``overrides``."""
-        d = cls.__dataclass_fields__
-        values: dict[str, Any] = {
-            "model_dir": os.environ.get(cls.env_name("model_dir"), ""),
-            "host": os.environ.get(cls.env_name("host"), d["host"].default),
-            "device": os.environ.get(cls.env_name("device"), d["device"].default),
-            "access_log": os.environ.get(cls.env_name("access_log"), "0") not in ("", "0"),
-        }
-        for name in ("port", "workers", "max_batch_size", "max_queue", "max_body_bytes"):
-            values[name] = _env_int(cls.env_name(name), d[name].default)  # type: ignore[arg-type]
-        values["threads"] = _env_int(cls.env_name("threads"), 0)
-        for name in ("max_delay_ms", "grace_s"):
-            values[name] = _env_float(cls.env_name(name), d[name].default)  # type: ignore[arg-type]
+        """Settings from ``CAUCE_SERVE_*`` variables (empty ones count as unset), then
+        ``overrides``."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            default = "" if f.name == "model_dir" else f.default
+            kind = type(default)
+            values[f.name] = _from_env(cls.env_name(f.name), kind, default)
         values.update(overrides)
         return cls(**values)
