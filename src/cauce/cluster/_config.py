@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 
 __all__ = ["LocalConfig", "load_local_config"]
@@ -31,15 +32,10 @@ def load_local_config(home: Path) -> LocalConfig:
     path = home / "config.yaml"
     if not path.exists():
         return LocalConfig()
-    import yaml
-
     from cauce.spec import parse_memory
 
     source = str(path)
-    try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError("", f"cannot be read: {exc}", source=source) from None
+    data: Any = load_yaml_file(path, what="config file") or {}
     if not isinstance(data, dict):
         raise SpecError("", "must be a mapping with a 'local' section", source=source)
     unknown = [key for key in data if key != "local"]

@@ -13,6 +13,7 @@ import fsspec
 import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
 
+from cauce._util.files import atomic_write_bytes, fsync_tree
 from cauce.data.api import DataError
 
 _CHUNK = 8 * 1024 * 1024
@@ -66,13 +67,7 @@ class Fs:
     def write_atomic(self, path: str, data: bytes) -> None:
         """Replace ``path`` with ``data`` so that readers see the old or the new content, whole."""
         if self.local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(os.path.dirname(path))
+            atomic_write_bytes(path, data)
         elif _protocol(self.fs) in _OBJECT_STORES:
             self.fs.pipe_file(path, data)
         else:  # HDFS and the like: rename within one directory is atomic
@@ -121,24 +116,8 @@ class Fs:
 
     def fsync_tree(self, path: str) -> None:
         """Flush every file under a local ``path`` to disk (no-op for remote stores)."""
-        if not self.local:
-            return
-        for dirpath, _, names in os.walk(path):
-            for name in names:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            fsync_dir(dirpath)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        if self.local:
+            fsync_tree(path)
 
 
 def _protocol(fs: fsspec.AbstractFileSystem) -> str:

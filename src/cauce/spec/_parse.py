@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 from cauce.spec._tune import parse_tune
 from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
@@ -71,22 +72,8 @@ _UNITS = {
 
 def load_job(path: str | os.PathLike[str]) -> JobSpec:
     """Read and validate a job file. Relative ``workdir`` is taken from the file's folder."""
-    import yaml
-
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", f"job file {str(file)!r} does not exist") from None
-    except OSError as exc:
-        raise SpecError("", f"job file {str(file)!r} cannot be read: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError("", f"is not valid YAML{where}: {problem}", source=str(file)) from None
+    data = load_yaml_file(file, what="job file")
     return parse_job(data, source=str(file), base_dir=file.resolve().parent)
 
 
