@@ -33,6 +33,7 @@ def load_local_config(home: Path) -> LocalConfig:
     if not path.exists():
         return LocalConfig()
     from cauce.spec import parse_memory
+    from cauce.spec._values import MAX_CPUS, number_problem
 
     source = str(path)
     data: Any = load_yaml_file(path, what="config file") or {}
@@ -55,10 +56,9 @@ def load_local_config(home: Path) -> LocalConfig:
     if gpus is not None:
         gpus = ",".join(str(g) for g in gpus) if isinstance(gpus, list) else str(gpus)
     cpus = local.get("cpus")
-    if cpus is not None and (
-        isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0
-    ):
-        raise SpecError("local.cpus", f"must be a number > 0, got {cpus!r}", source=source)
+    problem = "" if cpus is None else number_problem(cpus, above=0, maximum=MAX_CPUS)
+    if problem:
+        raise SpecError("local.cpus", problem, source=source)
     memory = local.get("memory")
     return LocalConfig(
         gpus=gpus,

@@ -95,19 +95,10 @@ def is_pipeline(raw: object) -> bool:
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
-    import yaml
+    from cauce._util.yamlfile import load_yaml_file
 
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(
-            "", f"cannot read pipeline file: {exc.strerror}", source=str(path)
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"is not valid YAML: {exc}", source=str(path)) from None
+    raw = load_yaml_file(file, what="pipeline file")
     return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
 
 
