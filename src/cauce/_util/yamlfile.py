@@ -142,8 +142,8 @@ class _Bounded(Composer, SafeConstructor):
         return super().construct_mapping(node, deep)
 
 
-def _loader_class() -> type:
-    if getattr(yaml, "__with_libyaml__", False):
+def _loader_class(libyaml: bool) -> type[Any]:
+    if libyaml:
         from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
         class _CLoader(_Bounded, CParser, Resolver):
@@ -171,7 +171,7 @@ def _loader_class() -> type:
     return _PyLoader
 
 
-_LOADER = _loader_class()
+_LOADER = _loader_class(bool(getattr(yaml, "__with_libyaml__", False)))
 
 
 def load_yaml_file(path: Path, *, what: str) -> Any:
@@ -206,7 +206,11 @@ def load_yaml_text(text: str, *, source: str) -> Any:
         raise SpecError(
             "", f"is larger than {MAX_SPEC_BYTES // 1024} KiB: a spec is short", source=source
         )
-    loader = _LOADER(text)
+    return _parse(text, source, _LOADER)
+
+
+def _parse(text: str, source: str, loader_class: type[Any]) -> Any:
+    loader = loader_class(text)
     try:
         return loader.get_single_data()
     except yaml.YAMLError as exc:

@@ -124,7 +124,7 @@ def _refs(value: object) -> Iterator[tuple[str, str]]:
 def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> PipelineSpec:
     if not isinstance(raw, Mapping):
         raise SpecError("", "must be a mapping with name: and steps:", source=source)
-    unknown = sorted(set(raw) - {"name", "steps"})
+    unknown = sorted(str(key) for key in set(raw) - {"name", "steps"})
     if unknown:
         raise SpecError(
             unknown[0],
@@ -161,7 +161,7 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
         if not isinstance(body, Mapping):
             raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
         kind = body.get("kind", _ALIASES.get(step_name, step_name))
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise SpecError(
                 f"{where}.kind" if "kind" in body else where,
                 f"has no kind: set kind: to one of {', '.join(KINDS)}"

@@ -109,7 +109,9 @@ class ParamSpec:
         """How many values :meth:`grid` has (without making them), or None when infinitely many."""
         if self.type == "choice":
             return len(self.values)
-        if self.low is None or self.high is None or (self.type == "uniform" and not self.step):
+        if self.low is None or self.high is None or self.type not in ("int", "uniform"):
+            return None
+        if self.type == "uniform" and self.step is None:
             return None
         return round((self.high - self.low) / (self.step or 1)) + 1
 
@@ -310,7 +312,7 @@ class _TuneParser:
         )
         if sampler.type == "grid":
             for param in space:
-                if param.grid() is None:
+                if param.grid_count() is None:
                     raise self.error(
                         f"tune.space.{param.name}",
                         f"cannot be searched by the grid sampler: a {param.type} without step "

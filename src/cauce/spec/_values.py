@@ -63,7 +63,9 @@ def number_problem(
     unit: str = "",
 ) -> str:
     """A finite number >= ``minimum`` (or > ``above``) and <= ``maximum``, or the problem."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {short_repr(value)}"
+    if isinstance(value, float) and math.isnan(value):
         return f"must be a number, got {short_repr(value)}"
     if isinstance(value, float) and math.isinf(value):
         return f"must be a finite number, got {short_repr(value)}"
