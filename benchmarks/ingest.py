@@ -17,8 +17,8 @@ it, once per run, in batches of ``--batch-size`` rows, into a dict of PyTorch te
 - **hf**: Hugging Face ``datasets``: ``Dataset.from_parquet`` (its Arrow cache is built before
   the clock starts), then ``with_format("torch").iter(batch_size)``.
 
-With ``--s3``, the dataset is also copied to a bucket of moto's S3 server (a subprocess on
-127.0.0.1) and read from ``s3://``: **cauce_s3** (pyarrow's native S3 client, credentials and
+With ``--s3``, the dataset is also copied to a bucket of moto's S3 server (in this process,
+on 127.0.0.1) and read from ``s3://``: **cauce_s3** (pyarrow's native S3 client, credentials and
 endpoint from the environment), **cauce_s3_fsspec** (the same read given ``storage_options``,
 so through s3fs wrapped for pyarrow: what cauce did before it tried pyarrow's own
 filesystems) and **pyarrow_s3** (the hand-written loop on ``pyarrow.fs.S3FileSystem``);
@@ -45,14 +45,11 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,31 +97,21 @@ def read_cauce(
 
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 (a subprocess), its endpoint in the environment."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    """moto's S3 server on 127.0.0.1 (in this process), its endpoint in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=url,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("error: moto's S3 server did not start") from None
-                time.sleep(0.1)
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=url,
-        )  # fmt: skip
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def s3_sides(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cauce.errors import SpecError
 from cauce.pipeline import load_pipeline
 from cauce.spec import load_job, parse_job
 from cauce.spec._tune import parse_tune
+from test_spec import job, refused
 
 # 9 lists of 9 aliases to the previous one: 9**9 (387 million) strings once expanded, in 400
 # bytes. Formatting or walking the expanded value took gigabytes and minutes.
@@ -42,18 +44,18 @@ def refused_text(text: str, tmp_path: Path, name: str = "job.yaml") -> str:
     return message
 
 
-def job(**fields: object) -> dict[str, object]:
-    base: dict[str, object] = {"name": "t", "command": "true"}
-    base.update(fields)
-    return base
-
-
-def refused(data: object) -> str:
-    with pytest.raises(SpecError) as info:
-        parse_job(data, source="job.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+def run_cli(
+    path: Path, env: dict[str, str], preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cauce", "run", "--dry-run", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=preexec_fn,
+    )
 
 
 def _limit_memory() -> None:
@@ -67,15 +69,7 @@ def test_alias_bomb_is_refused_quickly_with_bounded_memory(
     path.write_text(bomb_job(), encoding="utf-8")
     assert path.stat().st_size < 500
     # 1 GiB of address space for the whole CLI; today it grows past that (and spins).
-    done = subprocess.run(
-        [sys.executable, "-m", "cauce", "run", "--dry-run", str(path)],
-        env=cauce_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=_limit_memory,
-    )
+    done = run_cli(path, cauce_env, preexec_fn=_limit_memory)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
@@ -124,14 +118,7 @@ def test_spec_files_over_1_mib_are_refused(tmp_path: Path) -> None:
 def test_non_utf8_file_names_file_and_offset(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     path = tmp_path / "job.yaml"
     path.write_bytes(b"name: t\ncommand: caf\xe9\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "cauce", "run", "--dry-run", str(path)],
-        env=cauce_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(path, cauce_env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: job file {str(path)!r} is not UTF-8 text: byte 0xe9 at offset 20 cannot be "
@@ -255,14 +242,7 @@ def test_cluster_addresses_that_parse(address: str) -> None:
 def test_cli_refuses_a_cluster_without_host(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     path = tmp_path / "job.yaml"
     path.write_text("name: t\ncommand: 'true'\ncluster: spark://\n", encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "cauce", "run", "--dry-run", str(path)],
-        env=cauce_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(path, cauce_env)
     assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr
     assert "cluster must name the Spark master as spark://HOST:PORT" in done.stderr
 
