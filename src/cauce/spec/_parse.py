@@ -437,7 +437,7 @@ class _Parser:
             raise self.error(
                 "roles",
                 f"must be a mapping of role name to role, like {{worker: {{instances: 2}}}}, "
-                f"got {value!r}",
+                f"got {short_repr(value)}",
             )
         roles: list[RoleSpec] = []
         for name, body in value.items():
@@ -452,7 +452,7 @@ class _Parser:
                 body = {}
             if not isinstance(body, Mapping):
                 raise self.error(
-                    path, f"must be a mapping like {{instances: 2}}, got {body!r}", body
+                    path, f"must be a mapping like {{instances: 2}}, got {short_repr(body)}", body
                 )
             self.check_keys(body, _ROLE_KEYS, path)
             instances = self.integer(body.get("instances", 1), f"{path}.instances", minimum=1)
@@ -461,7 +461,9 @@ class _Parser:
             )
             tracked = body.get("tracked", name not in framework.untracked)
             if not isinstance(tracked, bool):
-                raise self.error(f"{path}.tracked", f"must be true or false, got {tracked!r}")
+                raise self.error(
+                    f"{path}.tracked", f"must be true or false, got {short_repr(tracked)}"
+                )
             roles.append(
                 RoleSpec(
                     name=name,
