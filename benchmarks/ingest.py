@@ -17,6 +17,14 @@ it, once per run, in batches of ``--batch-size`` rows, into a dict of PyTorch te
 - **hf**: Hugging Face ``datasets``: ``Dataset.from_parquet`` (its Arrow cache is built before
   the clock starts), then ``with_format("torch").iter(batch_size)``.
 
+With ``--s3``, the dataset is also copied to a bucket of moto's S3 server (in this process,
+on 127.0.0.1) and read from ``s3://``: **cauce_s3** (pyarrow's native S3 client, credentials and
+endpoint from the environment), **cauce_s3_fsspec** (the same read given ``storage_options``,
+so through s3fs wrapped for pyarrow: what cauce did before it tried pyarrow's own
+filesystems) and **pyarrow_s3** (the hand-written loop on ``pyarrow.fs.S3FileSystem``);
+``ratio_s3`` is cauce_s3 / pyarrow_s3 and ``ratio_s3_native`` cauce_s3 / cauce_s3_fsspec. A
+local server measures the clients, not a network.
+
 Petastorm needs an old pyarrow (< 13) and NumPy (< 2), so it cannot live in this environment:
 give ``--petastorm-python`` a Python that has it (see the skip message); likewise
 ``--hf-python``, when ``datasets`` is not importable here. A peer that cannot run is skipped,
@@ -28,11 +36,13 @@ petastorm (null when not measured).
 
     .venv/bin/python benchmarks/ingest.py --runs 5 --petastorm-python /tmp/petastorm/bin/python
     .venv/bin/python benchmarks/ingest.py --rows 20000 --runs 1      # a smoke test
+    .venv/bin/python benchmarks/ingest.py --rows 1000000 --s3         # and from s3://
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -41,7 +51,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +81,63 @@ def build(ctx: Any) -> dict[str, Any]:
     return {"train": ctx.sql(sql)}
 
 
-def read_cauce(root: str, batch_size: int, shuffle: bool = False) -> int:
+def read_cauce(
+    root: str, batch_size: int, shuffle: bool = False, options: dict[str, Any] | None = None
+) -> int:
     from cauce.data import shard
 
     rows = 0
-    for batch in shard(root, "train", batch_size=batch_size, shuffle=shuffle, format="torch"):
+    for batch in shard(
+        root, "train", batch_size=batch_size, shuffle=shuffle, format="torch",
+        storage_options=options,
+    ):  # fmt: skip
         rows += len(batch["i"])
     return rows
 
 
-def read_pyarrow(files: list[str], vocab: dict[str, list[str]], batch_size: int) -> int:
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (in this process), its endpoint in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=url,
+    )  # fmt: skip
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def s3_sides(
+    root: str, files: list[str], vocab: dict[str, list[str]], batch_size: int, url: str
+) -> list[Side]:
+    """Copy the dataset to s3://cauce-bench/ds; the sides that read it from there."""
+    import pyarrow.fs as pafs
+    import s3fs
+
+    s3 = s3fs.S3FileSystem()
+    s3.mkdir("cauce-bench")
+    s3.put(root, "cauce-bench/ds", recursive=True)
+    uri = "s3://cauce-bench/ds"
+    keys = [f"cauce-bench/ds/{os.path.relpath(f, root)}" for f in files]
+    native, _ = pafs.FileSystem.from_uri(uri)  # reads AWS_ENDPOINT_URL, as cauce does
+    options = {"client_kwargs": {"endpoint_url": url}}
+    return [
+        Side("cauce_s3", lambda: read_cauce(uri, batch_size)),
+        Side("cauce_s3_fsspec", lambda: read_cauce(uri, batch_size, options=options)),
+        Side("pyarrow_s3", lambda: read_pyarrow(keys, vocab, batch_size, native)),
+    ]
+
+
+def read_pyarrow(
+    files: list[str], vocab: dict[str, list[str]], batch_size: int, filesystem: Any = None
+) -> int:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -90,7 +147,7 @@ def read_pyarrow(files: list[str], vocab: dict[str, list[str]], batch_size: int)
     value_sets = {name: pa.array(values) for name, values in vocab.items()}
     rows = 0
     for path in files:
-        pf = pq.ParquetFile(path, read_dictionary=list(vocab))
+        pf = pq.ParquetFile(path, read_dictionary=list(vocab), filesystem=filesystem)
         for batch in pf.iter_batches(batch_size=batch_size):
             tensors = {}
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
@@ -192,13 +249,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--petastorm-python", default=os.environ.get("CAUCE_BENCH_PETASTORM"))
     parser.add_argument("--hf-python", default=os.environ.get("CAUCE_BENCH_HF"))
+    parser.add_argument("--s3", action="store_true", help="also read from moto's S3 server")
     parser.add_argument("--measure", choices=("petastorm", "hf"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         return _peer_main(args)
+    with s3_server() if args.s3 else contextlib.nullcontext("") as url:
+        return _bench(args, url)
 
+
+def _bench(args: argparse.Namespace, s3_url: str) -> int:
     import torch
 
     from cauce.data import prepare
@@ -239,6 +301,8 @@ def main() -> int:
             print(f"skipped  {name}: {skipped[name]}", flush=True)
             continue
         sides.append(Side(name, _subprocess_side(python, name, data_dir, files, args.batch_size)))
+    if s3_url:
+        sides += s3_sides(root, files, vocab, args.batch_size, s3_url)
 
     for round_ in range(args.warmup + args.runs):
         warm = round_ < args.warmup
@@ -276,10 +340,16 @@ def main() -> int:
         "ratio_petastorm": None if ratios["petastorm"] is None else round(ratios["petastorm"], 4),
         "ratio_hf": None if ratios["hf"] is None else round(ratios["hf"], 4),
         "ratio_decode_only": round(medians["cauce"] / medians["decode_only"], 4),
+        "ratio_s3": _ratio(medians, "cauce_s3", "pyarrow_s3"),
+        "ratio_s3_native": _ratio(medians, "cauce_s3", "cauce_s3_fsspec"),
     }
     folder.cleanup()
     print(json.dumps(figures))
     return 0
+
+
+def _ratio(medians: dict[str, float], top: str, bottom: str) -> float | None:
+    return round(medians[top] / medians[bottom], 4) if top in medians else None
 
 
 if __name__ == "__main__":

@@ -109,3 +109,23 @@ def test_storage_options_instead_of_environment(
     got = ids(shard(f"s3://{BUCKET}/opts/ds", storage_options=options))
     assert got.tolist() == list(range(10))
     assert os.environ.get("AWS_ENDPOINT_URL") is None
+
+
+def test_pyarrow_reads_natively_when_it_can(endpoint: str, s3: object, tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    from cauce.data._fs import resolve
+
+    write_files(tmp_path / "ds", [(5, 5)])
+    s3.put(str(tmp_path / "ds"), f"{BUCKET}/native/", recursive=True)  # type: ignore[attr-defined]
+    uri = f"s3://{BUCKET}/native/ds"
+    # Settings in the environment: pyarrow's own S3 client reads it.
+    assert isinstance(resolve(uri).arrow_fs, pafs.S3FileSystem)
+    assert isinstance(resolve(f"s3a://{BUCKET}/native/ds").arrow_fs, pafs.S3FileSystem)
+    assert ids(shard(uri)).tolist() == list(range(10))
+    # Settings only fsspec understands: pyarrow goes through fsspec.
+    options = {"client_kwargs": {"endpoint_url": endpoint}}
+    assert isinstance(resolve(uri, options).arrow_fs, pafs.PyFileSystem)
+    # Local paths: pyarrow's local filesystem; a store pyarrow lacks: fsspec.
+    assert isinstance(resolve(str(tmp_path)).arrow_fs, pafs.LocalFileSystem)
+    assert isinstance(resolve("memory://x/y").arrow_fs, pafs.PyFileSystem)

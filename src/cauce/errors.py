@@ -17,6 +17,9 @@ __all__ = [
 ]
 
 
+_MAX_MESSAGE = 2000
+
+
 class CauceError(Exception):
     """Base of every error cauce raises on purpose."""
 
@@ -38,7 +41,12 @@ class SpecError(CauceError):
         self.source = source
         where = f"{source}: " if source else ""
         field = f"{path} " if path else ""
-        super().__init__(f"{where}{field}{message}")
+        text = f"{where}{field}{message}"
+        # One line, of a readable length, whatever a spec's keys and values hold.
+        text = text.replace("\r", "\\r").replace("\n", "\\n")
+        if len(text) > _MAX_MESSAGE:
+            text = f"{text[: _MAX_MESSAGE - 3]}..."
+        super().__init__(text)
 
 
 class ClusterError(CauceError):

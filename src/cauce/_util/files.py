@@ -14,6 +14,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "fsync_tree",
     "swap_dir",
 ]
 
@@ -61,7 +62,8 @@ def atomic_write_json(
     atomic_write_text(path, text + "\n")
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: str | os.PathLike[str]) -> None:
+    """Flush every file and folder under ``path`` to disk."""
     for dirpath, _, names in os.walk(path):
         for name in names:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
@@ -79,7 +81,7 @@ def swap_dir(tmp: Path, final: Path) -> None:
     Readers see the old folder or the new one, never a mix. If the rename fails, the old folder
     is put back and ``tmp`` is left for the caller to remove.
     """
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     old: Path | None = None
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
@@ -91,6 +93,9 @@ def swap_dir(tmp: Path, final: Path) -> None:
             with contextlib.suppress(OSError):
                 old.rename(final)
         raise
-    if old is not None:
+    if old is not None and old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        with contextlib.suppress(OSError):
+            old.unlink()
     fsync_dir(final.parent)

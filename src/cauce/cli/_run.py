@@ -79,14 +79,14 @@ def register(sub: Any) -> None:
 
 def _is_pipeline_file(path: str) -> bool:
     """A readable YAML mapping with ``steps:``; anything else is left to the job parser."""
-    import yaml
+    from pathlib import Path
 
+    from cauce._util.yamlfile import load_yaml_file
     from cauce.pipeline import is_pipeline
 
     try:
-        with open(path, encoding="utf-8") as f:
-            return is_pipeline(yaml.safe_load(f))
-    except (OSError, yaml.YAMLError):
+        return is_pipeline(load_yaml_file(Path(path), what="file"))
+    except SpecError:
         return False
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 
 __all__ = ["LocalConfig", "load_local_config"]
@@ -31,15 +32,11 @@ def load_local_config(home: Path) -> LocalConfig:
     path = home / "config.yaml"
     if not path.exists():
         return LocalConfig()
-    import yaml
-
     from cauce.spec import parse_memory
+    from cauce.spec._values import MAX_CPUS, number_problem
 
     source = str(path)
-    try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError("", f"cannot be read: {exc}", source=source) from None
+    data: Any = load_yaml_file(path, what="config file") or {}
     if not isinstance(data, dict):
         raise SpecError("", "must be a mapping with a 'local' section", source=source)
     unknown = [key for key in data if key != "local"]
@@ -59,10 +56,9 @@ def load_local_config(home: Path) -> LocalConfig:
     if gpus is not None:
         gpus = ",".join(str(g) for g in gpus) if isinstance(gpus, list) else str(gpus)
     cpus = local.get("cpus")
-    if cpus is not None and (
-        isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0
-    ):
-        raise SpecError("local.cpus", f"must be a number > 0, got {cpus!r}", source=source)
+    problem = "" if cpus is None else number_problem(cpus, above=0, maximum=MAX_CPUS)
+    if problem:
+        raise SpecError("local.cpus", problem, source=source)
     memory = local.get("memory")
     return LocalConfig(
         gpus=gpus,

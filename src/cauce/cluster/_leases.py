@@ -8,10 +8,11 @@ The file's text names the holder, for messages only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from cauce._util.locks import FileLock
 
 __all__ = ["GpuLeases", "Lease"]
 
@@ -19,15 +20,10 @@ __all__ = ["GpuLeases", "Lease"]
 @dataclass
 class Lease:
     gpu: str
-    fd: int
+    lock: FileLock
 
     def release(self) -> None:
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
+        self.lock.release()
 
 
 class GpuLeases:
@@ -46,20 +42,14 @@ class GpuLeases:
         return os.path.join(self.lease_dir, f"gpu-{safe}.lock")
 
     def _try_one(self, gpu: str, holder: str) -> Lease | None:
-        fd = os.open(self._path(gpu), os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        lock = FileLock.try_acquire(self._path(gpu))
+        if lock is None:
             return None
-        except BaseException:
-            os.close(fd)
-            raise
         with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o666)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode(), 0)
-        return Lease(gpu, fd)
+            os.fchmod(lock.fd, 0o666)
+            os.ftruncate(lock.fd, 0)
+            os.pwrite(lock.fd, holder.encode(), 0)
+        return Lease(gpu, lock)
 
     def try_acquire(
         self, gpus: Sequence[str], count: int, holder: str

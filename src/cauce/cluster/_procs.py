@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from cauce._util.procs import all_pids, proc_stat
 from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
 
 __all__ = ["LocalGang", "Reaper"]
@@ -72,20 +73,12 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                fields = file.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # fields: state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+    pids = all_pids()
+    if not pids:
+        return True  # /proc cannot be listed: trust killpg
+    for pid in pids:
+        stat = proc_stat(pid)
+        if stat is not None and stat.pgid == pgid and stat.state != "Z":
             return True
     return False
 

@@ -1,23 +1,36 @@
-"""Paths and URIs through fsspec: resolving, hashing, atomic small writes, listing Parquet files."""
+"""Paths and URIs through fsspec: resolving, hashing, atomic small writes, listing Parquet files.
+
+pyarrow reads Parquet through its own native filesystem when it has one for the store (local
+files, S3, GCS, HDFS; C++ with its own I/O threads) and the store's settings are where pyarrow
+looks too (the environment, the cloud SDKs' files); otherwise (``storage_options``, fsspec's
+configuration, a store pyarrow lacks) through fsspec, wrapped for pyarrow in Python.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
 
+from cauce._util.files import atomic_write_bytes, fsync_tree
 from cauce.data.api import DataError
 
 _CHUNK = 8 * 1024 * 1024
 # Object stores: one PUT replaces an object atomically; there is no rename.
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
+# Stores pyarrow has a native filesystem for, and the scheme it knows them by.
+_ARROW_NATIVE = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hdfs": "hdfs"}
+
+log = logging.getLogger(__name__)
 
 
 def resolve(uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Fs:
@@ -27,21 +40,32 @@ def resolve(uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
         fs, path = fsspec.core.url_to_fs(text, **dict(storage_options or {}))
     except (ImportError, ValueError) as exc:
         raise DataError(f"{text}: cannot open this location: {exc}", path=text) from exc
-    return Fs(fs, path, text)
+    # Settings given in fsspec's form only fsspec understands: then pyarrow goes through it.
+    native = not storage_options and not fsspec.config.conf.get(_protocol(fs))
+    return Fs(fs, path, text, native=native)
 
 
 class Fs:
-    """A filesystem rooted at one path, with the few operations the data layer needs."""
+    """A filesystem rooted at one path, with the few operations the data layer needs.
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, uri: str) -> None:
+    ``native``: pyarrow may use its own filesystem for this store (see the module's doc).
+    """
+
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, root: str, uri: str, *, native: bool = True
+    ) -> None:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.uri = uri
+        self.native = native
 
     @functools.cached_property
     def arrow_fs(self) -> pafs.FileSystem:
         """This filesystem for pyarrow (which then opens and closes files itself)."""
-        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        if self.local:
+            return pafs.LocalFileSystem()
+        found = _native_arrow_fs(self.uri, _protocol(self.fs), self.root) if self.native else None
+        return found or pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
     @property
     def local(self) -> bool:
@@ -66,13 +90,7 @@ class Fs:
     def write_atomic(self, path: str, data: bytes) -> None:
         """Replace ``path`` with ``data`` so that readers see the old or the new content, whole."""
         if self.local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(os.path.dirname(path))
+            atomic_write_bytes(path, data)
         elif _protocol(self.fs) in _OBJECT_STORES:
             self.fs.pipe_file(path, data)
         else:  # HDFS and the like: rename within one directory is atomic
@@ -121,24 +139,25 @@ class Fs:
 
     def fsync_tree(self, path: str) -> None:
         """Flush every file under a local ``path`` to disk (no-op for remote stores)."""
-        if not self.local:
-            return
-        for dirpath, _, names in os.walk(path):
-            for name in names:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            fsync_dir(dirpath)
+        if self.local:
+            fsync_tree(path)
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
+def _native_arrow_fs(uri: str, protocol: str, root: str) -> pafs.FileSystem | None:
+    """pyarrow's own filesystem for ``uri``, if it has one that names paths as fsspec does."""
+    scheme = _ARROW_NATIVE.get(protocol)
+    if scheme is None:
+        return None
+    _, sep, rest = uri.partition("://")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        found, path = pafs.FileSystem.from_uri(f"{scheme}://{rest}" if sep else uri)
+    except (pa.ArrowException, OSError, ValueError) as exc:  # no libhdfs, no JVM, a bad URI
+        log.debug("pyarrow has no native filesystem for %s (%s); using fsspec", uri, exc)
+        return None
+    if path.rstrip("/") != root.rstrip("/"):
+        log.debug("pyarrow names %s as %r, fsspec as %r; using fsspec", uri, path, root)
+        return None
+    return found
 
 
 def _protocol(fs: fsspec.AbstractFileSystem) -> str:

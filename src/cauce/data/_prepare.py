@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 #: engine name -> (module, class, the extra that brings its packages)
 ENGINES: dict[str, tuple[str, str, str]] = {
     "duckdb": ("cauce.data._duckdb", "DuckDBEngine", "data"),
-    "spark": ("cauce.data._spark", "SparkEngine", "spark"),
+    "spark": ("cauce.data._spark", "SparkEngine", "data-spark"),
 }
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _VERSION_PREFIX = "v-"

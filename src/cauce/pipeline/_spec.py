@@ -95,19 +95,10 @@ def is_pipeline(raw: object) -> bool:
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
-    import yaml
+    from cauce._util.yamlfile import load_yaml_file
 
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(
-            "", f"cannot read pipeline file: {exc.strerror}", source=str(path)
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"is not valid YAML: {exc}", source=str(path)) from None
+    raw = load_yaml_file(file, what="pipeline file")
     return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
 
 
@@ -133,7 +124,7 @@ def _refs(value: object) -> Iterator[tuple[str, str]]:
 def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> PipelineSpec:
     if not isinstance(raw, Mapping):
         raise SpecError("", "must be a mapping with name: and steps:", source=source)
-    unknown = sorted(set(raw) - {"name", "steps"})
+    unknown = sorted(str(key) for key in set(raw) - {"name", "steps"})
     if unknown:
         raise SpecError(
             unknown[0],
@@ -170,7 +161,7 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
         if not isinstance(body, Mapping):
             raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
         kind = body.get("kind", _ALIASES.get(step_name, step_name))
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise SpecError(
                 f"{where}.kind" if "kind" in body else where,
                 f"has no kind: set kind: to one of {', '.join(KINDS)}"

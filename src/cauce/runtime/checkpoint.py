@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cauce._util.files import swap_dir
 from cauce.errors import CauceError
 from cauce.runtime._context import context
 
@@ -54,20 +55,6 @@ class Checkpoint:
 
 def _dir(directory: str | os.PathLike[str] | None) -> Path:
     return Path(directory) if directory is not None else context().checkpoint_dir
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
 
 
 def _complete(directory: Path) -> list[tuple[int, Path]]:
@@ -168,7 +155,7 @@ def save(
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
-        fmt, data = _write_state(state, tmp)
+        fmt, _ = _write_state(state, tmp)
         meta = {
             "step": step,
             "format": fmt,
@@ -178,17 +165,7 @@ def save(
             "rank": ctx.rank,
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        for path in (data, tmp / "meta.json"):
-            _fsync_file(path)
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved again, by a restarted attempt
-            old = root / f".old-{final.name}-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync_dir(root)
+        swap_dir(tmp, final)  # the same step may be saved again, by a restarted attempt
     except BaseException as exc:
         written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)

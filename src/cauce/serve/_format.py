@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cauce._util.files import swap_dir
 from cauce.serve._preprocess import Preprocessor
 from cauce.serve._spec import (
     MODEL_FILE,
@@ -138,17 +139,8 @@ def save_model(
             torch.jit.save(compiled, str(tmp / MODEL_FILE))
         final = ModelSpec(**{**spec.__dict__, "sha256": file_sha256(tmp / MODEL_FILE)})
         text = json.dumps(final.to_json(), indent=2, ensure_ascii=False) + "\n"
-        with (tmp / SPEC_FILE).open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.{os.getpid()}.old")
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        (tmp / SPEC_FILE).write_text(text, encoding="utf-8")
+        swap_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("saved model %s version %s to %s", name, version, target)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from cauce._util.files import swap_dir
 from cauce.serve._format import LoadedModel, load_model
 from cauce.serve._preprocess import Preprocessor
 from cauce.serve._spec import read_spec
@@ -177,9 +178,7 @@ def _predict_duckdb(model_dir: str, input: str, output: str, batch_size: int) ->
                     writer.close()
         finally:
             con.close()
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        swap_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("scored %d rows of %s into %s", rows, input, output)

@@ -15,9 +15,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 from cauce.spec._tune import parse_tune
 from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
+from cauce.spec._values import (
+    MAX_COUNT,
+    MAX_CPUS,
+    MAX_GPUS,
+    MAX_INSTANCES,
+    MAX_MEMORY,
+    MAX_PAUSE,
+    MAX_SECONDS,
+    cluster_problem,
+    integer_problem,
+    number_problem,
+    short_repr,
+    text_problem,
+)
 
 if TYPE_CHECKING:
     from cauce.frameworks import Framework
@@ -71,22 +86,8 @@ _UNITS = {
 
 def load_job(path: str | os.PathLike[str]) -> JobSpec:
     """Read and validate a job file. Relative ``workdir`` is taken from the file's folder."""
-    import yaml
-
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("", f"job file {str(file)!r} does not exist") from None
-    except OSError as exc:
-        raise SpecError("", f"job file {str(file)!r} cannot be read: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError("", f"is not valid YAML{where}: {problem}", source=str(file)) from None
+    data = load_yaml_file(file, what="job file")
     return parse_job(data, source=str(file), base_dir=file.resolve().parent)
 
 
@@ -105,7 +106,7 @@ def parse_job(
         if not _NAME_RE.match(stem):
             raise p.error(
                 "name",
-                f"is not set and the file name {stem!r} is not a valid job name: add "
+                f"is not set and the file name {short_repr(stem)} is not a valid job name: add "
                 "name: with 1-63 letters, digits, '.', '_' or '-'",
             )
         name = stem
@@ -114,7 +115,7 @@ def parse_job(
         raise p.error(
             "name",
             f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-            f"got {name!r}",
+            f"got {short_repr(name)}",
         )
 
     # The one upward import of spec/: the framework registry owns the frameworks' names and
@@ -123,7 +124,9 @@ def parse_job(
 
     framework = p.string(data.get("framework", "none"), "framework")
     if framework not in FRAMEWORKS:
-        raise p.error("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+        raise p.error(
+            "framework", f"must be one of {', '.join(FRAMEWORKS)}, got {short_repr(framework)}"
+        )
 
     command = p.command(data.get("command"), "command") if "command" in data else None
     env = p.env(data.get("env"), "env")
@@ -144,6 +147,7 @@ def parse_job(
     spark = spark_settings(data.get("spark"), "spark", source)
 
     roles = p.roles(data.get("roles"), get_framework(framework))
+    p.gang_size(roles)
     for role in roles:
         if role.command is None and command is None:
             raise p.error(
@@ -175,19 +179,30 @@ def parse_job(
 def parse_memory(value: object, path: str = "memory", source: str = "") -> int:
     """``"4GiB"``, ``"512M"``, ``2000000`` -> bytes."""
     if isinstance(value, bool):
-        raise SpecError(path, f"must be a size like 4GiB or 512MiB, got {value!r}", source=source)
+        raise SpecError(
+            path, f"must be a size like 4GiB or 512MiB, got {short_repr(value)}", source=source
+        )
     if isinstance(value, int | float):
-        if value < 0:
-            raise SpecError(path, f"must be >= 0, got {value!r}", value=value, source=source)
+        problem = number_problem(value, minimum=0, maximum=MAX_MEMORY, unit=" bytes")
+        if problem:
+            raise SpecError(path, problem, value=value, source=source)
         return int(value)
     if isinstance(value, str):
         match = _MEMORY_RE.match(value)
         if match:
             unit = (match.group(2) or "").lower()
-            return int(float(match.group(1)) * _UNITS[unit])
+            size = float(match.group(1)) * _UNITS[unit]
+            if size > MAX_MEMORY:
+                raise SpecError(
+                    path,
+                    f"must be at most 1 EiB, got {short_repr(value)}",
+                    value=value,
+                    source=source,
+                )
+            return int(size)
     raise SpecError(
         path,
-        f"must be a size like 4GiB, 512MiB or a number of bytes, got {value!r}",
+        f"must be a size like 4GiB, 512MiB or a number of bytes, got {short_repr(value)}",
         value=value,
         source=source,
     )
@@ -209,7 +224,7 @@ def spark_conf_pairs(options: Sequence[str], environ: str | None) -> dict[str, s
         key, sep, value = pair.partition("=")
         if not sep:
             raise SpecError(
-                where, f"must be KEY=VALUE, like spark.executor.memory=4g, got {pair!r}"
+                where, f"must be KEY=VALUE, like spark.executor.memory=4g, got {short_repr(pair)}"
             )
         [(key, value)] = spark_settings({key.strip(): value}, where)
         merged[key] = value
@@ -244,7 +259,7 @@ def spark_settings(
         if not isinstance(key, str) or not _SPARK_KEY_RE.match(key):
             raise SpecError(
                 path,
-                f"key {key!r} is not a Spark setting: keys start with 'spark.', like "
+                f"key {short_repr(key)} is not a Spark setting: keys start with 'spark.', like "
                 "spark.executor.memory",
                 value=key,
                 source=source,
@@ -281,55 +296,62 @@ class _Parser:
 
     def string(self, value: object, path: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.error(path, f"must be a non-empty string, got {value!r}", value)
+            raise self.error(path, f"must be a non-empty string, got {short_repr(value)}", value)
+        return self.text(value, path)
+
+    def text(self, value: str, path: str) -> str:
+        problem = text_problem(value)
+        if problem:
+            raise self.error(path, problem, value)
         return value
 
     def cluster(self, value: object) -> str:
         address = self.string(value, "cluster")
-        if address == "local" or address.startswith(CLUSTER_PREFIXES):
-            return address
-        raise self.error(
-            "cluster",
-            f"must be 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' or 'k8s://...', "
-            f"got {address!r}",
-        )
+        problem = cluster_problem(address)
+        if problem:
+            raise self.error("cluster", problem, address)
+        return address
 
-    def number(self, value: object, path: str, *, minimum: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(path, f"must be a number, got {value!r}", value)
-        if value < minimum:
-            raise self.error(path, f"must be >= {minimum:g}, got {value!r}", value)
-        return float(value)
+    def number(
+        self, value: object, path: str, *, minimum: float, maximum: float = MAX_PAUSE
+    ) -> float:
+        problem = number_problem(value, minimum=minimum, maximum=maximum, unit=" seconds")
+        if problem:
+            raise self.error(path, problem, value)
+        return float(value)  # type: ignore[arg-type]
 
-    def positive_number(self, value: object, path: str, unit: str = " seconds") -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(path, f"must be a number, got {value!r}", value)
-        if value <= 0:
-            raise self.error(path, f"must be > 0{unit}, got {value!r}", value)
-        return float(value)
+    def positive_number(
+        self, value: object, path: str, unit: str = " seconds", maximum: float = MAX_SECONDS
+    ) -> float:
+        problem = number_problem(value, above=0, maximum=maximum, unit=unit)
+        if problem:
+            raise self.error(path, problem, value)
+        return float(value)  # type: ignore[arg-type]
 
-    def integer(self, value: object, path: str, *, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(path, f"must be a whole number, got {value!r}", value)
-        if value < minimum:
-            raise self.error(path, f"must be >= {minimum}, got {value!r}", value)
-        return value
+    def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
+        problem = integer_problem(value, minimum=minimum, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return value  # type: ignore[return-value]
 
     def command(self, value: object, path: str) -> str | tuple[str, ...]:
         if isinstance(value, str) and value.strip():
-            return value
+            return self.text(value, path)
         if (
             isinstance(value, list)
             and value
             and all(isinstance(part, str | int | float) for part in value)
         ):
             return tuple(
-                ("true" if part else "false") if isinstance(part, bool) else str(part)
+                ("true" if part else "false")
+                if isinstance(part, bool)
+                else self.text(str(part), path)
                 for part in value
             )
         raise self.error(
             path,
-            f"must be a shell command string or a non-empty list of arguments, got {value!r}",
+            "must be a shell command string or a non-empty list of arguments, got "
+            f"{short_repr(value)}",
             value,
         )
 
@@ -348,15 +370,34 @@ class _Parser:
                 raise self.error(
                     f"{path}.{key}", f"must be a string or number, got {_kind(item)}", item
                 )
-            out.append((key, str(item)))
+            out.append((key, self.text(str(item), f"{path}.{key}")))
         return tuple(out)
+
+    def gang_size(self, roles: Sequence[RoleSpec]) -> None:
+        """A gang is placed all at once: one too large can never fit; refuse it now."""
+        for role in roles:
+            if role.instances > MAX_INSTANCES:
+                raise self.error(
+                    f"roles.{role.name}.instances",
+                    f"must be <= {MAX_INSTANCES}: a gang of {role.instances} tasks can never "
+                    "be placed at once",
+                    role.instances,
+                )
+        total = sum(role.instances for role in roles)
+        if total > MAX_INSTANCES:
+            raise self.error(
+                "roles",
+                f"add up to {total} tasks, more than {MAX_INSTANCES}: a gang this large can "
+                "never be placed at once",
+            )
 
     def restart(self, value: object, path: str) -> RestartPolicy:
         if value is None:
             return RestartPolicy()
         if not isinstance(value, Mapping):
             raise self.error(
-                path, f"must be a mapping like {{max_restarts: 2, backoff: 5}}, got {value!r}"
+                path,
+                f"must be a mapping like {{max_restarts: 2, backoff: 5}}, got {short_repr(value)}",
             )
         self.check_keys(value, _RESTART_KEYS, path)
         return RestartPolicy(
@@ -374,14 +415,19 @@ class _Parser:
             return Resources()
         if not isinstance(value, Mapping):
             raise self.error(
-                path, f"must be a mapping like {{cpus: 1, memory: 2GiB, gpus: 0}}, got {value!r}"
+                path,
+                "must be a mapping like {cpus: 1, memory: 2GiB, gpus: 0}, got "
+                f"{short_repr(value)}",
             )
         self.check_keys(value, _RESOURCE_KEYS, path)
         cpus = self.positive_number(
-            value.get("cpus", 1), f"{path}.cpus", unit=" (fractions like 0.5 are allowed)"
+            value.get("cpus", 1),
+            f"{path}.cpus",
+            unit=" (fractions like 0.5 are allowed)",
+            maximum=MAX_CPUS,
         )
         memory = parse_memory(value.get("memory", 0), f"{path}.memory", self.source)
-        gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0)
+        gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0, maximum=MAX_GPUS)
         return Resources(cpus=cpus, memory=memory, gpus=gpus)
 
     def roles(self, value: object, framework: Framework) -> tuple[RoleSpec, ...]:
@@ -391,7 +437,7 @@ class _Parser:
             raise self.error(
                 "roles",
                 f"must be a mapping of role name to role, like {{worker: {{instances: 2}}}}, "
-                f"got {value!r}",
+                f"got {short_repr(value)}",
             )
         roles: list[RoleSpec] = []
         for name, body in value.items():
@@ -406,7 +452,7 @@ class _Parser:
                 body = {}
             if not isinstance(body, Mapping):
                 raise self.error(
-                    path, f"must be a mapping like {{instances: 2}}, got {body!r}", body
+                    path, f"must be a mapping like {{instances: 2}}, got {short_repr(body)}", body
                 )
             self.check_keys(body, _ROLE_KEYS, path)
             instances = self.integer(body.get("instances", 1), f"{path}.instances", minimum=1)
@@ -415,7 +461,9 @@ class _Parser:
             )
             tracked = body.get("tracked", name not in framework.untracked)
             if not isinstance(tracked, bool):
-                raise self.error(f"{path}.tracked", f"must be true or false, got {tracked!r}")
+                raise self.error(
+                    f"{path}.tracked", f"must be true or false, got {short_repr(tracked)}"
+                )
             roles.append(
                 RoleSpec(
                     name=name,
@@ -438,4 +486,4 @@ class _Parser:
 def _kind(value: object) -> str:
     if value is None:
         return "nothing"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {short_repr(value)}"

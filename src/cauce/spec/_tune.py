@@ -8,13 +8,21 @@ the field path (``tune.space.lr.low``), the value and the fix.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cauce.errors import SpecError
+from cauce.spec._values import (
+    MAX_COUNT,
+    MAX_PAUSE,
+    MAX_SEED,
+    MAX_TUNE_VALUE,
+    integer_problem,
+    number_problem,
+    short_repr,
+)
 
 __all__ = [
     "PARAM_TYPES",
@@ -71,6 +79,8 @@ _METRIC_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,120}$")
 DEFAULT_TRIALS = 20
 DEFAULT_MAX_FAILURES = 3
 DEFAULT_PRUNE_GRACE = 5.0
+#: Most points a grid search may have (the sampler lists them all).
+MAX_GRID = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,16 @@ class ParamSpec:
     def env_name(self) -> str:
         """The variable a task finds the value in: ``CAUCE_PARAM_<NAME>``."""
         return f"CAUCE_PARAM_{self.name.upper()}"
+
+    def grid_count(self) -> int | None:
+        """How many values :meth:`grid` has (without making them), or None when infinitely many."""
+        if self.type == "choice":
+            return len(self.values)
+        if self.low is None or self.high is None or self.type not in ("int", "uniform"):
+            return None
+        if self.type == "uniform" and self.step is None:
+            return None
+        return round((self.high - self.low) / (self.step or 1)) + 1
 
     def grid(self) -> tuple[Choice, ...] | None:
         """Every value this parameter can take, or None when there are infinitely many."""
@@ -175,10 +195,10 @@ class TuneSpec:
         """The number of points of the grid, or None if some parameter is continuous."""
         size = 1
         for param in self.space:
-            values = param.grid()
-            if values is None:
+            count = param.grid_count()
+            if count is None:
                 return None
-            size *= len(values)
+            size *= count
         return size
 
 
@@ -186,16 +206,19 @@ def _outside(param: ParamSpec, value: object) -> str:
     """Why ``value`` is not a value of ``param``, or ""."""
     if param.type == "choice":
         return (
-            "" if value in param.values else f"must be one of {list(param.values)}, got {value!r}"
+            ""
+            if value in param.values
+            else f"must be one of {short_repr(list(param.values))}, got {short_repr(value)}"
         )
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number, got {value!r}"
+        return f"must be a number, got {short_repr(value)}"
     if param.type == "int" and not isinstance(value, int):
-        return f"must be an integer, got {value!r}"
+        return f"must be an integer, got {short_repr(value)}"
     assert param.low is not None and param.high is not None
     if not param.low <= value <= param.high:
         return (
-            f"must be within [{param.low:g}, {param.high:g}], the parameter's range, got {value!r}"
+            f"must be within [{param.low:g}, {param.high:g}], the parameter's range, "
+            f"got {short_repr(value)}"
         )
     return ""
 
@@ -227,25 +250,25 @@ class _TuneParser:
                     f"{path}.{key}", f"is not a known field; {hint}known fields: {', '.join(known)}"
                 )
 
-    def integer(self, value: object, path: str, *, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(path, f"must be a whole number, got {value!r}", value)
-        if value < minimum:
-            raise self.error(path, f"must be >= {minimum}, got {value!r}", value)
-        return value
+    def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
+        problem = integer_problem(value, minimum=minimum, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return value  # type: ignore[return-value]
 
-    def number(self, value: object, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise self.error(path, f"must be a number, got {value!r}", value)
-        if math.isinf(value):
-            raise self.error(path, f"must be a finite number, got {value!r}", value)
-        return float(value)
+    def number(self, value: object, path: str, maximum: float = MAX_TUNE_VALUE) -> float:
+        problem = number_problem(value, minimum=-MAX_TUNE_VALUE, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return float(value)  # type: ignore[arg-type]
 
     def kind(self, value: object, path: str, known: Sequence[str]) -> str:
         if not isinstance(value, str) or value not in known:
             close = difflib.get_close_matches(str(value), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.error(path, f"must be one of {', '.join(known)}, got {value!r}{hint}", value)
+            raise self.error(
+                path, f"must be one of {', '.join(known)}, got {short_repr(value)}{hint}", value
+            )
         return value
 
     # --- the section ---------------------------------------------------------------------------
@@ -272,7 +295,9 @@ class _TuneParser:
         max_failures = self.integer(
             data.get("max_failures", DEFAULT_MAX_FAILURES), "tune.max_failures", minimum=0
         )
-        grace = self.number(data.get("prune_grace", DEFAULT_PRUNE_GRACE), "tune.prune_grace")
+        grace = self.number(
+            data.get("prune_grace", DEFAULT_PRUNE_GRACE), "tune.prune_grace", maximum=MAX_PAUSE
+        )
         if grace < 0:
             raise self.error("tune.prune_grace", f"must be >= 0 seconds, got {grace:g}", grace)
         spec = TuneSpec(
@@ -287,7 +312,7 @@ class _TuneParser:
         )
         if sampler.type == "grid":
             for param in space:
-                if param.grid() is None:
+                if param.grid_count() is None:
                     raise self.error(
                         f"tune.space.{param.name}",
                         f"cannot be searched by the grid sampler: a {param.type} without step "
@@ -301,6 +326,12 @@ class _TuneParser:
                 "is a choice: use tpe, random or grid",
             )
         grid = spec.grid_size() if sampler.type == "grid" else None
+        if grid is not None and grid > MAX_GRID:
+            raise self.error(
+                "tune.space",
+                f"has a grid of {grid:.3g} points, more than {MAX_GRID} (sampler grid): "
+                "use fewer values, larger steps or another sampler",
+            )
         default_trials = grid if grid is not None else DEFAULT_TRIALS
         trials = self.integer(data.get("trials", default_trials), "tune.trials", minimum=1)
         check_trials(spec, trials, "tune.trials", self.source)
@@ -339,7 +370,7 @@ class _TuneParser:
             raise self.error(
                 "tune.objective.metric",
                 "must be the name of a metric the tasks report with cauce.report(step, "
-                f"NAME=value), like val_loss, got {metric!r}",
+                f"NAME=value), like val_loss, got {short_repr(metric)}",
                 metric,
             )
         direction = data.get("direction")
@@ -347,16 +378,17 @@ class _TuneParser:
             raise self.error(
                 "tune.objective.direction",
                 f"must be min or max (is a smaller {metric} better, or a larger one?), "
-                f"got {direction!r}",
+                f"got {short_repr(direction)}",
                 direction,
             )
         task = data.get("task")
         if task is not None and (not isinstance(task, str) or (task_ids and task not in task_ids)):
-            known = ", ".join(task_ids) or "the gang's tasks"
+            known = ", ".join(task_ids[:8]) + (", ..." if len(task_ids) > 8 else "")
+            known = known or "the gang's tasks"
             raise self.error(
                 "tune.objective.task",
                 f"must be one of {known} (the task whose reports are the objective; default: "
-                f"rank 0's), got {task!r}",
+                f"rank 0's), got {short_repr(task)}",
                 task,
             )
         return Objective(metric=metric, direction=str(direction), task=task)
@@ -417,6 +449,13 @@ class _TuneParser:
             if step <= 0:
                 raise self.error(f"{path}.step", f"must be > 0, got {step:g}", step)
             count = (high - low) / step
+            if count > MAX_COUNT:
+                raise self.error(
+                    f"{path}.step",
+                    f"makes {count:g} steps from low to high, more than {MAX_COUNT}: use a larger "
+                    "step or no step",
+                    step,
+                )
             if abs(count - round(count)) > 1e-9 * max(1.0, count):
                 raise self.error(
                     f"{path}.step",
@@ -433,7 +472,7 @@ class _TuneParser:
             raise self.error(f"{path}.high", f"must be greater than low ({low}), got {high}", high)
         log = data.get("log", False)
         if not isinstance(log, bool):
-            raise self.error(f"{path}.log", f"must be true or false, got {log!r}", log)
+            raise self.error(f"{path}.log", f"must be true or false, got {short_repr(log)}", log)
         step = self.integer(data.get("step", 1), f"{path}.step", minimum=1)
         if log and low < 1:
             raise self.error(f"{path}.low", f"must be >= 1 with log: true, got {low}", low)
@@ -451,10 +490,16 @@ class _TuneParser:
         )
 
     def whole(self, value: object, path: str) -> int:
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_TUNE_VALUE:
             return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TUNE_VALUE:
+            raise self.error(
+                path, f"must be within +-{MAX_TUNE_VALUE:g}, got {short_repr(value)}", value
+            )
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(path, f"must be a whole number for type int, got {value!r}", value)
+            raise self.error(
+                path, f"must be a whole number for type int, got {short_repr(value)}", value
+            )
         return value
 
     def choices(self, value: object, path: str) -> tuple[Choice, ...]:
@@ -471,7 +516,7 @@ class _TuneParser:
         seen: list[Choice] = []
         for item in value:
             if any(type(item) is type(old) and item == old for old in seen):
-                raise self.error(f"{path}.values", f"lists {item!r} twice", value)
+                raise self.error(f"{path}.values", f"lists {short_repr(item)} twice", value)
             seen.append(item)
         return tuple(seen)
 
@@ -484,7 +529,7 @@ class _TuneParser:
         self.check_keys(data, _SAMPLER_KEYS[kind], "tune.sampler")
         seed = data.get("seed")
         if seed is not None:
-            seed = self.integer(seed, "tune.sampler.seed", minimum=0)
+            seed = self.integer(seed, "tune.sampler.seed", minimum=0, maximum=MAX_SEED)
         startup = data.get("startup_trials")
         if startup is not None:
             startup = self.integer(startup, "tune.sampler.startup_trials", minimum=0)
@@ -550,4 +595,4 @@ def check_trials(spec: TuneSpec, trials: int, path: str, source: str = "") -> No
 def _show(value: object) -> str:
     if value is None:
         return "nothing"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {short_repr(value)}"

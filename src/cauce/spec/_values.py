@@ -1,0 +1,129 @@
+"""Checks of single values in specs: finite, bounded numbers; text without NUL; cluster addresses.
+
+Each check returns the problem as the end of a message (``"must be a number, got 'x'"``), or
+``""``; the parsers put the field path and the file in front. Values in messages are cut short
+(:func:`short_repr`): a spec may hold a megabyte in one value.
+
+The bounds are far beyond any real job and well inside what Python, the OS and Optuna accept
+(``time.sleep``, ``threading.Event.wait``, NumPy seeds), so that a typo fails here, in one line,
+instead of hanging, overflowing or planning forever later.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from cauce._util.yamlfile import short_repr
+
+__all__ = [
+    "MAX_COUNT",
+    "MAX_CPUS",
+    "MAX_GPUS",
+    "MAX_INSTANCES",
+    "MAX_MEMORY",
+    "MAX_PAUSE",
+    "MAX_SECONDS",
+    "MAX_SEED",
+    "MAX_TUNE_VALUE",
+    "cluster_problem",
+    "integer_problem",
+    "number_problem",
+    "short_repr",
+    "text_problem",
+]
+
+#: Timeouts: about three years.
+MAX_SECONDS = 1e8
+#: Grace periods and restart backoffs: a day.
+MAX_PAUSE = 86_400.0
+MAX_CPUS = 100_000.0
+MAX_GPUS = 1024
+#: Bytes: one exbibyte.
+MAX_MEMORY = 2**60
+#: Tasks of one role (a gang is placed all at once: more can never fit anywhere).
+MAX_INSTANCES = 10_000
+#: Any other count (trials, restarts, steps).
+MAX_COUNT = 10**9
+#: Sampler seeds (NumPy takes seeds below 2**32; cauce adds an offset per worker).
+MAX_SEED = 2**31 - 1
+#: Bounds of tuned parameters, in magnitude.
+MAX_TUNE_VALUE = 1e15
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_LOCAL_MASTER = re.compile(r"^local\[(\*|[1-9][0-9]{0,5})(,[0-9]{1,3})?\]$")
+
+
+def number_problem(
+    value: object,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float,
+    unit: str = "",
+) -> str:
+    """A finite number >= ``minimum`` (or > ``above``) and <= ``maximum``, or the problem."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {short_repr(value)}"
+    if isinstance(value, float) and math.isnan(value):
+        return f"must be a number, got {short_repr(value)}"
+    if isinstance(value, float) and math.isinf(value):
+        return f"must be a finite number, got {short_repr(value)}"
+    if above is not None and value <= above:
+        return f"must be > {above:g}{unit}, got {short_repr(value)}"
+    if minimum is not None and value < minimum:
+        return f"must be >= {minimum:g}{unit}, got {short_repr(value)}"
+    if value > maximum:
+        return f"must be <= {maximum:g}{unit}, got {short_repr(value)}"
+    return ""
+
+
+def integer_problem(value: object, *, minimum: int, maximum: int = MAX_COUNT) -> str:
+    """A whole number in [``minimum``, ``maximum``], or the problem."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {short_repr(value)}"
+    if value < minimum:
+        return f"must be >= {minimum}, got {short_repr(value)}"
+    if value > maximum:
+        return f"must be <= {maximum}, got {short_repr(value)}"
+    return ""
+
+
+def text_problem(value: str) -> str:
+    """Text that can reach an ``exec``, an environment or a path: no NUL character."""
+    if "\0" in value:
+        return (
+            f"must not contain a NUL character (\\0, at offset {value.index(chr(0))}), "
+            f"got {short_repr(value)}"
+        )
+    return ""
+
+
+def cluster_problem(address: str) -> str:
+    """A cluster address that parses (``local``, ``spark://HOST:PORT[,HOST:PORT]``,
+    ``local[N]``, ``yarn``, ``k8s://URL``), or the problem."""
+    expected = (
+        "must be 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' or 'k8s://...', "
+        f"got {short_repr(address)}"
+    )
+    if address in ("local", "yarn"):
+        return ""
+    if address.startswith("spark://"):
+        for part in address[len("spark://") :].split(","):
+            match = _HOST_PORT.match(part)
+            if not match or not 1 <= int(match.group(2)) <= 65535:
+                return (
+                    f"must name the Spark master as spark://HOST:PORT (port 1-65535), "
+                    f"got {short_repr(address)}"
+                )
+        return ""
+    if address.startswith("local["):
+        if _LOCAL_MASTER.match(address):
+            return ""
+        return f"must be local[N] (N >= 1 or *), got {short_repr(address)}"
+    if address.startswith("k8s://"):
+        rest = address[len("k8s://") :]
+        if rest and not any(c.isspace() or c == "\0" for c in rest):
+            return ""
+        return f"must be k8s://https://HOST:PORT, got {short_repr(address)}"
+    return expected
