@@ -10,6 +10,7 @@ asked every time and says whether it wrote anything. The serve step runs again o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -92,7 +93,7 @@ def run_pipeline(
     forcing = False
     results: dict[str, Mapping[str, Any]] = {}
     hashes: dict[str, str] = {}
-    with state.locked(spec.name):
+    with state.locked(spec.name), contextlib.closing(console):  # the bar goes, also on errors
         for step in spec.steps:
             kind = KINDS[step.kind]
             forcing = forcing or step.name == force
