@@ -109,6 +109,80 @@ def test_killed_mid_save_is_never_loaded(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000000", "step-000000002"]
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_load_skips_a_corrupt_latest_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for step in range(3):
+        checkpoint.save({"w": step}, step, directory=tmp_path)
+    _truncate(tmp_path / "step-000000002" / "state.pkl")
+    (tmp_path / "step-000000001" / "meta.json").write_text("{", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="cauce.runtime.checkpoint"):
+        latest = checkpoint.load(directory=tmp_path)
+    assert latest is not None and latest.step == 0 and latest.state == {"w": 0}
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 2
+    assert "step-000000002 cannot be read" in skipped[0]
+    assert "step-000000001 cannot be read" in skipped[1]
+    # asked for by step, a corrupt checkpoint is an error, not a silent fallback
+    with pytest.raises(CheckpointError, match="step-000000002 cannot be read"):
+        checkpoint.load(step=2, directory=tmp_path)
+    _truncate(tmp_path / "step-000000000" / "state.pkl")
+    with pytest.raises(CheckpointError, match=r"none of the 3 checkpoints in .* can be read"):
+        checkpoint.load(directory=tmp_path)
+
+
+@pytest.mark.framework
+def test_load_wraps_torch_errors_and_falls_back(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from cauce.runtime import checkpoint
+        for step in range(2):
+            state = {{"w": torch.full((1000,), float(step))}}
+            checkpoint.save(state, step, directory={str(tmp_path)!r})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    _truncate(tmp_path / "step-000000001" / "state.pt")
+    latest = checkpoint.load(directory=tmp_path)
+    assert latest is not None and latest.step == 0
+    assert torch.equal(latest.state["w"], torch.zeros(1000))
+    with pytest.raises(CheckpointError, match="step-000000001 cannot be read: RuntimeError"):
+        checkpoint.load(step=1, directory=tmp_path)
+
+
+def test_save_on_a_full_disk_says_so(tmp_path: Path) -> None:
+    """A real full file system: a 1 MiB tmpfs (needs root to mount; skipped otherwise)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        checkpoint.save({"w": 0}, 0, directory=small)
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.save({"w": bytes(4_000_000)}, 1, directory=small)
+        message = str(info.value)
+        assert f"cannot write checkpoint {small}/step-000000001: No space left" in message
+        assert "bytes written before the disk was full" in message
+        # nothing half-written is left, and the previous checkpoint still loads
+        assert sorted(p.name for p in small.iterdir()) == ["step-000000000"]
+        latest = checkpoint.load(directory=small)
+        assert latest is not None and latest.state == {"w": 0}
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def _log(out: Path, task: str) -> list[dict[str, object]]:
     lines = (out / f"{task}.log.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -168,6 +242,33 @@ def test_sigkill_mid_epoch_resumes_from_checkpoint(
     assert abs(float(log[-1]["weight"]) - expected) < 1e-9  # type: ignore[arg-type]
     job_id = done.stderr.split("job ", 1)[1].split(":", 1)[0]
     assert "attempts:  2 (restarts: 1)" in cauce(["show", job_id], cauce_env).stdout
+
+
+@pytest.mark.slow
+def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: corrupt
+        command: {py("trainer.py", "--epochs", 4, "--out", out, "--corrupt-epoch", 2)}
+        roles:
+          worker: {{instances: 2}}
+        restart: {{max_restarts: 1, backoff: 0.2}}
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "step-000000002 cannot be read" in done.stdout + done.stderr
+    log = _log(out, "worker-0")
+    # attempt 0 saved epochs 0, 1 and 2 (then damaged 2): attempt 1 resumes after epoch 1
+    assert {"attempt": 1, "resumed_from": 2} in log
+    epochs = [(e["attempt"], e["epoch"]) for e in log if "epoch" in e]
+    assert epochs[-2:] == [(1, 2), (1, 3)], log
+    expected = 1.0 - 0.9 ** (4 * 5)
+    assert abs(float(log[-1]["weight"]) - expected) < 1e-9  # type: ignore[arg-type]
 
 
 def test_hung_task_is_stopped_and_reported(tmp_path: Path, cauce_env: dict[str, str]) -> None:

@@ -3,6 +3,8 @@ that uses the cauce runtime (context, report, checkpoint) and records what it di
 
 --crash-epoch E: in attempt 0, rank 0 SIGKILLs itself in the middle of epoch E.
 --hang-after-epoch E: stop reporting and sleep after epoch E (hang detection).
+--corrupt-epoch E: in attempt 0, rank 0 truncates the checkpoint of epoch E right after saving
+it, then SIGKILLs itself (a checkpoint damaged after it was written, then a crash).
 """
 
 import argparse
@@ -19,6 +21,7 @@ parser.add_argument("--epochs", type=int, default=4)
 parser.add_argument("--out", required=True)
 parser.add_argument("--crash-epoch", type=int)
 parser.add_argument("--hang-after-epoch", type=int)
+parser.add_argument("--corrupt-epoch", type=int)
 parser.add_argument("--steps", type=int, default=5)
 args = parser.parse_args()
 
@@ -45,7 +48,11 @@ with open(out / f"{ctx.task_id}.log.jsonl", "a") as log:
                 and ctx.rank == 0
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
-        cauce.checkpoint.save({"weight": weight}, step=epoch)
+        saved = cauce.checkpoint.save({"weight": weight}, step=epoch)
+        if epoch == args.corrupt_epoch and ctx.attempt == 0 and saved is not None:
+            state = saved / "state.pkl"
+            state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
         log.write(json.dumps({"attempt": ctx.attempt, "epoch": epoch, "weight": weight}) + "\n")
         log.flush()
         if epoch == args.hang_after_epoch:

@@ -17,7 +17,9 @@ default, so a checkpoint cannot run code), else ``pickle``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import pickle
 import re
@@ -32,6 +34,8 @@ from cauce.errors import CauceError
 from cauce.runtime._context import context
 
 __all__ = ["Checkpoint", "CheckpointError", "latest_step", "load", "save"]
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{9,})$")
 
@@ -99,12 +103,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``exc``, if any (torch wraps it in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _size(folder: Path) -> int:
+    """Bytes in the files of ``folder`` (0 when it is gone)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for child in folder.iterdir():
+            with contextlib.suppress(OSError):
+                total += child.stat().st_size
+    return total
+
+
 def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
     if "torch" in sys.modules:
         import torch
 
         path = folder / "state.pt"
-        torch.save(state, path)
+        with open(path, "wb") as file:  # closed here even when the disk fills, not at GC
+            torch.save(state, file)
         return "torch", path
     path = folder / "state.pkl"
     with open(path, "wb") as file:
@@ -164,7 +190,16 @@ def save(
             tmp.rename(final)
         _fsync_dir(root)
     except BaseException as exc:
+        written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        full = _disk_full(exc)
+        if full is not None:
+            raise CheckpointError(
+                f"cannot write checkpoint {final}: {full.strerror} (ENOSPC): it needed more "
+                f"than the {written:,} bytes written before the disk was full "
+                f"({shutil.disk_usage(root).free:,} bytes free now); free space there or save "
+                "elsewhere (directory=...)"
+            ) from exc
         if isinstance(exc, OSError):
             raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
         raise
@@ -181,7 +216,14 @@ def load(
     map_location: Any = "cpu",
     rank: int | None = None,
 ) -> Checkpoint | None:
-    """The latest complete checkpoint (or the one of ``step``), or None if there is none."""
+    """The latest complete checkpoint that loads (or the one of ``step``), or None if there is
+    none.
+
+    A checkpoint that cannot be read (a file truncated or corrupted after it was written, by a
+    full disk or a broken copy) is skipped with a warning naming its folder, and the one before it
+    is tried. :class:`CheckpointError` is raised only when checkpoints exist and none loads, or
+    when the checkpoint of ``step`` was asked for and it cannot be read.
+    """
     root = _dir(directory)
     if rank is not None:
         root = root / f"rank-{rank}"
@@ -190,9 +232,24 @@ def load(
         found = [(s, p) for s, p in found if s == step]
         if not found:
             raise CheckpointError(f"no checkpoint of step {step} in {root}")
-    if not found:
-        return None
-    number, path = found[-1]
+        number, path = found[0]
+        return _read(number, path, weights_only=weights_only, map_location=map_location)
+    failures: list[CheckpointError] = []
+    for number, path in reversed(found):
+        try:
+            return _read(number, path, weights_only=weights_only, map_location=map_location)
+        except CheckpointError as exc:
+            logger.warning("skipping checkpoint that cannot be read: %s", exc)
+            failures.append(exc)
+    if failures:
+        raise CheckpointError(
+            f"none of the {len(failures)} checkpoints in {root} can be read; the latest: "
+            f"{failures[0]}"
+        ) from failures[0]
+    return None
+
+
+def _read(number: int, path: Path, *, weights_only: bool, map_location: Any) -> Checkpoint:
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format") == "torch":
@@ -204,6 +261,12 @@ def load(
         else:
             with open(path / "state.pkl", "rb") as file:
                 state = pickle.load(file)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+    except ImportError:
+        raise
+    except (
+        Exception
+    ) as exc:  # the framework's own loader raises what it likes (torch: RuntimeError)
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}"
+        ) from exc
     return Checkpoint(number, state, path, meta)

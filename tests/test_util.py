@@ -1,0 +1,288 @@
+"""The private helpers of cauce._util, with real files, processes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from cauce._util.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    swap_dir,
+)
+from cauce._util.locks import FileLock, read_holder_pid
+from cauce._util.procs import ProcStat, all_pids, proc_stat, start_time
+from cauce._util.signals import handle_signals
+from cauce._util.yamlfile import load_yaml_file, load_yaml_text
+from cauce.errors import SpecError
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def test_atomic_write_bytes_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_atomic_write_text_and_json(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "t.txt", "héllo")
+    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode()
+    atomic_write_json(str(tmp_path / "j.json"), {"b": 1, "a": "é"}, sort_keys=True)
+    text = (tmp_path / "j.json").read_text(encoding="utf-8")
+    assert text.endswith("}\n") and text.index('"a"') < text.index('"b"') and "é" in text
+    assert json.loads(text) == {"a": "é", "b": 1}
+    atomic_write_json(tmp_path / "k.json", [1, 2], indent=None)
+    assert (tmp_path / "k.json").read_text() == "[1, 2]\n"
+
+
+def test_atomic_write_removes_the_temp_on_error(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "x").mkdir()  # os.replace of a file over a non-empty folder fails
+    (folder / "x" / "inside").write_text("keep")
+    with pytest.raises(OSError):
+        atomic_write_bytes(folder / "x", b"data")
+    assert sorted(p.name for p in folder.iterdir()) == ["x"]
+    with pytest.raises(TypeError):  # an error while writing, not only while renaming
+        atomic_write_bytes(folder / "y", "not bytes")  # type: ignore[arg-type]
+    assert sorted(p.name for p in folder.iterdir()) == ["x"]
+
+
+def test_atomic_write_is_never_seen_half_written(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    atomic_write_bytes(target, b"a" * 100_000)
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            data = target.read_bytes()
+            seen.add(bytes([len(data) // 1000, len(set(data))]))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(50):
+            atomic_write_bytes(target, (b"a" if i % 2 else b"b") * 100_000)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(s == bytes([100, 1]) for s in seen)  # whole versions only
+
+
+def test_fsync_dir_tolerates_missing(tmp_path: Path) -> None:
+    fsync_dir(tmp_path)
+    fsync_dir(tmp_path / "missing")  # no error: best effort
+
+
+def test_swap_dir_publishes_and_replaces(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    tmp = tmp_path / ".tmp-1"
+    tmp.mkdir()
+    (tmp / "a").write_text("1")
+    swap_dir(tmp, final)
+    assert (final / "a").read_text() == "1" and not tmp.exists()
+    tmp2 = tmp_path / ".tmp-2"
+    tmp2.mkdir()
+    (tmp2 / "b").write_text("2")
+    swap_dir(tmp2, final)
+    assert sorted(p.name for p in final.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the old one removed
+
+
+def test_swap_dir_puts_the_old_back_when_the_rename_fails(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "old").write_text("old")
+    with pytest.raises(OSError):
+        swap_dir(tmp_path / "never-written", final)
+    assert (final / "old").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+# -- locks -----------------------------------------------------------------------------------
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from cauce._util.locks import FileLock
+    lock = FileLock.try_acquire(sys.argv[1], write_pid=True)
+    print("held" if lock else "busy", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def _holder(path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_file_lock_is_exclusive_across_processes_and_dropped_on_death(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.lock"
+    path.parent.mkdir()
+    with _holder(path) as proc:
+        try:
+            assert FileLock.try_acquire(path) is None
+            assert read_holder_pid(path) == proc.pid
+        finally:
+            proc.kill()
+            proc.wait()
+    lock = FileLock.try_acquire(path)  # the kernel dropped the dead holder's lock
+    assert lock is not None and lock.fd >= 0
+    lock.release()
+    lock.release()  # idempotent
+    assert lock.fd == -1
+
+
+def test_file_lock_context_manager_and_release(tmp_path: Path) -> None:
+    path = tmp_path / "y.lock"
+    with FileLock.try_acquire(path, write_pid=True) as lock:  # type: ignore[union-attr]
+        assert read_holder_pid(path) == os.getpid()
+        # flock locks belong to the open file: a second open in this process is refused too
+        assert FileLock.try_acquire(path) is None
+        assert lock.fd >= 0
+    assert lock.fd == -1
+    again = FileLock.try_acquire(path)
+    assert again is not None
+    again.release()
+
+
+def test_read_holder_pid_without_pid(tmp_path: Path) -> None:
+    assert read_holder_pid(tmp_path / "missing") is None
+    (tmp_path / "text").write_text("job-1 on host\n")
+    assert read_holder_pid(tmp_path / "text") is None
+    lock = FileLock.try_acquire(tmp_path / "empty")
+    assert lock is not None
+    assert read_holder_pid(tmp_path / "empty") is None
+    lock.release()
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+
+def test_handle_signals_calls_the_handler_and_restores() -> None:
+    got: list[int] = []
+    before = signal.getsignal(signal.SIGUSR1)
+    with handle_signals([signal.SIGUSR1, signal.SIGUSR2], got.append):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [])  # let pending handlers run
+    assert got == [signal.SIGUSR1, signal.SIGUSR2]
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_handle_signals_restores_after_an_exception() -> None:
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        with pytest.raises(RuntimeError), handle_signals([signal.SIGUSR1], lambda s: None):
+            assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_IGN, previous)
+            raise RuntimeError("boom")
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_handle_signals_is_a_no_op_outside_the_main_thread() -> None:
+    errors: list[BaseException] = []
+    before = signal.getsignal(signal.SIGUSR1)
+
+    def body() -> None:
+        try:
+            with handle_signals([signal.SIGUSR1], lambda s: None):
+                assert signal.getsignal(signal.SIGUSR1) == before
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert not errors
+
+
+# -- procs -----------------------------------------------------------------------------------
+
+
+def test_proc_stat_of_a_process_with_parentheses_and_spaces_in_its_name(tmp_path: Path) -> None:
+    # comm is the file name of the executable: give it spaces and a ")"
+    exe = tmp_path / "a b) (c"
+    os.symlink("/bin/sleep", exe)
+    proc = subprocess.Popen([str(exe), "30"], start_new_session=True)
+    try:
+        stat = proc_stat(proc.pid)
+        assert stat is not None
+        assert stat == ProcStat(
+            pid=proc.pid,
+            comm="a b) (c",
+            state=stat.state,
+            ppid=os.getpid(),
+            pgid=proc.pid,
+            start_ticks=stat.start_ticks,
+            cpu_ticks=stat.cpu_ticks,
+        )
+        assert stat.state in ("S", "R")
+        assert start_time(proc.pid) == stat.start_ticks
+        assert stat.start_ticks >= (start_time(os.getpid()) or 0)
+        assert proc.pid in all_pids() and os.getpid() in all_pids()
+        os.kill(proc.pid, signal.SIGSTOP)
+        for _ in range(200):
+            got = proc_stat(proc.pid)
+            if got is not None and got.state == "T":
+                break
+            threading.Event().wait(0.01)
+        assert got is not None and got.state == "T"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc_stat(proc.pid) is None and start_time(proc.pid) is None
+
+
+def test_proc_stat_counts_cpu_time() -> None:
+    me = proc_stat(os.getpid())
+    assert me is not None and me.pid == os.getpid() and me.state == "R"
+    x = 0
+    for i in range(3_000_000):
+        x += i
+    later = proc_stat(os.getpid())
+    assert later is not None and later.cpu_ticks > me.cpu_ticks
+
+
+# -- yaml ------------------------------------------------------------------------------------
+
+
+def test_load_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("a: 1\nb: [x, y]\n")
+    assert load_yaml_file(path, what="job file") == {"a": 1, "b": ["x", "y"]}
+    with pytest.raises(SpecError, match=r"^job file '.*missing.yaml' does not exist$"):
+        load_yaml_file(tmp_path / "missing.yaml", what="job file")
+    with pytest.raises(SpecError, match=r"^tune file '.*' cannot be read: Is a directory$"):
+        load_yaml_file(tmp_path, what="tune file")
+
+
+def test_load_yaml_text_syntax_error_is_one_line() -> None:
+    with pytest.raises(SpecError) as info:
+        load_yaml_text("a: [1, 2\nb: 3\n", source="x.yaml")
+    message = str(info.value)
+    assert message.startswith("x.yaml: is not valid YAML at line ")
+    assert "\n" not in message and info.value.exit_code == 2
