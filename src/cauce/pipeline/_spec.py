@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 from cauce.pipeline._steps import KINDS
 
@@ -68,19 +69,8 @@ def is_pipeline(raw: object) -> bool:
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
-    import yaml
-
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(
-            "", f"cannot read pipeline file: {exc.strerror}", source=str(path)
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"is not valid YAML: {exc}", source=str(path)) from None
+    raw = load_yaml_file(file, what="pipeline file")
     return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
 
 

@@ -3,13 +3,12 @@ server would; binary classification for now (AUC, log loss, accuracy)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cauce._util.files import atomic_write_json
 from cauce.pipeline._context import StepContext, StepKind
 
 __all__ = ["KIND", "roc_auc"]
@@ -119,9 +118,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "example": example,
     }
     path = out_dir / "evaluation.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, report)
     versus = "".join(f", {n} {c['auc']:.4f} ({c['difference']:+.4f})" for n, c in compare.items())
     ctx.console.step_finished(
         ctx.step.name,

@@ -4,11 +4,11 @@ upstream dataset, study and job, kept in the model's ``cauce-model.json``."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cauce._util.files import atomic_write_json
 from cauce.pipeline._context import StepContext
 
 __all__ = ["record_lineage"]
@@ -56,11 +56,6 @@ def record_lineage(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
             continue
         raw = json.loads(spec_file.read_text(encoding="utf-8"))
         raw.setdefault("lineage", {})["pipeline"] = dict(lineage)
-        tmp = spec_file.with_name(f".{SPEC_FILE}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, spec_file)
+        atomic_write_json(spec_file, raw)
         models.append(str(path))
     return {**result, "lineage": lineage} if models else result

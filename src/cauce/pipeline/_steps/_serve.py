@@ -8,32 +8,19 @@ import contextlib
 import json
 import shlex
 import signal
-import threading
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from cauce._util.signals import handle_signals
 from cauce.pipeline._context import StepContext, StepKind
 from cauce.pipeline._steps._server import server
 
 __all__ = ["KIND", "curl_command"]
 
 
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM as Ctrl-C, so that ``kill PID`` stops a served pipeline cleanly."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _interrupt(_signum: int) -> None:
+    raise KeyboardInterrupt
 
 
 def curl_command(base: str, model_name: str, record: Mapping[str, Any]) -> str:
@@ -96,7 +83,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if ctx.serve_forever:
             ctx.console.line(f"  serving on {base}; query it with\n    {shown}")
             ctx.console.line("  Ctrl-C (or SIGTERM) stops it")
-            with _stop_on_sigterm(), contextlib.suppress(KeyboardInterrupt):
+            # SIGTERM as Ctrl-C, so that ``kill PID`` stops a served pipeline cleanly.
+            sigterm = handle_signals([signal.SIGTERM], _interrupt)
+            with sigterm, contextlib.suppress(KeyboardInterrupt):
                 child.wait()
     ctx.console.step_finished(
         ctx.step.name, "served and stopped" if ctx.serve_forever else "checked and stopped"
