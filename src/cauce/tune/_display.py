@@ -6,6 +6,7 @@ A :class:`~cauce.tune.api.TuneConsole`, called from the tuner's thread only.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Mapping
@@ -121,19 +122,8 @@ class StudyConsole:
             self.console.show(self._render(progress))
 
     def finished(self, result: StudyResult) -> None:
-        if self._progress is not None:
-            self.tick(
-                StudyProgress(
-                    study=result.study,
-                    metric=result.metric,
-                    direction=result.direction,
-                    target=self._progress.target,
-                    parallel=self._progress.parallel,
-                    trials=result.trials,
-                    failures=self._progress.failures,
-                    max_failures=self._progress.max_failures,
-                )
-            )
+        if self._progress is not None:  # the table as the study ended
+            self.tick(dataclasses.replace(self._progress, trials=result.trials))
         self.console.end()
         self.console.line(f"study {result.study} {result.status}: {summary(result)}")
 

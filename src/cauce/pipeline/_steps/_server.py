@@ -4,7 +4,7 @@ ready to answer, and stopped.
 Readiness is ``cauce serve``'s own: ``--ready-file PATH`` makes it write PATH (JSON with
 ``url``, ``host``, ``port`` and ``pid``) once it answers, so ``--port 0`` needs no parsing of
 its output. Until ``cauce serve`` has that option, :data:`READY_FILE` is False and the URL is
-read from its "on http://HOST:PORT" line instead.
+read from its "on http://HOST:PORT" line instead (then checked with ``/v2/health/ready``).
 """
 
 from __future__ import annotations
@@ -51,50 +51,48 @@ class _Stderr:
                 sys.stderr.write(line)
                 continue
             self.tail.append(line.rstrip())
-            match = None if READY_FILE else _LISTENING.search(line)
-            if match:
-                self.url = f"http://{match.group(1)}:{match.group(2)}"
+            found = None if READY_FILE else _LISTENING.search(line)
+            if found:
+                self.url = f"http://{found.group(1)}:{found.group(2)}"
                 self.ready.set()
         self.ready.set()
 
-    def exited(self) -> CauceError:
+    def wait(self, path: Path) -> str:
+        """The server's URL once it answers; an error with its last lines if it exits first."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not (path.exists() if READY_FILE else self.ready.is_set()):
+            if self.child.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                raise CauceError(f"cauce serve was not ready within {_START_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+        if READY_FILE and path.exists():
+            self.ready.set()
+            return str(json.loads(path.read_text(encoding="utf-8"))["url"])
+        if not READY_FILE and self.url and _answers(self.url, self.child, deadline):
+            return self.url
+        try:  # it exits, or exited
+            code = self.child.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise CauceError(f"cauce serve was not ready within {_START_TIMEOUT:.0f} s") from None
+        self.thread.join(timeout=5)
         tail = "\n".join(self.tail)
-        return CauceError(f"cauce serve exited ({self.child.wait()}) before it was ready:\n{tail}")
+        raise CauceError(f"cauce serve exited ({code}) before it was ready:\n{tail}")
 
 
-def _wait_ready_file(child: subprocess.Popen[str], err: _Stderr, path: Path) -> str:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while not path.exists():
-        if child.poll() is not None:
-            err.thread.join(timeout=5)
-            raise err.exited()
-        if time.monotonic() > deadline:
-            raise CauceError(f"cauce serve was not ready within {_START_TIMEOUT:.0f} s")
-        time.sleep(0.05)
-    err.ready.set()
-    return str(json.loads(path.read_text(encoding="utf-8"))["url"])
-
-
-def _wait_announced(child: subprocess.Popen[str], err: _Stderr) -> str:
-    """The fallback: the URL from the "on http://..." line, then ``/v2/health/ready``."""
+def _answers(url: str, child: subprocess.Popen[str], deadline: float) -> bool:
+    """The fallback's check that the announced server answers ``/v2/health/ready``."""
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + _START_TIMEOUT
-    while not err.ready.wait(0.2):
-        if time.monotonic() > deadline:
-            raise CauceError(f"cauce serve was not ready within {_START_TIMEOUT:.0f} s")
-    if not err.url:
-        raise err.exited()
-    while True:  # listening is announced once the model is loaded; check it answers
+    while child.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{err.url}/v2/health/ready", timeout=5) as resp:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as resp:
                 if resp.status == 200:
-                    return err.url
+                    return True
         except (urllib.error.URLError, OSError):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise CauceError("cauce serve stopped answering before it was ready") from None
             time.sleep(0.1)
+    return False
 
 
 @contextlib.contextmanager
@@ -116,11 +114,7 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
         reaper.watch(child.pid)
         err = _Stderr(child)
         try:
-            if READY_FILE:
-                url = _wait_ready_file(child, err, ready_file)
-            else:
-                url = _wait_announced(child, err)
-            yield child, url
+            yield child, err.wait(ready_file)
         finally:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
