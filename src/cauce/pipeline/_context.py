@@ -25,32 +25,25 @@ if TYPE_CHECKING:
 
 __all__ = ["StepContext", "StepKind", "code_hash", "job_of"]
 
-Result = dict[str, Any]
-
 
 @dataclass(frozen=True)
 class StepKind:
-    """One kind of step. ``run`` does the work and returns the result; ``summary(label,
-    result, serving)`` gives the lines of the pipeline's closing summary."""
+    """One kind of step: the settings it takes (besides ``kind``) and needs, what a later step
+    may read of its result (``${steps.NAME.<root>...}``), what it does (``run``), its lines in
+    the closing summary (``summary(label, result, serving)``), and what the lineage of a model
+    made downstream records of it."""
 
     name: str
-    run: Callable[[StepContext], Result]
-    #: The settings it takes (besides ``kind``), those it needs, and what a later step may
-    #: read of its result: ``${steps.NAME.<root>...}``.
+    run: Callable[[StepContext], dict[str, Any]]
     keys: tuple[str, ...]
     required: tuple[str, ...]
     roots: tuple[str, ...]
     summary: Callable[[str, Mapping[str, Any], bool], list[str]]
-    #: It runs a job file: its key covers the job file and the code beside it.
-    runs_job: bool = False
-    #: Where it runs depends on ``--cluster``: the cluster is part of its key.
-    on_cluster: bool = False
-    #: It keeps its own cache: asked every run, it sets ``ctx.extra["ran"]``.
-    own_cache: bool = False
-    #: It serves: ``--serve`` runs it again and keeps it up.
-    serves: bool = False
-    #: What the lineage of a model made downstream records of this step's result.
     lineage: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    runs_job: bool = False  # its key covers its job file and the code beside it
+    on_cluster: bool = False  # its key covers --cluster
+    own_cache: bool = False  # asked every run, it sets ctx.extra["ran"]
+    serves: bool = False  # --serve runs it again and keeps it up
 
 
 @dataclass
