@@ -81,11 +81,12 @@ def run(ctx: StepContext) -> dict[str, Any]:
             dict(example["record"]) if example is not None else {},
         )
         if ctx.serve_forever:
-            ctx.console.line(f"  serving on {base}; query it with\n    {shown}")
-            ctx.console.line("  Ctrl-C (or SIGTERM) stops it")
-            # SIGTERM as Ctrl-C, so that ``kill PID`` stops a served pipeline cleanly.
+            # SIGTERM as Ctrl-C, so that ``kill PID`` stops a served pipeline cleanly; set
+            # before the URL is shown, so that a SIGTERM right after it is one too.
             sigterm = handle_signals([signal.SIGTERM], _interrupt)
             with sigterm, contextlib.suppress(KeyboardInterrupt):
+                ctx.console.line(f"  serving on {base}; query it with\n    {shown}")
+                ctx.console.line("  Ctrl-C (or SIGTERM) stops it")
                 child.wait()
     ctx.console.step_finished(
         ctx.step.name, "served and stopped" if ctx.serve_forever else "checked and stopped"
