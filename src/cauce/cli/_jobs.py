@@ -13,11 +13,9 @@ from typing import Any
 
 from cauce.cli.main import env_default
 from cauce.errors import HistoryError
-from cauce.history import HistoryStore, JobRow, open_store
+from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
 
 __all__ = ["register"]
-
-_ACTIVE = ("pending", "waiting", "running", "restarting")
 
 
 def register(sub: Any) -> None:
@@ -70,16 +68,14 @@ def _driver_alive(job: JobRow) -> bool | None:
     """True/False for a driver on this host; None when it runs elsewhere."""
     if job.host != socket.gethostname() or job.driver_pid is None:
         return None
-    from cauce.gang._driver import process_start_time
-
-    return process_start_time(job.driver_pid) == job.driver_start
+    return process_stamp(job.driver_pid) == job.driver_start
 
 
 def _refresh(store: HistoryStore, job: JobRow) -> JobRow:
     """Mark an active job whose driver died without a word (kill -9) as lost."""
-    if job.status in _ACTIVE and _driver_alive(job) is False:
+    if job.status.active and _driver_alive(job) is False:
         cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
-        store.update_job(job.id, status="lost", root_cause=cause, ended_at=time.time())
+        store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
         return store.get_job(job.id)
     return job
 
@@ -292,7 +288,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if not args.follow:
             break
         job = _refresh(store, store.get_job(job.id))
-        if job.status not in _ACTIVE:
+        if not job.status.active:
             args.follow = False  # one more pass for the last lines
             continue
         files = _log_files(store, job, args.task)
@@ -310,7 +306,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_kill(args: argparse.Namespace) -> int:
     store = open_store(args.history)
     job = store.get_job(args.job_id)
-    if job.status not in _ACTIVE:
+    if not job.status.active:
         sys.stdout.write(f"job {job.id} is not running ({job.status})\n")
         return 0
     alive = _driver_alive(job)
@@ -321,7 +317,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
             job = store.get_job(job.id)
-            if job.status not in _ACTIVE:
+            if not job.status.active:
                 sys.stdout.write(f"job {job.id} {job.status}\n")
                 return 0
             time.sleep(0.2)

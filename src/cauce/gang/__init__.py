@@ -1,10 +1,13 @@
 """One distributed job: placement, env contract, supervision, restarts."""
 
-from cauce.gang._driver import Console, JobDriver, JobResult, PrintConsole, new_job_id
-from cauce.gang._machine import GangMachine, Phase
+from cauce.gang._console import Console, PrintConsole
+from cauce.gang._driver import JobDriver, new_job_id
+from cauce.gang._machine import Failure, GangMachine, Phase
+from cauce.gang._result import JobResult
 
 __all__ = [
     "Console",
+    "Failure",
     "GangMachine",
     "JobDriver",
     "JobResult",

@@ -16,6 +16,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cauce.history import JobStatus
 from cauce.spec import RestartPolicy
 
 __all__ = [
@@ -123,7 +124,7 @@ class Failure:
 
 @dataclass(frozen=True)
 class Finish:
-    status: str  # "succeeded", "failed", "killed"
+    status: JobStatus  # succeeded, failed or killed
     failure: Failure | None = None  # the root cause when a task failed
     reason: str = ""  # why, when no task failure explains it (timeout, interrupt)
 
@@ -219,7 +220,7 @@ class GangMachine:
         reason = self._stop_reason
         if reason == "completed":
             self.phase = Phase.DONE
-            return [Finish("succeeded")]
+            return [Finish(JobStatus.SUCCEEDED)]
         if reason == "failure":
             if self.restarts < self.policy.max_restarts:
                 self.restarts += 1
@@ -227,9 +228,9 @@ class GangMachine:
                 delay = self.policy.delay(self.restarts)
                 return [WaitBeforeRestart(delay, self.restarts, self.policy.max_restarts)]
             self.phase = Phase.DONE
-            return [Finish("failed", failure=self.failure)]
+            return [Finish(JobStatus.FAILED, failure=self.failure)]
         self.phase = Phase.DONE
-        status = "killed" if reason == "killed" else "failed"
+        status = JobStatus.KILLED if reason == "killed" else JobStatus.FAILED
         return [Finish(status, failure=None, reason=self._stop_detail)]
 
     def _on_restart_due(self) -> list[Instruction]:
@@ -247,5 +248,5 @@ class GangMachine:
         if self.phase is Phase.STOPPING:
             return []  # already stopping; it now ends as killed/timed out, not restarted
         self.phase = Phase.DONE
-        status = "killed" if reason == "killed" else "failed"
+        status = JobStatus.KILLED if reason == "killed" else JobStatus.FAILED
         return [Finish(status, reason=detail)]

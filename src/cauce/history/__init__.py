@@ -5,9 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cauce._util.procs import start_time
+from cauce.history._status import JobStatus, TaskStatus
 from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow", "cauce_home", "open_store"]
+__all__ = [
+    "EventRow",
+    "HistoryStore",
+    "JobRow",
+    "JobStatus",
+    "MetricRow",
+    "TaskRow",
+    "TaskStatus",
+    "cauce_home",
+    "open_store",
+    "process_stamp",
+]
 
 
 def cauce_home() -> Path:
@@ -23,3 +36,10 @@ def open_store(url: str | None = None) -> HistoryStore:
         home.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{home / 'history.db'}"
     return HistoryStore(url)
+
+
+def process_stamp(pid: int) -> str | None:
+    """What the history keeps of a process (a job's driver, a tuner) to know it again: its start
+    time, since pids are reused. None when ``pid`` is gone."""
+    start = start_time(pid)
+    return None if start is None else str(start)

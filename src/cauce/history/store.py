@@ -3,6 +3,8 @@
 SQLite by default (``$CAUCE_HOME/history.db``, WAL mode so concurrent drivers can write), any
 SQLAlchemy URL otherwise (PostgreSQL for teams). Logs are files in the job's run folder; the
 store keeps their paths. Safe to use from several threads: each call takes its own connection.
+The schema is versioned: opening a store migrates its database (``migrations/``); the tables
+below are the newest revision's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 from cauce.errors import HistoryError
+from cauce.history._migrate import migrate
+from cauce.history._status import JobStatus, TaskStatus
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
 
@@ -107,7 +111,7 @@ class JobRow:
     name: str
     kind: str
     framework: str
-    status: str
+    status: JobStatus
     cluster: str
     source: str
     spec: str
@@ -134,7 +138,7 @@ class TaskRow:
     port: int | None
     gpus: str
     pid: int | None
-    status: str
+    status: TaskStatus
     exit_code: int | None
     started_at: float | None
     ended_at: float | None
@@ -172,20 +176,10 @@ class HistoryStore:
         self._create_schema()
 
     def _create_schema(self) -> None:
-        # Several drivers may open a new store at the same moment: both see no table, one
-        # creates it, the other's CREATE fails. Looking again settles it.
-        for attempt in range(10):
-            try:
-                _meta.create_all(self.engine)
-                return
-            except sa.exc.OperationalError as exc:
-                if attempt == 9 or not ("already exists" in str(exc) or "locked" in str(exc)):
-                    raise HistoryError(
-                        f"history store {self.url!r} cannot be opened: {exc}"
-                    ) from exc
-                time.sleep(0.05 * (attempt + 1))
-            except sa.exc.SQLAlchemyError as exc:
-                raise HistoryError(f"history store {self.url!r} cannot be opened: {exc}") from exc
+        try:
+            migrate(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store {self.url!r} cannot be opened: {exc}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -279,19 +273,21 @@ class HistoryStore:
         query = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
         if kind is not None:
             query = query.where(jobs.c.kind == kind)
-        return [JobRow(**row._mapping) for row in self._rows(query)]
+        return [_job_row(row) for row in self._rows(query)]
 
     def get_job(self, job_id: str) -> JobRow:
         rows = self._rows(sa.select(jobs).where(jobs.c.id == job_id))
         if not rows:
-            # A unique prefix is enough, as with git.
-            rows = self._rows(sa.select(jobs).where(jobs.c.id.startswith(job_id)).limit(3))
+            # A unique prefix is enough, as with git; compared as it is (no LIKE: its wildcards
+            # and, on SQLite, its case-blindness would match other ids).
+            prefix = sa.func.substr(jobs.c.id, 1, len(job_id)) == job_id
+            rows = self._rows(sa.select(jobs).where(prefix).order_by(jobs.c.id).limit(3))
             if len(rows) > 1:
                 names = ", ".join(row.id for row in rows)
                 raise HistoryError(f"job id {job_id!r} is ambiguous: {names}")
         if not rows:
             raise HistoryError(f"no job {job_id!r} in {self.url}; see 'cauce jobs'")
-        return JobRow(**rows[0]._mapping)
+        return _job_row(rows[0])
 
     def get_tasks(self, job_id: str) -> list[TaskRow]:
         query = (
@@ -299,7 +295,10 @@ class HistoryStore:
             .where(tasks.c.job_id == job_id)
             .order_by(tasks.c.attempt, tasks.c.started_at, tasks.c.task_id)
         )
-        return [TaskRow(**row._mapping) for row in self._rows(query)]
+        return [
+            TaskRow(**{**row._mapping, "status": TaskStatus(row.status)})
+            for row in self._rows(query)
+        ]
 
     def get_metrics(self, job_id: str, task_id: str | None = None) -> list[MetricRow]:
         query = sa.select(
@@ -323,3 +322,7 @@ class HistoryStore:
             values["data"] = json.loads(values["data"] or "{}")
             out.append(EventRow(**values))
         return out
+
+
+def _job_row(row: Any) -> JobRow:
+    return JobRow(**{**row._mapping, "status": JobStatus(row.status)})

@@ -15,15 +15,15 @@ from cauce.spec._tune import (
     TuneSpec,
     parse_tune,
 )
+from cauce.tune._entry import studies, trials, tune
 from cauce.tune.api import (
     StudyInfo,
     StudyProgress,
     StudyResult,
+    StudyStatus,
     TrialInfo,
+    TrialState,
     TuneConsole,
-    studies,
-    trials,
-    tune,
 )
 
 __all__ = [
@@ -34,7 +34,9 @@ __all__ = [
     "StudyInfo",
     "StudyProgress",
     "StudyResult",
+    "StudyStatus",
     "TrialInfo",
+    "TrialState",
     "TuneConsole",
     "TuneSpec",
     "parse_tune",

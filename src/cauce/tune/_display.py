@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from cauce._console import Console
-from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TuneConsole
+from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TrialState, TuneConsole
 
 __all__ = ["StudyConsole", "describe_params", "make_console"]
 
@@ -53,7 +53,7 @@ def first_line(text: str, width: int = 160) -> str:
 def summary(progress: StudyProgress | StudyResult, target: int | None = None) -> str:
     trials = progress.trials
     count = {state: sum(1 for t in trials if t.state == state) for state in ("complete", "pruned")}
-    failed = sum(1 for t in trials if t.state == "failed")
+    failed = sum(1 for t in trials if t.state == TrialState.FAILED)
     best = progress.best
     text = (
         f"{count['complete'] + count['pruned']}"
@@ -93,27 +93,27 @@ class StudyConsole:
         if self.console.live:
             self.tick(progress)
             return
-        key = (trial.state, trial.note if trial.state in ("waiting",) else "")
+        key = (trial.state, trial.note if trial.state == TrialState.WAITING else "")
         if self._last.get(trial.number) == key:
             return
         self._last[trial.number] = key
         where = f"[{progress.done}/{progress.target}] trial {trial.number}"
-        if trial.state == "waiting":
+        if trial.state == TrialState.WAITING:
             self.console.line(f"{where} waiting: {trial.note or 'for resources'}")
-        elif trial.state == "running":
+        elif trial.state == TrialState.RUNNING:
             self.console.line(
                 f"{where} running: {describe_params(trial.params)} (job {trial.job_id})"
             )
-        elif trial.state == "pruned":
+        elif trial.state == TrialState.PRUNED:
             self.console.line(f"{where} {trial.note}: {progress.metric} {fmt_value(trial.value)}")
-        elif trial.state == "complete":
+        elif trial.state == TrialState.COMPLETE:
             best = progress.best
             tail = f"; best so far: trial {best.number}" if best is not None else ""
             self.console.line(
                 f"{where} complete: {progress.metric} {fmt_value(trial.value)} in "
                 f"{fmt_duration(trial, time.time())}{tail}"
             )
-        elif trial.state == "failed":
+        elif trial.state == TrialState.FAILED:
             self.console.line(f"{where} failed: {first_line(trial.note)}")
 
     def tick(self, progress: StudyProgress) -> None:
@@ -144,7 +144,7 @@ class StudyConsole:
         )
         for column in ("trial", "state", "step", progress.metric, "time", "params", "note"):
             table.add_column(column, no_wrap=column != "note")
-        active = [t for t in progress.trials if not t.finished and t.state != "queued"]
+        active = [t for t in progress.trials if not t.finished and t.state != TrialState.QUEUED]
         shown = {t.number: t for t in [t for t in progress.trials if t.finished][-_RECENT:]}
         shown.update((t.number, t) for t in active)
         best = progress.best

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.errors import CauceError, SpecError
 from cauce.spec._tune import TuneSpec
-from cauce.tune.api import TrialInfo
+from cauce.tune.api import TrialInfo, TrialState
 
 if TYPE_CHECKING:
     import optuna
@@ -234,11 +234,11 @@ def run_of(attrs: dict[str, Any]) -> dict[str, str]:
 def trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
     """A trial as it is stored (a RUNNING one shows its last reported value)."""
     state = {
-        "COMPLETE": "complete",
-        "PRUNED": "pruned",
-        "FAIL": "failed",
-        "RUNNING": "running",
-        "WAITING": "queued",
+        "COMPLETE": TrialState.COMPLETE,
+        "PRUNED": TrialState.PRUNED,
+        "FAIL": TrialState.FAILED,
+        "RUNNING": TrialState.RUNNING,
+        "WAITING": TrialState.QUEUED,
     }[trial.state.name]
     attrs = trial.user_attrs
     value = trial.value
@@ -246,11 +246,11 @@ def trial_info(trial: optuna.trial.FrozenTrial) -> TrialInfo:
     if value is None and step is not None:
         value = trial.intermediate_values[step]
     note = ""
-    if state == "failed":
+    if state == TrialState.FAILED:
         note = str(attrs.get(USER_ATTRS["root_cause"], ""))
-    elif state == "pruned":
+    elif state == TrialState.PRUNED:
         note = f"pruned at step {attrs.get(USER_ATTRS['pruned_step'], step)}"
-    elif state == "queued" and USER_ATTRS["retry_of"] in attrs:
+    elif state == TrialState.QUEUED and USER_ATTRS["retry_of"] in attrs:
         note = f"retry of trial {attrs[USER_ATTRS['retry_of']]}"
     return TrialInfo(
         number=trial.number,

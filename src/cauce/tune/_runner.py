@@ -19,26 +19,25 @@ import os
 import queue
 import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
+from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
-from cauce.gang._driver import process_start_time
-from cauce.history import HistoryStore
+from cauce.history import HistoryStore, JobStatus, process_stamp
 from cauce.spec import JobSpec
 from cauce.spec._tune import TuneSpec
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun
-from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TuneConsole
+from cauce.tune.api import StudyProgress, StudyResult, StudyStatus, TrialInfo, TuneConsole
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.storages import BaseStorage
 
     from cauce.cluster import Cluster
 
@@ -48,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 _TICK = 0.25  # seconds between two looks at the trials when nothing happens
 _RECOUNT = 3.0  # seconds between two counts of the study's trials in the storage
-_ACTIVE_JOB = ("pending", "waiting", "running", "restarting")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class TunerId:
 
     @classmethod
     def mine(cls) -> TunerId:
-        return cls(socket.gethostname(), os.getpid(), process_start_time(os.getpid()))
+        return cls(socket.gethostname(), os.getpid(), process_stamp(os.getpid()))
 
     def text(self) -> str:
         return f"{self.host}:{self.pid}:{self.start or ''}"
@@ -80,7 +79,7 @@ class TunerId:
         """False only when it surely is gone (on this host: no such process any more)."""
         if self.host != socket.gethostname():
             return True  # cannot tell from here; a study shared across hosts keeps its trials
-        return process_start_time(self.pid) == self.start
+        return process_stamp(self.pid) == self.start
 
 
 class StudyRunner:
@@ -90,6 +89,7 @@ class StudyRunner:
         spec: JobSpec,
         tune: TuneSpec,
         study: optuna.Study,
+        storage: BaseStorage,
         store: HistoryStore,
         home: Path,
         make_cluster: Callable[[], Cluster],
@@ -101,6 +101,7 @@ class StudyRunner:
         self.spec = spec
         self.tune = tune
         self.study = study
+        self.storage = storage  # the study's, for trials whose live Trial object is gone
         self.store = store
         self.home = home
         self.make_cluster = make_cluster
@@ -131,9 +132,9 @@ class StudyRunner:
         note = self.recover()
         self._reload()
         self.console.started(self.progress(), note)
-        status, reason = "complete", ""
+        status, reason = StudyStatus.COMPLETE, ""
         try:
-            with self._signals():
+            with handle_signals(_STOP_SIGNALS, self._on_signal):
                 status, reason = self._loop()
         finally:
             if self._running:  # only after an unexpected error: leave nothing running
@@ -151,12 +152,12 @@ class StudyRunner:
         self.console.finished(result)
         return result
 
-    def _loop(self) -> tuple[str, str]:
+    def _loop(self) -> tuple[StudyStatus, str]:
         while True:
             self._drain(_TICK)
             if self._interrupt:
                 self._shutdown(self._interrupt)
-                return "interrupted", self._interrupt
+                return StudyStatus.INTERRUPTED, self._interrupt
             for run in list(self._running.values()):
                 if run.prune_overdue(self.tune.prune_grace):
                     logger.info("trial %d: pruned but still running; stopping it", run.number)
@@ -164,10 +165,10 @@ class StudyRunner:
                 self._fill()
             if not self._running:
                 if self._halt:
-                    return "failed", self._halt
+                    return StudyStatus.FAILED, self._halt
                 done, others = self._counts(fresh=True)
                 if done >= self.target:
-                    return "complete", ""
+                    return StudyStatus.COMPLETE, ""
                 if others == 0 and done < self.target:
                     continue  # _fill starts more at the next turn
                 # The rest of the target is in trials another tuner runs; wait for them.
@@ -232,10 +233,12 @@ class StudyRunner:
             events=self._events,
             pruning=self.tune.pruner.type != "none",
         )
+        cluster = None
         try:
+            cluster = self.make_cluster()  # one per trial, closed when the trial ends
             driver = JobDriver(
                 trial_spec(self.spec, self.tune, params),
-                self.make_cluster(),
+                cluster,
                 self.store,
                 self.home,
                 console=run,
@@ -246,6 +249,8 @@ class StudyRunner:
                 poll_interval=self.poll_interval,
             )
         except Exception as exc:
+            if cluster is not None:
+                _close(cluster)
             trial.set_user_attr(USER_ATTRS["root_cause"], f"could not start: {exc}")
             self.study.tell(trial, state=_state("FAIL"))
             raise
@@ -257,6 +262,8 @@ class StudyRunner:
     def _finish(self, run: TrialRun) -> None:
         self._running.pop(run.number, None)
         run.join()
+        if run.driver is not None:
+            _close(run.driver.cluster)
         outcome = run.outcome()
         trial = run.trial
         if outcome.state == "interrupted":
@@ -285,12 +292,12 @@ class StudyRunner:
         self, number: int, *, params: dict[str, object], cause: str
     ) -> optuna.trial.FrozenTrial:
         """Mark trial ``number`` failed as interrupted and queue its parameters again."""
-        # Optuna's public API sets attributes through a live Trial only; a trial of a tuner that
-        # is gone has none, so this goes to the storage directly.
-        storage = self.study._storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
-        storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
+        # Optuna's Study sets attributes through a live Trial only; a trial of a tuner that is
+        # gone has none, so this goes to the storage directly.
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
+        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
         frozen = self.study.tell(number, state=_state("FAIL"), skip_if_finished=True)
         self.study.enqueue_trial(params, user_attrs={USER_ATTRS["retry_of"]: number})
         return frozen
@@ -335,8 +342,10 @@ class StudyRunner:
             return
         with contextlib.suppress(Exception):
             job = self.store.get_job(job_id)
-            if job.status in _ACTIVE_JOB:
-                self.store.update_job(job_id, status="lost", root_cause=cause, ended_at=time.time())
+            if job.status.active:
+                self.store.update_job(
+                    job_id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time()
+                )
 
     # --- what people see -----------------------------------------------------------------------
 
@@ -357,27 +366,15 @@ class StudyRunner:
             max_failures=self.tune.max_failures,
         )
 
-    # --- signals -------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
+    def _on_signal(self, signum: int) -> None:
         """SIGINT, SIGTERM and SIGHUP stop the running trials (to be retried) and end the run."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+        self._interrupt = f"interrupted ({signal.Signals(signum).name})"
 
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            self._interrupt = f"interrupted ({signal.Signals(signum).name})"
 
-        saved = {
-            sig: signal.signal(sig, handler)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        }
-        try:
-            yield
-        finally:
-            for sig, old in saved.items():
-                signal.signal(sig, old)
+def _close(cluster: Cluster) -> None:
+    close = getattr(cluster, "close", None)
+    if callable(close):
+        close()
 
 
 def _state(name: str) -> optuna.trial.TrialState:

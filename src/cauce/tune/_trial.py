@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.gang import JobDriver, JobResult
 from cauce.history import MetricRow
-from cauce.tune.api import TrialInfo
+from cauce.tune.api import TrialInfo, TrialState
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +35,7 @@ class Outcome:
     """How a trial ended, for the study: ``complete`` (with ``value``), ``pruned``, ``failed``
     (``cause`` is the root cause) or ``interrupted`` (the tuner stopped it; to be retried)."""
 
-    state: str
+    state: Literal["complete", "pruned", "failed", "interrupted"]
     value: float | None = None
     cause: str = ""
 
@@ -60,7 +60,7 @@ class TrialRun:
         self.driver: JobDriver | None = None
         self._events = events
         self._lock = threading.Lock()
-        self._state = "running"
+        self._state = TrialState.RUNNING
         self._note = "starting"
         self._value: float | None = None
         self._step: int | None = None
@@ -109,7 +109,7 @@ class TrialRun:
         with self._lock:
             state, note = self._state, self._note
             if self.ended_at is None and self._pruned_step is not None:
-                state, note = "running", f"pruned at step {self._pruned_step}, stopping"
+                state, note = TrialState.RUNNING, f"pruned at step {self._pruned_step}, stopping"
             return TrialInfo(
                 number=self.number,
                 state=state,
@@ -184,9 +184,9 @@ class TrialRun:
         logger.debug("trial %d: %s", self.number, text)
         with self._lock:
             if text.startswith("waiting: "):
-                self._state, self._note = "waiting", text.removeprefix("waiting: ")
+                self._state, self._note = TrialState.WAITING, text.removeprefix("waiting: ")
             elif text.startswith("attempt "):
-                self._state, self._note = "running", ""
+                self._state, self._note = TrialState.RUNNING, ""
             else:
                 return
         self._events.put(("changed", self))

@@ -1,19 +1,13 @@
-"""Hyperparameter search: a study of trials, each trial a gang of its own.
-
-    result = cauce.tune.tune("job.yaml", trials=32, parallel=4)
-    result.best.params, result.best.value
-
-A study lives in the history database (Optuna's RDB storage, same SQLAlchemy URL as the history
-store), so a study that was stopped, even with ``kill -9``, continues where it was when started
-again. See ``docs/tuning.md``.
+"""The types of hyperparameter search: trials and studies as people see them, and the console
+``tune`` reports to. The entry points (``tune``, ``trials``, ``studies``) are in ``_entry.py``;
+``docs/tuning.md`` tells the story.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from enum import StrEnum
 from typing import Any, Protocol
 
 __all__ = [
@@ -21,16 +15,46 @@ __all__ = [
     "StudyInfo",
     "StudyProgress",
     "StudyResult",
+    "StudyStatus",
     "TrialInfo",
+    "TrialState",
     "TuneConsole",
-    "studies",
-    "trials",
-    "tune",
+    "best_trial",
 ]
 
-#: States a trial is shown in: ``queued`` (to be retried), ``waiting`` (for resources),
-#: ``running``, ``complete``, ``pruned``, ``failed``.
-TRIAL_STATES = ("queued", "waiting", "running", "complete", "pruned", "failed")
+
+class TrialState(StrEnum):
+    """The state a trial is shown in (the pattern of ``cauce.history.JobStatus``)."""
+
+    QUEUED = "queued"  # to be run, or retried
+    WAITING = "waiting"  # for resources
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def counted(self) -> bool:
+        """Counts towards the study's target number of trials."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+_FINISHED = frozenset({TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED})
+
+#: Every trial state, in the order of a trial's life.
+TRIAL_STATES = tuple(TrialState)
+
+
+class StudyStatus(StrEnum):
+    """How a run of ``tune`` ended."""
+
+    COMPLETE = "complete"  # the study has its target number of trials
+    FAILED = "failed"  # more than max_failures trials failed
+    INTERRUPTED = "interrupted"  # a signal; the running trials are retried by the next run
 
 
 @dataclass(frozen=True)
@@ -39,7 +63,7 @@ class TrialInfo:
     trial, the last reported one of a running or pruned trial."""
 
     number: int
-    state: str
+    state: TrialState
     params: Mapping[str, Any]
     value: float | None = None
     step: int | None = None
@@ -51,7 +75,7 @@ class TrialInfo:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("complete", "pruned", "failed")
+        return self.state.finished
 
 
 @dataclass(frozen=True)
@@ -74,7 +98,7 @@ class StudyProgress:
     @property
     def done(self) -> int:
         """Trials that count towards the target: complete and pruned."""
-        return self.count("complete", "pruned")
+        return sum(1 for trial in self.trials if trial.state.counted)
 
     @property
     def best(self) -> TrialInfo | None:
@@ -87,7 +111,7 @@ class StudyResult:
     ``failed`` (more than ``max_failures`` trials failed) or ``interrupted``."""
 
     study: str
-    status: str
+    status: StudyStatus
     reason: str
     metric: str
     direction: str
@@ -96,7 +120,7 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "complete"
+        return self.status == StudyStatus.COMPLETE
 
     @property
     def best(self) -> TrialInfo | None:
@@ -126,58 +150,9 @@ class TuneConsole(Protocol):
 
 
 def best_trial(trials: tuple[TrialInfo, ...], direction: str) -> TrialInfo | None:
-    done = [t for t in trials if t.state == "complete" and t.value is not None]
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not done:
         return None
     sign = 1.0 if direction == "min" else -1.0
     # The better value first; among equals, the earlier trial.
     return min(done, key=lambda t: (sign * (t.value or 0.0), t.number))
-
-
-def tune(
-    job: Any,
-    *,
-    trials: int | None = None,
-    parallel: int | None = None,
-    study: str | None = None,
-    cluster: str | None = None,
-    history: str | None = None,
-    home: str | os.PathLike[str] | None = None,
-    console: TuneConsole | None = None,
-    poll_interval: float = 0.25,
-) -> StudyResult:
-    """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, or the path of
-    its YAML file) until ``trials`` trials have completed or been pruned.
-
-    ``trials`` and ``parallel`` override the spec's; ``study`` names the study (default: the
-    job's name): running again with the same name continues it. ``poll_interval`` is how often
-    each trial's reports are read (and the pruner asked). Failed trials are reported in the
-    result, not raised; a bad spec raises :class:`~cauce.SpecError`.
-    """
-    from cauce.tune._session import run_study
-
-    return run_study(
-        job,
-        trials=trials,
-        parallel=parallel,
-        study=study,
-        cluster=cluster,
-        history=history,
-        home=Path(home) if home is not None else None,
-        console=console,
-        poll_interval=poll_interval,
-    )
-
-
-def trials(study: str, *, history: str | None = None) -> list[TrialInfo]:
-    """Every trial of ``study``, by number."""
-    from cauce.tune._session import read_trials
-
-    return read_trials(study, history)
-
-
-def studies(*, history: str | None = None) -> list[StudyInfo]:
-    """Every study in the history database."""
-    from cauce.tune._session import read_studies
-
-    return read_studies(history)

@@ -1,0 +1,41 @@
+"""What ``cauce run --dry-run`` prints: each task's placement, ports, GPUs and environment."""
+
+from __future__ import annotations
+
+import shlex
+
+from cauce.cluster.api import GangRequest
+from cauce.gang._plan import AttemptPlan
+from cauce.spec import JobSpec
+
+__all__ = ["render_dry_run"]
+
+
+def render_dry_run(
+    spec: JobSpec, request: GangRequest, cluster: str, plan: AttemptPlan | None, waiting: str = ""
+) -> str:
+    """The resolved plan, or (``plan`` None) what the gang waits for."""
+    lines = [f"job {spec.name} ({spec.framework}): {len(request.tasks)} tasks on cluster {cluster}"]
+    if plan is None:
+        lines.append(f"waiting: {waiting} (the plan below is what it would get)")
+        return "\n".join([*lines, "(no placement shown while waiting)"])
+    for launch, slot in zip(plan.launches, plan.layout.slots, strict=True):
+        res = request.tasks[plan.layout.slots.index(slot)].resources
+        lines.append("")
+        lines.append(
+            f"{launch.task_id}: host {slot.host} port {slot.port} "
+            f"gpus {','.join(slot.gpus) or '-'} cpus {res.cpus:g} "
+            f"memory {res.memory or '-'}{'' if slot.tracked else ' (untracked)'}"
+        )
+        lines.append(f"  command: {shlex.join(launch.argv)}")
+        lines.append(f"  cwd: {launch.cwd}")
+        lines.append(f"  log: {launch.log_path}")
+        lines.append("  env:")
+        shown = dict(plan.contract[launch.task_id])
+        shown["PATH"] = launch.env.get("PATH", "")
+        for key in sorted(shown):
+            lines.append(f"    {key}={shown[key]}")
+    lines.append("")
+    lines.append("(ports are fresh free ports for each attempt; the rest of the environment is")
+    lines.append(" inherited from this shell)")
+    return "\n".join(lines)

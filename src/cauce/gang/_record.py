@@ -1,0 +1,108 @@
+"""The driver's rows in the history store: the job, each task attempt, and the events between.
+
+One method per fact the driver learns; the driver decides, this only writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+
+from cauce.gang import _machine as m
+from cauce.gang._plan import AttemptPlan
+from cauce.history import HistoryStore, JobStatus, TaskStatus, process_stamp
+from cauce.spec import JobSpec
+
+__all__ = ["JobRecord"]
+
+
+class JobRecord:
+    def __init__(self, store: HistoryStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+
+    def submitted(
+        self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
+    ) -> None:
+        self.store.create_job(
+            id=self.job_id,
+            name=spec.name,
+            kind=kind,
+            framework=spec.framework,
+            status=JobStatus.PENDING,
+            cluster=cluster,
+            source=os.path.abspath(spec.source) if spec.source else "",
+            spec=json.dumps(asdict(spec), default=str),
+            run_dir=run_dir,
+            host=socket.gethostname(),
+            driver_pid=os.getpid(),
+            driver_start=process_stamp(os.getpid()),
+        )
+        self.event("submitted", {"tasks": tasks})
+
+    def event(self, kind: str, data: Mapping[str, object]) -> None:
+        self.store.add_event(self.job_id, kind, data=data)
+
+    def waiting(self, reason: str) -> None:
+        self.store.update_job(self.job_id, status=JobStatus.WAITING)
+        self.event("waiting", {"reason": reason})
+
+    def attempt_started(
+        self, plan: AttemptPlan, attempt: int, pids: Mapping[str, int], *, first: bool
+    ) -> None:
+        now = time.time()
+        for slot, launch in zip(plan.layout.slots, plan.launches, strict=True):
+            self.store.upsert_task(
+                self.job_id,
+                slot.task_id,
+                attempt,
+                role=slot.role,
+                role_index=slot.index,
+                host=slot.host,
+                port=slot.port,
+                gpus=",".join(slot.gpus),
+                pid=pids.get(slot.task_id),
+                status=TaskStatus.RUNNING,
+                started_at=now,
+                log_path=launch.log_path,
+            )
+        if first:
+            self.store.update_job(self.job_id, started_at=now)
+        self.store.update_job(self.job_id, status=JobStatus.RUNNING, attempts=attempt + 1)
+        self.store.add_event(self.job_id, "attempt_started", attempt=attempt, data=dict(pids))
+
+    def task_exited(self, exited: m.TaskExited, status: TaskStatus) -> None:
+        self.store.upsert_task(
+            self.job_id,
+            exited.task_id,
+            exited.attempt,
+            status=status,
+            exit_code=exited.returncode,
+            ended_at=time.time(),
+        )
+        self.store.add_event(
+            self.job_id,
+            "task_exited",
+            task_id=exited.task_id,
+            attempt=exited.attempt,
+            data={"returncode": exited.returncode, "runtime": round(exited.runtime, 3)},
+        )
+
+    def restarting(self, number: int, delay: float, cause: str) -> None:
+        self.store.update_job(self.job_id, status=JobStatus.RESTARTING, restarts=number)
+        self.event("restart", {"restart": number, "delay": delay, "cause": cause})
+
+    def finished(self, status: JobStatus, cause: str, *, attempts: int, restarts: int) -> None:
+        self.store.update_job(
+            self.job_id,
+            status=status,
+            ended_at=time.time(),
+            root_cause=cause or None,
+            restarts=restarts,
+            attempts=attempts,
+        )
+        self.event("finished", {"status": status})

@@ -1,0 +1,61 @@
+"""How a job ended: :class:`JobResult`, with its typed failure, and the one rendering of a
+failure as the root cause people read (console, history, ``GangFailed``)."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+from cauce.gang._logtail import log_tail
+from cauce.gang._machine import Failure
+from cauce.history import JobStatus
+
+__all__ = ["JobResult", "describe_exit", "render_root_cause"]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """``status`` is succeeded, failed or killed. ``failure`` is the task failure that ended
+    the job (None when it succeeded, or ended by a timeout or an interrupt); ``root_cause`` is
+    the text people read: the failure rendered with the tail of its log, or why it ended."""
+
+    job_id: str
+    status: JobStatus
+    root_cause: str
+    attempts: int
+    restarts: int
+    run_dir: str
+    failure: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == JobStatus.SUCCEEDED
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
+
+
+def render_root_cause(failure: Failure, log_path: str, hang_timeout: float | None) -> str:
+    """``worker-1 failed first (exit 3 after 1.2 s, attempt 1); last lines of its log ...``"""
+    tail = log_tail(log_path)
+    if failure.returncode is None:
+        head = (
+            f"{failure.task_id} hung first (no report or heartbeat for "
+            f"{failure.hung_for or 0:.0f} s, hang_timeout {hang_timeout or 0:g} s, "
+            f"after {failure.runtime:.1f} s, attempt {failure.attempt + 1})"
+        )
+    else:
+        head = (
+            f"{failure.task_id} failed first ({describe_exit(failure.returncode)} after "
+            f"{failure.runtime:.1f} s, attempt {failure.attempt + 1})"
+        )
+    if not tail:
+        return f"{head}; its log is empty ({log_path})"
+    body = "\n".join(f"    {line}" for line in tail)
+    return f"{head}; last lines of its log ({log_path}):\n{body}"

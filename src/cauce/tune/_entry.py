@@ -1,0 +1,69 @@
+"""The entry points of hyperparameter search: a study of trials, each trial a gang of its own.
+
+    result = cauce.tune.tune("job.yaml", trials=32, parallel=4)
+    result.best.params, result.best.value
+
+A study lives in the history database (Optuna's RDB storage, same SQLAlchemy URL as the history
+store), so a study that was stopped, even with ``kill -9``, continues where it was when started
+again. See ``docs/tuning.md``. The work is in ``_session.py``, imported on first call (it needs
+the cluster, the history store and Optuna).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cauce.tune.api import StudyInfo, StudyResult, TrialInfo, TuneConsole
+
+__all__ = ["studies", "trials", "tune"]
+
+
+def tune(
+    job: Any,
+    *,
+    trials: int | None = None,
+    parallel: int | None = None,
+    study: str | None = None,
+    cluster: str | None = None,
+    history: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    console: TuneConsole | None = None,
+    poll_interval: float = 0.25,
+) -> StudyResult:
+    """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, or the path of
+    its YAML file) until ``trials`` trials have completed or been pruned.
+
+    ``trials`` and ``parallel`` override the spec's; ``study`` names the study (default: the
+    job's name): running again with the same name continues it. ``poll_interval`` is how often
+    each trial's reports are read (and the pruner asked). Failed trials are reported in the
+    result, not raised; a bad spec raises :class:`~cauce.SpecError`.
+    """
+    from cauce.tune._session import run_study
+
+    return run_study(
+        job,
+        trials=trials,
+        parallel=parallel,
+        study=study,
+        cluster=cluster,
+        history=history,
+        home=Path(home) if home is not None else None,
+        console=console,
+        poll_interval=poll_interval,
+    )
+
+
+def trials(study: str, *, history: str | None = None) -> list[TrialInfo]:
+    """Every trial of ``study``, by number."""
+    from cauce.tune._session import read_trials
+
+    return read_trials(study, history)
+
+
+def studies(*, history: str | None = None) -> list[StudyInfo]:
+    """Every study in the history database."""
+    from cauce.tune._session import read_studies
+
+    return read_studies(history)

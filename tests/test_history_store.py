@@ -1,0 +1,148 @@
+"""The history store: its schema versions (a database of cauce 0.1.0 opens and is migrated,
+several processes may open a new one at once) and exact job-id prefixes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cauce.errors import HistoryError
+from cauce.history import HistoryStore, JobStatus, TaskStatus
+from cauce.history.migrations import HEAD, VERSION_TABLE
+
+#: ``history.db`` as cauce 0.1.0 left it (no version table), with an Optuna study beside it:
+#: made by 0.1.0's ``HistoryStore`` and ``optuna.create_study``, then ``iterdump()``.
+RELEASE_0_1_0 = Path(__file__).parent / "data" / "history_cauce_0_1_0.sql"
+
+
+def database_of_0_1_0(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        conn.executescript(RELEASE_0_1_0.read_text(encoding="utf-8"))
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+def version(path: Path, table: str = VERSION_TABLE) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = [row[0] for row in conn.execute(f"SELECT version_num FROM {table}")]
+    conn.close()
+    return rows
+
+
+def schema(url: str) -> dict[str, Any]:
+    """cauce's tables as the database describes them: columns, keys and indexes."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        return {
+            table: (
+                [
+                    (c["name"], str(c["type"]), c["nullable"], c["primary_key"])
+                    for c in inspector.get_columns(table)
+                ],
+                inspector.get_pk_constraint(table)["constrained_columns"],
+                [
+                    (f["constrained_columns"], f["referred_table"])
+                    for f in inspector.get_foreign_keys(table)
+                ],
+                sorted((i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)),
+            )
+            for table in ("jobs", "tasks", "events", "metrics")
+        }
+    finally:
+        engine.dispose()
+
+
+def test_a_database_of_0_1_0_is_stamped_and_its_rows_kept(tmp_path: Path) -> None:
+    url = database_of_0_1_0(tmp_path / "history.db")
+    store = HistoryStore(url)
+    try:
+        assert version(tmp_path / "history.db") == [HEAD]
+        assert version(tmp_path / "history.db", "alembic_version") == ["v3.2.0.a"]  # Optuna's
+        jobs = store.list_jobs()
+        assert [job.id for job in jobs] == [
+            "hello-20260101-130000-cd34",
+            "hello-20260101-120000-ab12",
+        ]
+        job = store.get_job("hello-20260101-12")
+        assert (job.status, job.framework, job.attempts, job.restarts) == (
+            JobStatus.SUCCEEDED,
+            "pytorch",
+            2,
+            1,
+        )
+        assert jobs[0].status is JobStatus.FAILED and "exit 3" in (jobs[0].root_cause or "")
+        tasks = store.get_tasks(job.id)
+        assert [(t.attempt, t.status, t.exit_code, t.port) for t in tasks] == [
+            (0, TaskStatus.STOPPED, -15, 29500),
+            (1, TaskStatus.SUCCEEDED, 0, 29501),
+        ]
+        [event] = store.get_events(job.id)
+        assert (event.kind, event.data) == (
+            "restart",
+            {"restart": 1, "cause": "worker-0 failed first"},
+        )
+        [metric] = store.get_metrics(job.id)
+        assert (metric.step, metric.name, metric.value) == (10, "loss", 0.25)
+        store.create_job(id="new", name="new", status=JobStatus.PENDING)
+        assert store.get_job("new").status is JobStatus.PENDING
+    finally:
+        store.close()
+    HistoryStore(url).close()  # opened again: already current
+    assert version(tmp_path / "history.db") == [HEAD]
+    with sqlite3.connect(tmp_path / "history.db") as conn:
+        assert list(conn.execute("SELECT study_name FROM studies")) == [("hello",)]
+    conn.close()
+
+
+def test_a_new_database_has_the_schema_of_0_1_0(tmp_path: Path) -> None:
+    old = database_of_0_1_0(tmp_path / "old.db")
+    new = f"sqlite:///{tmp_path / 'new.db'}"
+    HistoryStore(new).close()
+    assert version(tmp_path / "new.db") == [HEAD]
+    assert schema(new) == schema(old)
+
+
+def test_head_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    from cauce.history import migrations
+
+    scripts = ScriptDirectory(str(Path(migrations.__file__).parent))
+    assert scripts.get_heads() == [HEAD]
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    code = "import sys; from cauce.history import HistoryStore; HistoryStore(sys.argv[1]).close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert version(tmp_path / "history.db") == [HEAD]
+
+
+def test_job_id_prefixes_are_exact(tmp_path: Path) -> None:
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        for job_id in ("ab_c-1", "abxc-2", "Zed-3"):
+            store.create_job(id=job_id, name=job_id, status=JobStatus.SUCCEEDED)
+        # LIKE would read "_" and "%" as wildcards (and, on SQLite, ignore case).
+        assert store.get_job("ab_").id == "ab_c-1"
+        assert store.get_job("abx").id == "abxc-2"
+        for missing in ("%", "a%", "_b", "zed"):
+            with pytest.raises(HistoryError, match="no job"):
+                store.get_job(missing)
+        with pytest.raises(HistoryError, match="ambiguous: ab_c-1, abxc-2"):
+            store.get_job("ab")
+    finally:
+        store.close()
