@@ -9,10 +9,9 @@ from typing import Any
 
 from cauce.errors import SpecError
 from cauce.pipeline._context import StepContext, StepKind
+from cauce.spec._parse import CLUSTER_PREFIXES
 
 __all__ = ["KIND"]
-
-_SPARK_PREFIXES = ("spark://", "local[", "yarn", "k8s://")
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -34,7 +33,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     engine = str(ctx.config.get("engine") or "")
     master = ctx.config.get("spark_master")
     if not engine:
-        spark = ctx.cluster is not None and ctx.cluster.startswith(_SPARK_PREFIXES)
+        spark = ctx.cluster is not None and ctx.cluster.startswith(CLUSTER_PREFIXES)
         engine = "spark" if spark else "duckdb"
         master = master or (ctx.cluster if spark else None)
     rows: dict[str, int] = {}

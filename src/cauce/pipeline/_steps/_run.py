@@ -4,8 +4,8 @@ lineage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ class _JobConsole:
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    from cauce.cluster import get_cluster
+    from cauce.cluster import cluster_address, open_cluster
     from cauce.gang import JobDriver
     from cauce.history import open_store
 
@@ -57,15 +57,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
             len(seen_steps), total, "steps reported" if not total else "steps", note
         )
 
-    address = ctx.cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
+    address = cluster_address(ctx.cluster, spec)
     ctx.console.step_started(
         ctx.step.name,
         f"running {spec.source} on {address}"
         + (f" with {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ""),
     )
-    backend = get_cluster(address, spark_conf=dict(spec.spark))
-    store = open_store(ctx.history)
-    try:
+    with (
+        open_cluster(address, spec) as backend,
+        contextlib.closing(open_store(ctx.history)) as store,
+    ):
         driver = JobDriver(
             spec,
             backend,
@@ -79,11 +80,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
         tasks = store.get_tasks(result.job_id)
         first = tasks[0].task_id if tasks else ""
         reported = {r.name: r.value for r in store.get_metrics(result.job_id) if r.task_id == first}
-    finally:
-        store.close()
-        close = getattr(backend, "close", None)
-        if callable(close):
-            close()
     if not result.ok:
         raise GangFailed(result.job_id, result.root_cause, status=result.status)
     run_dir = Path(result.run_dir)
