@@ -10,6 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+#: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
+#: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
+pytest_plugins = ["flights_fixtures", "spark_fixtures"]
+
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 

@@ -1,6 +1,6 @@
 """The prepared flights dataset of examples/flights, shared by the tests that train on it
-(tests/test_flights_train.py, tests/test_tune_study.py): import ``flights_fixture`` (the fixture
-``flights``) and ``needs_flights`` into the test module."""
+(tests/test_flights_train.py, tests/test_tune_study.py): the fixture ``flights`` (registered in
+conftest.py) and the mark ``needs_flights``."""
 
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ needs_flights = pytest.mark.skipif(
 def flights_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The flights dataset, prepared once per session on DuckDB (a few seconds).
 
-    The folder is fixed under the session's base temp folder, so that the modules importing
-    this fixture (each gets its own copy of it) share the dataset: the second ``prepare`` finds
-    it up to date and runs nothing."""
+    The folder is fixed under the session's base temp folder, so that a second ``prepare`` (in
+    another session of a parallel run) finds it up to date and runs nothing."""
     from cauce.data import prepare
 
     out = tmp_path_factory.getbasetemp() / "flights-data" / "flights"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flights_fixtures import EXAMPLE, flights_fixture, needs_flights  # noqa: F401 - a fixture
+from flights_fixtures import EXAMPLE, needs_flights
 from helpers import cauce
 
 #: train.yaml's, the script's default. With the defaults (seed 0 runs here) the network's test AUC

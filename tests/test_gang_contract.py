@@ -22,14 +22,12 @@ import cauce
 from cauce.gang import JobDriver
 from cauce.history import open_store
 from helpers import ROOT, py
-from spark_fixtures import (  # noqa: F401 - fixtures
+from spark_fixtures import (
     StandaloneSpark,
     Target,
     held_app,
-    home_fixture,
     job_file,
     run,
-    spark_cluster_fixture,
 )
 
 pytestmark = [pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import cauce, cauce_popen, gone, py, running, write_job
 from pipeline_fixtures import statuses, write_small
-from spark_fixtures import StandaloneSpark, spark_cluster_fixture  # noqa: F401 - a fixture
+from spark_fixtures import StandaloneSpark
 
 pytestmark = pytest.mark.slow
 

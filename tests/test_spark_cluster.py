@@ -23,16 +23,14 @@ from cauce.errors import ClusterError, PlacementError, SpecError
 from cauce.history import open_store
 from cauce.spec import Resources
 from helpers import py
-from spark_fixtures import (  # noqa: F401 - fixtures
+from spark_fixtures import (
     Console,
     HeldApp,
     StandaloneSpark,
     Target,
     held_app,
-    home_fixture,
     job_file,
     run,
-    spark_cluster_fixture,
 )
 
 pytest.importorskip("pyspark")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from flights_fixtures import EXAMPLE, flights_fixture, needs_flights  # noqa: F401 - a fixture
+from flights_fixtures import EXAMPLE, needs_flights
 from helpers import ROOT, cauce, cauce_popen, write_job
 
 pytestmark = pytest.mark.slow

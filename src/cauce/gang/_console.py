@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Protocol
+
+from cauce._console import Console as Lines
 
 __all__ = ["Console", "PrintConsole"]
 
@@ -18,20 +19,17 @@ class Console(Protocol):
 
 
 class PrintConsole:
-    """Task lines to stdout as ``[worker-0] ...``; cauce's own lines to stderr as ``cauce: ...``."""
+    """Task lines to stdout as ``[worker-0] ...``; cauce's own lines to stderr as ``cauce: ...``
+    (lines of the shared :class:`cauce._console.Console`)."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self._lock = threading.Lock()
         self.quiet = quiet
+        self._err = Lines(sys.stderr, live=False)
+        self._out = Lines(sys.stdout, live=False)
 
     def status(self, text: str) -> None:
-        with self._lock:
-            sys.stderr.write(f"cauce: {text}\n")
-            sys.stderr.flush()
+        self._err.line(f"cauce: {text}")
 
     def output(self, task_id: str, line: str) -> None:
-        if self.quiet:
-            return
-        with self._lock:
-            sys.stdout.write(f"[{task_id}] {line}\n")
-            sys.stdout.flush()
+        if not self.quiet:
+            self._out.line(f"[{task_id}] {line}")

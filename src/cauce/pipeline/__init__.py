@@ -9,6 +9,7 @@ docs/pipeline.md.
 """
 
 from cauce.pipeline._console import PipelineConsole
+from cauce.pipeline._context import StepKind
 from cauce.pipeline._runner import (
     PipelineResult,
     StepOutcome,
@@ -17,19 +18,20 @@ from cauce.pipeline._runner import (
     summary,
 )
 from cauce.pipeline._spec import (
-    KINDS,
     PipelineSpec,
     StepSpec,
     is_pipeline,
     load_pipeline,
     parse_pipeline,
 )
+from cauce.pipeline._steps import KINDS
 
 __all__ = [
     "KINDS",
     "PipelineConsole",
     "PipelineResult",
     "PipelineSpec",
+    "StepKind",
     "StepOutcome",
     "StepSpec",
     "is_pipeline",

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
+from cauce.pipeline._steps import KINDS
 
 __all__ = [
-    "KINDS",
     "REF_RE",
     "PipelineSpec",
     "StepSpec",
@@ -26,35 +27,8 @@ __all__ = [
     "parse_pipeline",
 ]
 
-#: Step kinds and the keys each takes (besides ``kind``). A step named like a kind (or
-#: ``train``, a ``run`` step) needs no ``kind:``.
-KINDS: dict[str, tuple[str, ...]] = {
-    "prepare": ("function", "out", "engine", "spark_master"),
-    "tune": ("job", "trials", "parallel", "env", "args", "code"),
-    "run": ("job", "params", "env", "args", "code", "outputs", "progress"),
-    "evaluate": ("model", "dataset", "split", "label", "compare"),
-    "serve": ("model", "host", "port", "example"),
-    "package": ("model", "out", "image"),
-}
+#: A step named like a kind (or ``train``, a ``run`` step) needs no ``kind:``.
 _ALIASES = {"train": "run"}
-#: Keys a step needs.
-_REQUIRED = {
-    "prepare": ("function",),
-    "tune": ("job",),
-    "run": ("job",),
-    "evaluate": ("model", "dataset", "label"),
-    "serve": ("model",),
-    "package": ("model",),
-}
-#: What a later step may read of an earlier one: ``${steps.NAME.<root>...}``.
-_ROOTS = {
-    "prepare": ("outputs",),
-    "tune": ("best", "study", "outputs"),
-    "run": ("outputs", "json", "metrics", "job_id", "run_dir"),
-    "evaluate": ("metrics", "example", "outputs"),
-    "serve": ("outputs",),
-    "package": ("outputs",),
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _PART = r"[A-Za-z0-9_-]+"
@@ -95,8 +69,6 @@ def is_pipeline(raw: object) -> bool:
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
-    from cauce._util.yamlfile import load_yaml_file
-
     file = Path(path)
     raw = load_yaml_file(file, what="pipeline file")
     return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
@@ -169,7 +141,7 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
                 value=kind,
                 source=source,
             )
-        allowed = ("kind", *KINDS[kind])
+        allowed = ("kind", *KINDS[kind].keys)
         for key in body:
             if key not in allowed:
                 raise SpecError(
@@ -177,7 +149,7 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
                     f"is not a setting of a {kind} step" + _suggest(str(key), allowed),
                     source=source,
                 )
-        for key in _REQUIRED[kind]:
+        for key in KINDS[kind].required:
             if body.get(key) in (None, ""):
                 raise SpecError(f"{where}.{key}", f"is required for a {kind} step", source=source)
         needs: list[str] = []
@@ -205,7 +177,7 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
                     source=source,
                 )
             root = path.split(".", 1)[0] if path else ""
-            roots = _ROOTS[kinds[upstream]]
+            roots = KINDS[kinds[upstream]].roots
             if root not in roots:
                 raise SpecError(
                     where,

@@ -7,16 +7,16 @@ step that fails or is killed leaves the previous record, so the next run redoes 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cauce._util.files import atomic_write_text
+from cauce._util.locks import FileLock, read_holder_pid
 from cauce.errors import CauceError
 
 __all__ = ["StateStore", "StepRecord", "digest", "hash_files"]
@@ -68,35 +68,19 @@ class StateStore:
     def put(self, step: str, key: str, result: Mapping[str, Any], seconds: float) -> StepRecord:
         record = StepRecord(key, result, digest(result), time.time(), seconds)
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{step}.json.{os.getpid()}.tmp"
         data = json.dumps(record.__dict__, indent=2, sort_keys=True, default=str)
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(data + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / f"{step}.json")
+        atomic_write_text(self.folder / f"{step}.json", data + "\n")
         return record
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
         """One run of a pipeline at a time (on this host, with this ``$CAUCE_HOME``)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        lock = self.home / "lock"
-        with lock.open("a+") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise CauceError(
-                    f"pipeline {name} is already running (pid {holder}); wait for it, or stop "
-                    "it first"
-                ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()))
-            f.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        lock = FileLock.try_acquire(self.home / "lock", write_pid=True)
+        if lock is None:
+            holder = read_holder_pid(self.home / "lock") or "another process"
+            raise CauceError(
+                f"pipeline {name} is already running (pid {holder}); wait for it, or stop it first"
+            )
+        with lock:
+            yield

@@ -1,18 +1,21 @@
-"""What ``cauce tune`` shows: a live table on a terminal (rich), plain lines otherwise.
+"""What ``cauce tune`` shows, on the shared :class:`cauce._console.Console`: a live table of
+the trials on a terminal (rich), one line per change of a trial's state otherwise.
 
-Both are :class:`~cauce.tune.api.TuneConsole` objects, called from the tuner's thread only.
+A :class:`~cauce.tune.api.TuneConsole`, called from the tuner's thread only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Mapping
 from typing import IO, Any
 
+from cauce._console import Console
 from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TrialState, TuneConsole
 
-__all__ = ["LiveConsole", "PlainConsole", "describe_params", "make_console"]
+__all__ = ["StudyConsole", "describe_params", "make_console"]
 
 #: Finished trials the live table keeps below the running ones.
 _RECENT = 8
@@ -20,15 +23,7 @@ _RECENT = 8
 
 def make_console(stream: IO[str] | None = None, *, live: bool | None = None) -> TuneConsole:
     """A live table when ``stream`` is a terminal and rich is installed, else plain lines."""
-    stream = stream or sys.stdout
-    if live is None:
-        live = stream.isatty()
-    if live:
-        try:
-            return LiveConsole(stream)
-        except ImportError:
-            pass
-    return PlainConsole(stream)
+    return StudyConsole(Console(stream or sys.stdout, live=live))
 
 
 def fmt_value(value: float | None) -> str:
@@ -74,100 +69,67 @@ def summary(progress: StudyProgress | StudyResult, target: int | None = None) ->
     return text
 
 
-class PlainConsole:
-    """One line per change of a trial's state: for logs, pipes and CI."""
+class StudyConsole:
+    """Live: the running trials and the last finished ones, in a table redrawn in place.
+    Lines: one per change of a trial's state, for logs, pipes and CI."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+    def __init__(self, console: Console) -> None:
+        self.console = console
         self._last: dict[int, tuple[str, str]] = {}
-
-    def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._progress: StudyProgress | None = None
 
     def started(self, progress: StudyProgress, note: str) -> None:
-        goal = "minimize" if progress.direction == "min" else "maximize"
-        self._line(
-            f"study {progress.study}: {goal} {progress.metric}, {progress.target} trials, "
-            f"{progress.parallel} at a time; {progress.done} done already"
-        )
+        if not self.console.live:
+            goal = "minimize" if progress.direction == "min" else "maximize"
+            self.console.line(
+                f"study {progress.study}: {goal} {progress.metric}, {progress.target} trials, "
+                f"{progress.parallel} at a time; {progress.done} done already"
+            )
         if note:
-            self._line(f"study {progress.study}: {note}")
+            self.console.line(f"study {progress.study}: {note}")
+        self.tick(progress)
 
     def changed(self, trial: TrialInfo, progress: StudyProgress) -> None:
+        if self.console.live:
+            self.tick(progress)
+            return
         key = (trial.state, trial.note if trial.state == TrialState.WAITING else "")
         if self._last.get(trial.number) == key:
             return
         self._last[trial.number] = key
         where = f"[{progress.done}/{progress.target}] trial {trial.number}"
         if trial.state == TrialState.WAITING:
-            self._line(f"{where} waiting: {trial.note or 'for resources'}")
+            self.console.line(f"{where} waiting: {trial.note or 'for resources'}")
         elif trial.state == TrialState.RUNNING:
-            self._line(f"{where} running: {describe_params(trial.params)} (job {trial.job_id})")
+            self.console.line(
+                f"{where} running: {describe_params(trial.params)} (job {trial.job_id})"
+            )
         elif trial.state == TrialState.PRUNED:
-            self._line(f"{where} {trial.note}: {progress.metric} {fmt_value(trial.value)}")
+            self.console.line(f"{where} {trial.note}: {progress.metric} {fmt_value(trial.value)}")
         elif trial.state == TrialState.COMPLETE:
             best = progress.best
             tail = f"; best so far: trial {best.number}" if best is not None else ""
-            self._line(
+            self.console.line(
                 f"{where} complete: {progress.metric} {fmt_value(trial.value)} in "
                 f"{fmt_duration(trial, time.time())}{tail}"
             )
         elif trial.state == TrialState.FAILED:
-            self._line(f"{where} failed: {first_line(trial.note)}")
+            self.console.line(f"{where} failed: {first_line(trial.note)}")
 
     def tick(self, progress: StudyProgress) -> None:
-        return None
+        if self.console.live:
+            self._progress = progress
+            self.console.show(self._render(progress))
 
     def finished(self, result: StudyResult) -> None:
-        self._line(f"study {result.study} {result.status}: {summary(result)}")
-
-
-class LiveConsole:
-    """A table of the running trials and the last finished ones, redrawn in place."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        self.console = Console(file=stream)
-        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
-        self._progress: StudyProgress | None = None
-
-    def started(self, progress: StudyProgress, note: str) -> None:
-        self._progress = progress
-        if note:
-            self.console.print(f"study {progress.study}: {note}")
-        self.live.update(self._render(progress))
-        self.live.start()
-
-    def changed(self, trial: TrialInfo, progress: StudyProgress) -> None:
-        self.tick(progress)
-
-    def tick(self, progress: StudyProgress) -> None:
-        self._progress = progress
-        self.live.update(self._render(progress))
-
-    def finished(self, result: StudyResult) -> None:
-        if self._progress is not None:
-            final = StudyProgress(
-                study=result.study,
-                metric=result.metric,
-                direction=result.direction,
-                target=self._progress.target,
-                parallel=self._progress.parallel,
-                trials=result.trials,
-                failures=self._progress.failures,
-                max_failures=self._progress.max_failures,
-            )
-            self.live.update(self._render(final))
-        self.live.stop()
-        self.console.print(f"study {result.study} {result.status}: {summary(result)}")
+        if self._progress is not None:  # the table as the study ended
+            self.tick(dataclasses.replace(self._progress, trials=result.trials))
+        self.console.end()
+        self.console.line(f"study {result.study} {result.status}: {summary(result)}")
 
     def close(self) -> None:
         """Give the terminal back, also when the study ended with an error."""
-        if self.live.is_started:
-            self.live.stop()
+        self.console.close()
 
     def _render(self, progress: StudyProgress) -> Any:
         from rich.table import Table

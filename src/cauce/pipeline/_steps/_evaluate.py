@@ -1,0 +1,152 @@
+"""``evaluate``: a model folder scores a split of a prepared dataset from raw records, as the
+server would; binary classification for now (AUC, log loss, accuracy)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cauce._util.files import atomic_write_json
+from cauce.pipeline._context import StepContext, StepKind
+
+__all__ = ["KIND", "roc_auc"]
+
+
+def roc_auc(labels: Any, scores: Any) -> float:
+    """The chance that a positive outscores a negative, ties counting half."""
+    import numpy as np
+
+    y = np.asarray(labels).astype(bool)
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    return float((average_rank[inverse][y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def _record(batch: Any, row: int, features: list[str]) -> dict[str, Any]:
+    """One row of a record batch as the raw record ``/predict`` takes (NaN and null: None)."""
+    record: dict[str, Any] = {}
+    for name in features:
+        value = batch.column(batch.schema.get_field_index(name))[row].as_py()
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        record[name] = value
+    return record
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cauce.data import read_manifest
+    from cauce.serve import load_model
+    from cauce.serve._predict import arrow_inputs
+
+    model_dir = ctx.path(str(ctx.config["model"]))
+    dataset = str(ctx.config["dataset"])
+    split_name = str(ctx.config.get("split") or "test")
+    label = str(ctx.config["label"])
+    if "://" in dataset:
+        raise ctx.fail(f"reads local datasets only for now; {dataset} is a URI")
+    manifest = read_manifest(ctx.path(dataset))
+    split = manifest.split(split_name)
+    model = load_model(model_dir)
+    pre = model.spec.preprocessing
+    if pre is None:
+        raise ctx.fail(
+            f"model {model_dir} has no preprocessing in cauce-model.json: evaluate scores raw "
+            "records, as the server does; save the model with preprocessing="
+        )
+    output = model.outputs[0].name
+    ctx.console.step_started(
+        ctx.step.name,
+        f"scoring split {split_name} ({split.rows:,} rows) with {model_dir}, as the server would",
+    )
+    scores, labels = [], []
+    example: dict[str, Any] = {}
+    done = 0
+    for info in split.files:
+        for batch in pq.ParquetFile(Path(manifest.root) / info.path).iter_batches(8192):
+            index = batch.schema.get_field_index(label)
+            if index < 0:
+                raise ctx.fail(f"split {split_name} has no column {label!r} (label)")
+            y = batch.column(index).to_numpy(zero_copy_only=False).astype(np.float64)
+            if not np.isin(y, (0.0, 1.0)).all():
+                raise ctx.fail(
+                    f"label {label!r} must be 0 or 1: evaluate handles binary classification "
+                    f"for now (found {sorted(set(np.unique(y).tolist()))[:5]})"
+                )
+            out = model.predict(arrow_inputs(pre, batch))[output].astype(np.float64).reshape(-1)
+            if not example:
+                example = {
+                    "record": _record(batch, 0, pre.features),
+                    "prediction": float(out[0]),
+                    "output": output,
+                    "label": float(y[0]),
+                }
+            scores.append(out)
+            labels.append(y)
+            done += batch.num_rows
+            ctx.console.progress(done, split.rows, "rows scored")
+    p, y = np.concatenate(scores), np.concatenate(labels)
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    metrics = {
+        "auc": roc_auc(y, p),
+        "logloss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))),
+        "accuracy": float(np.mean((p >= 0.5) == (y == 1.0))),
+        "positive_rate": float(y.mean()),
+        "rows": len(y),
+    }
+    compare: dict[str, dict[str, float]] = {}
+    for name, value in (ctx.config.get("compare") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ctx.fail(f"compare.{name} must be a number (an AUC), got {value!r}")
+        compare[name] = {"auc": float(value), "difference": metrics["auc"] - float(value)}
+    out_dir = ctx.home / ctx.step.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "model": str(model_dir),
+        "dataset": {"path": manifest.root, "content_hash": manifest.content_hash},
+        "split": split_name,
+        "metrics": metrics,
+        "compare": compare,
+        "example": example,
+    }
+    path = out_dir / "evaluation.json"
+    atomic_write_json(path, report)
+    versus = "".join(f", {n} {c['auc']:.4f} ({c['difference']:+.4f})" for n, c in compare.items())
+    ctx.console.step_finished(
+        ctx.step.name,
+        f"{split_name} AUC {metrics['auc']:.4f}{versus}; log loss {metrics['logloss']:.4f}",
+    )
+    return {
+        "metrics": metrics,
+        "compare": compare,
+        "example": example,
+        "outputs": {"evaluation": str(path)},
+        "model_name": model.name,
+    }
+
+
+def summary(label: str, result: Mapping[str, Any], serving: bool) -> list[str]:
+    m = result["metrics"]
+    versus = "".join(
+        f" vs {n} {c['auc']:.4f} ({c['difference']:+.4f})"
+        for n, c in result.get("compare", {}).items()
+    )
+    return [f"{label}AUC {m['auc']:.4f}{versus}; log loss {m['logloss']:.4f} on {m['rows']:,} rows"]
+
+
+KIND = StepKind(
+    "evaluate",
+    run,
+    keys=("model", "dataset", "split", "label", "compare"),
+    required=("model", "dataset", "label"),
+    roots=("metrics", "example", "outputs"),
+    summary=summary,
+)

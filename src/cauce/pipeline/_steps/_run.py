@@ -1,0 +1,184 @@
+"""``run`` (also ``train``): one job file run to the end (``cauce.gang.JobDriver``). Its
+outputs are files in the job's run folder; a model folder among them gets the pipeline's
+lineage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cauce._util.files import atomic_write_json
+from cauce.errors import GangFailed
+from cauce.pipeline._console import PipelineConsole
+from cauce.pipeline._context import StepContext, StepKind, job_of
+
+__all__ = ["KIND"]
+
+
+class _JobConsole:
+    """The driver's lines under the step: its status lines; task output only when asked."""
+
+    def __init__(self, console: PipelineConsole, show_output: bool) -> None:
+        self.console = console
+        self.show_output = show_output
+
+    def status(self, text: str) -> None:
+        self.console.line(f"  {text}")
+
+    def output(self, task_id: str, line: str) -> None:
+        if self.show_output:
+            self.console.line(f"  [{task_id}] {line}")
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    from cauce.cluster import cluster_address, open_cluster
+    from cauce.gang import JobDriver
+    from cauce.history import open_store
+
+    spec = job_of(ctx)
+    params = ctx.config.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ctx.fail(f"params must be a mapping, got {params!r}")
+    progress = ctx.config.get("progress") or {}
+    total = progress.get("total")
+    metric = progress.get("metric")
+    latest: dict[str, float] = {}
+    seen_steps: set[int] = set()
+
+    def on_metrics(rows: list[Any]) -> None:
+        for row in rows:
+            seen_steps.add(row.step)
+            latest[row.name] = row.value
+        note = f"{metric} {latest[metric]:.4f}" if metric and metric in latest else ""
+        ctx.console.progress(
+            len(seen_steps), total, "steps reported" if not total else "steps", note
+        )
+
+    address = cluster_address(ctx.cluster, spec)
+    ctx.console.step_started(
+        ctx.step.name,
+        f"running {spec.source} on {address}"
+        + (f" with {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ""),
+    )
+    with (
+        open_cluster(address, spec) as backend,
+        contextlib.closing(open_store(ctx.history)) as store,
+    ):
+        driver = JobDriver(
+            spec,
+            backend,
+            store,
+            ctx.cauce_home,
+            console=_JobConsole(ctx.console, ctx.show_output),
+            params=dict(params),
+            on_metrics=on_metrics,
+        )
+        result = driver.run()
+        tasks = store.get_tasks(result.job_id)
+        first = tasks[0].task_id if tasks else ""
+        reported = {r.name: r.value for r in store.get_metrics(result.job_id) if r.task_id == first}
+    if not result.ok:
+        raise GangFailed(result.job_id, result.root_cause, status=result.status)
+    run_dir = Path(result.run_dir)
+    outputs: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for name, rel in (ctx.config.get("outputs") or {}).items():
+        path = run_dir / str(rel)
+        if not path.exists():
+            raise ctx.fail(
+                f"job {result.job_id} succeeded but did not write outputs.{name}: nothing at "
+                f"{path} (cauce logs {result.job_id})"
+            )
+        outputs[name] = str(path)
+        if path.is_file() and path.suffix == ".json":
+            try:
+                parsed[name] = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ctx.fail(f"outputs.{name} ({path}) is not valid JSON: {exc}") from None
+    ctx.console.step_finished(
+        ctx.step.name,
+        f"job {result.job_id} succeeded"
+        + (f" after {result.restarts} restart(s)" if result.restarts else "")
+        + "".join(f"; {k}: {v}" for k, v in outputs.items()),
+    )
+    done = {
+        "job_id": result.job_id,
+        "run_dir": str(run_dir),
+        "outputs": outputs,
+        "json": parsed,
+        "metrics": reported,
+        "params": dict(params),
+    }
+    return _record_lineage(ctx, done)
+
+
+def _needs_all(ctx: StepContext) -> list[str]:
+    """Every step this one reads, directly or through others, in file order."""
+    spec = ctx.pipeline
+    seen: set[str] = set()
+    todo = list(ctx.step.needs)
+    while todo:
+        step = todo.pop()
+        if step not in seen:
+            seen.add(step)
+            todo.extend(spec.step(step).needs)
+    return [s.name for s in spec.steps if s.name in seen]
+
+
+def _record_lineage(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
+    """Add ``lineage.pipeline`` to every model folder among the outputs (atomically); the
+    result gets ``lineage`` too if there was one."""
+    from cauce.pipeline._steps import KINDS
+    from cauce.serve._spec import SPEC_FILE
+
+    upstream: dict[str, Any] = {}
+    for step in _needs_all(ctx):
+        describe = KINDS[ctx.pipeline.step(step).kind].lineage
+        if describe is not None:
+            upstream[step] = describe(ctx.results[step])
+    spec = ctx.pipeline
+    lineage = {
+        "name": spec.name,
+        "file": str(Path(spec.source).resolve()) if spec.source else "",
+        "step": ctx.step.name,
+        "job_id": result["job_id"],
+        "params": result.get("params", {}),
+        "code_sha256": ctx.code,
+        "upstream": upstream,
+    }
+    models = []
+    outputs: Mapping[str, str] = result.get("outputs") or {}
+    for path in outputs.values():
+        spec_file = Path(path) / SPEC_FILE
+        if not spec_file.is_file():
+            continue
+        raw = json.loads(spec_file.read_text(encoding="utf-8"))
+        raw.setdefault("lineage", {})["pipeline"] = dict(lineage)
+        atomic_write_json(spec_file, raw)
+        models.append(str(path))
+    return {**result, "lineage": lineage} if models else result
+
+
+def summary(label: str, result: Mapping[str, Any], serving: bool) -> list[str]:
+    outputs = ", ".join(f"{k} {v}" for k, v in result.get("outputs", {}).items())
+    return [f"{label}job {result['job_id']}: {outputs or result['run_dir']}"]
+
+
+def lineage(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {"job_id": result["job_id"]}
+
+
+KIND = StepKind(
+    "run",
+    run,
+    keys=("job", "params", "env", "args", "code", "outputs", "progress"),
+    required=("job",),
+    roots=("outputs", "json", "metrics", "job_id", "run_dir"),
+    summary=summary,
+    runs_job=True,
+    on_cluster=True,
+    lineage=lineage,
+)
