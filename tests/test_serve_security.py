@@ -97,7 +97,7 @@ def test_tritonclient_sends_the_token(guarded: ServerProcess) -> None:
             inputs.append(tensor)
         with pytest.raises(tc.InferenceServerException, match=r"401|token"):
             client.infer(MODEL, inputs)
-        result = client.infer(MODEL, inputs, headers=AUTH)
+        result = client.infer(MODEL, inputs, headers=dict(AUTH))  # it adds to the dict
         assert result.as_numpy("probability").shape == (1,)
     finally:
         client.close()
