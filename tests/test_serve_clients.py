@@ -142,7 +142,10 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(
         "--report-dir",
         str(tmp_path),
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    # cwd: schemathesis keeps a cache folder (.schemathesis/) where it runs
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     assert "passed" in output and "Operations:       12 selected / 12 total" in output

@@ -6,6 +6,7 @@ sockets (for clients that misbehave on purpose).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -288,13 +289,16 @@ def test_oversized_headers_get_431(strict: ServerProcess, chunks: int) -> None:
     head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 4000
     with _connect(strict) as sock:
         step = -(-len(head) // chunks)
-        for i in range(0, len(head), step):
-            sock.sendall(head[i : i + step])
-        if chunks == 1:
-            sock.sendall(b"\r\n\r\n")
+        # the server may answer and close before the last chunk: what it said is still read
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(0, len(head), step):
+                sock.sendall(head[i : i + step])
+            if chunks == 1:
+                sock.sendall(b"\r\n\r\n")
         answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
 
 

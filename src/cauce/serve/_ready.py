@@ -25,9 +25,10 @@ import json
 import logging
 import os
 import ssl
-import tempfile
 import threading
 from pathlib import Path
+
+from cauce._util.files import atomic_write_bytes
 
 __all__ = ["ReadyFile", "server_url"]
 
@@ -40,20 +41,6 @@ _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 def server_url(scheme: str, host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class ReadyFile:
@@ -115,7 +102,7 @@ class ReadyFile:
                     "pid": os.getpid(),
                 }
                 try:
-                    _write_atomic(self.path, json.dumps(doc).encode() + b"\n")
+                    atomic_write_bytes(self.path, json.dumps(doc).encode() + b"\n")
                 except OSError as exc:
                     log.error("cannot write the ready file %s: %s", self.path, exc)
                     return

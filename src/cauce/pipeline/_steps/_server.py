@@ -3,8 +3,7 @@ ready to answer, and stopped.
 
 Readiness is ``cauce serve``'s own: ``--ready-file PATH`` makes it write PATH (JSON with
 ``url``, ``host``, ``port`` and ``pid``) once it answers, so ``--port 0`` needs no parsing of
-its output. Until ``cauce serve`` has that option, :data:`READY_FILE` is False and the URL is
-read from its "on http://HOST:PORT" line instead (then checked with ``/v2/health/ready``).
+its output.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,11 +23,8 @@ from pathlib import Path
 
 from cauce.errors import CauceError
 
-__all__ = ["READY_FILE", "server"]
+__all__ = ["server"]
 
-#: Wait for ``--ready-file`` (True) or read the URL from the server's stderr (False).
-READY_FILE = False
-_LISTENING = re.compile(r"on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
 _START_TIMEOUT = 120.0
 
 
@@ -39,8 +34,7 @@ class _Stderr:
     def __init__(self, child: subprocess.Popen[str]) -> None:
         self.child = child
         self.tail: deque[str] = deque(maxlen=10)
-        self.url = ""  # from the "listening" line (READY_FILE False)
-        self.ready = threading.Event()  # set when ready, or when stderr closes
+        self.ready = threading.Event()  # set when ready: later lines are passed on
         self.thread = threading.Thread(target=self._read, name="serve-stderr", daemon=True)
         self.thread.start()
 
@@ -51,26 +45,19 @@ class _Stderr:
                 sys.stderr.write(line)
                 continue
             self.tail.append(line.rstrip())
-            found = None if READY_FILE else _LISTENING.search(line)
-            if found:
-                self.url = f"http://{found.group(1)}:{found.group(2)}"
-                self.ready.set()
-        self.ready.set()
 
     def wait(self, path: Path) -> str:
         """The server's URL once it answers; an error with its last lines if it exits first."""
         deadline = time.monotonic() + _START_TIMEOUT
-        while not (path.exists() if READY_FILE else self.ready.is_set()):
+        while not path.exists():
             if self.child.poll() is not None:
                 break
             if time.monotonic() > deadline:
                 raise CauceError(f"cauce serve was not ready within {_START_TIMEOUT:.0f} s")
             time.sleep(0.05)
-        if READY_FILE and path.exists():
+        if path.exists():
             self.ready.set()
             return str(json.loads(path.read_text(encoding="utf-8"))["url"])
-        if not READY_FILE and self.url and _answers(self.url, self.child, deadline):
-            return self.url
         try:  # it exits, or exited
             code = self.child.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -78,21 +65,6 @@ class _Stderr:
         self.thread.join(timeout=5)
         tail = "\n".join(self.tail)
         raise CauceError(f"cauce serve exited ({code}) before it was ready:\n{tail}")
-
-
-def _answers(url: str, child: subprocess.Popen[str], deadline: float) -> bool:
-    """The fallback's check that the announced server answers ``/v2/health/ready``."""
-    import urllib.error
-    import urllib.request
-
-    while child.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as resp:
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    return False
 
 
 @contextlib.contextmanager
@@ -106,9 +78,7 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
     with tempfile.TemporaryDirectory(prefix="cauce-serve-") as folder:
         ready_file = Path(folder) / "ready.json"
         argv = [sys.executable, "-m", "cauce", "serve", str(model_dir)]
-        argv += ["--host", host, "--port", str(port)]
-        if READY_FILE:
-            argv += ["--ready-file", str(ready_file)]
+        argv += ["--host", host, "--port", str(port), "--ready-file", str(ready_file)]
         reaper = Reaper(grace=30.0)
         child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
         reaper.watch(child.pid)
