@@ -6,88 +6,79 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from cauce.cluster._reaper import group_alive
 from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
 
 __all__ = ["LocalGang", "Reaper"]
 
 logger = logging.getLogger(__name__)
 
+_group_alive = group_alive  # the name that other modules of the package import from here
+
 
 class Reaper:
-    """Starts and feeds the watchdog of ``_reaper.py``; see there."""
+    """Starts and feeds the watchdog of ``_reaper.py``; see there. Thread-safe."""
 
     def __init__(self, grace: float) -> None:
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", script, f"{grace:g}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", script, f"{grace:g}"],
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self._channel: socket.socket | None = mine
         self._lock = threading.Lock()
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, fds: Sequence[int] = ()) -> None:
         with self._lock:
-            stdin = self._proc.stdin
-            if stdin is None or stdin.closed:
+            if self._channel is None:
                 return
             try:
-                stdin.write(text.encode())
-                stdin.flush()
-            except (BrokenPipeError, ValueError):
+                socket.send_fds(self._channel, [text.encode()], list(fds))
+            except OSError:
                 logger.warning("the reaper of this job has gone; tasks may outlive a crash")
 
     def watch(self, pgid: int) -> None:
-        self._send(f"+{pgid}\n")
+        self._send(f"+{pgid}")
 
     def unwatch(self, pgid: int) -> None:
-        self._send(f"-{pgid}\n")
+        self._send(f"-{pgid}")
+
+    def hold(self, key: str, fds: Sequence[int]) -> None:
+        """Let the reaper hold these open lock files (GPU leases) too: if the driver dies, they
+        stay locked until every watched task is gone. :meth:`drop` once they are released."""
+        self._send(f"L{key}", fds)
+
+    def drop(self, key: str) -> None:
+        self._send(f"U{key}")
 
     def close(self) -> None:
         """Let the reaper exit (it reaps whatever is still listed, normally nothing)."""
         with self._lock:
-            if self._proc.stdin is not None and not self._proc.stdin.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    self._proc.stdin.close()
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
         try:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group is alive. Zombies do not count: a grandchild whose
-    parent (the task) is gone waits as a zombie until init reaps it, which can take a while."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                fields = file.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # fields: state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 class _Task:
@@ -204,6 +195,7 @@ class LocalGang(RunningGang):
         for task in self._tasks:
             if task.alive():
                 task.signal_group(signal.SIGTERM)
+                task.signal_group(signal.SIGCONT)  # a stopped task gets SIGTERM once continued
         deadline = time.monotonic() + grace
         for task in self._tasks:
             task.join(max(0.0, deadline - time.monotonic()))
