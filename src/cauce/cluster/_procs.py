@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from cauce._util.procs import all_pids, proc_stat
 from cauce.cluster._reaper import group_alive
-from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
+from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskProcesses
 
 __all__ = ["LocalGang", "Reaper"]
 
@@ -190,6 +191,34 @@ class LocalGang(RunningGang):
 
     def pids(self) -> dict[str, int]:
         return {t.launch.task_id: t.proc.pid for t in self._tasks if t.proc is not None}
+
+    def probe(self) -> dict[str, TaskProcesses]:
+        leaders = {t.pgid: t.launch.task_id for t in self._tasks if t.alive()}
+        states: dict[int, list[str]] = {pgid: [] for pgid in leaders}
+        ticks = dict.fromkeys(leaders, 0)
+        main: dict[int, str] = {}
+        for pid in all_pids():  # one pass over /proc for every group
+            stat = proc_stat(pid)
+            if stat is None or stat.pgid not in leaders or stat.state == "Z":
+                continue
+            states[stat.pgid].append(stat.state)
+            ticks[stat.pgid] += stat.cpu_ticks
+            if pid == stat.pgid:
+                main[pid] = stat.state
+        per_second = os.sysconf("SC_CLK_TCK")
+        found: dict[str, TaskProcesses] = {}
+        for pgid, task_id in leaders.items():
+            seen = states[pgid]
+            if not seen:
+                continue  # gone meanwhile
+            if "T" in seen or "t" in seen:
+                state = "T"
+            elif "D" in seen:
+                state = "D"
+            else:
+                state = main.get(pgid, seen[0])
+            found[task_id] = TaskProcesses(state, ticks[pgid] / per_second)
+        return found
 
     def stop(self, grace: float) -> None:
         for task in self._tasks:
