@@ -324,7 +324,7 @@ class HeldApp:
         shared.sc.parallelize(range(cluster.workers), cluster.workers).map(str)._jrdd.count()
 
     def close(self) -> None:
-        from cauce.cluster._spark_session import SharedSpark
+        from cauce.cluster.spark._session import SharedSpark
 
         self.held.close()
         left = SharedSpark._current

@@ -12,6 +12,7 @@ import pytest
 
 import cauce.frameworks
 from cauce.frameworks import (
+    FRAMEWORKS,
     GangLayout,
     TaskSlot,
     _horovod_kv,
@@ -20,7 +21,7 @@ from cauce.frameworks import (
     task_env,
 )
 from cauce.frameworks import jax as cauce_jax
-from cauce.spec import FRAMEWORKS, RoleSpec
+from cauce.spec import RoleSpec
 
 ALWAYS = (
     "CAUCE_JOB_ID",

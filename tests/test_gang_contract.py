@@ -221,7 +221,8 @@ def test_stop_tears_the_gang_down(target: Target, home: Path) -> None:
     from cauce.cluster import get_cluster
 
     store = open_store(f"sqlite:///{home.parent / 'history.db'}")
-    driver = JobDriver(spec, get_cluster(target.address, spark_conf=dict(spec.spark)), store, home)
+    cluster = get_cluster(target.address, spark_conf=dict(spec.spark))  # closed by its owner
+    driver = JobDriver(spec, cluster, store, home)
     results: list[cauce.JobResult] = []
     thread = threading.Thread(target=lambda: results.append(driver.run()))
     thread.start()
@@ -238,6 +239,7 @@ def test_stop_tears_the_gang_down(target: Target, home: Path) -> None:
         driver.stop("test cleanup")
         thread.join(timeout=60)
         store.close()
+        cluster.close()
     assert not thread.is_alive()
     [result] = results
     assert result.status == "killed" and result.restarts == 0
@@ -265,9 +267,10 @@ def test_ask_to_stop_reaches_the_tasks(target: Target, home: Path) -> None:
 
     reported = threading.Event()
     store = open_store(f"sqlite:///{home.parent / 'history.db'}")
+    cluster = get_cluster(target.address, spark_conf=dict(spec.spark))  # closed by its owner
     driver = JobDriver(
         spec,
-        get_cluster(target.address, spark_conf=dict(spec.spark)),
+        cluster,
         store,
         home,
         poll_interval=0.2,
@@ -285,6 +288,7 @@ def test_ask_to_stop_reaches_the_tasks(target: Target, home: Path) -> None:
         driver.stop("test cleanup")
         thread.join(timeout=60)
         store.close()
+        cluster.close()
     [result] = results
     assert result.ok, result.root_cause
     assert time.monotonic() - started < 60  # 300 epochs would take a minute and more

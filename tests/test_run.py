@@ -45,7 +45,12 @@ def wait_for_files(
 def job_ids(env: dict[str, str]) -> list[str]:
     db = Path(env["CAUCE_HOME"]) / "history.db"
     with sqlite3.connect(db) as conn:
-        return [row[0] for row in conn.execute("select id from jobs order by created_at")]
+        try:
+            return [row[0] for row in conn.execute("select id from jobs order by created_at")]
+        except sqlite3.OperationalError as exc:  # the driver is still creating the schema
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def test_success_echoes_prefixed_output_and_records_history(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cauce.cluster import get_cluster
+from cauce.cluster import open_cluster
 from cauce.gang import Console, JobDriver, JobResult
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec, load_job
@@ -31,17 +31,13 @@ def run(
     A gang that fails is reported in the result (``result.ok`` is False), not raised.
     """
     spec = _spec(job)
-    chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
-    backend = get_cluster(chosen, spark_conf=dict(spec.spark))
-    store = open_store(history)
-    try:
-        root = Path(home) if home is not None else cauce_home()
-        return JobDriver(spec, backend, store, root, console=console).run()
-    finally:
-        store.close()
-        close = getattr(backend, "close", None)  # the driver does not close what it is handed
-        if callable(close):
-            close()
+    with open_cluster(cluster, spec) as backend:
+        store = open_store(history)
+        try:
+            root = Path(home) if home is not None else cauce_home()
+            return JobDriver(spec, backend, store, root, console=console).run()
+        finally:
+            store.close()
 
 
 def plan(
@@ -53,14 +49,10 @@ def plan(
 ) -> str:
     """The resolved plan of a job (what ``cauce run --dry-run`` prints); starts nothing."""
     spec = _spec(job)
-    chosen = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
-    backend = get_cluster(chosen, spark_conf=dict(spec.spark))
-    store = open_store(history)
-    try:
-        root = Path(home) if home is not None else cauce_home()
-        return JobDriver(spec, backend, store, root).dry_run()
-    finally:
-        store.close()
-        close = getattr(backend, "close", None)
-        if callable(close):
-            close()
+    with open_cluster(cluster, spec) as backend:
+        store = open_store(history)
+        try:
+            root = Path(home) if home is not None else cauce_home()
+            return JobDriver(spec, backend, store, root).dry_run()
+        finally:
+            store.close()

@@ -6,6 +6,10 @@ that could never fit, whatever else finishes.
 
 Thread safety: a :class:`Cluster` is used from the driver's main thread only. The callbacks a
 :class:`RunningGang` is given may be called from other threads and must be thread-safe.
+
+Lifetime: whoever makes a cluster object owns it and closes it (:meth:`Cluster.close`) when done,
+usually with ``with cauce.cluster.open_cluster(address, spec) as cluster:``; nobody else closes
+it.
 """
 
 from __future__ import annotations
@@ -171,3 +175,9 @@ class Cluster(abc.ABC):
     ) -> RunningGang:
         """Start one attempt. ``on_exit`` is called once per task when its process ends.
         ``grace`` is how long tasks get between SIGTERM and SIGKILL if the driver dies."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Let go of what the cluster holds for its gangs (the local process reaper, a reference
+        to the Spark application). Idempotent: a second call does nothing. The owner calls it
+        once the gangs it started on this object have stopped."""

@@ -14,6 +14,7 @@ import pyspark
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
+from cauce.cluster.spark import spark_session
 from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
 from cauce.data.api import DataError, Progress
@@ -41,20 +42,16 @@ class SparkEngine:
         if master is None and active is not None:
             self._session, self._owned = active, False
         else:
-            master = master or "local[*]"
-            builder = SparkSession.builder.master(master).appName("cauce-prepare")
-            if master.startswith("local"):
-                builder = builder.config("spark.driver.host", "127.0.0.1").config(
-                    "spark.driver.bindAddress", "127.0.0.1"
-                )
-            builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
             # Spark's default warehouse is ./spark-warehouse: keep the user's directory clean.
             self._warehouse = tempfile.mkdtemp(prefix="cauce-spark-warehouse-")
-            builder = builder.config("spark.sql.warehouse.dir", self._warehouse)
-            # The settings every Spark session of cauce takes (docs/spark.md).
-            for key, value in spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")).items():
-                builder = builder.config(key, value)
-            self._session, self._owned = builder.getOrCreate(), True
+            conf = {
+                "spark.sql.execution.arrow.pyspark.enabled": "true",
+                "spark.sql.warehouse.dir": self._warehouse,
+                # The settings every Spark session of cauce takes (docs/spark.md).
+                **spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")),
+            }
+            session = spark_session(master or "local[*]", "cauce-prepare", conf, loopback=True)
+            self._session, self._owned = session, True
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         self._con: Any = ibis.pyspark.connect(self._session)
         self._views: list[str] = []

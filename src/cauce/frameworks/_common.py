@@ -13,20 +13,9 @@ import json
 import math
 from dataclasses import dataclass
 
-from cauce.frameworks.api import GangLayout, TaskSlot
+from cauce.frameworks.api import LEADER_ROLES, GangLayout, TaskSlot
 
-__all__ = [
-    "Placement",
-    "World",
-    "base_env",
-    "host_port",
-    "master_slot",
-    "torch_env",
-    "world_roles",
-]
-
-#: Roles that lead a gang when present; ``IS_CHIEF`` is theirs rather than rank 0's.
-LEADER_ROLES = ("chief", "master")
+__all__ = ["Placement", "World", "base_env", "host_port", "master_slot", "torch_env"]
 
 
 def host_port(host: str, port: int) -> str:
@@ -34,15 +23,6 @@ def host_port(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]:{port}"
     return f"{host}:{port}"
-
-
-def world_roles(framework: str) -> tuple[str, ...] | None:
-    """Roles whose tasks form the world, or None when it is every tracked role."""
-    if framework == "tensorflow":
-        return ("chief", "worker")
-    if framework == "mxnet":
-        return ("worker",)
-    return None
 
 
 @dataclass(frozen=True)
@@ -61,14 +41,14 @@ class Placement:
 
 
 class World:
-    """The tasks of a layout that train together, in slot order."""
+    """The tasks of a layout that train together, in slot order: those of ``roles``, or every
+    tracked task when ``roles`` is empty (see ``Framework.world``)."""
 
-    def __init__(self, layout: GangLayout) -> None:
-        roles = world_roles(layout.framework)
-        if roles is None:
-            members = [slot for slot in layout.slots if slot.tracked]
-        else:
+    def __init__(self, layout: GangLayout, roles: tuple[str, ...] = ()) -> None:
+        if roles:
             members = [slot for slot in layout.slots if slot.role in roles]
+        else:
+            members = [slot for slot in layout.slots if slot.tracked]
         self.layout = layout
         self.slots: tuple[TaskSlot, ...] = tuple(members)
         self._rank = {slot.task_id: rank for rank, slot in enumerate(members)}

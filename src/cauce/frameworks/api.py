@@ -1,4 +1,4 @@
-"""The env contract: what each task of a gang finds in its environment.
+"""The env contract: what each task of a gang finds in its environment, and what a framework is.
 
 Everything here is pure: given the layout of a gang (every task's role, index, host, port and
 GPUs), compute one task's variables. The local cluster calls it in the driver; a Spark barrier
@@ -8,7 +8,19 @@ same contract.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cauce.spec import RoleSpec
+
+if TYPE_CHECKING:
+    from cauce.frameworks._common import World
+
+__all__ = ["LEADER_ROLES", "EnvFunction", "Framework", "GangLayout", "RoleProblem", "TaskSlot"]
+
+#: Roles that lead a gang when present: first in rank order, and ``IS_CHIEF`` is theirs.
+LEADER_ROLES = ("chief", "master")
 
 
 @dataclass(frozen=True)
@@ -45,3 +57,47 @@ class GangLayout:
             if slot.task_id == task_id:
                 return slot
         raise KeyError(task_id)
+
+
+#: The variables a framework adds, for one task, to those every framework gives. Pure.
+EnvFunction = Callable[[GangLayout, TaskSlot, "World"], dict[str, str]]
+#: One problem with a job's roles: the field path (``roles.chief.instances``) and the message.
+RoleProblem = tuple[str, str]
+
+
+def _any_roles(roles: Sequence[RoleSpec]) -> list[RoleProblem]:
+    del roles
+    return []
+
+
+@dataclass(frozen=True)
+class Framework:
+    """Everything cauce knows about one framework. Each framework module exposes one, as
+    ``FRAMEWORK``; ``cauce.frameworks.registry`` lists them by name."""
+
+    name: str
+    env: EnvFunction
+    #: The roles it knows, in rank order; empty for any role, in the order declared, a leader
+    #: role (``chief``, ``master``) first.
+    roles: tuple[str, ...] = ()
+    #: The roles whose tasks train together and have a rank (the *world*); empty for every
+    #: tracked task.
+    world: tuple[str, ...] = ()
+    #: Roles untracked unless the spec says otherwise (TensorFlow's ``ps``).
+    untracked: tuple[str, ...] = ()
+    #: The problems of a job's role set, in the order found; the spec parser reports the first.
+    check_roles: Callable[[Sequence[RoleSpec]], list[RoleProblem]] = _any_roles
+
+    def rank_order(self, roles: Sequence[RoleSpec]) -> list[RoleSpec]:
+        """The roles in the order their tasks are laid out (the order of ``GangLayout.slots``).
+
+        Roles the framework does not know (the spec parser refuses them) keep their order, after
+        the known ones.
+        """
+        fixed = self.roles
+        if fixed:
+            known = len(fixed)
+            return sorted(
+                roles, key=lambda role: fixed.index(role.name) if role.name in fixed else known
+            )
+        return sorted(roles, key=lambda role: 0 if role.name in LEADER_ROLES else 1)

@@ -9,9 +9,9 @@ by the cauce driver (:mod:`cauce.frameworks._horovod_kv`) and named in ``GangLay
 from __future__ import annotations
 
 from cauce.frameworks._common import World, master_slot, torch_env
-from cauce.frameworks.api import GangLayout, TaskSlot
+from cauce.frameworks.api import Framework, GangLayout, TaskSlot
 
-__all__ = ["GLOO_TIMEOUT_SECONDS", "framework_env", "rendezvous_address"]
+__all__ = ["FRAMEWORK", "GLOO_TIMEOUT_SECONDS", "framework_env", "rendezvous_address"]
 
 #: Seconds a Gloo rendezvous or collective waits for its peers (Horovod's default is 30, short
 #: for tasks that spend that long importing a framework on a busy machine).
@@ -55,3 +55,6 @@ def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str,
         }
     )
     return env
+
+
+FRAMEWORK = Framework("horovod", env=framework_env)

@@ -15,9 +15,9 @@ import os
 from typing import Any
 
 from cauce.frameworks._common import World, host_port, master_slot
-from cauce.frameworks.api import GangLayout, TaskSlot
+from cauce.frameworks.api import Framework, GangLayout, TaskSlot
 
-__all__ = ["framework_env", "initialize"]
+__all__ = ["FRAMEWORK", "framework_env", "initialize"]
 
 
 def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]:
@@ -31,6 +31,9 @@ def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str,
         "JAX_NUM_PROCESSES": str(world.size),
         "JAX_PROCESS_ID": str(rank),
     }
+
+
+FRAMEWORK = Framework("jax", env=framework_env)
 
 
 def initialize(**kwargs: Any) -> None:

@@ -10,10 +10,16 @@ recording its id, so cauce never sets it). A server or scheduler task only has t
 
 from __future__ import annotations
 
-from cauce.frameworks._common import World
-from cauce.frameworks.api import GangLayout, TaskSlot
+from collections.abc import Sequence
 
-__all__ = ["framework_env"]
+from cauce.frameworks._common import World
+from cauce.frameworks.api import Framework, GangLayout, RoleProblem, TaskSlot
+from cauce.spec import RoleSpec
+
+__all__ = ["FRAMEWORK", "ROLES", "framework_env"]
+
+#: Roles MXNet's parameter-server launcher knows (``DMLC_ROLE``), in rank order.
+ROLES = ("scheduler", "server", "worker")
 
 
 def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]:
@@ -30,3 +36,29 @@ def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str,
         env["DMLC_PS_ROOT_URI"] = scheduler.host
         env["DMLC_PS_ROOT_PORT"] = str(scheduler.port)
     return env
+
+
+def check_roles(roles: Sequence[RoleSpec]) -> list[RoleProblem]:
+    """Only MXNet's roles; servers need a scheduler; one scheduler at most."""
+    problems: list[RoleProblem] = [
+        (f"roles.{role.name}", f"is not an MXNet role: use {', '.join(ROLES)}")
+        for role in roles
+        if role.name not in ROLES
+    ]
+    by_name = {role.name: role for role in roles}
+    if "server" in by_name and "scheduler" not in by_name:
+        problems.append(
+            ("roles", "has MXNet servers but no scheduler: add roles.scheduler with instances: 1")
+        )
+    scheduler = by_name.get("scheduler")
+    if scheduler is not None and scheduler.instances != 1:
+        problems.append(
+            ("roles.scheduler.instances", f"must be 1 for MXNet, got {scheduler.instances}")
+        )
+    return problems
+
+
+#: The world is the workers.
+FRAMEWORK = Framework(
+    "mxnet", env=framework_env, roles=ROLES, world=("worker",), check_roles=check_roles
+)

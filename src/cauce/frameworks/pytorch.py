@@ -8,12 +8,11 @@ They are the names and meanings of ``torch.distributed.elastic``'s local agent
 
 from __future__ import annotations
 
-from cauce.frameworks._common import World, torch_env
-from cauce.frameworks.api import GangLayout, TaskSlot
+from cauce.frameworks._common import torch_env
+from cauce.frameworks.api import Framework
 
-__all__ = ["framework_env"]
+__all__ = ["FRAMEWORK"]
 
-
-def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]:
-    """torchrun's variables for a world task; nothing for a task outside the world."""
-    return torch_env(layout, slot, world)
+#: Any roles, in the order declared (a ``chief`` or ``master`` first); the world is every
+#: tracked task.
+FRAMEWORK = Framework("pytorch", env=torch_env)

@@ -1,33 +1,53 @@
-"""Which roles come first, and which variables each framework adds to the common ones."""
+"""The frameworks cauce knows, by name: each one's roles, rank order, checks and variables."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 
 from cauce.frameworks import horovod, jax, mxnet, pytorch, tensorflow
-from cauce.frameworks._common import LEADER_ROLES, World, base_env
-from cauce.frameworks.api import GangLayout, TaskSlot
-from cauce.spec._types import FRAMEWORKS, MXNET_ROLES, TF_ROLES, RoleSpec
+from cauce.frameworks._common import World, base_env, torch_env
+from cauce.frameworks.api import Framework, GangLayout, TaskSlot
+from cauce.spec import RoleSpec
 
-__all__ = ["rank_order", "task_env"]
+__all__ = [
+    "DRIVER_NAMES",
+    "FRAMEWORKS",
+    "contract_names",
+    "get_framework",
+    "rank_order",
+    "task_env",
+]
 
-EnvFunction = Callable[[GangLayout, TaskSlot, World], dict[str, str]]
-
-_ENV: dict[str, EnvFunction] = {
-    "pytorch": pytorch.framework_env,
-    "tensorflow": tensorflow.framework_env,
-    "jax": jax.framework_env,
-    "horovod": horovod.framework_env,
-    "mxnet": mxnet.framework_env,
-    "none": pytorch.framework_env,
+#: ``framework: none``: no framework of its own, but torchrun's variables all the same (a rank
+#: for scripts that want one), as docs/env-contract.md says.
+_NONE = Framework("none", env=torch_env)
+_REGISTRY: dict[str, Framework] = {
+    fw.name: fw
+    for fw in (
+        pytorch.FRAMEWORK,
+        tensorflow.FRAMEWORK,
+        jax.FRAMEWORK,
+        horovod.FRAMEWORK,
+        mxnet.FRAMEWORK,
+        _NONE,
+    )
 }
-#: Frameworks whose roles have a fixed order; the others keep the order they were declared in.
-_FIXED_ORDER: dict[str, tuple[str, ...]] = {"tensorflow": TF_ROLES, "mxnet": MXNET_ROLES}
+#: The names a job's ``framework:`` may take.
+FRAMEWORKS: tuple[str, ...] = tuple(_REGISTRY)
+#: Variables the driver sets beside the contract, for the runtime: where ``cauce.report``
+#: writes, and a trial's parameters.
+DRIVER_NAMES = ("CAUCE_PROGRESS_FILE", "CAUCE_PARAMS")
 
 
-def _check(framework: str) -> None:
-    if framework not in _ENV:
-        raise ValueError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORKS)}")
+def get_framework(name: str) -> Framework:
+    """The framework called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown framework {name!r}: use one of {', '.join(FRAMEWORKS)}"
+        ) from None
 
 
 def rank_order(framework: str, roles: Sequence[RoleSpec]) -> list[RoleSpec]:
@@ -37,14 +57,7 @@ def rank_order(framework: str, roles: Sequence[RoleSpec]) -> list[RoleSpec]:
     of declaration, except that a role named ``chief`` or ``master`` comes first. Roles a
     framework does not know (the spec parser refuses them) keep their order, after the known ones.
     """
-    _check(framework)
-    fixed = _FIXED_ORDER.get(framework)
-    if fixed is not None:
-        known = len(fixed)
-        return sorted(
-            roles, key=lambda role: fixed.index(role.name) if role.name in fixed else known
-        )
-    return sorted(roles, key=lambda role: 0 if role.name in LEADER_ROLES else 1)
+    return get_framework(framework).rank_order(roles)
 
 
 def task_env(layout: GangLayout, task_id: str) -> dict[str, str]:
@@ -53,10 +66,30 @@ def task_env(layout: GangLayout, task_id: str) -> dict[str, str]:
     Raises ``KeyError`` for a task that is not in the layout and ``ValueError`` for an unknown
     framework.
     """
-    _check(layout.framework)
+    framework = get_framework(layout.framework)
     slot = layout.slot(task_id)
-    world = World(layout)
+    world = World(layout, framework.world)
     env = base_env(layout, slot, world)
-    for name, value in _ENV[layout.framework](layout, slot, world).items():
+    for name, value in framework.env(layout, slot, world).items():
         env.setdefault(name, value)
     return env
+
+
+@functools.cache
+def contract_names(framework: str | None = None) -> frozenset[str]:
+    """Every variable the contract of ``framework`` may set, for any role; with no framework,
+    those of every framework and ``DRIVER_NAMES``. The resolve step drops inherited values of
+    these, so that a task outside the world (a ``ps``) never sees the ``RANK`` of a torchrun that
+    started cauce itself."""
+    if framework is None:
+        names = set(DRIVER_NAMES)
+        for name in FRAMEWORKS:
+            names.update(contract_names(name))
+        return frozenset(names)
+    roles = get_framework(framework).roles or ("chief", "worker")
+    slots = tuple(
+        TaskSlot(f"{role}-0", role, 0, "127.0.0.1", 1000 + i, ("0",))
+        for i, role in enumerate(roles)
+    )
+    layout = GangLayout("j", "j", framework, 0, 0, slots, rendezvous="127.0.0.1:1")
+    return frozenset(name for slot in slots for name in task_env(layout, slot.task_id))

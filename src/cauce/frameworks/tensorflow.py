@@ -10,12 +10,16 @@ is no chief) as the leader of collectives, which is world rank 0 here too.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from cauce.frameworks._common import World, host_port
-from cauce.frameworks.api import GangLayout, TaskSlot
+from cauce.frameworks.api import Framework, GangLayout, RoleProblem, TaskSlot
+from cauce.spec import RoleSpec
 
-__all__ = ["TRAINING_ROLES", "framework_env", "tf_config"]
+__all__ = ["FRAMEWORK", "ROLES", "TRAINING_ROLES", "framework_env", "tf_config"]
 
+#: Roles TensorFlow gives a meaning to, in the order ranks are assigned.
+ROLES = ("chief", "worker", "ps", "evaluator")
 #: Roles that make up the training cluster, in TF_CONFIG's order.
 TRAINING_ROLES = ("chief", "worker", "ps")
 
@@ -39,3 +43,34 @@ def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str,
     """``TF_CONFIG`` for every task."""
     del world  # the world (chief + workers) is implied by the cluster itself
     return {"TF_CONFIG": json.dumps(tf_config(layout, slot), separators=(",", ":"))}
+
+
+def check_roles(roles: Sequence[RoleSpec]) -> list[RoleProblem]:
+    """Only TensorFlow's roles; one chief and one evaluator at most; a chief or a worker."""
+    problems: list[RoleProblem] = []
+    for role in roles:
+        if role.name not in ROLES:
+            problems.append(
+                (f"roles.{role.name}", f"is not a TensorFlow role: use {', '.join(ROLES)}")
+            )
+        if role.name in ("chief", "evaluator") and role.instances > 1:
+            problems.append(
+                (
+                    f"roles.{role.name}.instances",
+                    f"must be 1 for TensorFlow's {role.name}, got {role.instances}",
+                )
+            )
+    if not any(role.name in ("chief", "worker") for role in roles):
+        problems.append(("roles", "needs a chief or a worker role for TensorFlow"))
+    return problems
+
+
+#: The world is chief and workers; a parameter server is untracked unless the spec says so.
+FRAMEWORK = Framework(
+    "tensorflow",
+    env=framework_env,
+    roles=ROLES,
+    world=("chief", "worker"),
+    untracked=("ps",),
+    check_roles=check_roles,
+)

@@ -5,7 +5,6 @@ Pure but for the free ports the reservation hands out and ``os.environ``, both p
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -14,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cauce.cluster.api import GangRequest, Reservation, TaskLaunch, TaskRequest
-from cauce.frameworks import rank_order, task_env
-from cauce.frameworks.api import GangLayout, TaskSlot
-from cauce.spec import FRAMEWORKS, JobSpec
+from cauce.frameworks import GangLayout, TaskSlot, contract_names, rank_order, task_env
+from cauce.spec import JobSpec
 
 __all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv"]
 
@@ -70,28 +68,6 @@ def task_argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
         except ValueError:
             pass
     return ("/bin/sh", "-c", command)
-
-
-@functools.cache
-def contract_names() -> frozenset[str]:
-    """Every variable the env contract may set, for any framework and role. Inherited values
-    of these are dropped, so that a task outside the world (a ``ps``) never sees the ``RANK``
-    of a torchrun that started cauce itself."""
-    names = {"CAUCE_PROGRESS_FILE", "CAUCE_PARAMS"}
-    layouts = {
-        "tensorflow": ("chief", "worker", "ps", "evaluator"),
-        "mxnet": ("scheduler", "server", "worker"),
-    }
-    for framework in FRAMEWORKS:
-        roles = layouts.get(framework, ("chief", "worker"))
-        slots = tuple(
-            TaskSlot(f"{role}-0", role, 0, "127.0.0.1", 1000 + i, ("0",))
-            for i, role in enumerate(roles)
-        )
-        layout = GangLayout("j", "j", framework, 0, 0, slots, rendezvous="127.0.0.1:1")
-        for slot in slots:
-            names.update(task_env(layout, slot.task_id))
-    return frozenset(names)
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -211,6 +211,7 @@ def _predict_spark(
         from pyspark.sql import types as T
     except ModuleNotFoundError:
         raise ServeError("--engine spark needs pyspark: pip install 'cauce[spark]'") from None
+    from cauce.cluster.spark import spark_session
 
     spec = read_spec(model_dir)
     spark_types = {"FP32": T.FloatType(), "FP64": T.DoubleType(), "INT64": T.LongType(),
@@ -219,15 +220,12 @@ def _predict_spark(
     owned = master is not None or active is None
     if owned:
         master = master or "local[2]"
-        builder = SparkSession.builder.master(master).appName("cauce-predict")
         if master.startswith("local"):
-            builder = builder.config("spark.driver.host", "127.0.0.1").config(
-                "spark.driver.bindAddress", "127.0.0.1"
-            )
             # Python workers on this host run this interpreter (and find cauce), unless the
             # user chose one; SparkContext reads the variable when it starts.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        session = builder.config("spark.ui.enabled", "false").getOrCreate()
+        conf = {"spark.ui.enabled": "false"}
+        session = spark_session(master, "cauce-predict", conf, loopback=True)
     else:
         assert active is not None
         session = active

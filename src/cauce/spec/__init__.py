@@ -1,20 +1,9 @@
 """Typed, validated specs. Parsing does no I/O beyond reading the file it is given."""
 
 from cauce.spec._parse import load_job, parse_job, parse_memory
-from cauce.spec._types import (
-    FRAMEWORKS,
-    MXNET_ROLES,
-    TF_ROLES,
-    JobSpec,
-    Resources,
-    RestartPolicy,
-    RoleSpec,
-)
+from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
 
 __all__ = [
-    "FRAMEWORKS",
-    "MXNET_ROLES",
-    "TF_ROLES",
     "JobSpec",
     "Resources",
     "RestartPolicy",

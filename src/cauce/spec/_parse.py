@@ -13,19 +13,14 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cauce.errors import SpecError
 from cauce.spec._tune import parse_tune
-from cauce.spec._types import (
-    FRAMEWORKS,
-    MXNET_ROLES,
-    TF_ROLES,
-    JobSpec,
-    Resources,
-    RestartPolicy,
-    RoleSpec,
-)
+from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
+
+if TYPE_CHECKING:
+    from cauce.frameworks import Framework
 
 _JOB_KEYS = (
     "name",
@@ -122,6 +117,10 @@ def parse_job(
             f"got {name!r}",
         )
 
+    # The one upward import of spec/: the framework registry owns the frameworks' names and
+    # roles, and the boundary checks a job against it. Late, so that frameworks/ may import spec.
+    from cauce.frameworks import FRAMEWORKS, get_framework
+
     framework = p.string(data.get("framework", "none"), "framework")
     if framework not in FRAMEWORKS:
         raise p.error("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
@@ -144,7 +143,7 @@ def parse_job(
     cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
     spark = spark_settings(data.get("spark"), "spark", source)
 
-    roles = p.roles(data.get("roles"), framework)
+    roles = p.roles(data.get("roles"), get_framework(framework))
     for role in roles:
         if role.command is None and command is None:
             raise p.error(
@@ -385,7 +384,7 @@ class _Parser:
         gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0)
         return Resources(cpus=cpus, memory=memory, gpus=gpus)
 
-    def roles(self, value: object, framework: str) -> tuple[RoleSpec, ...]:
+    def roles(self, value: object, framework: Framework) -> tuple[RoleSpec, ...]:
         if value is None:
             value = {"worker": {}}
         if not isinstance(value, Mapping) or not value:
@@ -414,8 +413,7 @@ class _Parser:
             command = (
                 self.command(body["command"], f"{path}.command") if "command" in body else None
             )
-            default_tracked = not (framework == "tensorflow" and name == "ps")
-            tracked = body.get("tracked", default_tracked)
+            tracked = body.get("tracked", name not in framework.untracked)
             if not isinstance(tracked, bool):
                 raise self.error(f"{path}.tracked", f"must be true or false, got {tracked!r}")
             roles.append(
@@ -428,44 +426,13 @@ class _Parser:
                     tracked=tracked,
                 )
             )
-        self.framework_roles(framework, roles)
+        for path, message in framework.check_roles(roles)[:1]:
+            raise self.error(path, message)
         if not any(role.tracked for role in roles):
             raise self.error(
                 "roles", "has no tracked role: the job would never finish; set tracked: true"
             )
         return tuple(roles)
-
-    def framework_roles(self, framework: str, roles: list[RoleSpec]) -> None:
-        names = [role.name for role in roles]
-        if framework == "tensorflow":
-            for role in roles:
-                if role.name not in TF_ROLES:
-                    raise self.error(
-                        f"roles.{role.name}",
-                        f"is not a TensorFlow role: use {', '.join(TF_ROLES)}",
-                    )
-                if role.name in ("chief", "evaluator") and role.instances > 1:
-                    raise self.error(
-                        f"roles.{role.name}.instances",
-                        f"must be 1 for TensorFlow's {role.name}, got {role.instances}",
-                    )
-            if "chief" not in names and "worker" not in names:
-                raise self.error("roles", "needs a chief or a worker role for TensorFlow")
-        elif framework == "mxnet":
-            for role in roles:
-                if role.name not in MXNET_ROLES:
-                    raise self.error(
-                        f"roles.{role.name}",
-                        f"is not an MXNet role: use {', '.join(MXNET_ROLES)}",
-                    )
-            if "server" in names and "scheduler" not in names:
-                raise self.error(
-                    "roles",
-                    "has MXNet servers but no scheduler: add roles.scheduler with instances: 1",
-                )
-            if "scheduler" in names and roles[names.index("scheduler")].instances != 1:
-                got = roles[names.index("scheduler")].instances
-                raise self.error("roles.scheduler.instances", f"must be 1 for MXNet, got {got}")
 
 
 def _kind(value: object) -> str:

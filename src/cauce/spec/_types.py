@@ -6,13 +6,6 @@ from dataclasses import dataclass, field
 
 from cauce.spec._tune import TuneSpec
 
-FRAMEWORKS = ("pytorch", "tensorflow", "jax", "horovod", "mxnet", "none")
-
-#: Roles TensorFlow gives a meaning to, in the order ranks are assigned.
-TF_ROLES = ("chief", "worker", "ps", "evaluator")
-#: Roles MXNet's parameter-server launcher knows (``DMLC_ROLE``).
-MXNET_ROLES = ("scheduler", "server", "worker")
-
 
 @dataclass(frozen=True)
 class Resources:

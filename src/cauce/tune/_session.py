@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cauce.cluster import get_cluster
+from cauce.cluster import cluster_address, get_cluster, open_cluster
 from cauce.errors import SpecError
 from cauce.gang._plan import gang_request
 from cauce.history import cauce_home, open_store
@@ -120,7 +120,7 @@ def run_study(
     spec, target, width, name = resolve(job, trials, parallel, study)
     assert spec.tune is not None
     import_optuna()
-    address = cluster or spec.cluster or os.environ.get("CAUCE_CLUSTER") or "local"
+    address = cluster_address(cluster, spec)
     if not os.path.isdir(spec.workdir):
         raise SpecError(
             "workdir",
@@ -128,55 +128,48 @@ def run_study(
             "(relative paths start at the job file's folder)",
             source=spec.source,
         )
-    # What would fail every trial fails the study at once, before a trial is asked.
-    probe = get_cluster(address, spark_conf=dict(spec.spark))
-    # The probe also keeps a Spark application up for the trials' clusters; closed at the end.
-    close_probe = getattr(probe, "close", None)
-    try:
+    # What would fail every trial fails the study at once, before a trial is asked. The probe
+    # also keeps a Spark application up for the trials' clusters, until the study ends.
+    with open_cluster(address, spec) as probe:
         probe.check(gang_request(spec, f"{name}-check"))
-    except BaseException:
-        if callable(close_probe):
-            close_probe()
-        raise
-    store = open_store(history)
-    storage: RDBStorage | None = None
-    try:
-        storage = open_storage(store.url)
-        handle = open_study(
-            storage,
-            name,
-            metric=spec.tune.objective.metric,
-            direction=spec.tune.objective.direction,
-            job=spec.name,
-            sampler=make_sampler(spec.tune, width),
-            pruner=make_pruner(spec.tune),
-        )
-        existing = len(handle.get_trials(deepcopy=False))
-        if existing:
-            handle.sampler = make_sampler(spec.tune, width, seed_offset=existing)
-        else:  # a new study: the given points first (kept in the storage, as the trials are)
-            for point in spec.tune.start:
-                handle.enqueue_trial(dict(point))
-        runner = StudyRunner(
-            spec=spec,
-            tune=spec.tune,
-            study=handle,
-            storage=storage,
-            store=store,
-            home=home if home is not None else cauce_home(),
-            make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
-            console=console or LogConsole(),
-            target=target,
-            parallel=width,
-            poll_interval=poll_interval,
-        )
-        return runner.run()
-    finally:
-        if storage is not None:
-            storage.engine.dispose()
-        store.close()
-        if callable(close_probe):
-            close_probe()
+        store = open_store(history)
+        storage: RDBStorage | None = None
+        try:
+            storage = open_storage(store.url)
+            handle = open_study(
+                storage,
+                name,
+                metric=spec.tune.objective.metric,
+                direction=spec.tune.objective.direction,
+                job=spec.name,
+                sampler=make_sampler(spec.tune, width),
+                pruner=make_pruner(spec.tune),
+            )
+            existing = len(handle.get_trials(deepcopy=False))
+            if existing:
+                handle.sampler = make_sampler(spec.tune, width, seed_offset=existing)
+            else:  # a new study: the given points first (kept in the storage, as the trials are)
+                for point in spec.tune.start:
+                    handle.enqueue_trial(dict(point))
+            runner = StudyRunner(
+                spec=spec,
+                tune=spec.tune,
+                study=handle,
+                storage=storage,
+                store=store,
+                home=home if home is not None else cauce_home(),
+                # Each trial's cluster is its driver's: closed when the trial ends.
+                make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
+                console=console or LogConsole(),
+                target=target,
+                parallel=width,
+                poll_interval=poll_interval,
+            )
+            return runner.run()
+        finally:
+            if storage is not None:
+                storage.engine.dispose()
+            store.close()
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:

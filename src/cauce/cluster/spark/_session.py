@@ -6,7 +6,7 @@ cauce started is stopped when the last one is released. A session that was alrea
 notebook's, say) is used as it is and left running.
 
 Also here: the slots cauce's own reservations hold, so that two gangs of one process never both
-count the same free slots (what the executors have is read by ``_spark_executors``).
+count the same free slots (what the executors have is read by ``_executors``).
 """
 
 from __future__ import annotations
@@ -18,21 +18,23 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from cauce.cluster._spark_executors import Executor, first_line, read_executors
+from cauce.cluster.spark._executors import Executor, first_line, read_executors
 from cauce.errors import ClusterError
 
-__all__ = ["SharedSpark", "acquire", "first_line"]
+__all__ = ["SharedSpark", "acquire", "first_line", "spark_session"]
 
 logger = logging.getLogger(__name__)
 
-#: Settings cauce gives a Spark application it starts, unless told otherwise.
+#: Settings cauce gives a Spark application it starts for gangs, unless told otherwise.
 DEFAULTS = {
-    "spark.app.name": "cauce",
     # One FAIR pool per gang, so that gangs of one process (a tuner's trials) share the cluster.
     "spark.scheduler.mode": "FAIR",
     # Spark's progress bar would garble the tasks' lines on the console.
     "spark.ui.showConsoleProgress": "false",
 }
+
+#: A driver that only this host's executors reach.
+_LOOPBACK = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 
 
 def _check_master(master: str) -> None:
@@ -188,11 +190,8 @@ def _start(master: str, conf: Mapping[str, str]) -> SharedSpark:
         _warn_ignored(shared, conf)
         return shared
     _check_master(master)
-    builder = SparkSession.builder.master(master)
-    for key, value in {**DEFAULTS, **conf}.items():
-        builder = builder.config(key, value)
     try:
-        session = builder.getOrCreate()
+        session = spark_session(master, "cauce", {**DEFAULTS, **conf})
     except Exception as exc:  # py4j and PySpark errors, a JVM that cannot start...
         raise ClusterError(
             f"cannot start a Spark application on {master}: {first_line(exc)}"
@@ -205,6 +204,22 @@ def _start(master: str, conf: Mapping[str, str]) -> SharedSpark:
         # that started this process.
         session.sparkContext.pythonExec = python
     return SharedSpark(master, session, owned=True)
+
+
+def spark_session(
+    master: str, app_name: str, conf: Mapping[str, str], *, loopback: bool = False
+) -> Any:
+    """This process's SparkSession on ``master`` (PySpark's ``getOrCreate``): named
+    ``app_name``, with ``conf`` over that. ``loopback`` keeps a ``local[N]`` driver on 127.0.0.1
+    (unless ``conf`` says otherwise), for the sessions that data preparation and batch scoring
+    start on this host. Raises what PySpark raises."""
+    from pyspark.sql import SparkSession
+
+    settings = dict(_LOOPBACK) if loopback and master.startswith("local") else {}
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in {**settings, **conf}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def _quiet_pools(session: Any) -> None:

@@ -1,20 +1,5 @@
-"""The ``spark`` cluster: gangs as barrier stages of a Spark application.
-
-``spark://HOST:PORT`` (standalone), ``yarn``, ``k8s://...`` and ``local[N]`` are Spark masters;
-this process's Spark application (started on first use, shared by every driver of the process,
-stopped when the last one closes) runs each attempt of a gang as one barrier stage with a task
-per gang task (see ``_spark_gang`` for the driver's side, ``_spark_task`` for the executors').
-
-Resources: every task of a stage gets the same resources from Spark, ``cpus`` rounded up to
-whole cores and ``gpus`` GPUs (stage-level scheduling when that differs from the application's
-``spark.task.cpus`` / ``spark.task.resource.gpu.amount``); a gang whose roles need different GPU
-counts is refused. Before submitting, the gang is compared with the executors' free slots: while
-it does not fit the answer is :class:`Waiting` ("needs 4 task slots, 2 free"), and after
-``spark.cauce.placementTimeout`` seconds (default 120) it fails with :class:`PlacementError`.
-
-Settings: ``conf`` (the spec's ``spark:`` and ``cauce run --conf``) applies when this process
-starts its Spark application; ``spark.cauce.*`` keys are read per cluster object.
-"""
+"""The ``spark`` cluster object: placement on the executors' free slots, one barrier stage per
+attempt (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -25,8 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from cauce.cluster._spark_gang import GangSubmission, SparkGang
-from cauce.cluster._spark_session import SharedSpark, acquire
 from cauce.cluster.api import (
     Cluster,
     GangRequest,
@@ -38,9 +21,10 @@ from cauce.cluster.api import (
     TaskLaunch,
     Waiting,
 )
+from cauce.cluster.spark._gang import GangSubmission, SparkGang
+from cauce.cluster.spark._session import SharedSpark, acquire
 from cauce.errors import PlacementError, SpecError
-from cauce.frameworks import task_env
-from cauce.frameworks.api import GangLayout
+from cauce.frameworks import GangLayout, contract_names, task_env
 
 __all__ = [
     "DEFAULT_PLACEMENT_TIMEOUT",
@@ -218,19 +202,11 @@ class SparkCluster(Cluster):
             advertised_host=driver_host,
             grace=grace,
             placement_timeout=self.placement_timeout,
-            strip=_contract_names(),
+            strip=contract_names(),
             env=_split_env(layout, launches),
             describe_need=lambda: self.need(request),
         )
         return SparkGang(layout, launches, on_output, on_exit, submission)
-
-
-def _contract_names() -> frozenset[str]:
-    # The resolve step's list of every contract variable. Imported here, late: cluster/ sits
-    # below gang/, and only this seam needs it (the executors recompute the contract).
-    from cauce.gang._plan import contract_names
-
-    return contract_names()
 
 
 def _split_env(
@@ -239,7 +215,7 @@ def _split_env(
     """Per task: the variables an executor takes from the driver (what cauce or the spec set,
     or what differs from the driver's own environment), and the contract variables that the
     spec overrides. The contract itself is recomputed on the executor for the real layout."""
-    names = _contract_names()
+    names = contract_names()
     out: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     for launch in launches:
         contract = task_env(layout, launch.task_id)

@@ -1,6 +1,6 @@
 """The driver's end of the tasks' connections, for one attempt of a gang on Spark.
 
-A TCP server on the driver; each barrier task connects once (``_spark_wire`` has the protocol).
+A TCP server on the driver; each barrier task connects once (``_wire`` has the protocol).
 Output lines go to the console sink and the task's log, progress lines to the task's progress file
 in the run folder, exits to ``on_exit`` (exactly once per task, whoever reports it first: the task,
 a lost connection, or the end of the Spark job).
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cauce.cluster._spark_wire import Channel
 from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch
+from cauce.cluster.spark._wire import Channel
 
 __all__ = ["LOST", "TaskLinks"]
 

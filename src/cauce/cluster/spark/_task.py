@@ -6,7 +6,7 @@ whole layout, from which it computes its own env contract with the same pure fun
 local cluster (``cauce.frameworks.task_env``). The command then runs as a child in its own
 process group, watched by a reaper that kills the group when this Python worker dies (a cancelled
 Spark job kills it). Its output, its progress lines and its exit go to the driver over the
-connection (``_spark_wire``); a user failure is an exit code, never a Spark task failure, so
+connection (``_wire``); a user failure is an exit code, never a Spark task failure, so
 Spark never retries a gang behind cauce's back.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper, _group_alive
-from cauce.cluster._spark_wire import Channel, connect
+from cauce.cluster.spark._wire import Channel, connect
 from cauce.frameworks import task_env
 from cauce.frameworks.api import GangLayout, TaskSlot
 

@@ -1,6 +1,6 @@
 """One attempt of a gang on Spark, seen from the driver: a barrier job and its tasks' links.
 
-The driver opens a server for the attempt (``_spark_links``), submits one barrier stage with a
+The driver opens a server for the attempt (``_links``), submits one barrier stage with a
 task per gang task (in a thread, under a job group and a FAIR pool of its own) and watches it:
 if Spark has not started every task within the placement timeout, the attempt is cancelled and
 fails with the reason in the tasks' logs. ``stop`` asks every task to stop (SIGTERM, grace,
@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cauce.cluster._spark_links import LOST, TaskLinks
-from cauce.cluster._spark_session import first_line
-from cauce.cluster._spark_task import run_partition
 from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
+from cauce.cluster.spark._links import LOST, TaskLinks
+from cauce.cluster.spark._session import first_line
+from cauce.cluster.spark._task import run_partition
 from cauce.frameworks.api import GangLayout
 
 __all__ = ["GangSubmission", "SparkGang"]

@@ -1,0 +1,68 @@
+"""Which cluster a job runs on, and how long it is held: the owner that opens one closes it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+
+from cauce.cluster.api import Cluster
+from cauce.errors import ClusterError
+from cauce.spec import JobSpec
+from cauce.spec._parse import CLUSTER_PREFIXES
+
+__all__ = ["cluster_address", "get_cluster", "open_cluster"]
+
+
+def cluster_address(address: str | None, spec: JobSpec | None = None) -> str:
+    """The cluster to use: ``address`` when given, else the spec's ``cluster``, else
+    ``$CAUCE_CLUSTER``, else ``local``."""
+    chosen = address or (spec.cluster if spec is not None else None)
+    return chosen or os.environ.get("CAUCE_CLUSTER") or "local"
+
+
+def get_cluster(address: str | None, *, spark_conf: Mapping[str, str] | None = None) -> Cluster:
+    """A new cluster object for ``address``, which the caller owns and closes (``close()``);
+    :func:`open_cluster` does both. ``None`` or ``"local"`` -> this host. Spark masters
+    (``spark://HOST:PORT``, ``local[N]``, ``yarn``, ``k8s://...``) need the ``spark`` extra;
+    ``spark_conf`` (``spark.*`` settings) applies to them and is ignored by the local cluster.
+    """
+    if not address or address == "local":
+        from cauce.cluster._config import load_local_config
+        from cauce.cluster.local import LocalCluster
+        from cauce.history import cauce_home
+
+        config = load_local_config(cauce_home())
+        return LocalCluster(cpus=config.cpus, memory=config.memory, declared_gpus=config.gpus)
+    if address.startswith(CLUSTER_PREFIXES):
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            raise ClusterError(
+                f"cluster {address!r} needs pyspark: pip install 'cauce[spark]'"
+            ) from None
+        from cauce.cluster.spark import SparkCluster
+
+        return SparkCluster(address, spark_conf)
+    raise ClusterError(
+        f"unknown cluster {address!r}: use 'local', 'spark://HOST:PORT', 'local[N]', 'yarn' "
+        "or 'k8s://...'"
+    )
+
+
+@contextlib.contextmanager
+def open_cluster(
+    address: str | None, spec_or_conf: JobSpec | Mapping[str, str] | None = None
+) -> Iterator[Cluster]:
+    """The cluster at ``address`` (resolved as :func:`cluster_address` says), closed once when
+    the block ends. Given a job spec, its ``cluster`` is the default address and its ``spark:``
+    the Spark settings; given a mapping, that mapping is the Spark settings."""
+    if isinstance(spec_or_conf, JobSpec):
+        chosen, conf = cluster_address(address, spec_or_conf), dict(spec_or_conf.spark)
+    else:
+        chosen, conf = cluster_address(address), dict(spec_or_conf or {})
+    cluster = get_cluster(chosen, spark_conf=conf)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

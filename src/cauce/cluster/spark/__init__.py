@@ -1,0 +1,37 @@
+"""The ``spark`` cluster: gangs as barrier stages of a Spark application.
+
+``spark://HOST:PORT`` (standalone), ``yarn``, ``k8s://...`` and ``local[N]`` are Spark masters;
+this process's Spark application (started on first use, shared by every driver of the process,
+stopped when the last one closes) runs each attempt of a gang as one barrier stage with a task
+per gang task (see ``_gang`` for the driver's side, ``_task`` for the executors').
+
+Resources: every task of a stage gets the same resources from Spark, ``cpus`` rounded up to
+whole cores and ``gpus`` GPUs (stage-level scheduling when that differs from the application's
+``spark.task.cpus`` / ``spark.task.resource.gpu.amount``); a gang whose roles need different GPU
+counts is refused. Before submitting, the gang is compared with the executors' free slots: while
+it does not fit the answer is :class:`Waiting` ("needs 4 task slots, 2 free"), and after
+``spark.cauce.placementTimeout`` seconds (default 120) it fails with :class:`PlacementError`.
+
+Settings: ``conf`` (the spec's ``spark:`` and ``cauce run --conf``) applies when this process
+starts its Spark application; ``spark.cauce.*`` keys are read per cluster object.
+"""
+
+from cauce.cluster.spark._cluster import (
+    DEFAULT_PLACEMENT_TIMEOUT,
+    PLACEHOLDER_GPU,
+    PLACEHOLDER_HOST,
+    SparkCluster,
+    parse_duration,
+    task_shape,
+)
+from cauce.cluster.spark._session import spark_session
+
+__all__ = [
+    "DEFAULT_PLACEMENT_TIMEOUT",
+    "PLACEHOLDER_GPU",
+    "PLACEHOLDER_HOST",
+    "SparkCluster",
+    "parse_duration",
+    "spark_session",
+    "task_shape",
+]
