@@ -169,7 +169,12 @@ class _Command:
             self.channel.send({"exit": 127, "runtime": 0.0})
             shutil.rmtree(self.folder, ignore_errors=True)
             return 127, 0.0
-        reaper = Reaper(grace=self.grace)
+        # Once this Python worker is gone (a cancelled job, a lost executor, an application that
+        # ended with its driver), Spark counts the task's GPUs free and may give them to the
+        # next task at once: then the command's group is killed at once, not after a grace
+        # period, so that it never runs beside that task. (A stop asked by the driver, or a
+        # lost connection, still gives it the grace period, while this task holds the GPUs.)
+        reaper = Reaper(grace=0.0 if slot.gpus else self.grace)
         reaper.watch(proc.pid)
         try:
             self.channel.send(
@@ -188,7 +193,8 @@ class _Command:
             return code, runtime
         finally:
             if proc.poll() is None or _group_alive(proc.pid):
-                _signal(proc.pid, signal.SIGKILL)
+                self.stopping.set()
+                self._end_group(proc.pid)  # killed at once; returns once the group is gone
                 proc.wait()
             reaper.unwatch(proc.pid)
             reaper.close()
@@ -218,6 +224,7 @@ class _Command:
             return
         self.stopping.set()
         _signal(proc.pid, signal.SIGTERM)
+        _signal(proc.pid, signal.SIGCONT)  # a stopped command gets SIGTERM once continued
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
         _signal(proc.pid, signal.SIGKILL)
@@ -228,6 +235,7 @@ class _Command:
         if not _group_alive(pgid):
             return
         _signal(pgid, signal.SIGTERM)
+        _signal(pgid, signal.SIGCONT)
         deadline = time.monotonic() + (0.0 if self.stopping.is_set() else self.grace)
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
