@@ -78,6 +78,17 @@ def test_cli_run_on_spark(
     assert spark_cluster.tasks_left() == []
 
 
+def _wait_for_tasks(folder: Path, pattern: str, count: int, driver: subprocess.Popen[str]) -> None:
+    """Until ``count`` files ``pattern`` (one per started task) are in ``folder``."""
+    deadline = time.monotonic() + 240
+    while len(list(folder.glob(pattern))) < count:
+        if driver.poll() is not None or time.monotonic() > deadline:
+            driver.kill()
+            out, err = driver.communicate()
+            raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     tmp_path: Path, cauce_env: dict[str, str], spark_cluster: StandaloneSpark, how: str
@@ -97,13 +108,7 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     env = spark_env(cauce_env, spark_cluster)
     driver = cauce_popen(["run", str(path), "--cluster", spark_cluster.master], env)
     try:
-        deadline = time.monotonic() + 240
-        while len(list(pids.glob("*.pids"))) < 2:
-            if driver.poll() is not None or time.monotonic() > deadline:
-                driver.kill()
-                out, err = driver.communicate()
-                raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
-            time.sleep(0.2)
+        _wait_for_tasks(pids, "*.pids", 2, driver)
         time.sleep(0.2)
         task_pids = [int(p) for f in pids.glob("*.pids") for p in f.read_text().split()]
         assert len(task_pids) == 4 and all(running(p) for p in task_pids)
@@ -148,13 +153,7 @@ def test_gpu_tasks_of_a_killed_driver_end_with_their_spark_tasks(
     driver = cauce_popen(["run", str(path), "--cluster", spark_cluster.master], env)
     task_pids: list[int] = []
     try:
-        deadline = time.monotonic() + 240
-        while len(list(out.glob("*.start"))) < 2:
-            if driver.poll() is not None or time.monotonic() > deadline:
-                driver.kill()
-                stdout, stderr = driver.communicate()
-                raise AssertionError(f"the tasks did not start:\n{stdout}\n{stderr}")
-            time.sleep(0.2)
+        _wait_for_tasks(out, "*.start", 2, driver)
         records = [json.loads(f.read_text()) for f in out.glob("*.start")]
         task_pids = [int(r[key]) for r in records for key in ("pid", "child")]
         assert sorted(r["gpus"] for r in records) != ["", ""]
