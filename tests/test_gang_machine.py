@@ -148,3 +148,44 @@ def test_hung_task_is_a_failure_and_restarts() -> None:
     # a hung report about a task that already exited is ignored
     m.handle(TaskExited("worker-0", 0, 1.0, 1))
     assert m.handle(TaskHung("worker-0", 31.0, 40.0, 1)) == []
+
+
+def test_hang_names_the_task_that_stopped_first() -> None:
+    """The first task past its hang timeout (worker-0, waiting for a peer) is not the cause:
+    the one whose process is stopped (state T) is, even if it reported more recently."""
+    from cauce.gang._machine import TaskHung, TaskSilence
+
+    m = machine()
+    m.handle(Reserved())
+    silent = (TaskSilence("worker-0", 31.0, "S", False), TaskSilence("worker-1", 12.0, "T", False))
+    assert m.handle(TaskHung("worker-0", 31.0, 40.0, 0, silent)) == [StopGang("failure")]
+    assert m.failure == Failure("worker-1", None, 40.0, 0, 12.0, "T", False)
+    assert m.handle(GangStopped()) == [Finish("failed", failure=m.failure)]
+
+
+def test_hang_without_a_stopped_task_names_the_oldest_silence() -> None:
+    from cauce.gang._machine import TaskHung, TaskSilence
+
+    tasks = ("worker-0", "worker-1", "worker-2")
+    # worker-2 is in uninterruptible sleep using no CPU: it comes before older silences
+    m = machine(tasks=tasks, tracked=tasks)
+    m.handle(Reserved())
+    silent = (
+        TaskSilence("worker-0", 31.0, "S", False),
+        TaskSilence("worker-1", 35.0, "R", True),
+        TaskSilence("worker-2", 5.0, "D", False),
+    )
+    m.handle(TaskHung("worker-0", 31.0, 40.0, 0, silent))
+    assert m.failure == Failure("worker-2", None, 40.0, 0, 5.0, "D", False)
+    # a D state while using CPU is ordinary I/O: the oldest silence is named, its state dropped
+    m = machine(tasks=tasks, tracked=tasks)
+    m.handle(Reserved())
+    busy = (silent[0], silent[1], TaskSilence("worker-2", 5.0, "D", True))
+    m.handle(TaskHung("worker-0", 31.0, 40.0, 0, busy))
+    assert m.failure == Failure("worker-1", None, 40.0, 0, 35.0, "", True)
+    # a task that already exited is never named; without facts, the task that timed out is
+    m = machine(tasks=tasks, tracked=tasks)
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-2", 0, 3.0, 0))
+    m.handle(TaskHung("worker-1", 31.0, 40.0, 0))
+    assert m.failure == Failure("worker-1", None, 40.0, 0, 31.0)

@@ -1,13 +1,16 @@
-"""The local cluster's resources and GPU leases (no gangs started here)."""
+"""The local cluster's resources and GPU leases; the last test starts real jobs."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cauce.cluster import GangRequest, TaskRequest, Waiting
@@ -136,3 +139,75 @@ def test_declared_gpus_from_config_file(tmp_path: Path, cauce_env: dict[str, str
     (home / "config.yaml").write_text("local:\n  gpu: [0, 1]\n")
     done = cauce(["run", "--dry-run", str(path)], cauce_env)
     assert done.returncode == 2 and "local.gpu is not a known field" in done.stderr
+
+
+def _wait_for(folder: Path, count: int, driver: subprocess.Popen[str]) -> list[dict[str, object]]:
+    """The records of ``count`` tasks of gpu_holder.py in ``folder`` (the driver must live)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            out, err = driver.communicate()
+            raise AssertionError(f"cauce exited {driver.returncode} early:\n{out}\n{err}")
+        found = sorted(folder.glob("*.start"))
+        if len(found) >= count:
+            return [json.loads(f.read_text()) for f in found]
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} tasks to start in {folder}")
+
+
+def test_gpu_leases_outlive_a_killed_driver_until_its_tasks_are_gone(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """Driver A is killed with SIGKILL while its tasks ignore SIGTERM for their grace period:
+    job B, waiting for the same declared GPUs, starts only after A's last process is gone."""
+    from helpers import cauce_popen, py, running, write_job
+
+    env = {**cauce_env, "CAUCE_GPUS": "0,1"}
+    roles = "roles:\n  worker: {instances: 2, resources: {gpus: 1, cpus: 0.5}}\n"
+    a_out, b_out = tmp_path / "a", tmp_path / "b"
+    job_a = write_job(
+        tmp_path,
+        f"name: a\ncommand: {py('gpu_holder.py', a_out, '--stubborn')}\ngrace_period: 3\n" + roles,
+        "a.yaml",
+    )
+    job_b = write_job(
+        tmp_path, f"name: b\ncommand: {py('gpu_holder.py', b_out)}\n" + roles, "b.yaml"
+    )
+    a = cauce_popen(["run", str(job_a)], env)
+    b: subprocess.Popen[str] | None = None
+    a_pids: list[int] = []
+    try:
+        a_pids = [int(p) for r in _wait_for(a_out, 2, a) for p in (r["pid"], r["child"])]  # type: ignore[call-overload]
+        b = cauce_popen(["run", str(job_b)], env)
+        assert b.stderr is not None
+        for line in b.stderr:  # B waits for the GPUs that A holds
+            if "waiting: needs 2 GPUs, 0 free" in line:
+                break
+        else:
+            raise AssertionError(f"job b did not wait: {b.communicate()}")
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=10)
+        # the last moment a process of A was seen alive
+        last_alive = time.time()
+        deadline = time.monotonic() + 60
+        while any(running(pid) for pid in a_pids) and time.monotonic() < deadline:
+            last_alive = time.time()
+            time.sleep(0.02)
+        assert not any(running(pid) for pid in a_pids), "A's tasks outlived their grace period"
+        out, err = b.communicate(timeout=120)
+        assert b.returncode == 0, out + err
+        b_tasks = [json.loads(f.read_text()) for f in sorted(b_out.glob("*.start"))]
+        assert sorted(str(r["gpus"]) for r in b_tasks) == ["0", "1"]
+        first_b = min(float(r["started"]) for r in b_tasks)  # type: ignore[arg-type]
+        assert first_b > last_alive, (
+            f"job b started {last_alive - first_b:.2f} s before the tasks of the killed job a "
+            "were gone: its GPU leases were dropped with its driver"
+        )
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                proc.kill()
+                proc.communicate()
+        for pid in a_pids:
+            if running(pid):
+                psutil.Process(pid).kill()

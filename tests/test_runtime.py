@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import cauce as api
 from cauce.runtime import checkpoint
 from cauce.runtime.checkpoint import CheckpointError
-from helpers import cauce, py, write_job
+from helpers import cauce, gone, py, write_job
 
 
 def test_context_under_plain_python(tmp_path: Path) -> None:
@@ -285,6 +286,37 @@ def test_hung_task_is_stopped_and_reported(tmp_path: Path, cauce_env: dict[str, 
     assert done.returncode == 1
     assert "worker-0 hung first (no report or heartbeat for" in done.stderr
     assert "hang_timeout 2 s" in done.stderr
+
+
+def test_hang_report_names_the_stopped_task(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    """Rank 1 stops itself (SIGSTOP) after a few reports; rank 0 waits for it and reports
+    nothing, so its hang timeout passes first: the root cause names worker-1, the stopped one.
+    The stopped process is still stopped at teardown, and no process is left."""
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: stops
+        command: {py("stop_rank.py", out, 1)}
+        roles:
+          worker: {{instances: 2}}
+        hang_timeout: 2
+        grace_period: 30
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "worker-1: stopping myself" in done.stdout
+    assert "worker-1 was stopped first (process state T, as after SIGSTOP; no report" in (
+        done.stderr
+    )
+    assert "worker-0 hung first" not in done.stderr
+    pids = [int((out / f"worker-{rank}.pid").read_text()) for rank in (0, 1)]
+    assert gone(pids, within=5.0), "a task outlived its job"
+    # the stopped rank got SIGTERM once continued (SIGCONT), not SIGKILL after its grace period
+    [run] = (Path(cauce_env["CAUCE_HOME"]) / "runs").iterdir()
+    shown = cauce(["show", run.name], cauce_env).stdout
+    assert re.search(r"^worker-1 +1 +\d+ +- +stopped +-15 ", shown, re.MULTILINE), shown
 
 
 def test_report_raises_trial_pruned_once_asked(

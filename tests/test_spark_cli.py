@@ -5,6 +5,7 @@ to the driver; Ctrl-C and kill -9 of the driver leave no task process on the exe
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -77,6 +78,17 @@ def test_cli_run_on_spark(
     assert spark_cluster.tasks_left() == []
 
 
+def _wait_for_tasks(folder: Path, pattern: str, count: int, driver: subprocess.Popen[str]) -> None:
+    """Until ``count`` files ``pattern`` (one per started task) are in ``folder``."""
+    deadline = time.monotonic() + 240
+    while len(list(folder.glob(pattern))) < count:
+        if driver.poll() is not None or time.monotonic() > deadline:
+            driver.kill()
+            out, err = driver.communicate()
+            raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     tmp_path: Path, cauce_env: dict[str, str], spark_cluster: StandaloneSpark, how: str
@@ -96,13 +108,7 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
     env = spark_env(cauce_env, spark_cluster)
     driver = cauce_popen(["run", str(path), "--cluster", spark_cluster.master], env)
     try:
-        deadline = time.monotonic() + 240
-        while len(list(pids.glob("*.pids"))) < 2:
-            if driver.poll() is not None or time.monotonic() > deadline:
-                driver.kill()
-                out, err = driver.communicate()
-                raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
-            time.sleep(0.2)
+        _wait_for_tasks(pids, "*.pids", 2, driver)
         time.sleep(0.2)
         task_pids = [int(p) for f in pids.glob("*.pids") for p in f.read_text().split()]
         assert len(task_pids) == 4 and all(running(p) for p in task_pids)
@@ -123,6 +129,44 @@ def test_driver_interrupted_or_killed_leaves_nothing_on_the_executors(
         # The driver's JVM follows it, Spark then ends the application and kills the executors'
         # Python workers, and the reapers take the commands down with them.
         assert gone(task_pids, within=60), "tasks outlived a driver killed with SIGKILL"
+    assert spark_cluster.tasks_left() == []
+
+
+def test_gpu_tasks_of_a_killed_driver_end_with_their_spark_tasks(
+    tmp_path: Path, cauce_env: dict[str, str], spark_cluster: StandaloneSpark
+) -> None:
+    """Once Spark has ended the application of a driver killed with SIGKILL, it counts the
+    GPUs free: the commands that used them (ignoring SIGTERM, with a grace period of 300 s)
+    must not run on beside the next tasks given those GPUs, but end at once."""
+    out = tmp_path / "out"
+    path = write_job(
+        tmp_path,
+        f"""
+        name: gpus
+        command: {py("gpu_holder.py", out, "--stubborn")}
+        roles:
+          worker: {{instances: 2, resources: {{gpus: 1}}}}
+        grace_period: 300
+        """,
+    )
+    env = spark_env(cauce_env, spark_cluster)
+    driver = cauce_popen(["run", str(path), "--cluster", spark_cluster.master], env)
+    task_pids: list[int] = []
+    try:
+        _wait_for_tasks(out, "*.start", 2, driver)
+        records = [json.loads(f.read_text()) for f in out.glob("*.start")]
+        task_pids = [int(r[key]) for r in records for key in ("pid", "child")]
+        assert sorted(r["gpus"] for r in records) != ["", ""]
+        driver.send_signal(signal.SIGKILL)
+        driver.communicate(timeout=60)
+        # far less than the grace period: the reapers did not wait for it
+        assert gone(task_pids, within=120), "GPU tasks outlived the Spark tasks that ran them"
+    finally:
+        driver.kill()
+        driver.communicate()
+        for pid in task_pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
     assert spark_cluster.tasks_left() == []
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from cauce._util.procs import all_pids, proc_stat
-from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
+from cauce.cluster._reaper import group_alive
+from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskProcesses
 
 __all__ = ["LocalGang", "Reaper"]
 
@@ -21,66 +23,61 @@ logger = logging.getLogger(__name__)
 
 
 class Reaper:
-    """Starts and feeds the watchdog of ``_reaper.py``; see there."""
+    """Starts and feeds the watchdog of ``_reaper.py``; see there. Thread-safe."""
 
     def __init__(self, grace: float) -> None:
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", script, f"{grace:g}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", script, f"{grace:g}"],
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self._channel: socket.socket | None = mine
         self._lock = threading.Lock()
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, fds: Sequence[int] = ()) -> None:
         with self._lock:
-            stdin = self._proc.stdin
-            if stdin is None or stdin.closed:
+            if self._channel is None:
                 return
             try:
-                stdin.write(text.encode())
-                stdin.flush()
-            except (BrokenPipeError, ValueError):
+                socket.send_fds(self._channel, [text.encode()], list(fds))
+            except OSError:
                 logger.warning("the reaper of this job has gone; tasks may outlive a crash")
 
     def watch(self, pgid: int) -> None:
-        self._send(f"+{pgid}\n")
+        self._send(f"+{pgid}")
 
     def unwatch(self, pgid: int) -> None:
-        self._send(f"-{pgid}\n")
+        self._send(f"-{pgid}")
+
+    def hold(self, key: str, fds: Sequence[int]) -> None:
+        """Let the reaper hold these open lock files (GPU leases) too: if the driver dies, they
+        stay locked until every watched task is gone. :meth:`drop` once they are released."""
+        self._send(f"L{key}", fds)
+
+    def drop(self, key: str) -> None:
+        self._send(f"U{key}")
 
     def close(self) -> None:
         """Let the reaper exit (it reaps whatever is still listed, normally nothing)."""
         with self._lock:
-            if self._proc.stdin is not None and not self._proc.stdin.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    self._proc.stdin.close()
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
         try:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group is alive. Zombies do not count: a grandchild whose
-    parent (the task) is gone waits as a zombie until init reaps it, which can take a while."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    pids = all_pids()
-    if not pids:
-        return True  # /proc cannot be listed: trust killpg
-    for pid in pids:
-        stat = proc_stat(pid)
-        if stat is not None and stat.pgid == pgid and stat.state != "Z":
-            return True
-    return False
 
 
 class _Task:
@@ -193,22 +190,51 @@ class LocalGang(RunningGang):
     def pids(self) -> dict[str, int]:
         return {t.launch.task_id: t.proc.pid for t in self._tasks if t.proc is not None}
 
+    def probe(self) -> dict[str, TaskProcesses]:
+        leaders = {t.pgid: t.launch.task_id for t in self._tasks if t.alive()}
+        states: dict[int, list[str]] = {pgid: [] for pgid in leaders}
+        ticks = dict.fromkeys(leaders, 0)
+        main: dict[int, str] = {}
+        for pid in all_pids():  # one pass over /proc for every group
+            stat = proc_stat(pid)
+            if stat is None or stat.pgid not in leaders or stat.state == "Z":
+                continue
+            states[stat.pgid].append(stat.state)
+            ticks[stat.pgid] += stat.cpu_ticks
+            if pid == stat.pgid:
+                main[pid] = stat.state
+        per_second = os.sysconf("SC_CLK_TCK")
+        found: dict[str, TaskProcesses] = {}
+        for pgid, task_id in leaders.items():
+            seen = states[pgid]
+            if not seen:
+                continue  # gone meanwhile
+            if "T" in seen or "t" in seen:
+                state = "T"
+            elif "D" in seen:
+                state = "D"
+            else:
+                state = main.get(pgid, seen[0])
+            found[task_id] = TaskProcesses(state, ticks[pgid] / per_second)
+        return found
+
     def stop(self, grace: float) -> None:
         for task in self._tasks:
             if task.alive():
                 task.signal_group(signal.SIGTERM)
+                task.signal_group(signal.SIGCONT)  # a stopped task gets SIGTERM once continued
         deadline = time.monotonic() + grace
         for task in self._tasks:
             task.join(max(0.0, deadline - time.monotonic()))
         # Whatever is left, leaders or their children in the same group, gets SIGKILL.
         for task in self._tasks:
-            if task.alive() or (task.pgid > 0 and _group_alive(task.pgid)):
+            if task.alive() or (task.pgid > 0 and group_alive(task.pgid)):
                 task.signal_group(signal.SIGKILL)
         for task in self._tasks:
             task.join()
             if task.pgid <= 0:
                 continue
             end = time.monotonic() + 5.0
-            while _group_alive(task.pgid) and time.monotonic() < end:
+            while group_alive(task.pgid) and time.monotonic() < end:
                 time.sleep(0.02)
             self._reaper.unwatch(task.pgid)

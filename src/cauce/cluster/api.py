@@ -30,6 +30,7 @@ __all__ = [
     "RunningGang",
     "TaskExit",
     "TaskLaunch",
+    "TaskProcesses",
     "TaskRequest",
     "Waiting",
 ]
@@ -112,6 +113,17 @@ class TaskExit:
     runtime: float
 
 
+@dataclass(frozen=True)
+class TaskProcesses:
+    """What the OS says about the processes of one task (its process group) at one moment."""
+
+    #: a letter of ``/proc/PID/stat``: ``T`` if one of them is stopped (SIGSTOP, SIGTSTP, a
+    #: debugger), else ``D`` if one is in uninterruptible sleep, else the main process's state
+    state: str
+    #: user plus system CPU seconds they have used so far
+    cpu: float
+
+
 #: Called with (task_id, line) for every line a task prints; thread-safe.
 OutputSink = Callable[[str, str], None]
 
@@ -127,6 +139,11 @@ class RunningGang(abc.ABC):
     def stop(self, grace: float) -> None:
         """Ask every task to stop (SIGTERM), kill what is left after ``grace`` seconds, and
         return once every process of the gang is gone."""
+
+    def probe(self) -> dict[str, TaskProcesses]:
+        """What the OS says about each running task's processes, by task id, where the driver
+        can see them (the local cluster); empty where it cannot (tasks on remote executors)."""
+        return {}
 
 
 class Cluster(abc.ABC):

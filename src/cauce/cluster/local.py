@@ -8,6 +8,7 @@ share one; a gang that needs more GPUs than are free waits for them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import tempfile
@@ -50,14 +51,26 @@ class _LocalReservation(Reservation):
     ) -> None:
         self.placements = dict(placements)
         self._leases = leases
+        #: the reaper that holds the leases too (see ``LocalCluster.start``), and its key
+        self.held_by: tuple[Reaper, str] | None = None
+
+    @property
+    def lease_fds(self) -> list[int]:
+        return [lease.lock.fd for lease in self._leases if lease.lock.fd >= 0]
 
     def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
         return dict(zip(task_ids, free_ports(len(task_ids)), strict=True))
 
     def release(self) -> None:
+        # Unlocking one copy of a lock file unlocks it for every holder of that open file,
+        # the reaper included; then the reaper closes its copies.
         for lease in self._leases:
             lease.release()
         self._leases = []
+        if self.held_by is not None:
+            reaper, key = self.held_by
+            self.held_by = None
+            reaper.drop(key)
 
 
 class LocalCluster(Cluster):
@@ -82,6 +95,8 @@ class LocalCluster(Cluster):
             self.gpus, self.gpu_source = tuple(gpus), "given"
         self.leases = GpuLeases(lease_dir or default_lease_dir())
         self._reaper: Reaper | None = None
+        self._reservations: list[_LocalReservation] = []
+        self._keys = itertools.count()
 
     def describe(self) -> list[HostCapacity]:
         return [HostCapacity(HOST, self.cpus, self.memory, self.gpus)]
@@ -123,7 +138,10 @@ class LocalCluster(Cluster):
                 tuple(lease.gpu for lease in leases[position : position + n]),
             )
             position += n
-        return _LocalReservation(placements, leases)
+        reservation = _LocalReservation(placements, leases)
+        if leases:
+            self._reservations.append(reservation)
+        return reservation
 
     def start(
         self,
@@ -136,7 +154,19 @@ class LocalCluster(Cluster):
     ) -> RunningGang:
         if self._reaper is None:
             self._reaper = Reaper(grace=grace)
+        self._hand_leases(self._reaper)
         return LocalGang(launches, on_output, on_exit, self._reaper)
+
+    def _hand_leases(self, reaper: Reaper) -> None:
+        """The reaper holds the GPU leases of the gangs it watches too, so that if the driver
+        dies they stay leased until those gangs' tasks are gone (see ``_reaper``)."""
+        for reservation in self._reservations:
+            fds = reservation.lease_fds
+            if reservation.held_by is None and fds:
+                key = str(next(self._keys))
+                reaper.hold(key, fds)
+                reservation.held_by = (reaper, key)
+        self._reservations = [r for r in self._reservations if r.lease_fds]
 
     def close(self) -> None:
         if self._reaper is not None:

@@ -22,6 +22,7 @@ from cauce.errors import SpecError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import render_dry_run
+from cauce.gang._hang import silences
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
@@ -273,14 +274,18 @@ class JobDriver:
         limit = self.spec.hang_timeout
         if limit is None or self._running is None:
             return None
-        attempt = self._machine.attempt
-        for task_id in tasks:
-            if task_id in self._machine.exits or task_id not in self._machine.tracked:
-                continue
-            idle = now - self._last_sign.get(task_id, self._task_started)
-            if idle > limit:
-                return m.TaskHung(task_id, idle, now - self._task_started, attempt)
-        return None
+        idle = {
+            task_id: now - self._last_sign.get(task_id, self._task_started)
+            for task_id in tasks
+            if task_id not in self._machine.exits and task_id in self._machine.tracked
+        }
+        late = next((task_id for task_id, seconds in idle.items() if seconds > limit), None)
+        if late is None:
+            return None
+        # Who stopped first is the machine's to say, from what the OS says of every task.
+        silent = silences(self._running, idle)
+        runtime = now - self._task_started
+        return m.TaskHung(late, idle[late], runtime, self._machine.attempt, silent)
 
     def _execute(self, instruction: m.Instruction, pending: list[m.Event]) -> JobResult | None:
         match instruction:

@@ -12,6 +12,7 @@ instructions. Times arrive inside events, so tests can drive every path with pla
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "StopRequested",
     "TaskExited",
     "TaskHung",
+    "TaskSilence",
     "TimedOut",
     "WaitBeforeRestart",
 ]
@@ -62,13 +64,34 @@ class TaskExited:
 
 
 @dataclass(frozen=True)
+class TaskSilence:
+    """A running task when a hang timeout passed: seconds since its last report or heartbeat
+    (or since the attempt started), and what the OS said of its processes, where known."""
+
+    task_id: str
+    idle: float
+    #: "T": one of its processes is stopped (SIGSTOP); "D": in uninterruptible sleep; "": neither
+    #: or unknown
+    state: str = ""
+    #: whether its processes used CPU time just then (None: unknown)
+    busy: bool | None = None
+
+
+@dataclass(frozen=True)
 class TaskHung:
-    """No report or heartbeat from a running task for ``idle`` seconds (its hang timeout)."""
+    """No report or heartbeat from a running task for ``idle`` seconds (its hang timeout).
+
+    ``silent`` has every running task at that moment, with what the OS says of it: the root
+    cause is the task that stopped first (a stopped process, then one stuck in uninterruptible
+    sleep without using CPU, else the oldest last report), which need not be ``task_id``: the
+    others of a gang wait for a stopped rank, and the first to pass its timeout is one of them.
+    """
 
     task_id: str
     idle: float
     runtime: float
     attempt: int
+    silent: tuple[TaskSilence, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,10 @@ class Failure:
     runtime: float
     attempt: int
     hung_for: float | None = None
+    #: of a hung task: "T" stopped, "D" in uninterruptible sleep, "" neither or unknown
+    state: str = ""
+    #: of a hung task: whether it used CPU time when it was found hung (None: unknown)
+    busy: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +235,10 @@ class GangMachine:
             or event.task_id in self.exits
         ):
             return []
-        self.failure = Failure(event.task_id, None, event.runtime, self.attempt, event.idle)
+        first = _stopped_first(event, self.exits)
+        self.failure = Failure(
+            first.task_id, None, event.runtime, self.attempt, first.idle, first.state, first.busy
+        )
         self.failures.append(self.failure)
         self.phase = Phase.STOPPING
         self._stop_reason = "failure"
@@ -250,3 +280,18 @@ class GangMachine:
         self.phase = Phase.DONE
         status = JobStatus.KILLED if reason == "killed" else JobStatus.FAILED
         return [Finish(status, reason=detail)]
+
+
+def _stopped_first(event: TaskHung, exits: dict[str, int]) -> TaskSilence:
+    """The silent task that stopped first: a stopped one, else one stuck in uninterruptible
+    sleep using no CPU, else the one silent the longest (ties: the one that timed out)."""
+    silent = [s for s in event.silent if s.task_id not in exits]
+    if not any(s.task_id == event.task_id for s in silent):
+        silent.append(TaskSilence(event.task_id, event.idle))
+
+    def kind(s: TaskSilence) -> int:
+        return 0 if s.state == "T" else 1 if s.state == "D" and s.busy is False else 2
+
+    first = min(silent, key=lambda s: (kind(s), -s.idle, s.task_id != event.task_id))
+    # a state that did not single the task out (a D while it used CPU) says nothing of the hang
+    return first if kind(first) < 2 else dataclasses.replace(first, state="")

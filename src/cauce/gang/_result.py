@@ -41,14 +41,29 @@ def describe_exit(returncode: int) -> str:
     return f"exit {returncode}"
 
 
+#: how a hung task is named, and what the OS said of its processes (see ``Failure.state``)
+_HUNG = {
+    "T": ("was stopped first", "process state T, as after SIGSTOP; "),
+    "D": ("hung first", "a process stuck in uninterruptible sleep, state D; "),
+    "": ("hung first", ""),
+}
+
+
+def _cpu(failure: Failure) -> str:
+    if failure.busy is None or failure.state == "T":
+        return ""
+    return ", still using CPU" if failure.busy else ", using no CPU"
+
+
 def render_root_cause(failure: Failure, log_path: str, hang_timeout: float | None) -> str:
     """``worker-1 failed first (exit 3 after 1.2 s, attempt 1); last lines of its log ...``"""
     tail = log_tail(log_path)
     if failure.returncode is None:
+        verb, state = _HUNG.get(failure.state, _HUNG[""])
         head = (
-            f"{failure.task_id} hung first (no report or heartbeat for "
-            f"{failure.hung_for or 0:.0f} s, hang_timeout {hang_timeout or 0:g} s, "
-            f"after {failure.runtime:.1f} s, attempt {failure.attempt + 1})"
+            f"{failure.task_id} {verb} ({state}no report or heartbeat "
+            f"for {failure.hung_for or 0:.0f} s, hang_timeout {hang_timeout or 0:g} s, "
+            f"after {failure.runtime:.1f} s, attempt {failure.attempt + 1}{_cpu(failure)})"
         )
     else:
         head = (

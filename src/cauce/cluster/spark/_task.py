@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cauce.cluster._ports import free_ports
-from cauce.cluster._procs import Reaper, _group_alive
+from cauce.cluster._procs import Reaper
+from cauce.cluster._reaper import group_alive
 from cauce.cluster.spark._wire import Channel, connect
 from cauce.frameworks import task_env
 from cauce.frameworks.api import GangLayout, TaskSlot
@@ -169,7 +170,12 @@ class _Command:
             self.channel.send({"exit": 127, "runtime": 0.0})
             shutil.rmtree(self.folder, ignore_errors=True)
             return 127, 0.0
-        reaper = Reaper(grace=self.grace)
+        # Once this Python worker is gone (a cancelled job, a lost executor, an application that
+        # ended with its driver), Spark counts the task's GPUs free and may give them to the
+        # next task at once: then the command's group is killed at once, not after a grace
+        # period, so that it never runs beside that task. (A stop asked by the driver, or a
+        # lost connection, still gives it the grace period, while this task holds the GPUs.)
+        reaper = Reaper(grace=0.0 if slot.gpus else self.grace)
         reaper.watch(proc.pid)
         try:
             self.channel.send(
@@ -187,8 +193,9 @@ class _Command:
             self.channel.send({"exit": code, "runtime": runtime})
             return code, runtime
         finally:
-            if proc.poll() is None or _group_alive(proc.pid):
-                _signal(proc.pid, signal.SIGKILL)
+            if proc.poll() is None or group_alive(proc.pid):
+                self.stopping.set()
+                self._end_group(proc.pid)  # killed at once; returns once the group is gone
                 proc.wait()
             reaper.unwatch(proc.pid)
             reaper.close()
@@ -218,6 +225,7 @@ class _Command:
             return
         self.stopping.set()
         _signal(proc.pid, signal.SIGTERM)
+        _signal(proc.pid, signal.SIGCONT)  # a stopped command gets SIGTERM once continued
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
         _signal(proc.pid, signal.SIGKILL)
@@ -225,15 +233,16 @@ class _Command:
     def _end_group(self, pgid: int) -> None:
         """Once the command has ended, what it left in its group goes too (SIGTERM, grace,
         SIGKILL), so that an exit reported to the driver means every process is gone."""
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         _signal(pgid, signal.SIGTERM)
+        _signal(pgid, signal.SIGCONT)
         deadline = time.monotonic() + (0.0 if self.stopping.is_set() else self.grace)
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
         _signal(pgid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def _tail_loop(self, proc: subprocess.Popen[bytes]) -> None:

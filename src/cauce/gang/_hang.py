@@ -1,0 +1,37 @@
+"""What the driver knows of silent tasks when a hang timeout passes: how long each has been
+silent, and what the OS says of its processes (stopped, stuck in uninterruptible sleep, using CPU
+or not). The state machine names the root cause from these facts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from cauce.cluster.api import RunningGang
+from cauce.gang._machine import TaskSilence
+
+__all__ = ["CPU_WINDOW", "silences"]
+
+#: seconds between the two looks at the tasks' CPU time
+CPU_WINDOW = 0.5
+
+
+def silences(
+    running: RunningGang, idle: Mapping[str, float], window: float = CPU_WINDOW
+) -> tuple[TaskSilence, ...]:
+    """One :class:`TaskSilence` per task of ``idle`` (task id -> seconds since its last sign of
+    life). Where the cluster can see the processes, looks twice, ``window`` seconds apart, to
+    tell a task that uses CPU from one that does not; elsewhere, the heartbeats only."""
+    before = running.probe()
+    if not before:
+        return tuple(TaskSilence(task_id, seconds) for task_id, seconds in idle.items())
+    time.sleep(window)
+    after = running.probe()
+    found = []
+    for task_id, seconds in idle.items():
+        then, now = before.get(task_id), after.get(task_id)
+        if then is None or now is None:
+            found.append(TaskSilence(task_id, seconds))
+            continue
+        found.append(TaskSilence(task_id, seconds, now.state, now.cpu > then.cpu))
+    return tuple(found)
