@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from cauce.cluster._config import load_local_config
 from cauce.errors import SpecError
 from cauce.pipeline import load_pipeline
-from cauce.spec import load_job, parse_job
-from cauce.spec._tune import parse_tune
+from cauce.spec import load_job, parse_job, parse_tune
 
 _SETTINGS = settings(
     max_examples=150,

@@ -8,7 +8,7 @@ from typing import Any
 
 from cauce.cli.main import env_default
 from cauce.errors import GangFailed, SpecError
-from cauce.spec._parse import with_spark_conf
+from cauce.spec import with_spark_conf
 
 __all__ = ["register"]
 

@@ -18,7 +18,7 @@ from cauce.cluster.spark import spark_session
 from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
 from cauce.data.api import DataError, Progress
-from cauce.spec._parse import spark_conf_pairs
+from cauce.spec import spark_conf_pairs
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir

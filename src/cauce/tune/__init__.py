@@ -7,7 +7,7 @@ The search is described by the job file's ``tune:`` section (``docs/tuning.md``)
 needed (``pip install 'cauce[tune]'``) and imported only when a study runs or is read.
 """
 
-from cauce.spec._tune import (
+from cauce.spec import (
     Objective,
     ParamSpec,
     PrunerSpec,

@@ -14,8 +14,7 @@ from cauce.cluster import cluster_address, get_cluster, open_cluster
 from cauce.errors import SpecError
 from cauce.gang._plan import gang_request
 from cauce.history import cauce_home, open_store
-from cauce.spec import JobSpec, load_job
-from cauce.spec._tune import check_trials
+from cauce.spec import JobSpec, check_trials, load_job
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
