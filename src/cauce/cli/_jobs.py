@@ -128,7 +128,7 @@ def _flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
 
 def show_model(folder: Path, out: Any) -> None:
     """A model folder's name, version, tensors and lineage (where it came from)."""
-    from cauce.serve._spec import read_spec
+    from cauce.serve import read_spec
 
     spec = read_spec(folder, verify_hash=False)
     out.write(f"model:     {folder} ({spec.name} version {spec.version}, {spec.created_at})\n")
@@ -145,14 +145,14 @@ def show_model(folder: Path, out: Any) -> None:
 
 
 def _models_of(run_dir: str) -> list[Path]:
-    from cauce.serve._spec import SPEC_FILE
+    from cauce.serve import SPEC_FILE
 
     root = Path(run_dir)
     return sorted(p.parent for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cauce.serve._spec import SPEC_FILE
+    from cauce.serve import SPEC_FILE
 
     if (Path(args.job_id) / SPEC_FILE).is_file():
         show_model(Path(args.job_id), sys.stdout)

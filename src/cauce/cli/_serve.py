@@ -210,8 +210,7 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from cauce.serve import ServeSettings, serve
-    from cauce.serve._ready import server_url
+    from cauce.serve import ServeSettings, serve, server_url
 
     values = {f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.name in args}
     values["token"] = _token(args)

@@ -103,13 +103,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from cauce.tune import tune
-    from cauce.tune._display import make_console
-    from cauce.tune._optuna import import_optuna
+    from cauce.tune import import_optuna, make_console, quiet_optuna, tune
 
     import_optuna()
-    from cauce.tune._optuna import quiet_optuna
-
     quiet_optuna()
     trials = args.trials if args.trials is not None else _env_int("CAUCE_TUNE_TRIALS")
     parallel = args.parallel if args.parallel is not None else _env_int("CAUCE_TUNE_PARALLEL")
@@ -135,12 +131,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from cauce.tune import studies, trials
-    from cauce.tune._optuna import import_optuna
+    from cauce.tune import import_optuna, quiet_optuna, studies, trials
 
     import_optuna()
-    from cauce.tune._optuna import quiet_optuna
-
     quiet_optuna()
     if args.study is None:
         found = studies(history=args.history)
@@ -183,7 +176,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps([_trial_dict(t) for t in found_trials], indent=2) + "\n")
         return 0
-    from cauce.tune._display import describe_params, first_line
+    from cauce.tune import describe_params, first_line
 
     table: list[tuple[str, ...]] = [
         ("TRIAL", "STATE", "VALUE", "STEP", "SECONDS", "JOB", "PARAMS", "NOTE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cauce.cluster._open import cluster_address, get_cluster, open_cluster
+from cauce.cluster._procs import Reaper
 from cauce.cluster.api import (
     Cluster,
     GangRequest,
@@ -19,6 +20,7 @@ __all__ = [
     "Cluster",
     "GangRequest",
     "HostCapacity",
+    "Reaper",
     "Reservation",
     "RunningGang",
     "TaskExit",

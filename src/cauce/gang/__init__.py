@@ -3,6 +3,7 @@
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._driver import JobDriver, new_job_id
 from cauce.gang._machine import Failure, GangMachine, Phase
+from cauce.gang._plan import gang_request
 from cauce.gang._result import JobResult
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "JobResult",
     "Phase",
     "PrintConsole",
+    "gang_request",
     "new_job_id",
 ]
