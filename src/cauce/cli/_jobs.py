@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cauce.cli.main import env_default
+from cauce.cli._options import env_option
 from cauce.errors import HistoryError
 from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
 
@@ -20,10 +20,8 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     history = argparse.ArgumentParser(add_help=False)
-    history.add_argument(
-        "--history",
-        default=env_default("CAUCE_HISTORY"),
-        help="SQLAlchemy URL of the history store [env CAUCE_HISTORY]",
+    env_option(
+        history, "--history", env="CAUCE_HISTORY", help="SQLAlchemy URL of the history store"
     )
     jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
