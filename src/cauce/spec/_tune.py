@@ -15,8 +15,6 @@ from cauce.errors import SpecError
 
 __all__ = [
     "PARAM_TYPES",
-    "PRUNERS",
-    "SAMPLERS",
     "Objective",
     "ParamSpec",
     "PrunerSpec",
@@ -26,8 +24,6 @@ __all__ = [
 ]
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
-PRUNERS = ("asha", "hyperband", "median", "none")
 
 #: A value of a ``choice`` parameter.
 Choice = str | int | float | bool

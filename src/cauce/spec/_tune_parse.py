@@ -13,8 +13,6 @@ from cauce.spec._tune import (
     DEFAULT_PRUNE_GRACE,
     DEFAULT_TRIALS,
     MAX_GRID,
-    PRUNERS,
-    SAMPLERS,
     Choice,
     Objective,
     ParamSpec,
@@ -182,13 +180,20 @@ class _TuneParser(SpaceParser):
             )
         return Objective(metric=metric, direction=str(direction), task=task)
 
+    def typed(
+        self, value: object, path: str, example: str, keys: Mapping[str, tuple[str, ...]]
+    ) -> tuple[Mapping[Any, Any], str]:
+        """A section given as its type's name, or as a mapping with ``type`` (default: the
+        first known) and that type's keys."""
+        data = self.mapping({"type": value} if isinstance(value, str) else value, path, example)
+        kind = self.kind(data.get("type", next(iter(keys))), f"{path}.type", tuple(keys))
+        self.check_keys(data, keys[kind], path)
+        return data, kind
+
     def sampler(self, value: object) -> SamplerSpec:
         if value is None:
             return SamplerSpec()
-        data: Mapping[Any, Any] = {"type": value} if isinstance(value, str) else value  # type: ignore[assignment]
-        data = self.mapping(data, "tune.sampler", "tpe or {type: tpe, seed: 1}")
-        kind = self.kind(data.get("type", "tpe"), "tune.sampler.type", SAMPLERS)
-        self.check_keys(data, _SAMPLER_KEYS[kind], "tune.sampler")
+        data, kind = self.typed(value, "tune.sampler", "tpe or {type: tpe, seed: 1}", _SAMPLER_KEYS)
         seed = data.get("seed")
         if seed is not None:
             seed = self.integer(seed, "tune.sampler.seed", minimum=0, maximum=MAX_SEED)
@@ -200,10 +205,8 @@ class _TuneParser(SpaceParser):
     def pruner(self, value: object) -> PrunerSpec:
         if value is None:
             return PrunerSpec()
-        data: Mapping[Any, Any] = {"type": value} if isinstance(value, str) else value  # type: ignore[assignment]
-        data = self.mapping(data, "tune.pruner", "asha or {type: asha, min_steps: 1}")
-        kind = self.kind(data.get("type", "asha"), "tune.pruner.type", PRUNERS)
-        self.check_keys(data, _PRUNER_KEYS[kind], "tune.pruner")
+        example = "asha or {type: asha, min_steps: 1}"
+        data, kind = self.typed(value, "tune.pruner", example, _PRUNER_KEYS)
         default = PrunerSpec()
         min_steps = self.integer(
             data.get("min_steps", default.min_steps), "tune.pruner.min_steps", minimum=1
