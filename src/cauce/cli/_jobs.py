@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def _duration(job: JobRow) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def _table(rows: list[list[str]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns, two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -106,7 +108,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if len(rows) == 1:
         sys.stdout.write(f"no jobs yet in {store.url}\n")
     else:
-        sys.stdout.write(_table(rows) + "\n")
+        sys.stdout.write(table(rows) + "\n")
     return 0
 
 
@@ -187,7 +189,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     took,
                 ]
             )
-        out.write("\n" + _table(rows) + "\n")
+        out.write("\n" + table(rows) + "\n")
     latest: dict[tuple[str, str], tuple[int, float]] = {}
     for row in store.get_metrics(job.id):
         latest[(row.task_id, row.name)] = (row.step, row.value)
@@ -195,7 +197,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rows = [["TASK", "METRIC", "STEP", "LAST VALUE"]]
         for (task_id, name), (step, value) in sorted(latest.items()):
             rows.append([task_id, name, str(step), f"{value:.6g}"])
-        out.write("\n" + _table(rows) + "\n")
+        out.write("\n" + table(rows) + "\n")
     restarts = [e for e in store.get_events(job.id) if e.kind == "restart"]
     for event in restarts:
         when = time.strftime("%H:%M:%S", time.localtime(event.ts))
@@ -240,12 +242,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if not rows:
         out.write(f"job {job.id} has no metrics (tasks report them with cauce.report)\n")
         return 0
-    table = [["TASK", "ATTEMPT", "STEP", "METRIC", "VALUE"]]
+    lines = [["TASK", "ATTEMPT", "STEP", "METRIC", "VALUE"]]
     for row in rows:
-        table.append(
+        lines.append(
             [row.task_id, str(row.attempt + 1), str(row.step), row.name, f"{row.value:.6g}"]
         )
-    out.write(_table(table) + "\n")
+    out.write(table(lines) + "\n")
     return 0
 
 

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
+from cauce.cli._jobs import table
 from cauce.cli._options import env_option
 
 __all__ = ["register"]
@@ -160,7 +160,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
                     best,
                 )
             )
-        _table(lines)
+        sys.stdout.write(table(lines) + "\n")
         return 0
     found_trials = trials(args.study, history=args.history)
     if args.format == "json":
@@ -168,14 +168,14 @@ def cmd_trials(args: argparse.Namespace) -> int:
         return 0
     from cauce.tune import describe_params, first_line
 
-    table: list[tuple[str, ...]] = [
+    shown: list[tuple[str, ...]] = [
         ("TRIAL", "STATE", "VALUE", "STEP", "SECONDS", "JOB", "PARAMS", "NOTE")
     ]
     for t in found_trials:
         seconds = (
             f"{(t.ended_at or time.time()) - t.started_at:.1f}" if t.started_at is not None else "-"
         )
-        table.append(
+        shown.append(
             (
                 str(t.number),
                 t.state,
@@ -187,7 +187,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 first_line(t.note, 80),
             )
         )
-    _table(table)
+    sys.stdout.write(table(shown) + "\n")
     return 0
 
 
@@ -207,10 +207,3 @@ def _trial_dict(trial: Any) -> dict[str, Any]:
         "ended_at": trial.ended_at,
         "note": trial.note,
     }
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")

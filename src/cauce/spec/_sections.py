@@ -112,18 +112,12 @@ class JobParser(FieldParser):
     def number(
         self, value: object, path: str, *, minimum: float, maximum: float = MAX_PAUSE
     ) -> float:
-        problem = number_problem(value, minimum=minimum, maximum=maximum, unit=" seconds")
-        if problem:
-            raise self.error(path, problem, value)
-        return float(value)  # type: ignore[arg-type]
+        return self.real(value, path, minimum=minimum, maximum=maximum, unit=" seconds")
 
     def positive_number(
         self, value: object, path: str, unit: str = " seconds", maximum: float = MAX_SECONDS
     ) -> float:
-        problem = number_problem(value, above=0, maximum=maximum, unit=unit)
-        if problem:
-            raise self.error(path, problem, value)
-        return float(value)  # type: ignore[arg-type]
+        return self.real(value, path, above=0, maximum=maximum, unit=unit)
 
     def command(self, value: object, path: str) -> str | tuple[str, ...]:
         if isinstance(value, str) and value.strip():

@@ -13,7 +13,6 @@ from cauce.spec._values import (
     MAX_TUNE_VALUE,
     FieldParser,
     kind_of,
-    number_problem,
     short_repr,
 )
 
@@ -58,10 +57,7 @@ class SpaceParser(FieldParser):
         return value
 
     def number(self, value: object, path: str, maximum: float = MAX_TUNE_VALUE) -> float:
-        problem = number_problem(value, minimum=-MAX_TUNE_VALUE, maximum=maximum)
-        if problem:
-            raise self.error(path, problem, value)
-        return float(value)  # type: ignore[arg-type]
+        return self.real(value, path, minimum=-MAX_TUNE_VALUE, maximum=maximum)
 
     def kind(self, value: object, path: str, known: Sequence[str]) -> str:
         if not isinstance(value, str) or value not in known:

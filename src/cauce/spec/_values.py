@@ -166,6 +166,13 @@ class FieldParser:
                     where, f"is not a known field; {hint}known fields: {', '.join(known)}"
                 )
 
+    def real(self, value: object, path: str, **bounds: Any) -> float:
+        """A finite number within ``bounds`` (those of :func:`number_problem`)."""
+        problem = number_problem(value, **bounds)
+        if problem:
+            raise self.error(path, problem, value)
+        return float(value)  # type: ignore[arg-type]
+
     def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
         problem = integer_problem(value, minimum=minimum, maximum=maximum)
         if problem:
