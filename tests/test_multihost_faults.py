@@ -150,6 +150,30 @@ class CauceRun:
         return Path(found.group(1))
 
 
+#: A known failure under load (issue 12: the driver's read of its executors from Spark's REST
+#: API times out and is fatal; another change makes it not fatal): the run is tried once more.
+FLAKE = "cannot read the executors of Spark at"
+
+
+def launch(cluster: MultiHost, folder: Path, job: str) -> tuple[CauceRun, Path]:
+    """``cauce run`` of ``job``, once its first attempt has started; its run folder."""
+    for _ in range(2):
+        run = CauceRun(cluster, folder, job)
+        run_dir = run.run_dir()
+        deadline = time.monotonic() + 240
+        while "cauce: attempt 1: started" not in run.text:
+            if run.proc.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                if FLAKE in run.text:
+                    print(f"tried again after: {run.text.splitlines()[-1]}")
+                    break
+                pytest.fail(f"the first attempt did not start:\n{run.text}")
+            time.sleep(0.2)
+        else:
+            return run, run_dir
+    pytest.fail(f"the first attempt did not start, twice:\n{run.text}")
+
+
 def trainer_job(name: str, folder: Path, ranks: int) -> str:
     out = folder / "out"
     command = py("trainer.py", "--epochs", EPOCHS, "--steps", STEPS, "--out", out)
@@ -233,10 +257,9 @@ def wait_until_none(cluster: MultiHost, marker: str, bound: float) -> dict[str, 
 def test_a_cut_host_is_named_and_the_gang_restarts_on_the_spare_host(
     cluster: MultiHost, tmp_path: Path
 ) -> None:
-    run = CauceRun(cluster, tmp_path, trainer_job("cut", tmp_path, 2))
+    run, run_dir = launch(cluster, tmp_path, trainer_job("cut", tmp_path, 2))
     victim = ""
     try:
-        run_dir = run.run_dir()
         first = wait_for_hosts(run, run_dir, 1, 2)
         wait_for_epoch(run, tmp_path, 2)
         victim_task, address = sorted(first.items())[-1]
@@ -277,9 +300,8 @@ def test_a_cut_host_is_named_and_the_gang_restarts_on_the_spare_host(
 def test_a_lost_worker_is_named_the_gang_waits_for_capacity_and_uses_the_host_again(
     cluster: MultiHost, tmp_path: Path
 ) -> None:
-    run = CauceRun(cluster, tmp_path, trainer_job("lost", tmp_path, 3))
+    run, run_dir = launch(cluster, tmp_path, trainer_job("lost", tmp_path, 3))
     try:
-        run_dir = run.run_dir()
         first = wait_for_hosts(run, run_dir, 1, 3)
         wait_for_epoch(run, tmp_path, 2)
         victim_task, address = sorted(first.items())[-1]
@@ -310,9 +332,8 @@ def test_kill_9_of_the_driver_leaves_nothing_running_on_any_host(
           worker: {{instances: 2}}
         grace_period: {GRACE:g}
         """
-    run = CauceRun(cluster, tmp_path, job)
+    run, run_dir = launch(cluster, tmp_path, job)
     try:
-        run_dir = run.run_dir()
         hosts = wait_for_hosts(run, run_dir, 1, 2)
         deadline = time.monotonic() + 120
         while len(list(pids.glob("*.pids"))) < 2:
