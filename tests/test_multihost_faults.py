@@ -106,9 +106,11 @@ class CauceRun:
             pass
 
     def _close(self) -> None:
+        if self.proc.stdout is None or self.proc.stdout.closed:
+            return
         self._reader.join(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.proc.stdout.close()
+        print(self.text)  # shown when the test fails, or with -rP
 
     @property
     def text(self) -> str:
