@@ -1,6 +1,7 @@
 """The liveness of the links between a gang's tasks and the driver on Spark, without Spark: the
 driver's end (``TaskLinks``) and the executor's end (``_Command``) over real sockets, with the
-other end played by the test. The same on a real cluster: ``test_multihost_faults``."""
+other end played by the test. The same on a real cluster: ``test_multihost_faults``. Last, on
+the standalone cluster: a gang waiting in Spark's barrier slot check is cancelled."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,13 @@ import pytest
 from cauce.cluster._procs import _group_alive
 from cauce.cluster.api import TaskExit, TaskLaunch
 from cauce.cluster.spark._cluster import SparkCluster, barrier_check_settings
+from cauce.cluster.spark._gang import cancel_group
 from cauce.cluster.spark._links import LOST, TaskLinks
 from cauce.cluster.spark._task import _Command
 from cauce.cluster.spark._wire import PING, Channel, connect, keep_alive, ping_interval
 from cauce.errors import SpecError
 from helpers import BIN, running
+from spark_fixtures import HeldApp, StandaloneSpark, held_app, spark_cluster_fixture  # noqa: F401
 
 TIMEOUT = 1.0  # the link timeout of these tests
 
@@ -172,3 +176,39 @@ def test_link_timeout_setting_and_the_barrier_check_bound() -> None:
     assert barrier_check_settings(120.0) == {interval: "15s", failures: "8"}
     assert barrier_check_settings(4.0) == {interval: "1s", failures: "4"}
     assert barrier_check_settings(3600.0) == {interval: "15s", failures: "240"}
+
+
+# --- on the standalone cluster of spark_fixtures (2 workers of 1 core) --------------------------
+
+
+@pytest.fixture(scope="module")
+def app(spark_cluster: StandaloneSpark) -> Iterator[HeldApp]:
+    yield from held_app(spark_cluster)
+
+
+@pytest.mark.slow
+def test_a_gang_that_waits_in_sparks_barrier_check_is_cancelled(app: HeldApp) -> None:
+    """Spark resubmits a barrier job that does not fit every ``interval`` (not an active job
+    meanwhile, which a plain cancelJobGroup misses); cauce's cancel reaches it, and the
+    application's check is bounded by the placement timeout (60 s in spark_fixtures)."""
+    shared = app.held.session()
+    assert shared.setting("spark.scheduler.barrier.maxConcurrentTasksCheck.interval") == "7s"
+    assert shared.setting("spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures") == "9"
+    sc, group, ended = shared.sc, "cauce-test-too-big", []
+
+    def too_big() -> None:  # 4 barrier tasks on 2 slots: never fits
+        sc.setJobGroup(group, "never fits")
+        try:
+            sc.parallelize(range(4), 4).barrier().mapPartitions(lambda rows: rows)._jrdd.count()
+        except Exception as exc:  # py4j's error, with Spark's reason in its text
+            ended.append(str(exc))
+
+    job = threading.Thread(target=too_big, daemon=True)
+    job.start()
+    time.sleep(3.0)  # past the first check: waiting for its resubmission
+    cancel_group(sc, group)
+    job.join(timeout=120)
+    assert not job.is_alive() and len(ended) == 1
+    assert f"cancellation of all jobs in job group {group}" in ended[0] or (
+        "part of cancelled job group" in ended[0]
+    ), ended[0][:2000]
