@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import SpecError
+from cauce.errors import PlacementError, SpecError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import render_dry_run
@@ -199,11 +199,35 @@ class JobDriver:
         # The cluster is its owner's to close (whoever opened it), not the driver's.
 
     def _wait_for_reservation(self) -> m.Finish | None:
+        def reserve() -> Waiting | None:
+            got = self.cluster.try_reserve(self.request)
+            if isinstance(got, Waiting):
+                return got
+            self._reservation = got
+            return None
+
+        stopped = self._wait_until_placed(reserve)
+        return None if stopped is None else m.Finish(JobStatus.KILLED, reason=stopped.reason)
+
+    def _place_again(self) -> m.Finish | m.StopRequested | None:
+        """Before a restart: the cluster checks again that the gang fits (a host may be gone),
+        and the job waits, saying why, as before its first attempt. A Finish when the cluster
+        gives up, the stop when one is asked for meanwhile, None once placed."""
+        assert self._reservation is not None
+        try:
+            return self._wait_until_placed(self._reservation.renew)
+        except PlacementError as exc:
+            cause = self._root_cause(self._machine.failure)
+            reason = f"{cause}\nthe restart could not be placed: {exc}"
+            return m.Finish(JobStatus.FAILED, reason=reason)
+
+    def _wait_until_placed(self, place: Callable[[], Waiting | None]) -> m.StopRequested | None:
+        """Call ``place`` until it places the gang (None), saying what it waits for; the stop
+        request that came meanwhile, if one did."""
         last = ""
         while True:
-            got = self.cluster.try_reserve(self.request)
-            if not isinstance(got, Waiting):
-                self._reservation = got
+            got = place()
+            if got is None:
                 return None
             if got.reason != last:
                 last = got.reason
@@ -214,7 +238,7 @@ class JobDriver:
             except queue.Empty:
                 continue
             if isinstance(event, m.StopRequested):
-                return m.Finish(JobStatus.KILLED, reason=event.reason)
+                return event
 
     def _run(self) -> JobResult:
         early = self._wait_for_reservation()
@@ -290,7 +314,13 @@ class JobDriver:
     def _execute(self, instruction: m.Instruction, pending: list[m.Event]) -> JobResult | None:
         match instruction:
             case m.StartAttempt(attempt=attempt):
-                self._start_attempt(attempt)
+                again = self._place_again() if attempt > 0 else None
+                if isinstance(again, m.Finish):
+                    return self._finish(again)
+                if again is not None:
+                    pending.append(again)  # stopped while waiting: the machine ends the job
+                else:
+                    self._start_attempt(attempt)
             case m.StopGang(reason=reason):
                 if self._running is not None:
                     grace = self.spec.grace_period
