@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cauce.cluster._procs import _group_alive
+from cauce.cluster._reaper import group_alive
 from cauce.cluster.api import TaskExit, TaskLaunch
 from cauce.cluster.spark._cluster import SparkCluster, barrier_check_settings
 from cauce.cluster.spark._gang import cancel_group
@@ -159,7 +159,7 @@ def test_a_task_stops_its_command_when_the_driver_goes_silent(
     assert code == -15 and runtime >= TIMEOUT  # SIGTERM once the driver was silent
     assert "no word from the driver for 1 s (link timeout 1 s): stopping" in capfd.readouterr().err
     [started] = [m for m in heard if "started" in m]
-    assert not _group_alive(int(str(started["started"])))  # the command and its child
+    assert not group_alive(int(str(started["started"])))  # the command and its child
     if (pids / "worker-0.pids").exists():
         children = [int(p) for p in (pids / "worker-0.pids").read_text().split()]
         assert not [p for p in children if running(p)], children
