@@ -207,13 +207,13 @@ def test_kserve_inference_service_is_valid(
     assert errors == []
     assert (doc["apiVersion"], doc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     assert doc["metadata"]["namespace"] == "ml"
-    assert doc["metadata"]["annotations"]["cauce.io/model-name"] == "flights-synthetic"
+    assert doc["metadata"]["annotations"]["model.cauce.dev/name"] == "flights-synthetic"
     predictor = doc["spec"]["predictor"]
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 4)
     [container] = predictor["containers"]
     assert container["name"] == "kserve-container"
     assert container["image"] == "cauce-flights-synthetic:" + str(
-        doc["metadata"]["annotations"]["cauce.io/model-version"]
+        doc["metadata"]["annotations"]["model.cauce.dev/version"]
     )
     assert {"name": "PROTOCOL", "value": "v2"} in container["env"]  # Open Inference Protocol
     ref = {"secretKeyRef": {"name": "cauce-flights-synthetic-token", "key": "token"}}

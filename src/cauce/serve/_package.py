@@ -244,8 +244,8 @@ def inference_service(
         "name": name,
         "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"},
         "annotations": {
-            "cauce.io/model-name": spec.name,
-            "cauce.io/model-version": str(spec.version),
+            "model.cauce.dev/name": spec.name,
+            "model.cauce.dev/version": str(spec.version),
             "serving.kserve.io/enable-prometheus-scraping": "true",
             "prometheus.kserve.io/port": str(port),
             "prometheus.kserve.io/path": "/metrics",
