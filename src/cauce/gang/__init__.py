@@ -4,6 +4,7 @@ from cauce.gang._console import Console, PrintConsole
 from cauce.gang._driver import JobDriver, new_job_id
 from cauce.gang._machine import Failure, GangMachine, Phase
 from cauce.gang._result import JobResult
+from cauce.gang._tensorboard import tensorboard_dir
 
 __all__ = [
     "Console",
@@ -14,4 +15,5 @@ __all__ = [
     "Phase",
     "PrintConsole",
     "new_job_id",
+    "tensorboard_dir",
 ]

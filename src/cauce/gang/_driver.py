@@ -29,6 +29,11 @@ from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord
 from cauce.gang._result import JobResult, render_root_cause
+from cauce.gang._tensorboard import (
+    make_tensorboard_dir,
+    tensorboard_chief_env,
+    tensorboard_env,
+)
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -124,12 +129,14 @@ class JobDriver:
             rendezvous=rendezvous,
             progress_dir=str(self.progress.folder),
             extra_env=self._extra_env(),
+            chief_env=tensorboard_chief_env(self.spec),
         )
 
     def _extra_env(self) -> dict[str, str]:
-        if not self.params:
-            return {}
-        return {"CAUCE_PARAMS": json.dumps(self.params, default=str)}
+        env = tensorboard_env(self.spec, self.job_id, str(self.run_dir))
+        if self.params:
+            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
+        return env
 
     def _task_environ(self) -> dict[str, str]:
         env = dict(self.environ)
@@ -168,6 +175,7 @@ class JobDriver:
         self.cluster.check(self.request)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
+        make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
         self.record.submitted(
             self.spec,
             kind=self.kind,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 from cauce.spec._tune import parse_tune
-from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
+from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec, TensorBoardSpec
 from cauce.spec._values import (
     MAX_COUNT,
     MAX_CPUS,
@@ -51,6 +51,7 @@ _JOB_KEYS = (
     "cluster",
     "tune",
     "spark",
+    "tensorboard",
 )
 _ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
 _RESOURCE_KEYS = ("cpus", "memory", "gpus")
@@ -145,6 +146,7 @@ def parse_job(
     grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
     cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
     spark = spark_settings(data.get("spark"), "spark", source)
+    tensorboard = p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None
 
     roles = p.roles(data.get("roles"), get_framework(framework))
     p.gang_size(roles)
@@ -173,6 +175,7 @@ def parse_job(
         source=source,
         tune=tune,
         spark=spark,
+        tensorboard=tensorboard,
     )
 
 
@@ -304,6 +307,37 @@ class _Parser:
         if problem:
             raise self.error(path, problem, value)
         return value
+
+    def tensorboard(
+        self, value: object, base_dir: str | os.PathLike[str] | None
+    ) -> TensorBoardSpec:
+        """``tensorboard: {logdir: PATH, report: BOOL}``, both optional; a relative logdir
+        starts at the job file's folder."""
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.error(
+                "tensorboard", f"must be a mapping like {{logdir: tb}}, got {_kind(value)}", value
+            )
+        self.check_keys(value, ("logdir", "report"), "tensorboard")
+        logdir = value.get("logdir")
+        if logdir is not None:
+            logdir = self.string(logdir, "tensorboard.logdir")
+            if "://" in logdir:
+                raise self.error(
+                    "tensorboard.logdir",
+                    f"must be a folder path (shared by every host of the cluster), got "
+                    f"{short_repr(logdir)}",
+                    logdir,
+                )
+            if base_dir is not None and not os.path.isabs(logdir):
+                logdir = os.path.normpath(os.path.join(os.fspath(base_dir), logdir))
+        report = value.get("report", False)
+        if not isinstance(report, bool):
+            raise self.error(
+                "tensorboard.report", f"must be true or false, got {short_repr(report)}", report
+            )
+        return TensorBoardSpec(logdir=logdir, report=report)
 
     def cluster(self, value: object) -> str:
         address = self.string(value, "cluster")
