@@ -109,6 +109,50 @@ def test_tensorflow_multi_worker(target: Target, home: Path) -> None:
     assert json.loads((out / "chief-0.json").read_text())["replicas"] == 2
 
 
+# Scripts written for Kubeflow's Training Operator read only its names (docs/env-contract.md).
+# A TFJob script reads TF_CONFIG alone: test_tensorflow_multi_worker above is one.
+
+
+def test_kubeflow_pytorchjob_torchrun(target: Target, home: Path) -> None:
+    pytest.importorskip("torch")
+    out = home.parent / "out"
+    script = Path(__file__).parent / "bin" / "kubeflow_torch.py"
+    command = [sys.executable, "-m", "torch.distributed.run", str(script), "--out", str(out)]
+    result, console = run(
+        target,
+        home,
+        f"""
+        name: kubeflow-torch
+        framework: pytorch
+        command: {json.dumps(command)}
+        roles:
+          worker: {{instances: 2}}
+        """,
+    )
+    assert result.ok, result.root_cause + console.text
+    found = [json.loads((out / f"torch-{rank}.json").read_text()) for rank in range(2)]
+    assert found == [{"rank": rank, "world": 2, "sum": 3.0} for rank in range(2)]
+
+
+def test_kubeflow_jaxjob(target: Target, home: Path) -> None:
+    pytest.importorskip("jax")
+    out = home.parent / "out"
+    result, console = run(
+        target,
+        home,
+        f"""
+        name: kubeflow-jax
+        framework: jax
+        command: {py("kubeflow_jax.py", "--out", out)}
+        roles:
+          worker: {{instances: 2}}
+        """,
+    )
+    assert result.ok, result.root_cause + console.text
+    found = [json.loads((out / f"jax-{process}.json").read_text()) for process in range(2)]
+    assert found == [{"process": p, "processes": 2, "sum": 3.0} for p in range(2)]
+
+
 def test_root_cause_is_the_first_failed_task(target: Target, home: Path) -> None:
     pids = home.parent / "pids"
     result, console = run(

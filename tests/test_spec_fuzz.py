@@ -28,11 +28,13 @@ _SETTINGS = settings(
 )
 
 _JOB_KEYS = ["name", "framework", "command", "roles", "env", "workdir", "restart", "timeout",
-             "hang_timeout", "grace_period", "cluster", "tune", "spark"]  # fmt: skip
+             "hang_timeout", "grace_period", "cluster", "tune", "spark",
+             "tensorboard"]  # fmt: skip
 _NESTED_KEYS = ["worker", "ps", "chief", "instances", "resources", "cpus", "memory", "gpus",
                 "max_restarts", "backoff", "max_backoff", "objective", "metric", "direction",
                 "space", "type", "low", "high", "step", "log", "values", "sampler", "pruner",
-                "seed", "trials", "local", "steps", "job", "inputs", "outputs", "X"]  # fmt: skip
+                "seed", "trials", "local", "steps", "job", "inputs", "outputs", "X",
+                "logdir", "report"]  # fmt: skip
 
 _WORDS = ["uniform", "int", "choice", "loguniform", "grid", "tpe", "min", "max", "pytorch",
           "tensorflow", "mxnet", "local", "spark://", "spark://h:x", "spark://h:7077", "local[2]",

@@ -107,6 +107,14 @@ _PACKAGE: _Table = (
         "holds the server's token (default cauce-NAME-token)",
     ),
     ("--insecure", "insecure", bool, None, "no token: the server answers anyone who reaches it"),
+    (
+        "--kserve",
+        "kserve",
+        bool,
+        None,
+        "write a KServe InferenceService (OUT/k8s/inferenceservice.yaml) in place of the "
+        "Deployment, Service and HorizontalPodAutoscaler",
+    ),
 )
 
 _PREDICT: _Table = (
@@ -250,6 +258,7 @@ def run_package(args: argparse.Namespace) -> int:
         cauce_requirement=args.cauce_requirement,
         token_secret=args.token_secret,
         insecure=args.insecure,
+        kserve=args.kserve,
     )
     for path in written:
         print(path)

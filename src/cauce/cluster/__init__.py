@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cauce.cluster._open import cluster_address, get_cluster, open_cluster
+from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
 from cauce.cluster.api import (
     Cluster,
@@ -28,6 +29,7 @@ __all__ = [
     "TaskRequest",
     "Waiting",
     "cluster_address",
+    "free_ports",
     "get_cluster",
     "open_cluster",
 ]

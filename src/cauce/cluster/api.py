@@ -92,6 +92,13 @@ class Reservation(abc.ABC):
     def release(self) -> None:
         """Free the resources. Idempotent."""
 
+    def renew(self) -> Waiting | None:
+        """Before a restart: check again that the held resources are there. None when they
+        are (the default: held resources stay held), :class:`Waiting` while they are not (a
+        lost host's share of a Spark cluster), :class:`~cauce.errors.PlacementError` once the
+        cluster gives up waiting. Called from the driver's thread, never blocks for long."""
+        return None
+
 
 @dataclass(frozen=True)
 class TaskLaunch:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 from collections.abc import Mapping
@@ -17,7 +18,13 @@ from cauce.gang._plan import AttemptPlan
 from cauce.history import HistoryStore, JobStatus, TaskStatus, process_stamp
 from cauce.spec import JobSpec
 
-__all__ = ["JobRecord"]
+__all__ = ["JobRecord", "new_job_id"]
+
+
+def new_job_id(name: str) -> str:
+    """``NAME-YYYYmmdd-HHMMSS-xxxx``: the job's name, the local time and four hex digits."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
 class JobRecord:

@@ -12,7 +12,7 @@ from cauce.spec._tune import (
     check_trials,
 )
 from cauce.spec._tune_parse import parse_tune
-from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
+from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec, TensorBoardSpec
 from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, number_problem
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "RestartPolicy",
     "RoleSpec",
     "SamplerSpec",
+    "TensorBoardSpec",
     "TuneSpec",
     "check_trials",
     "load_job",

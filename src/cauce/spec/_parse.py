@@ -34,6 +34,7 @@ _JOB_KEYS = (
     "cluster",
     "tune",
     "spark",
+    "tensorboard",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -99,6 +100,7 @@ def parse_job(
     grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
     cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
     spark = spark_settings(data.get("spark"), "spark", source)
+    tensorboard = p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None
 
     roles = p.roles(data.get("roles"), get_framework(framework))
     p.gang_size(roles)
@@ -127,4 +129,5 @@ def parse_job(
         source=source,
         tune=tune,
         spark=spark,
+        tensorboard=tensorboard,
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cauce.errors import SpecError
-from cauce.spec._types import Resources, RestartPolicy, RoleSpec
+from cauce.spec._types import Resources, RestartPolicy, RoleSpec, TensorBoardSpec
 from cauce.spec._values import (
     MAX_CPUS,
     MAX_GPUS,
@@ -101,6 +102,37 @@ class JobParser(FieldParser):
         if problem:
             raise self.error(path, problem, value)
         return value
+
+    def tensorboard(
+        self, value: object, base_dir: str | os.PathLike[str] | None
+    ) -> TensorBoardSpec:
+        """``tensorboard: {logdir: PATH, report: BOOL}``, both optional; a relative logdir
+        starts at the job file's folder."""
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.error(
+                "tensorboard", f"must be a mapping like {{logdir: tb}}, got {kind_of(value)}", value
+            )
+        self.check_keys(value, ("logdir", "report"), "tensorboard")
+        logdir = value.get("logdir")
+        if logdir is not None:
+            logdir = self.string(logdir, "tensorboard.logdir")
+            if "://" in logdir:
+                raise self.error(
+                    "tensorboard.logdir",
+                    f"must be a folder path (shared by every host of the cluster), got "
+                    f"{short_repr(logdir)}",
+                    logdir,
+                )
+            if base_dir is not None and not os.path.isabs(logdir):
+                logdir = os.path.normpath(os.path.join(os.fspath(base_dir), logdir))
+        report = value.get("report", False)
+        if not isinstance(report, bool):
+            raise self.error(
+                "tensorboard.report", f"must be true or false, got {short_repr(report)}", report
+            )
+        return TensorBoardSpec(logdir=logdir, report=report)
 
     def cluster(self, value: object) -> str:
         address = self.string(value, "cluster")

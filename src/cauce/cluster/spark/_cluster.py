@@ -22,11 +22,13 @@ from cauce.cluster.api import (
     Waiting,
 )
 from cauce.cluster.spark._gang import GangSubmission, SparkGang
+from cauce.cluster.spark._links import DEFAULT_LINK_TIMEOUT
 from cauce.cluster.spark._session import SharedSpark, acquire
 from cauce.errors import PlacementError, SpecError
 from cauce.frameworks import GangLayout, contract_names, task_env
 
 __all__ = [
+    "DEFAULT_LINK_TIMEOUT",
     "DEFAULT_PLACEMENT_TIMEOUT",
     "PLACEHOLDER_GPU",
     "PLACEHOLDER_HOST",
@@ -54,6 +56,18 @@ def parse_duration(text: str, key: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2) or ""]
 
 
+def barrier_check_settings(placement_timeout: float) -> dict[str, str]:
+    """Spark's own check that a barrier stage fits (it retries every ``interval``, 15 s, up to
+    ``maxFailures`` times, 40: 10 minutes) bounded by the placement timeout."""
+    interval = int(max(1.0, min(15.0, placement_timeout // 8)))
+    return {
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{interval}s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(
+            max(1, math.ceil(placement_timeout / interval))
+        ),
+    }
+
+
 def task_shape(request: GangRequest) -> tuple[int, int]:
     """(cores, GPUs) every task of the stage asks Spark for."""
     gpus = {task.resources.gpus for task in request.tasks}
@@ -70,9 +84,12 @@ def task_shape(request: GangRequest) -> tuple[int, int]:
 
 
 class _SparkReservation(Reservation):
-    def __init__(self, shared: SharedSpark, request: GangRequest) -> None:
+    def __init__(
+        self, shared: SharedSpark, request: GangRequest, renew: Callable[[], Waiting | None]
+    ) -> None:
         self._shared = shared
         self._job_id = request.job_id
+        self._renew = renew
         self.placements = {
             task.task_id: (PLACEHOLDER_HOST, (PLACEHOLDER_GPU,) * task.resources.gpus)
             for task in request.tasks
@@ -84,6 +101,10 @@ class _SparkReservation(Reservation):
 
     def release(self) -> None:
         self._shared.unhold(self._job_id)
+
+    def renew(self) -> Waiting | None:
+        """A fresh free-slot check for a restart: the executors of a lost host are gone."""
+        return self._renew()
 
 
 class SparkCluster(Cluster):
@@ -99,6 +120,10 @@ class SparkCluster(Cluster):
             self.conf.get("spark.cauce.placementTimeout", str(DEFAULT_PLACEMENT_TIMEOUT)),
             "spark.cauce.placementTimeout",
         )
+        self.link_timeout = parse_duration(
+            self.conf.get("spark.cauce.linkTimeout", str(DEFAULT_LINK_TIMEOUT)),
+            "spark.cauce.linkTimeout",
+        )
         self._shared: SharedSpark | None = None
         self._lock = threading.Lock()
         self._waiting_since: dict[str, float] = {}
@@ -108,7 +133,8 @@ class SparkCluster(Cluster):
         """This process's Spark application, started on first use."""
         with self._lock:
             if self._shared is None:
-                self._shared = acquire(self.master, self.conf)
+                settings = {**barrier_check_settings(self.placement_timeout), **self.conf}
+                self._shared = acquire(self.master, settings)
             return self._shared
 
     def close(self) -> None:
@@ -159,6 +185,20 @@ class SparkCluster(Cluster):
         return f"needs {len(request.tasks)} task slots{shape}, {free} free ({where})"
 
     def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
+        waiting = self._hold(request)
+        if waiting is not None:
+            return waiting
+        self._request = request
+        return _SparkReservation(self.session(), request, lambda: self._renew(request))
+
+    def _renew(self, request: GangRequest) -> Waiting | None:
+        """Another attempt: let go of the slots held, and hold them again if they are free."""
+        self.session().unhold(request.job_id)
+        return self._hold(request)
+
+    def _hold(self, request: GangRequest) -> Waiting | None:
+        """Hold the gang's slots if they are free now; else why not (or, once it has waited
+        the placement timeout, :class:`PlacementError`)."""
         cpus, gpus = task_shape(request)
         shared = self.session()
         if shared.stopped():
@@ -167,8 +207,7 @@ class SparkCluster(Cluster):
             )
         if shared.hold(request.job_id, len(request.tasks), cpus, gpus):
             self._waiting_since.pop(request.job_id, None)
-            self._request = request
-            return _SparkReservation(shared, request)
+            return None
         reason = self.need(request)
         now = time.monotonic()
         since = self._waiting_since.setdefault(request.job_id, now)
@@ -202,6 +241,7 @@ class SparkCluster(Cluster):
             advertised_host=driver_host,
             grace=grace,
             placement_timeout=self.placement_timeout,
+            link_timeout=self.link_timeout,
             strip=contract_names(),
             env=_split_env(layout, launches),
             describe_need=lambda: self.need(request),
