@@ -5,24 +5,28 @@ from __future__ import annotations
 from cauce.cluster._open import cluster_address, get_cluster, open_cluster
 from cauce.cluster.api import (
     Cluster,
+    DriverAddress,
     GangRequest,
     HostCapacity,
     Reservation,
     RunningGang,
     TaskExit,
     TaskLaunch,
+    TaskPlace,
     TaskRequest,
     Waiting,
 )
 
 __all__ = [
     "Cluster",
+    "DriverAddress",
     "GangRequest",
     "HostCapacity",
     "Reservation",
     "RunningGang",
     "TaskExit",
     "TaskLaunch",
+    "TaskPlace",
     "TaskRequest",
     "Waiting",
     "cluster_address",

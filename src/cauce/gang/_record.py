@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict
 
+from cauce.cluster.api import TaskPlace
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan
 from cauce.history import HistoryStore, JobStatus, TaskStatus, process_stamp
@@ -74,6 +75,18 @@ class JobRecord:
             self.store.update_job(self.job_id, started_at=now)
         self.store.update_job(self.job_id, status=JobStatus.RUNNING, attempts=attempt + 1)
         self.store.add_event(self.job_id, "attempt_started", attempt=attempt, data=dict(pids))
+
+    def task_placed(self, task_id: str, attempt: int, place: TaskPlace) -> None:
+        """Where a task really runs, once its cluster says (Spark's executors, at start)."""
+        self.store.upsert_task(
+            self.job_id,
+            task_id,
+            attempt,
+            host=place.host,
+            port=place.port,
+            gpus=",".join(place.gpus),
+            pid=place.pid,
+        )
 
     def task_exited(self, exited: m.TaskExited, status: TaskStatus) -> None:
         self.store.upsert_task(
