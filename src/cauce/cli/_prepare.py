@@ -39,9 +39,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"where the function's expressions run (default duckdb; env {ENV_ENGINE})",
     )
     parser.add_argument(
+        "--cluster",
         "--spark-master",
+        dest="spark_master",
+        action=_Cluster,
+        metavar="URL",
         default=os.environ.get(ENV_SPARK_MASTER),
-        help=f"e.g. local[4], spark://host:7077, yarn (env {ENV_SPARK_MASTER})",
+        help=f"the Spark master, as for `cauce run`: local[4], spark://host:7077, yarn "
+        f"(--spark-master is its old name; env {ENV_SPARK_MASTER})",
     )
     parser.add_argument(
         "--force",
@@ -54,6 +59,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--row-group-rows", type=int, default=131_072, metavar="N", help="DuckDB engine only"
     )
     parser.set_defaults(func=run)
+
+
+class _Cluster(argparse.Action):
+    """``--cluster``; its old name ``--spark-master`` still works, with a note."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string == "--spark-master":
+            print("cauce: --spark-master is deprecated: use --cluster", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def run(args: argparse.Namespace) -> int:

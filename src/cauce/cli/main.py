@@ -26,6 +26,7 @@ _COMMANDS = (
     "cauce.cli._prepare",
     "cauce.cli._tune",
     "cauce.cli._serve",
+    "cauce.cli._doctor",
 )
 
 
