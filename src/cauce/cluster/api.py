@@ -171,6 +171,9 @@ class Cluster(abc.ABC):
     """A resource manager that places gangs and starts their tasks."""
 
     name: str
+    #: Seconds a dry run retries a gang that must wait, for resources that are still coming
+    #: (the executors of a Spark application that has just started register one by one).
+    dry_run_wait: float = 0.0
 
     @abc.abstractmethod
     def describe(self) -> list[HostCapacity]:

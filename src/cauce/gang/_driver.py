@@ -96,7 +96,6 @@ class JobDriver:
             HorovodRendezvous(cluster.driver_address) if spec.framework == "horovod" else None
         )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
-        self._placed: dict[str, object] = {}  # task -> (attempt, place) recorded
         self._task_started: float = 0.0
 
     # --- dry run -------------------------------------------------------------------------------
@@ -106,6 +105,10 @@ class JobDriver:
         self._check_workdir()
         self.cluster.check(self.request)
         got = self.cluster.try_reserve(self.request)
+        settle = time.monotonic() + self.cluster.dry_run_wait
+        while isinstance(got, Waiting) and time.monotonic() < settle:
+            time.sleep(self.poll_interval)
+            got = self.cluster.try_reserve(self.request)
         if isinstance(got, Waiting):
             return render_dry_run(self.spec, self.request, self.cluster.name, None, got.reason)
         try:
@@ -350,13 +353,8 @@ class JobDriver:
 
     def _record_places(self) -> None:
         """Hosts, ports and pids that the cluster learns only as tasks start (Spark)."""
-        if self._running is None:
-            return
-        attempt = self._machine.attempt
-        for task_id, place in self._running.places().items():
-            if self._placed.get(task_id) != (attempt, place):
-                self._placed[task_id] = (attempt, place)
-                self.record.task_placed(task_id, attempt, place)
+        if self._running is not None:
+            self.record.places(self._machine.attempt, self._running.places())
 
     def _record_exit(self, event: m.TaskExited) -> None:
         self._record_places()

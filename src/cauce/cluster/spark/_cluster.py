@@ -100,6 +100,7 @@ class SparkCluster(Cluster):
     """A Spark master as a cauce cluster. One object per driver; objects share the session."""
 
     name = "spark"
+    dry_run_wait = 60.0
 
     def __init__(self, master: str, conf: Mapping[str, str] | None = None) -> None:
         self.master = master

@@ -145,6 +145,7 @@ def _executors(shared: SharedSpark, wait: float) -> Check:
             f"for spark.executor.memory? can they reach the driver at {shared.driver.advertised}, "
             "spark.driver.host? see the master's UI)",
         )
+    found = sorted(found, key=lambda ex: (ex.host, ex.id))
     listed = ", ".join(f"{ex.host} ({ex.cores} cores, {len(ex.gpus)} GPUs)" for ex in found)
     return Check("executors", True, f"{len(found)} registered: {listed}")
 
