@@ -22,6 +22,7 @@ from cauce.frameworks.api import GangLayout
 from cauce.spec import Resources
 
 __all__ = [
+    "SHELL_NOTE",
     "Cluster",
     "DriverAddress",
     "GangRequest",
