@@ -23,7 +23,7 @@ from cauce.cluster.spark._task import _Command
 from cauce.cluster.spark._wire import PING, Channel, connect, keep_alive, ping_interval
 from cauce.errors import SpecError
 from helpers import BIN, running
-from spark_fixtures import HeldApp, StandaloneSpark, held_app, spark_cluster_fixture  # noqa: F401
+from spark_fixtures import HeldApp, StandaloneSpark, held_app
 
 TIMEOUT = 1.0  # the link timeout of these tests
 

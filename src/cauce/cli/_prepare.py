@@ -37,11 +37,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("duckdb", "spark"),
         help="where the function's expressions run (default duckdb)",
     )
-    env_option(
-        parser,
+    parser.add_argument(
+        "--cluster",
         "--spark-master",
-        env="CAUCE_SPARK_MASTER",
-        help="e.g. local[4], spark://host:7077, yarn",
+        dest="spark_master",
+        action=_Cluster,
+        metavar="URL",
+        default=os.environ.get("CAUCE_SPARK_MASTER") or None,  # empty = unset, as env_option
+        help="the Spark master, as for `cauce run`: local[4], spark://host:7077, yarn "
+        "(--spark-master is its old name) [env CAUCE_SPARK_MASTER]",
     )
     env_option(
         parser,
@@ -55,6 +59,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--row-group-rows", type=int, default=131_072, metavar="N", help="DuckDB engine only"
     )
     parser.set_defaults(func=run)
+
+
+class _Cluster(argparse.Action):
+    """``--cluster``; its old name ``--spark-master`` still works, with a note."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string == "--spark-master":
+            print("cauce: --spark-master is deprecated: use --cluster", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def run(args: argparse.Namespace) -> int:

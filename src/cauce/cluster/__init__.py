@@ -7,18 +7,21 @@ from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
 from cauce.cluster.api import (
     Cluster,
+    DriverAddress,
     GangRequest,
     HostCapacity,
     Reservation,
     RunningGang,
     TaskExit,
     TaskLaunch,
+    TaskPlace,
     TaskRequest,
     Waiting,
 )
 
 __all__ = [
     "Cluster",
+    "DriverAddress",
     "GangRequest",
     "HostCapacity",
     "Reaper",
@@ -26,6 +29,7 @@ __all__ = [
     "RunningGang",
     "TaskExit",
     "TaskLaunch",
+    "TaskPlace",
     "TaskRequest",
     "Waiting",
     "cluster_address",

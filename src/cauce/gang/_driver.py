@@ -92,7 +92,9 @@ class JobDriver:
         self._deadline: float | None = None  # job timeout, monotonic
         self._restart_at: float | None = None
         self._started: float | None = None
-        self._horovod = HorovodRendezvous() if spec.framework == "horovod" else None
+        self._horovod = (
+            HorovodRendezvous(cluster.driver_address) if spec.framework == "horovod" else None
+        )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
 
@@ -103,15 +105,27 @@ class JobDriver:
         self._check_workdir()
         self.cluster.check(self.request)
         got = self.cluster.try_reserve(self.request)
+        settle = time.monotonic() + self.cluster.dry_run_wait
+        while isinstance(got, Waiting) and time.monotonic() < settle:
+            time.sleep(self.poll_interval)
+            got = self.cluster.try_reserve(self.request)
         if isinstance(got, Waiting):
             return render_dry_run(self.spec, self.request, self.cluster.name, None, got.reason)
         try:
-            plan = self._build(got, 0, "127.0.0.1:<port>" if self._horovod else None)
+            ports, note = got.preview()
+            rendezvous = self._horovod.preview() if self._horovod is not None else None
+            plan = self._build(got, 0, rendezvous, ports)
         finally:
             got.release()
-        return render_dry_run(self.spec, self.request, self.cluster.name, plan)
+        return render_dry_run(self.spec, self.request, self.cluster.name, plan, note=note)
 
-    def _build(self, reservation: Reservation, attempt: int, rendezvous: str | None) -> AttemptPlan:
+    def _build(
+        self,
+        reservation: Reservation,
+        attempt: int,
+        rendezvous: str | None,
+        ports: Mapping[str, int] | None = None,
+    ) -> AttemptPlan:
         return build_attempt(
             self.spec,
             self.request,
@@ -121,6 +135,7 @@ class JobDriver:
             log_dir=str(self.log_dir),
             environ=self._task_environ(),
             rendezvous=rendezvous,
+            ports=ports,
             progress_dir=str(self.progress.folder),
             extra_env=self._extra_env(),
             chief_env=tensorboard_chief_env(self.spec),
@@ -288,6 +303,7 @@ class JobDriver:
         """Store what tasks reported; the first running task silent for too long is hung."""
         if self._plan is None:
             return None
+        self._record_places()
         tasks = [launch.task_id for launch in self._plan.launches]
         rows, alive = self.progress.poll(tasks)
         if rows:
@@ -319,6 +335,7 @@ class JobDriver:
                 else:
                     self._start_attempt(attempt)
             case m.StopGang(reason=reason):
+                self._record_places()
                 if self._running is not None:
                     grace = self.spec.grace_period
                     self._running.stop(grace)
@@ -366,7 +383,13 @@ class JobDriver:
         extra = f", GPUs {gpus}" if gpus else ""
         self.console.status(f"attempt {attempt + 1}: started {len(plan.launches)} tasks{extra}")
 
+    def _record_places(self) -> None:
+        """Hosts, ports and pids that the cluster learns only as tasks start (Spark)."""
+        if self._running is not None:
+            self.record.places(self._machine.attempt, self._running.places())
+
     def _record_exit(self, event: m.TaskExited) -> None:
+        self._record_places()
         status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
         if event.attempt == self._machine.attempt and self._machine.phase is not m.Phase.RUNNING:
             status = TaskStatus.STOPPED if event.returncode != 0 else status

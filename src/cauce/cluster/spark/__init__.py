@@ -31,6 +31,7 @@ from cauce.cluster.spark._cluster import (
     parse_duration,
     task_shape,
 )
+from cauce.cluster.spark._doctor import Check, doctor
 from cauce.cluster.spark._session import spark_session
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "DEFAULT_PLACEMENT_TIMEOUT",
     "PLACEHOLDER_GPU",
     "PLACEHOLDER_HOST",
+    "Check",
     "SparkCluster",
+    "doctor",
     "parse_duration",
     "spark_session",
     "task_shape",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cauce.cluster.api import (
     Cluster,
+    DriverAddress,
     GangRequest,
     HostCapacity,
     OutputSink,
@@ -90,6 +91,7 @@ class _SparkReservation(Reservation):
         self._shared = shared
         self._job_id = request.job_id
         self._renew = renew
+        self._shape = task_shape(request)
         self.placements = {
             task.task_id: (PLACEHOLDER_HOST, (PLACEHOLDER_GPU,) * task.resources.gpus)
             for task in request.tasks
@@ -98,6 +100,14 @@ class _SparkReservation(Reservation):
     def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
         """Ports are picked on the executors; 0 stands for "not known here"."""
         return dict.fromkeys(task_ids, 0)
+
+    def preview(self) -> tuple[dict[str, int] | None, str]:
+        """Where a probe stage of the gang's shape lands now (see ``_probe.preview``)."""
+        from cauce.cluster.spark._probe import preview
+
+        found, ports, note = preview(self._shared, list(self.placements), *self._shape)
+        self.placements = {**self.placements, **found}
+        return ports, note
 
     def release(self) -> None:
         self._shared.unhold(self._job_id)
@@ -111,6 +121,7 @@ class SparkCluster(Cluster):
     """A Spark master as a cauce cluster. One object per driver; objects share the session."""
 
     name = "spark"
+    dry_run_wait = 60.0
 
     def __init__(self, master: str, conf: Mapping[str, str] | None = None) -> None:
         self.master = master
@@ -143,6 +154,10 @@ class SparkCluster(Cluster):
             shared, self._shared = self._shared, None
         if shared is not None:
             shared.release()
+
+    def driver_address(self) -> DriverAddress:
+        """Where executors reach this driver (``_address`` chose it as the session started)."""
+        return self.session().driver
 
     def describe(self) -> list[HostCapacity]:
         return [
@@ -233,12 +248,11 @@ class SparkCluster(Cluster):
         if request is None:  # start without try_reserve: the request is the layout
             raise PlacementError("start() needs a reservation from try_reserve() first")
         cpus, gpus = task_shape(request)
-        driver_host = shared.setting("spark.driver.host", "127.0.0.1")
         submission = GangSubmission(
             sc=shared.sc,
             profile=shared.profile(cpus, gpus),
-            bind_host=shared.setting("spark.driver.bindAddress", driver_host),
-            advertised_host=driver_host,
+            bind_host=shared.driver.bind,
+            advertised_host=shared.driver.advertised,
             grace=grace,
             placement_timeout=self.placement_timeout,
             link_timeout=self.link_timeout,

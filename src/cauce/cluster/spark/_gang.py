@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
+from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskPlace
 from cauce.cluster.spark._links import DEFAULT_LINK_TIMEOUT, LOST, TaskLinks
 from cauce.cluster.spark._session import first_line
 from cauce.cluster.spark._task import run_partition
@@ -207,6 +207,10 @@ class SparkGang(RunningGang):
     def pids(self) -> dict[str, int]:
         """Pids of the commands on their executors' hosts (those started so far)."""
         return self._links.pids()
+
+    def places(self) -> dict[str, TaskPlace]:
+        """Where each started task runs, as it reported at its start."""
+        return self._links.places()
 
     def _cancel(self) -> None:
         if self._job_done.is_set():

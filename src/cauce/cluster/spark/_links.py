@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch
+from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch, TaskPlace
 from cauce.cluster.spark._wire import PING, Channel, keep_alive, ping_interval
 
 __all__ = ["DEFAULT_LINK_TIMEOUT", "LOST", "TaskLinks"]
@@ -52,6 +52,7 @@ class _Task:
     pinged: float = 0.0  # driver's monotonic time of the last ping sent
     exited: bool = False
     control_sent: bool = False
+    place: TaskPlace | None = None  # where the task says it runs
 
 
 class TaskLinks:
@@ -105,6 +106,10 @@ class TaskLinks:
     def pids(self) -> dict[str, int]:
         with self._lock:
             return {t: s.pid for t, s in self._tasks.items() if s.pid is not None}
+
+    def places(self) -> dict[str, TaskPlace]:
+        with self._lock:
+            return {t: s.place for t, s in self._tasks.items() if s.place is not None}
 
     def wait_connected_exits(self, deadline: float) -> bool:
         """Wait until every task that connected has reported its exit; True if all tasks did."""
@@ -202,6 +207,7 @@ class TaskLinks:
             with self._lock:
                 state.pid, state.started = int(message["started"]), time.monotonic()
                 state.host = str(message.get("host", ""))
+                state.place = _place(message)
                 self._changed.notify_all()
             gpus = ",".join(str(g) for g in message.get("gpus", [])) or "-"
             self.write(
@@ -305,3 +311,11 @@ class TaskLinks:
                 state.log.close()
                 if state.progress is not None:
                     state.progress.close()
+
+
+def _place(started: dict[str, Any]) -> TaskPlace:
+    """The ``started`` message of a task as where it runs."""
+    gpus = tuple(str(g) for g in started.get("gpus", []))
+    return TaskPlace(
+        str(started.get("host")), int(started.get("port", 0)), gpus, int(started["started"])
+    )

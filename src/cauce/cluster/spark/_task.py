@@ -34,6 +34,7 @@ from typing import Any
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
 from cauce.cluster._reaper import group_alive
+from cauce.cluster.spark._netif import network_env
 from cauce.cluster.spark._wire import PING, Channel, connect, keep_alive, ping_interval
 from cauce.frameworks import task_env
 from cauce.frameworks.api import GangLayout, TaskSlot
@@ -160,6 +161,8 @@ class _Command:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.task["inherit"])
         env.update(task_env(self.layout, self.task["task_id"]))
+        network, self.notes = network_env(self.layout, self.task["task_id"], env)
+        env.update(network)
         env.update(self.task["overrides"])
         if self.task["progress"]:
             env["CAUCE_PROGRESS_FILE"] = self.progress
@@ -171,6 +174,8 @@ class _Command:
         slot = self.layout.slot(self.task["task_id"])
         started = time.monotonic()
         argv = list(self.task["argv"])
+        for note in self.notes:
+            self.channel.send({"o": note})
         try:
             proc = subprocess.Popen(
                 argv,
