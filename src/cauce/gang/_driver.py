@@ -20,7 +20,7 @@ from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiti
 from cauce.errors import PlacementError, SpecError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
-from cauce.gang._dryrun import render_dry_run
+from cauce.gang._dryrun import plan_dry_run
 from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
@@ -28,11 +28,7 @@ from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
-from cauce.gang._tensorboard import (
-    make_tensorboard_dir,
-    tensorboard_chief_env,
-    tensorboard_env,
-)
+from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -102,22 +98,7 @@ class JobDriver:
 
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
-        self._check_workdir()
-        self.cluster.check(self.request)
-        got = self.cluster.try_reserve(self.request)
-        settle = time.monotonic() + self.cluster.dry_run_wait
-        while isinstance(got, Waiting) and time.monotonic() < settle:
-            time.sleep(self.poll_interval)
-            got = self.cluster.try_reserve(self.request)
-        if isinstance(got, Waiting):
-            return render_dry_run(self.spec, self.request, self.cluster.name, None, got.reason)
-        try:
-            ports, note = got.preview()
-            rendezvous = self._horovod.preview() if self._horovod is not None else None
-            plan = self._build(got, 0, rendezvous, ports)
-        finally:
-            got.release()
-        return render_dry_run(self.spec, self.request, self.cluster.name, plan, note=note)
+        return plan_dry_run(self)
 
     def _build(
         self,
@@ -137,15 +118,10 @@ class JobDriver:
             rendezvous=rendezvous,
             ports=ports,
             progress_dir=str(self.progress.folder),
-            extra_env=self._extra_env(),
+            extra_env=tensorboard_env(self.spec, self.job_id, str(self.run_dir))
+            | ({"CAUCE_PARAMS": json.dumps(self.params, default=str)} if self.params else {}),
             chief_env=tensorboard_chief_env(self.spec),
         )
-
-    def _extra_env(self) -> dict[str, str]:
-        env = tensorboard_env(self.spec, self.job_id, str(self.run_dir))
-        if self.params:
-            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
-        return env
 
     def _task_environ(self) -> dict[str, str]:
         env = dict(self.environ)
