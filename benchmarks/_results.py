@@ -113,7 +113,7 @@ def collect(name: str, logs: Path) -> dict[str, Any]:
     if code != 0:
         err = logs / f"{name}.err"
         tail = err.read_text(errors="replace").strip().splitlines()[-5:] if err.exists() else []
-        out.update(ok=False, error=f"exit {code}: " + " | ".join(tail))
+        out.update(ok=False, error=f"exit {code}: " + " / ".join(tail))
     elif figures is None or "ratio" not in figures:
         out.update(ok=False, error="its last line is not a JSON object with a 'ratio'")
     else:
@@ -124,7 +124,7 @@ def collect(name: str, logs: Path) -> dict[str, Any]:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
-    return "not measured" if value is None else str(value)
+    return "not measured" if value is None else str(value).replace("|", "\\|")
 
 
 def rows(name: str, outcome: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,7 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "no", None: ""}[row["met"]]
         lines.append(
             f"| {row['benchmark']} | {row['figure']} | {_fmt(row['value'])} | "
-            f"{row['aim'] or '—'} | {met} | {row['what']} | {load} |"
+            f"{row['aim'] or '—'} | {met} | {_fmt(row['what'])} | {load} |"
         )
     notes = []
     for name, outcome in report["benchmarks"].items():

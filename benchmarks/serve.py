@@ -169,7 +169,10 @@ def run_fastapi_batch(model_dir: str, port: int) -> None:
 
 def run_kserve(model_dir: str, port: int) -> None:
     """KServe's ModelServer with a v2 model around the same TorchScript model."""
+    import logging
+
     import kserve
+    import kserve.logging
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
     from cauce.serve import load_model
@@ -193,8 +196,16 @@ def run_kserve(model_dir: str, port: int) -> None:
             )
 
     model = CauceModel(Path(model_dir).name)
+    # No log line per request (access, trace, latency): no other server here writes one.
+    kserve.logging.configure_logging()
+    for name in ("uvicorn.access", "kserve.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     server = kserve.ModelServer(
-        http_port=port, grpc_port=_free_port(), enable_grpc=False, workers=1
+        http_port=port,
+        grpc_port=_free_port(),
+        enable_grpc=False,
+        workers=1,
+        enable_latency_logging=False,
     )
     server.start([model])
 
