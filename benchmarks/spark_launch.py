@@ -13,6 +13,7 @@ each runs ``--runs`` times, alternating a, b, a, b, ...; a figure is the wall ti
 The last line printed is one JSON object; ``ratio`` is median(cauce) / median(TorchDistributor).
 
     .venv/bin/python benchmarks/spark_launch.py --runs 5
+    .venv/bin/python benchmarks/spark_launch.py --quick    # 1 run, no warm-up: a smoke run
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "bin" / "allreduce.py"
 sys.path.insert(0, str(HERE.parent / "tests"))  # the standalone cluster of the tests
+
+from _machine import Machine, quick_default  # noqa: E402
 
 import spark_fixtures  # noqa: E402
 
@@ -93,7 +96,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="rounds not counted (default 1)")
     parser.add_argument("--steps", type=int, default=5, help="all-reduces per run (default 5)")
     parser.add_argument("--master", help="an existing standalone master (default: start one)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="1 run, no warm-up (default from CAUCE_BENCH_QUICK)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.warmup = 1, 0
+    machine = Machine()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["OMP_NUM_THREADS"] = "1"
     for name in ("CAUCE_CLUSTER", "CAUCE_HISTORY", "CAUCE_GPUS", "CAUCE_SPARK_CONF"):
@@ -131,6 +143,7 @@ def main() -> int:
         "torch_distributor": figures["torch_distributor"],
         "median": {"cauce": cauce_median, "torch_distributor": peer_median},
         "ratio": ratio,
+        **machine.finish(),
     }
     print(json.dumps(summary))
     return 0
