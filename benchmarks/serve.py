@@ -506,7 +506,7 @@ def main() -> int:
         peers[args.peer](args.model, args.port)
         return 0
     if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 2.0, 0.5
+        args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
     from cauce.serve._loading import default_threads
 
     machine = Machine()
@@ -558,11 +558,13 @@ def main() -> int:
         if c1 and c1nb:
             summary[f"added_p50_ms_c1_{kind}"] = round(c1["p50_ms"] - c1nb["p50_ms"], 3)
         for conc in args.concurrency:
-            mine, peer = figures.get(f"cauce@c{conc}"), figures.get(f"litserve@c{conc}")
-            if mine and peer:
-                summary[f"ratio_litserve_{kind}_c{conc}"] = _ratio(
-                    mine["throughput"], peer["throughput"]
-                )
+            mine = figures.get(f"cauce@c{conc}")
+            for peer_name in ("litserve", "kserve"):
+                peer = figures.get(f"{peer_name}@c{conc}")
+                if mine and peer:
+                    summary[f"ratio_{peer_name}_{kind}_c{conc}"] = _ratio(
+                        mine["throughput"], peer["throughput"]
+                    )
     print()
     for key, value in summary.items():
         if key.startswith(("ratio", "p99_ratio", "added")):
