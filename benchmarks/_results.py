@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -123,8 +125,17 @@ def collect(name: str, logs: Path) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return "nan (nothing answered in time)" if math.isnan(value) else f"{value:.3f}"
     return "not measured" if value is None else str(value).replace("|", "\\|")
+
+
+def _what(key: str) -> str:
+    """What a figure without an aim compares, read from its name where the name says it."""
+    match = re.fullmatch(r"ratio_(litserve|kserve)_(\w+)_c(\d+)", key)
+    if match:
+        peer, model, conc = match.groups()
+        return f"cauce / {'LitServe' if peer == 'litserve' else 'KServe'}, req/s, {model}, c={conc}"
+    return ""
 
 
 def rows(name: str, outcome: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,7 +162,7 @@ def rows(name: str, outcome: dict[str, Any]) -> list[dict[str, Any]]:
     for key in keys:
         if key not in figures or (figures[key] is None and key in _ONLY_WHEN_ASKED):
             continue
-        aim = aims.get(key, Aim("", ""))
+        aim = aims.get(key) or Aim(_what(key), "")
         value = figures[key]
         met = aim.met(value) if aim.met is not None and isinstance(value, int | float) else None
         out.append(
