@@ -1,10 +1,12 @@
-"""The cluster engine: Ibis on PySpark; executors write the Parquet files themselves."""
+"""The cluster engine: Ibis on PySpark; executors write the Parquet files themselves (through
+Python for local folders and ``s3://``, through Spark's Hadoop filesystems for ``hdfs://``)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from pyspark.sql import SparkSession
 from cauce.cluster.spark import spark_session
 from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
+from cauce.data._spark_write import through_hadoop, write_split
 from cauce.data.api import DataError, Progress
 from cauce.spec._parse import spark_conf_pairs
 
@@ -51,6 +54,10 @@ class SparkEngine:
                 **spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")),
             }
             session = spark_session(master or "local[*]", "cauce-prepare", conf, loopback=True)
+            if not os.environ.get("PYSPARK_PYTHON") and not conf.get("spark.pyspark.python"):
+                # The executors' Python writes the files: it needs pyarrow and cauce, as this one
+                # has (on a cluster, the same path on every host, as with a shared venv).
+                session.sparkContext.pythonExec = sys.executable
             self._session, self._owned = session, True
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         self._con: Any = ibis.pyspark.connect(self._session)
@@ -84,8 +91,26 @@ class SparkEngine:
         compression: str,
         progress: Progress | None,
     ) -> None:
-        # Row groups are Spark's (parquet.block.size, by bytes): parquet-mr has no row limit.
-        del row_group_rows
+        if not through_hadoop(dest):
+            # Local folders, s3://, gs://...: the executors write through pyarrow and fsspec,
+            # the same files DuckDB would (see _spark_write).
+            try:
+                self._con._run_pre_execute_hooks(expr)
+                df = self._session.sql(self._con.compile(expr))
+                rows = write_split(
+                    df,
+                    dest,
+                    rows_per_file=rows_per_file,
+                    row_group_rows=row_group_rows,
+                    compression=compression,
+                )
+            except PySparkException as exc:
+                raise DataError(f"split {split!r}: Spark failed to run it: {exc}") from exc
+            if progress is not None:
+                progress(split, rows)
+            return
+        # Spark's own Hadoop filesystems (hdfs://, s3a:// with hadoop-aws...): row groups are
+        # Spark's (parquet.block.size, by bytes): parquet-mr has no row limit.
         try:
             self._con.to_parquet(
                 expr,
