@@ -8,6 +8,7 @@ import sys
 import time
 
 from cauce.cli._options import env_option
+from cauce.errors import SpecError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,15 +34,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser,
         "--engine",
         env="CAUCE_PREPARE_ENGINE",
-        default="duckdb",
         choices=("duckdb", "spark"),
-        help="where the function's expressions run (default duckdb)",
+        help="where the function's expressions run (default duckdb; spark with --cluster)",
     )
     env_option(
         parser,
+        "--cluster",
         "--spark-master",
-        env="CAUCE_SPARK_MASTER",
-        help="e.g. local[4], spark://host:7077, yarn",
+        dest="cluster",
+        env="CAUCE_CLUSTER",
+        default=os.environ.get("CAUCE_SPARK_MASTER") or None,
+        help="the Spark master to prepare on, as for cauce run: spark://HOST:PORT, local[N], "
+        "yarn, k8s://...; on a cluster of several hosts give --out on shared storage "
+        "(s3://..., hdfs://...). --spark-master is its former name",
     )
     env_option(
         parser,
@@ -68,12 +73,16 @@ def run(args: argparse.Namespace) -> int:
         written[split] = rows
         print(f"  {split}: {rows:,} rows written", file=sys.stderr, flush=True)
 
+    cluster = None if args.cluster in (None, "", "local") else args.cluster
+    engine = args.engine or ("spark" if cluster else "duckdb")
+    if engine == "duckdb" and cluster:
+        raise SpecError("--cluster", f"{cluster} is for --engine spark; DuckDB runs on this host")
     started = time.monotonic()
     manifest = prepare(
         args.target,
         args.out,
-        engine=args.engine,
-        spark_master=args.spark_master,
+        engine=engine,
+        spark_master=cluster,
         force=args.force,
         progress=progress,
         rows_per_file=args.rows_per_file,
