@@ -62,6 +62,7 @@ class SparkEngine:
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         self._con: Any = ibis.pyspark.connect(self._session)
         self._views: list[str] = []
+        self._warned = False
 
     @property
     def con(self) -> Any:
@@ -94,6 +95,13 @@ class SparkEngine:
         if not through_hadoop(dest):
             # Local folders, s3://, gs://...: the executors write through pyarrow and fsspec,
             # the same files DuckDB would (see _spark_write).
+            if not self._warned and resolve(dest).local and len(self._hosts()) > 1:
+                self._warned = True
+                log.warning(
+                    "output folder %s is local to the driver host; on a cluster of several "
+                    "hosts use shared storage (s3://..., hdfs://...)",
+                    dest.rsplit("/", 2)[0],
+                )
             try:
                 self._con._run_pre_execute_hooks(expr)
                 df = self._session.sql(self._con.compile(expr))
@@ -127,6 +135,19 @@ class SparkEngine:
                 with open_parquet(fs, path) as pf:
                     rows += pf.metadata.num_rows
             progress(split, rows)
+
+    def _hosts(self) -> set[str]:
+        """The hosts of the driver and the executors registered now."""
+        try:
+            status = self._session.sparkContext._jsc.sc().getExecutorMemoryStatus()
+            keys = status.keysIterator()
+            found = set()
+            while keys.hasNext():
+                found.add(str(keys.next()).rsplit(":", 1)[0])
+            return found
+        except Exception as exc:  # py4j: the JVM's API changed, or the context is gone
+            log.debug("cannot list Spark's executors: %s", exc)
+            return set()
 
     def close(self) -> None:
         for name in self._views:

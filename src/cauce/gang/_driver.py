@@ -29,6 +29,7 @@ from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord
 from cauce.gang._result import JobResult, render_root_cause
+from cauce.gang._shared import local_path_warnings
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -178,6 +179,10 @@ class JobDriver:
         self.console.status(
             f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
         )
+        for line in local_path_warnings(
+            self.cluster, dict(self.spec.env), self.environ, self.run_dir
+        ):
+            self.console.status(f"warning: {line}")
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
