@@ -160,6 +160,21 @@ class MultiHost:
         """The processes whose network namespace is ``host``'s."""
         return net.pids_in(self.ns(host))
 
+    def processes_with(self, text: str) -> dict[str, list[str]]:
+        """Per host, ``pid cmdline`` of its processes whose command line contains ``text``
+        (the hosts where none does are left out)."""
+        found: dict[str, list[str]] = {}
+        for ns in self.hosts:
+            for pid in net.pids_in(ns):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as file:
+                        line = file.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue  # ended meanwhile
+                if text in line:
+                    found.setdefault(ns, []).append(f"{pid} {line.strip()}")
+        return found
+
     def reachable(self, source: str, target: str, port: int, timeout: float = 2.0) -> bool:
         """True if a TCP connection from ``source`` to ``target``'s address opens in time."""
         return net.reachable(self.ns(source), self.hosts[self.ns(target)], port, timeout)

@@ -220,8 +220,25 @@ def test_pytorch_exact() -> None:
         "TORCHELASTIC_MAX_RESTARTS": "3",
         "TORCHELASTIC_RUN_ID": "j-42",
         "TORCHELASTIC_USE_AGENT_STORE": "False",
+        # Kubeflow's PyTorchJob: each task a pod of one process.
+        "PET_MASTER_ADDR": "127.0.0.1",
+        "PET_MASTER_PORT": "7000",
+        "PET_NNODES": "2",
+        "PET_NODE_RANK": "1",
+        "PET_NPROC_PER_NODE": "1",
     }
     assert task_env(gang, "worker-0")["IS_CHIEF"] == "true"
+
+
+@pytest.mark.parametrize("framework", ["none", "horovod"])
+def test_kubeflow_pet_names_are_pytorch_only(framework: str) -> None:
+    env = task_env(layout(framework, [("worker", 2)]), "worker-0")
+    assert not [name for name in env if name.startswith("PET_")]
+
+
+def test_kubeflow_pet_names_outside_the_world() -> None:
+    gang = layout("pytorch", [("worker", 1), ("monitor", 1)], untracked=("monitor",))
+    assert not [k for k in task_env(gang, "monitor-0") if k.startswith("PET_")]
 
 
 @pytest.mark.parametrize("framework", ["pytorch", "none", "horovod"])
@@ -285,6 +302,7 @@ def test_ipv6_addresses_are_bracketed() -> None:
     env = task_env(gang, "worker-1")
     assert env["INIT_METHOD"] == "tcp://[::1]:7000"
     assert env["JAX_COORDINATOR_ADDRESS"] == "[::1]:7000"
+    assert f"{env['COORDINATOR_ADDRESS']}:{env['COORDINATOR_PORT']}" == "[::1]:7000"
     assert json.loads(env["CLUSTER_SPEC"]) == {"worker": ["[::1]:7000", "[::1]:7001"]}
 
 
@@ -336,10 +354,10 @@ def test_rank_names_agree(framework: str) -> None:
         size = env["CAUCE_WORLD_SIZE"]
         assert size == "3"
         pairs = {
-            "pytorch": [("RANK", "WORLD_SIZE")],
+            "pytorch": [("RANK", "WORLD_SIZE"), ("PET_NODE_RANK", "PET_NNODES")],
             "none": [("RANK", "WORLD_SIZE")],
             "horovod": [("RANK", "WORLD_SIZE"), ("HOROVOD_RANK", "HOROVOD_SIZE")],
-            "jax": [("JAX_PROCESS_ID", "JAX_NUM_PROCESSES")],
+            "jax": [("JAX_PROCESS_ID", "JAX_NUM_PROCESSES"), ("PROCESS_ID", "NUM_PROCESSES")],
         }[framework]
         for rank_name, size_name in pairs:
             assert (env[rank_name], env[size_name]) == (rank, size)
@@ -412,6 +430,9 @@ def test_tf_workers_only_worker_0_is_chief() -> None:
     }
 
 
+KUBEFLOW_JAX = ("COORDINATOR_ADDRESS", "COORDINATOR_PORT", "NUM_PROCESSES", "PROCESS_ID")
+
+
 # --- JAX --------------------------------------------------------------------------------------
 
 
@@ -424,9 +445,20 @@ def test_jax_exact() -> None:
     }
 
 
+def test_jax_kubeflow_names_exact() -> None:
+    env = task_env(layout("jax", [("worker", 2)], hosts=["10.0.0.5", "10.0.0.6"]), "worker-1")
+    assert {k: env[k] for k in KUBEFLOW_JAX} == {
+        "COORDINATOR_ADDRESS": "10.0.0.5",
+        "COORDINATOR_PORT": "7000",
+        "NUM_PROCESSES": "2",
+        "PROCESS_ID": "1",
+    }
+
+
 def test_jax_nothing_outside_the_world() -> None:
     gang = layout("jax", [("worker", 1), ("monitor", 1)], untracked=("monitor",))
-    assert not [k for k in task_env(gang, "monitor-0") if k.startswith("JAX_")]
+    env = task_env(gang, "monitor-0")
+    assert not [k for k in env if k.startswith("JAX_") or k in KUBEFLOW_JAX]
 
 
 def test_jax_initialize_needs_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:

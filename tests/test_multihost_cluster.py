@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import multihost_net as net
 from helpers import py, write_job
 from multihost import S3_PORT, WORKER_UI, MultiHost
-from multihost_fixtures import multihost_cluster_fixture, start  # noqa: F401 - a fixture
+from multihost_fixtures import start
 
 pytestmark = pytest.mark.slow
 
@@ -203,12 +202,6 @@ def test_cauce_runs_a_gang_across_two_hosts(multihost_cluster: MultiHost, tmp_pa
     assert len(masters) == 1 and masters.pop().split(":")[0] in hosts, out
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=False,
-    reason="issue 12 item 2: the driver binds and advertises Horovod's Gloo key-value store "
-    "on 127.0.0.1 (gang/_driver.py), so a task on another host gets Connection refused",
-)
 def test_horovod_rendezvous_reached_from_another_host(
     multihost_cluster: MultiHost, tmp_path: Path
 ) -> None:
@@ -220,8 +213,6 @@ def test_horovod_rendezvous_reached_from_another_host(
           worker: {{instances: 2}}
         """
     out = run_cauce(multihost_cluster, tmp_path, job)
-    if not re.search(r": host 10\.213\.0\.1[12] ", out):  # not the failure expected: fail
-        pytest.fail(f"no task started on a worker host:\n{out}")
     assert "rendezvous 127.0.0.1:" not in out, out
     assert out.startswith("exit 0\n"), out
     assert out.count(": rendezvous 10.213.0.4:") == 2, out

@@ -6,6 +6,7 @@ schemas, strict: an unknown field is an error). `docker build` cannot run here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,101 @@ def test_cli_package_token_secret(model: Path, tmp_path: Path, cauce_env: dict[s
     bad = ["package", str(model), "--out", str(tmp_path / "q"), "--token-secret", "Not_A_Name"]
     done = cauce(bad, cauce_env, timeout=60)
     assert done.returncode == 2 and "must be a Kubernetes name" in done.stderr, done.stderr
+
+
+# --- KServe -------------------------------------------------------------------------------------
+
+#: The InferenceService CRD's OpenAPI schema, vendored (source, version and pruning in its
+#: "$comment": kserve/kserve v0.16.0).
+KSERVE_SCHEMA = Path(__file__).parent / "data" / "kserve" / "inferenceservice-v1beta1.schema.json"
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields refused, as ``kubectl apply --validate=strict`` does:
+    ``additionalProperties: false`` wherever properties are listed and unknown fields are not
+    preserved."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@pytest.fixture(scope="module")
+def isvc_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(KSERVE_SCHEMA.read_text())
+    assert "kserve/kserve at tag v0.16.0" in schema["$comment"]
+    return jsonschema.Draft7Validator(_strict(schema))
+
+
+def test_kserve_inference_service_is_valid(
+    model: Path, tmp_path: Path, isvc_validator: Any
+) -> None:
+    from cauce.serve import package
+
+    written = package(model, tmp_path / "out", kserve=True, replicas=2, namespace="ml")
+    names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
+    assert names == [".dockerignore", "Dockerfile", "k8s/inferenceservice.yaml"]
+    doc = yaml.safe_load((tmp_path / "out/k8s/inferenceservice.yaml").read_text())
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in isvc_validator.iter_errors(doc)]
+    assert errors == []
+    assert (doc["apiVersion"], doc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert doc["metadata"]["namespace"] == "ml"
+    assert doc["metadata"]["annotations"]["model.cauce.dev/name"] == "flights-synthetic"
+    predictor = doc["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 4)
+    [container] = predictor["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == "cauce-flights-synthetic:" + str(
+        doc["metadata"]["annotations"]["model.cauce.dev/version"]
+    )
+    assert {"name": "PROTOCOL", "value": "v2"} in container["env"]  # Open Inference Protocol
+    ref = {"secretKeyRef": {"name": "cauce-flights-synthetic-token", "key": "token"}}
+    assert {"name": "CAUCE_SERVE_TOKEN", "valueFrom": ref} in container["env"]
+    port = container["ports"][0]["containerPort"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
+    assert container["resources"]["requests"]["cpu"] == "1"
+    assert container["resources"]["limits"]["memory"].endswith("Mi")
+
+
+def test_kserve_cuda_and_cli(
+    model: Path, tmp_path: Path, cauce_env: dict[str, str], isvc_validator: Any
+) -> None:
+    env = {**cauce_env, "CAUCE_PACKAGE_IMAGE": "registry.example/flights:1"}
+    # A package of the other kind in the same folder is replaced, not mixed in.
+    done = cauce(["package", str(model), "--out", str(tmp_path / "o")], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    args = ["package", str(model), "--out", str(tmp_path / "o"), "--kserve", "--device", "cuda"]
+    done = cauce(args, env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "o/k8s").iterdir()) == ["inferenceservice.yaml"]
+    doc = yaml.safe_load((tmp_path / "o/k8s/inferenceservice.yaml").read_text())
+    isvc_validator.validate(doc)
+    [container] = doc["spec"]["predictor"]["containers"]
+    assert container["image"] == "registry.example/flights:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_a_broken_inference_service_does_not_validate(
+    model: Path, tmp_path: Path, isvc_validator: Any
+) -> None:
+    from cauce.serve import package
+
+    package(model, tmp_path / "out", kserve=True)
+    doc = yaml.safe_load((tmp_path / "out/k8s/inferenceservice.yaml").read_text())
+    without = {**doc, "spec": {}}
+    assert [e.message for e in isvc_validator.iter_errors(without)] == [
+        "'predictor' is a required property"
+    ]
+    misspelt = json.loads(json.dumps(doc))
+    misspelt["spec"]["predictor"]["containers"][0]["readinesProbe"] = {}
+    assert not isvc_validator.is_valid(misspelt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 import threading
 import time
@@ -144,7 +145,10 @@ def test_mixed_gpu_roles_are_refused_before_anything_runs(target: Target, home: 
         )
 
 
-def test_dry_run_shows_what_spark_decides_later(target: Target, home: Path) -> None:
+def test_dry_run_shows_where_a_probe_stage_lands(target: Target, home: Path) -> None:
+    """Spark decides where tasks run as they start: the dry run asks it, with a probe stage of
+    the gang's shape, and shows those hosts, ports and GPUs, saying that the real run may go
+    elsewhere."""
     path = job_file(
         home.parent,
         f"""
@@ -157,8 +161,12 @@ def test_dry_run_shows_what_spark_decides_later(target: Target, home: Path) -> N
     )
     text = cauce.plan(path, cluster=target.address, home=home)
     assert f"on cluster spark ({target.address})" in text
-    assert "worker-1: host <executor> port 0 gpus <gpu>" in text
-    assert "MASTER_ADDR=<executor>" in text
+    shown = re.findall(r"worker-\d: host (\S+) port (\d+) gpus (\S+) ", text)
+    assert [host for host, _, _ in shown] == ["127.0.0.1", "127.0.0.1"], text
+    assert all(int(port) > 0 and gpus in ("0", "1") for _, port, gpus in shown), text
+    assert f"MASTER_ADDR=127.0.0.1\n    MASTER_PORT={shown[0][1]}\n" in text
+    assert "Spark places\n the real run itself" in text
+    assert "inherited from this shell" not in text
 
 
 def test_two_gangs_from_two_threads_share_the_cluster(

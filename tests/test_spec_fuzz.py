@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from cauce.cluster._config import load_local_config
 from cauce.errors import SpecError
 from cauce.pipeline import load_pipeline
-from cauce.spec import load_job, parse_job
-from cauce.spec._tune import parse_tune
+from cauce.spec import load_job, parse_job, parse_tune
 
 _SETTINGS = settings(
     max_examples=150,
@@ -29,11 +28,13 @@ _SETTINGS = settings(
 )
 
 _JOB_KEYS = ["name", "framework", "command", "roles", "env", "workdir", "restart", "timeout",
-             "hang_timeout", "grace_period", "cluster", "tune", "spark"]  # fmt: skip
+             "hang_timeout", "grace_period", "cluster", "tune", "spark",
+             "tensorboard"]  # fmt: skip
 _NESTED_KEYS = ["worker", "ps", "chief", "instances", "resources", "cpus", "memory", "gpus",
                 "max_restarts", "backoff", "max_backoff", "objective", "metric", "direction",
                 "space", "type", "low", "high", "step", "log", "values", "sampler", "pruner",
-                "seed", "trials", "local", "steps", "job", "inputs", "outputs", "X"]  # fmt: skip
+                "seed", "trials", "local", "steps", "job", "inputs", "outputs", "X",
+                "logdir", "report"]  # fmt: skip
 
 _WORDS = ["uniform", "int", "choice", "loguniform", "grid", "tpe", "min", "max", "pytorch",
           "tensorflow", "mxnet", "local", "spark://", "spark://h:x", "spark://h:7077", "local[2]",

@@ -14,8 +14,7 @@ from cauce._util import yamlfile
 from cauce.cluster._config import load_local_config
 from cauce.errors import SpecError
 from cauce.pipeline import load_pipeline
-from cauce.spec import load_job, parse_job
-from cauce.spec._tune import parse_tune
+from cauce.spec import load_job, parse_job, parse_tune
 from test_spec import job, refused
 
 # 9 lists of 9 aliases to the previous one: 9**9 (387 million) strings once expanded, in 400
@@ -279,7 +278,7 @@ def test_pipeline_files_go_through_the_same_loader(tmp_path: Path) -> None:
 
 
 def test_grid_count_matches_the_grid_without_making_it() -> None:
-    from cauce.spec._tune import ParamSpec
+    from cauce.spec import ParamSpec
 
     params = [
         ParamSpec("a", "int", low=0.0, high=10.0, step=3.0),

@@ -8,10 +8,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cauce.cli.main import env_default
+from cauce.cli._options import env_option
 from cauce.errors import HistoryError
 from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
 
@@ -20,10 +21,8 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     history = argparse.ArgumentParser(add_help=False)
-    history.add_argument(
-        "--history",
-        default=env_default("CAUCE_HISTORY"),
-        help="SQLAlchemy URL of the history store [env CAUCE_HISTORY]",
+    env_option(
+        history, "--history", env="CAUCE_HISTORY", help="SQLAlchemy URL of the history store"
     )
     jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
@@ -90,7 +89,8 @@ def _duration(job: JobRow) -> str:
     return f"{seconds / 60:.1f}m"
 
 
-def _table(rows: list[list[str]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns, two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -108,7 +108,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if len(rows) == 1:
         sys.stdout.write(f"no jobs yet in {store.url}\n")
     else:
-        sys.stdout.write(_table(rows) + "\n")
+        sys.stdout.write(table(rows) + "\n")
     return 0
 
 
@@ -128,7 +128,7 @@ def _flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
 
 def show_model(folder: Path, out: Any) -> None:
     """A model folder's name, version, tensors and lineage (where it came from)."""
-    from cauce.serve._spec import read_spec
+    from cauce.serve import read_spec
 
     spec = read_spec(folder, verify_hash=False)
     out.write(f"model:     {folder} ({spec.name} version {spec.version}, {spec.created_at})\n")
@@ -145,14 +145,14 @@ def show_model(folder: Path, out: Any) -> None:
 
 
 def _models_of(run_dir: str) -> list[Path]:
-    from cauce.serve._spec import SPEC_FILE
+    from cauce.serve import SPEC_FILE
 
     root = Path(run_dir)
     return sorted(p.parent for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cauce.serve._spec import SPEC_FILE
+    from cauce.serve import SPEC_FILE
 
     if (Path(args.job_id) / SPEC_FILE).is_file():
         show_model(Path(args.job_id), sys.stdout)
@@ -189,7 +189,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     took,
                 ]
             )
-        out.write("\n" + _table(rows) + "\n")
+        out.write("\n" + table(rows) + "\n")
     latest: dict[tuple[str, str], tuple[int, float]] = {}
     for row in store.get_metrics(job.id):
         latest[(row.task_id, row.name)] = (row.step, row.value)
@@ -197,7 +197,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rows = [["TASK", "METRIC", "STEP", "LAST VALUE"]]
         for (task_id, name), (step, value) in sorted(latest.items()):
             rows.append([task_id, name, str(step), f"{value:.6g}"])
-        out.write("\n" + _table(rows) + "\n")
+        out.write("\n" + table(rows) + "\n")
     restarts = [e for e in store.get_events(job.id) if e.kind == "restart"]
     for event in restarts:
         when = time.strftime("%H:%M:%S", time.localtime(event.ts))
@@ -242,12 +242,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if not rows:
         out.write(f"job {job.id} has no metrics (tasks report them with cauce.report)\n")
         return 0
-    table = [["TASK", "ATTEMPT", "STEP", "METRIC", "VALUE"]]
+    lines = [["TASK", "ATTEMPT", "STEP", "METRIC", "VALUE"]]
     for row in rows:
-        table.append(
+        lines.append(
             [row.task_id, str(row.attempt + 1), str(row.step), row.name, f"{row.value:.6g}"]
         )
-    out.write(_table(table) + "\n")
+    out.write(table(lines) + "\n")
     return 0
 
 

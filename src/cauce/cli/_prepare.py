@@ -8,7 +8,6 @@ import sys
 import time
 
 from cauce.cli._options import env_option
-from cauce.errors import SpecError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,19 +33,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser,
         "--engine",
         env="CAUCE_PREPARE_ENGINE",
+        default="duckdb",
         choices=("duckdb", "spark"),
-        help="where the function's expressions run (default duckdb; spark with --cluster)",
+        help="where the function's expressions run (default duckdb)",
     )
-    env_option(
-        parser,
+    parser.add_argument(
         "--cluster",
         "--spark-master",
-        dest="cluster",
-        env="CAUCE_CLUSTER",
-        default=os.environ.get("CAUCE_SPARK_MASTER") or None,
-        help="the Spark master to prepare on, as for cauce run: spark://HOST:PORT, local[N], "
-        "yarn, k8s://...; on a cluster of several hosts give --out on shared storage "
-        "(s3://..., hdfs://...). --spark-master is its former name",
+        dest="spark_master",
+        action=_Cluster,
+        metavar="URL",
+        default=os.environ.get("CAUCE_SPARK_MASTER") or None,  # empty = unset, as env_option
+        help="the Spark master, as for `cauce run`: local[4], spark://host:7077, yarn "
+        "(--spark-master is its old name) [env CAUCE_SPARK_MASTER]",
     )
     env_option(
         parser,
@@ -57,9 +56,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--rows-per-file", type=int, default=1_000_000, metavar="N")
     parser.add_argument(
-        "--row-group-rows", type=int, default=131_072, metavar="N", help="DuckDB engine only"
+        "--row-group-rows",
+        type=int,
+        default=131_072,
+        metavar="N",
+        help="rows per row group (Spark: not for hdfs:// and s3a:// outputs, written by Spark)",
     )
     parser.set_defaults(func=run)
+
+
+class _Cluster(argparse.Action):
+    """``--cluster``; its old name ``--spark-master`` still works, with a note."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string == "--spark-master":
+            print("cauce: --spark-master is deprecated: use --cluster", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,16 +91,12 @@ def run(args: argparse.Namespace) -> int:
         written[split] = rows
         print(f"  {split}: {rows:,} rows written", file=sys.stderr, flush=True)
 
-    cluster = None if args.cluster in (None, "", "local") else args.cluster
-    engine = args.engine or ("spark" if cluster else "duckdb")
-    if engine == "duckdb" and cluster:
-        raise SpecError("--cluster", f"{cluster} is for --engine spark; DuckDB runs on this host")
     started = time.monotonic()
     manifest = prepare(
         args.target,
         args.out,
-        engine=engine,
-        spark_master=cluster,
+        engine=args.engine,
+        spark_master=args.spark_master,
         force=args.force,
         progress=progress,
         rows_per_file=args.rows_per_file,

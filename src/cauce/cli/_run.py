@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from cauce.cli.main import env_default
+from cauce.cli._options import env_default, env_option
 from cauce.errors import GangFailed, SpecError
-from cauce.spec._parse import with_spark_conf
+from cauce.spec import with_spark_conf
 
 __all__ = ["register"]
 
@@ -45,17 +45,18 @@ def register(sub: Any) -> None:
         "spark.executor.memory=4g; overrides the spec's spark: section; also read from "
         "$CAUCE_SPARK_CONF (KEY=VALUE pairs separated by spaces, quoted as in a shell)",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--history",
-        default=env_default("CAUCE_HISTORY"),
-        help="SQLAlchemy URL of the history store (default: SQLite in $CAUCE_HOME) "
-        "[env CAUCE_HISTORY]",
+        env="CAUCE_HISTORY",
+        help="SQLAlchemy URL of the history store (default: SQLite in $CAUCE_HOME)",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--quiet",
-        action="store_true",
-        default=env_default("CAUCE_QUIET", "") not in ("", "0"),
-        help="do not echo task output on the console (it still goes to the logs) [env CAUCE_QUIET]",
+        env="CAUCE_QUIET",
+        flag=True,
+        help="do not echo task output on the console (it still goes to the logs)",
     )
     pipeline = parser.add_argument_group("pipelines")
     pipeline.add_argument(

@@ -107,6 +107,14 @@ _PACKAGE: _Table = (
         "holds the server's token (default cauce-NAME-token)",
     ),
     ("--insecure", "insecure", bool, None, "no token: the server answers anyone who reaches it"),
+    (
+        "--kserve",
+        "kserve",
+        bool,
+        None,
+        "write a KServe InferenceService (OUT/k8s/inferenceservice.yaml) in place of the "
+        "Deployment, Service and HorizontalPodAutoscaler",
+    ),
 )
 
 _PREDICT: _Table = (
@@ -210,8 +218,7 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from cauce.serve import ServeSettings, serve
-    from cauce.serve._ready import server_url
+    from cauce.serve import ServeSettings, serve, server_url
     from cauce.serve._store import local_model_dir
 
     values = {f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.name in args}
@@ -253,6 +260,7 @@ def run_package(args: argparse.Namespace) -> int:
         cauce_requirement=args.cauce_requirement,
         token_secret=args.token_secret,
         insecure=args.insecure,
+        kserve=args.kserve,
     )
     for path in written:
         print(path)

@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from cauce.cli.main import env_default
+from cauce.cli._jobs import table
+from cauce.cli._options import env_option
 
 __all__ = ["register"]
 
@@ -24,25 +24,14 @@ def _positive(text: str) -> int:
     return value
 
 
-def _env_int(name: str) -> int | None:
-    text = env_default(name)
-    if text in (None, ""):
-        return None
-    try:
-        return _positive(text)
-    except argparse.ArgumentTypeError as exc:
-        from cauce.errors import SpecError
-
-        raise SpecError(f"${name}", str(exc), value=text) from None
-
-
 def register(sub: Any) -> None:
     history = argparse.ArgumentParser(add_help=False)
-    history.add_argument(
+    env_option(
+        history,
         "--history",
-        default=env_default("CAUCE_HISTORY"),
+        env="CAUCE_HISTORY",
         help="SQLAlchemy URL of the history store, which also keeps the studies (default: "
-        "SQLite in $CAUCE_HOME) [env CAUCE_HISTORY]",
+        "SQLite in $CAUCE_HOME)",
     )
     tune = sub.add_parser(
         "tune",
@@ -55,24 +44,26 @@ def register(sub: Any) -> None:
         "interrupted.",
     )
     tune.add_argument("job", help="the job YAML file, with a tune: section")
-    tune.add_argument(
+    env_option(
+        tune,
         "--trials",
+        env="CAUCE_TUNE_TRIALS",
         type=_positive,
-        default=None,
         help="how many trials the study should have, complete or pruned (default: the spec's "
-        "tune.trials) [env CAUCE_TUNE_TRIALS]",
+        "tune.trials)",
     )
-    tune.add_argument(
+    env_option(
+        tune,
         "--parallel",
+        env="CAUCE_TUNE_PARALLEL",
         type=_positive,
-        default=None,
-        help="trials running at once (default: the spec's tune.parallel) [env CAUCE_TUNE_PARALLEL]",
+        help="trials running at once (default: the spec's tune.parallel)",
     )
-    tune.add_argument(
+    env_option(
+        tune,
         "--study",
-        default=env_default("CAUCE_STUDY"),
-        help="the study's name; the same name continues a study (default: the job's name) "
-        "[env CAUCE_STUDY]",
+        env="CAUCE_STUDY",
+        help="the study's name; the same name continues a study (default: the job's name)",
     )
     tune.add_argument(
         "--cluster",
@@ -80,12 +71,13 @@ def register(sub: Any) -> None:
         help="where trials run: local (default); overrides the spec's cluster, which overrides "
         "$CAUCE_CLUSTER",
     )
-    tune.add_argument(
+    env_option(
+        tune,
         "--plain",
-        action="store_true",
-        default=env_default("CAUCE_PLAIN", "") not in ("", "0"),
+        env="CAUCE_PLAIN",
+        flag=True,
         help="print one line per trial event instead of a live table (the default when "
-        "stdout is not a terminal) [env CAUCE_PLAIN]",
+        "stdout is not a terminal)",
     )
     tune.set_defaults(func=cmd_tune)
 
@@ -103,22 +95,16 @@ def register(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from cauce.tune import tune
-    from cauce.tune._display import make_console
-    from cauce.tune._optuna import import_optuna
+    from cauce.tune import import_optuna, make_console, quiet_optuna, tune
 
     import_optuna()
-    from cauce.tune._optuna import quiet_optuna
-
     quiet_optuna()
-    trials = args.trials if args.trials is not None else _env_int("CAUCE_TUNE_TRIALS")
-    parallel = args.parallel if args.parallel is not None else _env_int("CAUCE_TUNE_PARALLEL")
     console = make_console(sys.stdout, live=False if args.plain else None)
     try:
         result = tune(
             args.job,
-            trials=trials,
-            parallel=parallel,
+            trials=args.trials,
+            parallel=args.parallel,
             study=args.study,
             cluster=args.cluster,
             history=args.history,
@@ -135,12 +121,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from cauce.tune import studies, trials
-    from cauce.tune._optuna import import_optuna
+    from cauce.tune import import_optuna, quiet_optuna, studies, trials
 
     import_optuna()
-    from cauce.tune._optuna import quiet_optuna
-
     quiet_optuna()
     if args.study is None:
         found = studies(history=args.history)
@@ -177,22 +160,22 @@ def cmd_trials(args: argparse.Namespace) -> int:
                     best,
                 )
             )
-        _table(lines)
+        sys.stdout.write(table(lines) + "\n")
         return 0
     found_trials = trials(args.study, history=args.history)
     if args.format == "json":
         sys.stdout.write(json.dumps([_trial_dict(t) for t in found_trials], indent=2) + "\n")
         return 0
-    from cauce.tune._display import describe_params, first_line
+    from cauce.tune import describe_params, first_line
 
-    table: list[tuple[str, ...]] = [
+    shown: list[tuple[str, ...]] = [
         ("TRIAL", "STATE", "VALUE", "STEP", "SECONDS", "JOB", "PARAMS", "NOTE")
     ]
     for t in found_trials:
         seconds = (
             f"{(t.ended_at or time.time()) - t.started_at:.1f}" if t.started_at is not None else "-"
         )
-        table.append(
+        shown.append(
             (
                 str(t.number),
                 t.state,
@@ -204,7 +187,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 first_line(t.note, 80),
             )
         )
-    _table(table)
+    sys.stdout.write(table(shown) + "\n")
     return 0
 
 
@@ -224,10 +207,3 @@ def _trial_dict(trial: Any) -> dict[str, Any]:
         "ended_at": trial.ended_at,
         "note": trial.note,
     }
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")

@@ -28,6 +28,8 @@ _COMMANDS = (
     "cauce.cli._prepare",
     "cauce.cli._tune",
     "cauce.cli._serve",
+    "cauce.cli._tensorboard",
+    "cauce.cli._doctor",
 )
 
 

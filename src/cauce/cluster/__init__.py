@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 from cauce.cluster._open import cluster_address, get_cluster, open_cluster
+from cauce.cluster._ports import free_ports
+from cauce.cluster._procs import Reaper
 from cauce.cluster.api import (
     Cluster,
+    DriverAddress,
     GangRequest,
     HostCapacity,
     Reservation,
     RunningGang,
     TaskExit,
     TaskLaunch,
+    TaskPlace,
     TaskRequest,
     Waiting,
 )
 
 __all__ = [
     "Cluster",
+    "DriverAddress",
     "GangRequest",
     "HostCapacity",
+    "Reaper",
     "Reservation",
     "RunningGang",
     "TaskExit",
     "TaskLaunch",
+    "TaskPlace",
     "TaskRequest",
     "Waiting",
     "cluster_address",
+    "free_ports",
     "get_cluster",
     "open_cluster",
 ]

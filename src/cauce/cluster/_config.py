@@ -32,8 +32,7 @@ def load_local_config(home: Path) -> LocalConfig:
     path = home / "config.yaml"
     if not path.exists():
         return LocalConfig()
-    from cauce.spec import parse_memory
-    from cauce.spec._values import MAX_CPUS, number_problem
+    from cauce.spec import MAX_CPUS, number_problem, parse_memory
 
     source = str(path)
     data: Any = load_yaml_file(path, what="config file") or {}

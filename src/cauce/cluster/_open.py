@@ -8,8 +8,7 @@ from collections.abc import Iterator, Mapping
 
 from cauce.cluster.api import Cluster
 from cauce.errors import ClusterError
-from cauce.spec import JobSpec
-from cauce.spec._parse import CLUSTER_PREFIXES
+from cauce.spec import CLUSTER_PREFIXES, JobSpec
 
 __all__ = ["cluster_address", "get_cluster", "open_cluster"]
 

@@ -22,7 +22,9 @@ from cauce.frameworks.api import GangLayout
 from cauce.spec import Resources
 
 __all__ = [
+    "SHELL_NOTE",
     "Cluster",
+    "DriverAddress",
     "GangRequest",
     "HostCapacity",
     "OutputSink",
@@ -30,6 +32,7 @@ __all__ = [
     "RunningGang",
     "TaskExit",
     "TaskLaunch",
+    "TaskPlace",
     "TaskProcesses",
     "TaskRequest",
     "Waiting",
@@ -78,11 +81,42 @@ class Waiting:
     reason: str
 
 
+@dataclass(frozen=True)
+class DriverAddress:
+    """Where the driver listens (``bind``) and the address its tasks reach it at."""
+
+    bind: str
+    advertised: str
+
+
+@dataclass(frozen=True)
+class TaskPlace:
+    """Where a started task really runs, as its host reported it."""
+
+    host: str
+    port: int
+    gpus: tuple[str, ...]
+    pid: int
+
+
+#: What ``cauce run --dry-run`` says under a plan whose tasks run as the driver's children.
+SHELL_NOTE = (
+    "(ports are fresh free ports for each attempt; the rest of the environment is\n"
+    " inherited from this shell)"
+)
+
+
 class Reservation(abc.ABC):
     """Resources held for one gang, kept across its restarts and freed by :meth:`release`."""
 
     #: task_id -> (host, GPU ids)
     placements: Mapping[str, tuple[str, tuple[str, ...]]]
+
+    def preview(self) -> tuple[dict[str, int] | None, str]:
+        """For a dry run only: the ports to show (None: :meth:`ports` ones) and the note to
+        print under the plan. A cluster that learns hosts only when tasks start (Spark) asks
+        it where they would go now and updates :attr:`placements`."""
+        return None, SHELL_NOTE
 
     @abc.abstractmethod
     def ports(self, task_ids: Sequence[str]) -> dict[str, int]:
@@ -91,6 +125,13 @@ class Reservation(abc.ABC):
     @abc.abstractmethod
     def release(self) -> None:
         """Free the resources. Idempotent."""
+
+    def renew(self) -> Waiting | None:
+        """Before a restart: check again that the held resources are there. None when they
+        are (the default: held resources stay held), :class:`Waiting` while they are not (a
+        lost host's share of a Spark cluster), :class:`~cauce.errors.PlacementError` once the
+        cluster gives up waiting. Called from the driver's thread, never blocks for long."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -131,6 +172,11 @@ OutputSink = Callable[[str, str], None]
 class RunningGang(abc.ABC):
     """The processes of one attempt of a gang."""
 
+    def places(self) -> dict[str, TaskPlace]:
+        """Where the tasks that have started run, when the cluster learns that only as they
+        start (Spark's executors); {} when the plan said it already. Thread-safe."""
+        return {}
+
     @abc.abstractmethod
     def pids(self) -> dict[str, int]:
         """task_id -> pid of the task's main process (also its process group on local)."""
@@ -150,6 +196,9 @@ class Cluster(abc.ABC):
     """A resource manager that places gangs and starts their tasks."""
 
     name: str
+    #: Seconds a dry run retries a gang that must wait, for resources that are still coming
+    #: (the executors of a Spark application that has just started register one by one).
+    dry_run_wait: float = 0.0
 
     @abc.abstractmethod
     def describe(self) -> list[HostCapacity]:
@@ -175,6 +224,11 @@ class Cluster(abc.ABC):
     ) -> RunningGang:
         """Start one attempt. ``on_exit`` is called once per task when its process ends.
         ``grace`` is how long tasks get between SIGTERM and SIGKILL if the driver dies."""
+
+    def driver_address(self) -> DriverAddress:
+        """Where services that the driver runs for a gang (Horovod's key-value store) listen,
+        and the address the tasks reach them at: loopback unless tasks run on other hosts."""
+        return DriverAddress("127.0.0.1", "127.0.0.1")
 
     @abc.abstractmethod
     def close(self) -> None:

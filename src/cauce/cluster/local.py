@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -173,7 +172,3 @@ class LocalCluster(Cluster):
             with contextlib.suppress(OSError):
                 self._reaper.close()
             self._reaper = None
-
-
-def omp_threads(cpus: float) -> int:
-    return max(1, math.floor(cpus))

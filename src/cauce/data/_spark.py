@@ -21,7 +21,7 @@ from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
 from cauce.data._spark_write import through_hadoop, write_split
 from cauce.data.api import DataError, Progress
-from cauce.spec._parse import spark_conf_pairs
+from cauce.spec import spark_conf_pairs
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir

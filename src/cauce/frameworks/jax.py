@@ -1,4 +1,4 @@
-"""JAX: the settings of ``jax.distributed.initialize``.
+"""JAX: the settings of ``jax.distributed.initialize``, under cauce's names and Kubeflow's.
 
 jax 0.10 reads only ``JAX_COORDINATOR_ADDRESS`` from the environment; without a cluster it knows
 (SLURM, Open MPI, Kubernetes, ...) it cannot guess the number of processes or this process's id.
@@ -7,6 +7,10 @@ So the task passes ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` itself, or calls
 
     from cauce.frameworks.jax import initialize
     initialize()   # = jax.distributed.initialize(address, num_processes, process_id)
+
+Scripts written for Kubeflow's JAXJob read the same settings under the names the Training
+Operator gives (``pkg/controller.v1/jax/envvar.go`` in kubeflow/training-operator v1.9.0):
+``COORDINATOR_ADDRESS`` (a host), ``COORDINATOR_PORT``, ``NUM_PROCESSES`` and ``PROCESS_ID``.
 """
 
 from __future__ import annotations
@@ -21,15 +25,23 @@ __all__ = ["FRAMEWORK", "framework_env", "initialize"]
 
 
 def framework_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]:
-    """The coordinator (world rank 0's address), the number of processes and this one's id."""
+    """The coordinator (world rank 0's address), the number of processes and this one's id,
+    under cauce's ``JAX_*`` names and Kubeflow's JAXJob names."""
     rank = world.rank(slot.task_id)
     if rank < 0:
         return {}
     coordinator = master_slot(layout, world)
+    address = host_port(coordinator.host, coordinator.port)
     return {
-        "JAX_COORDINATOR_ADDRESS": host_port(coordinator.host, coordinator.port),
+        "JAX_COORDINATOR_ADDRESS": address,
         "JAX_NUM_PROCESSES": str(world.size),
         "JAX_PROCESS_ID": str(rank),
+        # Kubeflow's JAXJob: the host alone (an IPv6 literal in brackets, so that the
+        # f"{COORDINATOR_ADDRESS}:{COORDINATOR_PORT}" of its examples is an address), the port.
+        "COORDINATOR_ADDRESS": address.rsplit(":", 1)[0],
+        "COORDINATOR_PORT": str(coordinator.port),
+        "NUM_PROCESSES": str(world.size),
+        "PROCESS_ID": str(rank),
     }
 
 

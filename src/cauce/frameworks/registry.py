@@ -36,8 +36,14 @@ _REGISTRY: dict[str, Framework] = {
 #: The names a job's ``framework:`` may take.
 FRAMEWORKS: tuple[str, ...] = tuple(_REGISTRY)
 #: Variables the driver sets beside the contract, for the runtime: where ``cauce.report``
-#: writes, and a trial's parameters.
-DRIVER_NAMES = ("CAUCE_PROGRESS_FILE", "CAUCE_PARAMS")
+#: writes, a trial's parameters, and the ``tensorboard:`` section's folder, switch and port.
+DRIVER_NAMES = (
+    "CAUCE_PROGRESS_FILE",
+    "CAUCE_PARAMS",
+    "CAUCE_TENSORBOARD_DIR",
+    "CAUCE_TENSORBOARD_REPORT",
+    "TB_PORT",
+)
 
 
 def get_framework(name: str) -> Framework:

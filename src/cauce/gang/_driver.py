@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import queue
-import secrets
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -18,31 +17,31 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import SpecError
+from cauce.errors import PlacementError, SpecError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import render_dry_run
-from cauce.gang._hang import silences
+from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
-from cauce.gang._record import JobRecord
+from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
+from cauce.gang._tensorboard import (
+    make_tensorboard_dir,
+    tensorboard_chief_env,
+    tensorboard_env,
+)
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
-__all__ = ["JobDriver", "new_job_id"]
+__all__ = ["JobDriver"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 logger = logging.getLogger(__name__)
-
-
-def new_job_id(name: str) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-    return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
 class JobDriver:
@@ -94,7 +93,9 @@ class JobDriver:
         self._deadline: float | None = None  # job timeout, monotonic
         self._restart_at: float | None = None
         self._started: float | None = None
-        self._horovod = HorovodRendezvous() if spec.framework == "horovod" else None
+        self._horovod = (
+            HorovodRendezvous(cluster.driver_address) if spec.framework == "horovod" else None
+        )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
 
@@ -105,15 +106,27 @@ class JobDriver:
         self._check_workdir()
         self.cluster.check(self.request)
         got = self.cluster.try_reserve(self.request)
+        settle = time.monotonic() + self.cluster.dry_run_wait
+        while isinstance(got, Waiting) and time.monotonic() < settle:
+            time.sleep(self.poll_interval)
+            got = self.cluster.try_reserve(self.request)
         if isinstance(got, Waiting):
             return render_dry_run(self.spec, self.request, self.cluster.name, None, got.reason)
         try:
-            plan = self._build(got, 0, "127.0.0.1:<port>" if self._horovod else None)
+            ports, note = got.preview()
+            rendezvous = self._horovod.preview() if self._horovod is not None else None
+            plan = self._build(got, 0, rendezvous, ports)
         finally:
             got.release()
-        return render_dry_run(self.spec, self.request, self.cluster.name, plan)
+        return render_dry_run(self.spec, self.request, self.cluster.name, plan, note=note)
 
-    def _build(self, reservation: Reservation, attempt: int, rendezvous: str | None) -> AttemptPlan:
+    def _build(
+        self,
+        reservation: Reservation,
+        attempt: int,
+        rendezvous: str | None,
+        ports: Mapping[str, int] | None = None,
+    ) -> AttemptPlan:
         return build_attempt(
             self.spec,
             self.request,
@@ -123,14 +136,17 @@ class JobDriver:
             log_dir=str(self.log_dir),
             environ=self._task_environ(),
             rendezvous=rendezvous,
+            ports=ports,
             progress_dir=str(self.progress.folder),
             extra_env=self._extra_env(),
+            chief_env=tensorboard_chief_env(self.spec),
         )
 
     def _extra_env(self) -> dict[str, str]:
-        if not self.params:
-            return {}
-        return {"CAUCE_PARAMS": json.dumps(self.params, default=str)}
+        env = tensorboard_env(self.spec, self.job_id, str(self.run_dir))
+        if self.params:
+            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
+        return env
 
     def _task_environ(self) -> dict[str, str]:
         env = dict(self.environ)
@@ -169,6 +185,7 @@ class JobDriver:
         self.cluster.check(self.request)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
+        make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
         self.record.submitted(
             self.spec,
             kind=self.kind,
@@ -204,11 +221,35 @@ class JobDriver:
         # The cluster is its owner's to close (whoever opened it), not the driver's.
 
     def _wait_for_reservation(self) -> m.Finish | None:
+        def reserve() -> Waiting | None:
+            got = self.cluster.try_reserve(self.request)
+            if isinstance(got, Waiting):
+                return got
+            self._reservation = got
+            return None
+
+        stopped = self._wait_until_placed(reserve)
+        return None if stopped is None else m.Finish(JobStatus.KILLED, reason=stopped.reason)
+
+    def _place_again(self) -> m.Finish | m.StopRequested | None:
+        """Before a restart: the cluster checks again that the gang fits (a host may be gone),
+        and the job waits, saying why, as before its first attempt. A Finish when the cluster
+        gives up, the stop when one is asked for meanwhile, None once placed."""
+        assert self._reservation is not None
+        try:
+            return self._wait_until_placed(self._reservation.renew)
+        except PlacementError as exc:
+            cause = self._root_cause(self._machine.failure)
+            reason = f"{cause}\nthe restart could not be placed: {exc}"
+            return m.Finish(JobStatus.FAILED, reason=reason)
+
+    def _wait_until_placed(self, place: Callable[[], Waiting | None]) -> m.StopRequested | None:
+        """Call ``place`` until it places the gang (None), saying what it waits for; the stop
+        request that came meanwhile, if one did."""
         last = ""
         while True:
-            got = self.cluster.try_reserve(self.request)
-            if not isinstance(got, Waiting):
-                self._reservation = got
+            got = place()
+            if got is None:
                 return None
             if got.reason != last:
                 last = got.reason
@@ -219,7 +260,7 @@ class JobDriver:
             except queue.Empty:
                 continue
             if isinstance(event, m.StopRequested):
-                return m.Finish(JobStatus.KILLED, reason=event.reason)
+                return event
 
     def _run(self) -> JobResult:
         early = self._wait_for_reservation()
@@ -267,6 +308,7 @@ class JobDriver:
         """Store what tasks reported; the first running task silent for too long is hung."""
         if self._plan is None:
             return None
+        self._record_places()
         tasks = [launch.task_id for launch in self._plan.launches]
         rows, alive = self.progress.poll(tasks)
         if rows:
@@ -284,19 +326,21 @@ class JobDriver:
             for task_id in tasks
             if task_id not in self._machine.exits and task_id in self._machine.tracked
         }
-        late = next((task_id for task_id, seconds in idle.items() if seconds > limit), None)
-        if late is None:
-            return None
-        # Who stopped first is the machine's to say, from what the OS says of every task.
-        silent = silences(self._running, idle)
         runtime = now - self._task_started
-        return m.TaskHung(late, idle[late], runtime, self._machine.attempt, silent)
+        return first_hung(self._running, idle, limit, runtime, self._machine.attempt)
 
     def _execute(self, instruction: m.Instruction, pending: list[m.Event]) -> JobResult | None:
         match instruction:
             case m.StartAttempt(attempt=attempt):
-                self._start_attempt(attempt)
+                again = self._place_again() if attempt > 0 else None
+                if isinstance(again, m.Finish):
+                    return self._finish(again)
+                if again is not None:
+                    pending.append(again)  # stopped while waiting: the machine ends the job
+                else:
+                    self._start_attempt(attempt)
             case m.StopGang(reason=reason):
+                self._record_places()
                 if self._running is not None:
                     grace = self.spec.grace_period
                     self._running.stop(grace)
@@ -344,19 +388,23 @@ class JobDriver:
         extra = f", GPUs {gpus}" if gpus else ""
         self.console.status(f"attempt {attempt + 1}: started {len(plan.launches)} tasks{extra}")
 
+    def _record_places(self) -> None:
+        """Hosts, ports and pids that the cluster learns only as tasks start (Spark)."""
+        if self._running is not None:
+            self.record.places(self._machine.attempt, self._running.places())
+
     def _record_exit(self, event: m.TaskExited) -> None:
+        self._record_places()
         status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
         if event.attempt == self._machine.attempt and self._machine.phase is not m.Phase.RUNNING:
             status = TaskStatus.STOPPED if event.returncode != 0 else status
         self.record.task_exited(event, status)
 
-    def _log_path(self, task_id: str) -> str:
-        return str(self.log_dir / f"{task_id}.log")
-
     def _root_cause(self, failure: m.Failure | None) -> str:
         if failure is None:
             return ""
-        return render_root_cause(failure, self._log_path(failure.task_id), self.spec.hang_timeout)
+        log = str(self.log_dir / f"{failure.task_id}.log")
+        return render_root_cause(failure, log, self.spec.hang_timeout)
 
     def _finish(self, finish: m.Finish) -> JobResult:
         self._poll_progress()  # the last reports of the last attempt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from cauce.cluster.api import GangRequest
+from cauce.cluster.api import SHELL_NOTE, GangRequest
 from cauce.gang._plan import AttemptPlan
 from cauce.spec import JobSpec
 
@@ -12,9 +12,16 @@ __all__ = ["render_dry_run"]
 
 
 def render_dry_run(
-    spec: JobSpec, request: GangRequest, cluster: str, plan: AttemptPlan | None, waiting: str = ""
+    spec: JobSpec,
+    request: GangRequest,
+    cluster: str,
+    plan: AttemptPlan | None,
+    waiting: str = "",
+    *,
+    note: str = SHELL_NOTE,
 ) -> str:
-    """The resolved plan, or (``plan`` None) what the gang waits for."""
+    """The resolved plan, or (``plan`` None) what the gang waits for; ``note`` goes under the
+    plan (how firm the placement is, where the rest of the environment comes from)."""
     lines = [f"job {spec.name} ({spec.framework}): {len(request.tasks)} tasks on cluster {cluster}"]
     if plan is None:
         lines.append(f"waiting: {waiting} (the plan below is what it would get)")
@@ -36,6 +43,5 @@ def render_dry_run(
         for key in sorted(shown):
             lines.append(f"    {key}={shown[key]}")
     lines.append("")
-    lines.append("(ports are fresh free ports for each attempt; the rest of the environment is")
-    lines.append(" inherited from this shell)")
+    lines.extend(note.splitlines())
     return "\n".join(lines)

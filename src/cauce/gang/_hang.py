@@ -8,12 +8,23 @@ import time
 from collections.abc import Mapping
 
 from cauce.cluster.api import RunningGang
-from cauce.gang._machine import TaskSilence
+from cauce.gang._machine import TaskHung, TaskSilence
 
-__all__ = ["CPU_WINDOW", "silences"]
+__all__ = ["CPU_WINDOW", "first_hung", "silences"]
 
 #: seconds between the two looks at the tasks' CPU time
 CPU_WINDOW = 0.5
+
+
+def first_hung(
+    running: RunningGang, idle: Mapping[str, float], limit: float, runtime: float, attempt: int
+) -> TaskHung | None:
+    """The first task of ``idle`` silent for more than ``limit`` seconds, as the machine's event,
+    with what the OS says of every silent task (who stopped first is the machine's to say)."""
+    late = next((task_id for task_id, seconds in idle.items() if seconds > limit), None)
+    if late is None:
+        return None
+    return TaskHung(late, idle[late], runtime, attempt, silences(running, idle))
 
 
 def silences(

@@ -1,20 +1,29 @@
 """The driver's side of Horovod's Gloo rendezvous: a key-value store the launcher serves
-(``cauce.frameworks._horovod_kv``), started for the first attempt and emptied for each restart."""
+(``cauce.frameworks._horovod_kv``), started for the first attempt and emptied for each restart.
+
+It listens on the driver's address for its cluster (:meth:`Cluster.driver_address`): loopback on
+the local cluster, the address executors reach on Spark, so that tasks on other hosts meet there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from cauce.cluster.api import DriverAddress
+from cauce.frameworks._common import host_port
 
 if TYPE_CHECKING:
     from cauce.frameworks._horovod_kv import HorovodKVServer
 
 __all__ = ["HorovodRendezvous"]
 
-_HOST = "127.0.0.1"
-
 
 class HorovodRendezvous:
-    def __init__(self) -> None:
+    def __init__(self, where: Callable[[], DriverAddress]) -> None:
+        """``where`` gives the driver's address when the store starts (not before: on Spark
+        it is known once the application runs)."""
+        self._where = where
         self._server: HorovodKVServer | None = None
         self.address: str | None = None
 
@@ -25,9 +34,17 @@ class HorovodRendezvous:
             return self.address
         from cauce.frameworks import _horovod_kv
 
-        self._server, port = _horovod_kv.start(_HOST)
-        self.address = f"{_HOST}:{port}"
+        where = self._where()
+        self._server, port = _horovod_kv.start(where.bind)
+        self.address = host_port(where.advertised, port)
         return self.address
+
+    def preview(self) -> str:
+        """For a dry run: where the store would be, with a port free now; starts nothing."""
+        from cauce.cluster._ports import free_ports
+
+        where = self._where()
+        return host_port(where.advertised, free_ports(1, where.bind)[0])
 
     def stop(self) -> None:
         if self._server is not None:

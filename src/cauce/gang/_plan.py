@@ -103,9 +103,11 @@ def build_attempt(
     ports: Mapping[str, int] | None = None,
     progress_dir: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    chief_env: Mapping[str, str] | None = None,
 ) -> AttemptPlan:
     """``extra_env`` is set for every task after the contract (the driver's own variables,
-    such as a trial's ``CAUCE_PARAMS``) and before the spec's ``env``."""
+    such as a trial's ``CAUCE_PARAMS``) and before the spec's ``env``; ``chief_env`` likewise,
+    for the chief only (the task whose ``IS_CHIEF`` is true: TonY's ``TB_PORT``)."""
     task_ids: Sequence[str] = [task.task_id for task in request.tasks]
     ports = ports if ports is not None else reservation.ports(task_ids)
     slots = []
@@ -141,6 +143,8 @@ def build_attempt(
         if progress_dir is not None:
             mine["CAUCE_PROGRESS_FILE"] = os.path.join(progress_dir, f"{task.task_id}.jsonl")
         mine.update(extra_env or {})
+        if mine.get("IS_CHIEF") == "true":
+            mine.update(chief_env or {})
         mine.update(spec.env)
         mine.update(role.env)
         contract[task.task_id] = mine

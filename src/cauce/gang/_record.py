@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
 
+from cauce.cluster.api import TaskPlace
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan
 from cauce.history import HistoryStore, JobStatus, TaskStatus, process_stamp
 from cauce.spec import JobSpec
 
-__all__ = ["JobRecord"]
+__all__ = ["JobRecord", "new_job_id"]
+
+
+def new_job_id(name: str) -> str:
+    """``NAME-YYYYmmdd-HHMMSS-xxxx``: the job's name, the local time and four hex digits."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
 class JobRecord:
     def __init__(self, store: HistoryStore, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
+        self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
@@ -74,6 +83,23 @@ class JobRecord:
             self.store.update_job(self.job_id, started_at=now)
         self.store.update_job(self.job_id, status=JobStatus.RUNNING, attempts=attempt + 1)
         self.store.add_event(self.job_id, "attempt_started", attempt=attempt, data=dict(pids))
+
+    def places(self, attempt: int, places: Mapping[str, TaskPlace]) -> None:
+        """Where tasks really run, once their cluster says (Spark's executors, as they start);
+        each place is written once."""
+        for task_id, place in places.items():
+            if self._placed.get(task_id) == (attempt, place):
+                continue
+            self._placed[task_id] = (attempt, place)
+            self.store.upsert_task(
+                self.job_id,
+                task_id,
+                attempt,
+                host=place.host,
+                port=place.port,
+                gpus=",".join(place.gpus),
+                pid=place.pid,
+            )
 
     def task_exited(self, exited: m.TaskExited, status: TaskStatus) -> None:
         self.store.upsert_task(

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cauce.errors import CauceError, SpecError
 from cauce.pipeline._console import PipelineConsole
 from cauce.pipeline._state import digest, hash_files
-from cauce.spec import JobSpec, load_job
-from cauce.spec._parse import with_spark_conf
+from cauce.spec import JobSpec, load_job, with_spark_conf
 
 if TYPE_CHECKING:
     from cauce.pipeline._spec import PipelineSpec, StepSpec

@@ -3,7 +3,8 @@
 Each call appends one JSON line to this task's progress file (``$CAUCE_PROGRESS_FILE``, set by
 the driver), which the driver reads about once a second: the values go to the history store
 (``cauce show``, ``cauce metrics``), and the time of the last line is what hang detection
-watches. Without a driver, reports go nowhere and cost nothing.
+watches. Without a driver, reports go nowhere and cost nothing. With ``tensorboard: {report:
+true}`` in the job they are also written as TensorBoard scalars (``cauce.runtime._tensorboard``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import threading
 import time
 from typing import IO
+
+from cauce.runtime._tensorboard import scalars
 
 __all__ = ["TrialPruned", "heartbeat", "report"]
 
@@ -95,7 +98,9 @@ def report(step: int, /, **metrics: float) -> None:
                 f"cauce.report: metric {name!r} must be a number, got {value!r}"
             ) from None
         values[name] = number
-    _channel.write({"t": time.time(), "s": step, "m": values})
+    now = time.time()
+    _channel.write({"t": now, "s": step, "m": values})
+    scalars(now, step, values)  # with tensorboard: {report: true} only
     _channel.check_stop()
 
 

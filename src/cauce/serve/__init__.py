@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from cauce.serve._app import ServeApp
     from cauce.serve._format import LoadedModel, load_model, save_model
     from cauce.serve._package import package
-    from cauce.serve._predict import predict_dataset
+    from cauce.serve._predict import arrow_inputs, predict_dataset
+    from cauce.serve._ready import server_url
     from cauce.serve._server import serve
-    from cauce.serve._spec import ModelSpec, read_spec
+    from cauce.serve._spec import SPEC_FILE, ModelSpec, read_spec
 
 __all__ = [
     "DATATYPES",
+    "SPEC_FILE",
     "CategoricalFeature",
     "FeatureError",
     "InvalidInput",
@@ -55,12 +57,14 @@ __all__ = [
     "ServeSettings",
     "SettingsError",
     "TensorSpec",
+    "arrow_inputs",
     "load_model",
     "package",
     "predict_dataset",
     "read_spec",
     "save_model",
     "serve",
+    "server_url",
 ]
 
 _LAZY = {
@@ -71,7 +75,10 @@ _LAZY = {
     "serve": "cauce.serve._server",
     "package": "cauce.serve._package",
     "predict_dataset": "cauce.serve._predict",
+    "arrow_inputs": "cauce.serve._predict",
+    "server_url": "cauce.serve._ready",
     "ModelSpec": "cauce.serve._spec",
+    "SPEC_FILE": "cauce.serve._spec",
     "read_spec": "cauce.serve._spec",
 }
 

@@ -285,13 +285,18 @@ class ServeApp:
             return await self._predict(scope, receive)
         return error_response(404, no_route)
 
-    async def _infer(self, scope: Scope, receive: Receive) -> Response:
+    def _accept(self, scope: Scope) -> tuple[LoadedModel, Batcher]:
+        """Count a request the model will answer; the batcher expects it (or ``forget``)."""
         model, batcher = self.model, self._batcher
         if model is None or batcher is None:
             raise _NotReady
         self.accepted += 1
         scope["cauce.accepted"] = True
         batcher.expect()
+        return model, batcher
+
+    async def _infer(self, scope: Scope, receive: Receive) -> Response:
+        model, batcher = self._accept(scope)
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             raw_length = header(scope, b"inference-header-content-length")
@@ -318,12 +323,7 @@ class ServeApp:
         )
 
     async def _predict(self, scope: Scope, receive: Receive) -> Response:
-        model, batcher = self.model, self._batcher
-        if model is None or batcher is None:
-            raise _NotReady
-        self.accepted += 1
-        scope["cauce.accepted"] = True
-        batcher.expect()
+        model, batcher = self._accept(scope)
         try:
             records = loads(await read_body(scope, receive, self.settings.max_body_bytes))
             inputs = model.preprocess(records)

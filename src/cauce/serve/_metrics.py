@@ -52,26 +52,13 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.batch_rows = Histogram(
-            "cauce_serve_batch_size",
-            "Rows in each model run",
-            ["model"],
-            buckets=_size_buckets(max_batch_size),
-            registry=r,
+        sizes = _size_buckets(max_batch_size)
+        self.batch_rows = self._per_model("cauce_serve_batch_size", "Rows in each model run", sizes)
+        self.batch_requests = self._per_model(
+            "cauce_serve_batch_requests", "Requests grouped into each model run", sizes
         )
-        self.batch_requests = Histogram(
-            "cauce_serve_batch_requests",
-            "Requests grouped into each model run",
-            ["model"],
-            buckets=_size_buckets(max_batch_size),
-            registry=r,
-        )
-        self.run_seconds = Histogram(
-            "cauce_serve_inference_duration_seconds",
-            "Time of each model run",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.run_seconds = self._per_model(
+            "cauce_serve_inference_duration_seconds", "Time of each model run", _LATENCY_BUCKETS
         )
         self.queue = Gauge(
             "cauce_serve_queue_depth",
@@ -92,6 +79,9 @@ class ServeMetrics:
         self._reqs = self.batch_requests.labels(model)
         self._run = self.run_seconds.labels(model)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def _per_model(self, name: str, text: str, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, text, ["model"], buckets=buckets, registry=self.registry)
 
     def answered(self, endpoint: str, code: int, seconds: float) -> None:
         key = (endpoint, code)

@@ -9,6 +9,9 @@ Written into OUT::
                         the token from a Secret (secretKeyRef), never the token itself
     k8s/service.yaml    ClusterIP on the server's port
     k8s/hpa.yaml        autoscaling/v2 on CPU utilization
+    k8s/inferenceservice.yaml   with --kserve, in place of the three above: a KServe
+                        InferenceService whose predictor is the image, speaking the Open
+                        Inference Protocol, with the same probes, resources and token
 
 The manifests are plain dicts dumped as YAML; the tests check them against the Kubernetes API's
 JSON schemas. Building the image needs docker (not run by cauce or its tests).
@@ -28,7 +31,7 @@ import yaml
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve.api import ServeError, SettingsError
 
-__all__ = ["manifests", "package"]
+__all__ = ["inference_service", "manifests", "package"]
 
 _TORCH_VERSION = "2.13.0"
 _PORT_NAME = "http"
@@ -81,6 +84,47 @@ def dockerfile(spec: ModelSpec, *, port: int, device: str, cauce_requirement: st
     )
 
 
+def _auth_env(token_secret: str | None) -> dict[str, Any]:
+    """The server's token from key ``token`` of the Secret ``token_secret``; None: insecure."""
+    if token_secret is None:
+        return {"name": "CAUCE_SERVE_INSECURE", "value": "1"}
+    secret = {"name": token_secret, "key": "token"}
+    return {"name": "CAUCE_SERVE_TOKEN", "valueFrom": {"secretKeyRef": secret}}
+
+
+def _resources(device: str, gpus: int, cpu: str, memory: str) -> dict[str, Any]:
+    resources: dict[str, Any] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"memory": memory},
+    }
+    if device == "cuda":
+        resources["limits"]["nvidia.com/gpu"] = gpus
+    return resources
+
+
+def _probe(path: str, port: int | str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _server_env(port: int, device: str, grace_s: int, token_secret: str | None) -> list[Any]:
+    return [
+        {"name": "CAUCE_SERVE_HOST", "value": "0.0.0.0"},
+        {"name": "CAUCE_SERVE_PORT", "value": str(port)},
+        {"name": "CAUCE_SERVE_DEVICE", "value": device},
+        {"name": "CAUCE_SERVE_GRACE_S", "value": str(grace_s)},
+        _auth_env(token_secret),
+    ]
+
+
+_SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True}
+_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
 def manifests(
     spec: ModelSpec,
     *,
@@ -99,52 +143,25 @@ def manifests(
     """The Deployment, Service and HorizontalPodAutoscaler, by file name. The server's token
     comes from key ``token`` of the Secret ``token_secret``; ``None``: no token (insecure)."""
     name = _k8s_name(f"cauce-{spec.name}")
-    if token_secret is None:
-        auth: dict[str, Any] = {"name": "CAUCE_SERVE_INSECURE", "value": "1"}
-    else:
-        secret = {"name": token_secret, "key": "token"}
-        auth = {"name": "CAUCE_SERVE_TOKEN", "valueFrom": {"secretKeyRef": secret}}
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
     meta: dict[str, Any] = {"name": name, "labels": labels}
     if namespace:
         meta["namespace"] = namespace
-    resources: dict[str, Any] = {
-        "requests": {"cpu": cpu, "memory": memory},
-        "limits": {"memory": memory},
-    }
     pod_extra: dict[str, Any] = {}
     if device == "cuda":
-        resources["limits"]["nvidia.com/gpu"] = gpus
-        pod_extra["tolerations"] = [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-        ]
-
-    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {
-            "httpGet": {"path": path, "port": _PORT_NAME},
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": failures,
-        }
-
+        pod_extra["tolerations"] = [dict(_GPU_TOLERATION)]
     container = {
         "name": "server",
         "image": image,
         "ports": [{"name": _PORT_NAME, "containerPort": port, "protocol": "TCP"}],
-        "env": [
-            {"name": "CAUCE_SERVE_HOST", "value": "0.0.0.0"},
-            {"name": "CAUCE_SERVE_PORT", "value": str(port)},
-            {"name": "CAUCE_SERVE_DEVICE", "value": device},
-            {"name": "CAUCE_SERVE_GRACE_S", "value": str(grace_s)},
-            auth,
-        ],
-        "resources": resources,
-        "readinessProbe": probe("/v2/health/ready", 5, 3),
-        "livenessProbe": {**probe("/v2/health/live", 10, 3), "initialDelaySeconds": 5},
-        "startupProbe": probe("/v2/health/live", 2, 30),
+        "env": _server_env(port, device, grace_s, token_secret),
+        "resources": _resources(device, gpus, cpu, memory),
+        "readinessProbe": _probe("/v2/health/ready", _PORT_NAME, 5, 3),
+        "livenessProbe": {**_probe("/v2/health/live", _PORT_NAME, 10, 3), "initialDelaySeconds": 5},
+        "startupProbe": _probe("/v2/health/live", _PORT_NAME, 2, 30),
         # Endpoints are updated asynchronously: keep serving a moment after SIGTERM is due.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+        "securityContext": dict(_SECURITY),
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -202,6 +219,71 @@ def manifests(
     return {"deployment.yaml": deployment, "service.yaml": service, "hpa.yaml": hpa}
 
 
+def inference_service(
+    spec: ModelSpec,
+    *,
+    image: str,
+    device: str,
+    gpus: int,
+    replicas: int,
+    max_replicas: int,
+    cpu: str,
+    memory: str,
+    port: int,
+    namespace: str | None,
+    grace_s: int = 30,
+    token_secret: str | None = None,
+) -> dict[str, Any]:
+    """A KServe ``InferenceService`` (serving.kserve.io/v1beta1) whose predictor is the image as
+    a custom container speaking the Open Inference Protocol (``PROTOCOL=v2``, which KServe reads
+    from the first container's env). Knative, under KServe's serverless mode, accepts neither a
+    ``lifecycle`` nor a port named other than ``http1``/``h2c``: the container has neither, and
+    its probes name the port by number."""
+    name = _k8s_name(f"cauce-{spec.name}")
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"},
+        "annotations": {
+            "model.cauce.dev/name": spec.name,
+            "model.cauce.dev/version": str(spec.version),
+            "serving.kserve.io/enable-prometheus-scraping": "true",
+            "prometheus.kserve.io/port": str(port),
+            "prometheus.kserve.io/path": "/metrics",
+        },
+    }
+    if namespace:
+        meta["namespace"] = namespace
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "env": [
+            *_server_env(port, device, grace_s, token_secret),
+            {"name": "PROTOCOL", "value": "v2"},
+        ],
+        "resources": _resources(device, gpus, cpu, memory),
+        "readinessProbe": _probe("/v2/health/ready", port, 5, 3),
+        # No startup probe under Knative: the liveness probe waits for the model to load.
+        "livenessProbe": {**_probe("/v2/health/live", port, 10, 6), "initialDelaySeconds": 10},
+        "securityContext": dict(_SECURITY),
+    }
+    predictor: dict[str, Any] = {
+        "minReplicas": replicas,
+        "maxReplicas": max_replicas,
+        "scaleMetric": "cpu",
+        "scaleTarget": 70,
+        "containers": [container],
+    }
+    if device == "cuda":
+        predictor["tolerations"] = [dict(_GPU_TOLERATION)]
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": meta,
+        "spec": {"predictor": predictor},
+    }
+
+
 def package(
     model_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -218,8 +300,12 @@ def package(
     cauce_requirement: str | None = None,
     token_secret: str | None = None,
     insecure: bool = False,
+    kserve: bool = False,
 ) -> list[Path]:
     """Write the Dockerfile, the model and the manifests into ``out``; returns the files.
+
+    The manifests are a Deployment, a Service and a HorizontalPodAutoscaler, or with
+    ``kserve=True`` one KServe InferenceService (``k8s/inferenceservice.yaml``) in their place.
 
     The server needs a token (it listens on 0.0.0.0): the Deployment reads it from key
     ``token`` of the Secret ``token_secret`` (default ``cauce-NAME-token``), which the manifests
@@ -258,19 +344,24 @@ def package(
         dockerfile(spec, port=port, device=device, cauce_requirement=requirement), encoding="utf-8"
     )
     written[1].write_text("*\n!model/\n", encoding="utf-8")
-    docs = manifests(
-        spec,
-        image=image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
-        device=device,
-        gpus=gpus,
-        replicas=replicas,
-        max_replicas=max_replicas,
-        cpu=cpu,
-        memory=memory or _memory_for(model_bytes),
-        port=port,
-        namespace=namespace,
-        token_secret=None if insecure else token_secret,
-    )
+    settings: dict[str, Any] = {
+        "image": image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
+        "device": device,
+        "gpus": gpus,
+        "replicas": replicas,
+        "max_replicas": max_replicas,
+        "cpu": cpu,
+        "memory": memory or _memory_for(model_bytes),
+        "port": port,
+        "namespace": namespace,
+        "token_secret": None if insecure else token_secret,
+    }
+    if kserve:
+        docs = {"inferenceservice.yaml": inference_service(spec, **settings)}
+    else:
+        docs = manifests(spec, **settings)
+    for stale in ("deployment.yaml", "service.yaml", "hpa.yaml", "inferenceservice.yaml"):
+        (folder / "k8s" / stale).unlink(missing_ok=True)  # from a package of the other kind
     for file_name, doc in docs.items():
         path = folder / "k8s" / file_name
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

@@ -1,14 +1,39 @@
 """Typed, validated specs. Parsing does no I/O beyond reading the file it is given."""
 
-from cauce.spec._parse import load_job, parse_job, parse_memory
-from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec
+from cauce.spec._parse import load_job, parse_job
+from cauce.spec._sections import parse_memory
+from cauce.spec._spark import spark_conf_pairs, with_spark_conf
+from cauce.spec._tune import (
+    Objective,
+    ParamSpec,
+    PrunerSpec,
+    SamplerSpec,
+    TuneSpec,
+    check_trials,
+)
+from cauce.spec._tune_parse import parse_tune
+from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec, TensorBoardSpec
+from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, number_problem
 
 __all__ = [
+    "CLUSTER_PREFIXES",
+    "MAX_CPUS",
     "JobSpec",
+    "Objective",
+    "ParamSpec",
+    "PrunerSpec",
     "Resources",
     "RestartPolicy",
     "RoleSpec",
+    "SamplerSpec",
+    "TensorBoardSpec",
+    "TuneSpec",
+    "check_trials",
     "load_job",
+    "number_problem",
     "parse_job",
     "parse_memory",
+    "parse_tune",
+    "spark_conf_pairs",
+    "with_spark_conf",
 ]

@@ -45,6 +45,17 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class TensorBoardSpec:
+    """The ``tensorboard:`` section: each task gets ``CAUCE_TENSORBOARD_DIR``, a folder of its
+    own for the job (``logdir/<job id>``, or ``tensorboard/`` in the run folder when ``logdir``
+    is None), and the chief TonY's ``TB_PORT``; with ``report``, ``cauce.report`` writes its
+    values there as TensorBoard scalars."""
+
+    logdir: str | None = None
+    report: bool = False
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A validated job: one gang of tasks, grouped in roles."""
 
@@ -72,6 +83,8 @@ class JobSpec:
     #: Spark settings (``spark.*`` keys, string values) for Spark clusters; other clusters
     #: ignore them. ``cauce run --conf key=value`` adds to and overrides these.
     spark: tuple[tuple[str, str], ...] = ()
+    #: The ``tensorboard:`` section; None when the job has none.
+    tensorboard: TensorBoardSpec | None = None
 
     def role(self, name: str) -> RoleSpec:
         for role in self.roles:

@@ -11,12 +11,17 @@ instead of hanging, overflowing or planning forever later.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cauce._util.yamlfile import short_repr
+from cauce.errors import SpecError
 
 __all__ = [
+    "CLUSTER_PREFIXES",
     "MAX_COUNT",
     "MAX_CPUS",
     "MAX_GPUS",
@@ -26,8 +31,10 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_SEED",
     "MAX_TUNE_VALUE",
+    "FieldParser",
     "cluster_problem",
     "integer_problem",
+    "kind_of",
     "number_problem",
     "short_repr",
     "text_problem",
@@ -49,6 +56,9 @@ MAX_COUNT = 10**9
 MAX_SEED = 2**31 - 1
 #: Bounds of tuned parameters, in magnitude.
 MAX_TUNE_VALUE = 1e15
+
+#: Cluster addresses a spec may name (besides "local").
+CLUSTER_PREFIXES = ("spark://", "local[", "yarn", "k8s://")
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _LOCAL_MASTER = re.compile(r"^local\[(\*|[1-9][0-9]{0,5})(,[0-9]{1,3})?\]$")
@@ -127,3 +137,44 @@ def cluster_problem(address: str) -> str:
             return ""
         return f"must be k8s://https://HOST:PORT, got {short_repr(address)}"
     return expected
+
+
+def kind_of(value: object) -> str:
+    """``nothing``, or the type and the value cut short, for messages: ``list [1, 2]``."""
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {short_repr(value)}"
+
+
+class FieldParser:
+    """What every section parser of a spec shares: errors that name the file, known keys."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, path: str, message: str, value: object = None) -> SpecError:
+        return SpecError(path, message, value=value, source=self.source)
+
+    def check_keys(self, data: Mapping[Any, Any], known: Sequence[str], path: str) -> None:
+        """Refuse an unknown key by name, with the closest known one."""
+        for key in data:
+            if key not in known:
+                where = f"{path}.{key}" if path else str(key)
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise self.error(
+                    where, f"is not a known field; {hint}known fields: {', '.join(known)}"
+                )
+
+    def real(self, value: object, path: str, **bounds: Any) -> float:
+        """A finite number within ``bounds`` (those of :func:`number_problem`)."""
+        problem = number_problem(value, **bounds)
+        if problem:
+            raise self.error(path, problem, value)
+        return float(value)  # type: ignore[arg-type]
+
+    def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
+        problem = integer_problem(value, minimum=minimum, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return value  # type: ignore[return-value]

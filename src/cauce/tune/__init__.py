@@ -7,7 +7,7 @@ The search is described by the job file's ``tune:`` section (``docs/tuning.md``)
 needed (``pip install 'cauce[tune]'``) and imported only when a study runs or is read.
 """
 
-from cauce.spec._tune import (
+from cauce.spec import (
     Objective,
     ParamSpec,
     PrunerSpec,
@@ -15,7 +15,9 @@ from cauce.spec._tune import (
     TuneSpec,
     parse_tune,
 )
-from cauce.tune._entry import studies, trials, tune
+from cauce.tune._display import describe_params, first_line, make_console
+from cauce.tune._entry import resolve_study, studies, trials, tune
+from cauce.tune._optuna import import_optuna, quiet_optuna
 from cauce.tune.api import (
     StudyInfo,
     StudyProgress,
@@ -39,7 +41,13 @@ __all__ = [
     "TrialState",
     "TuneConsole",
     "TuneSpec",
+    "describe_params",
+    "first_line",
+    "import_optuna",
+    "make_console",
     "parse_tune",
+    "quiet_optuna",
+    "resolve_study",
     "studies",
     "trials",
     "tune",

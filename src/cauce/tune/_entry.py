@@ -12,12 +12,17 @@ the cluster, the history store and Optuna).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from cauce.errors import SpecError
+from cauce.spec import JobSpec, check_trials, load_job
 from cauce.tune.api import StudyInfo, StudyResult, TrialInfo, TuneConsole
 
-__all__ = ["studies", "trials", "tune"]
+__all__ = ["resolve_study", "studies", "trials", "tune"]
+
+_STUDY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 def tune(
@@ -67,3 +72,38 @@ def studies(*, history: str | None = None) -> list[StudyInfo]:
     from cauce.tune._session import read_studies
 
     return read_studies(history)
+
+
+def resolve_study(
+    job: JobSpec | str | os.PathLike[str],
+    trials: int | None,
+    parallel: int | None,
+    study: str | None,
+) -> tuple[JobSpec, int, int, str]:
+    """The spec, the target number of trials, the parallelism and the study name, checked
+    (``trials``, ``parallel`` and ``study`` override the spec's)."""
+    spec = job if isinstance(job, JobSpec) else load_job(job)
+    tune = spec.tune
+    if tune is None:
+        raise SpecError(
+            "tune",
+            "is missing: cauce tune needs a tune: section with objective and space "
+            "(see docs/tuning.md)",
+            source=spec.source,
+        )
+    target = tune.trials if trials is None else trials
+    if target < 1:
+        raise SpecError("--trials", f"must be >= 1, got {target}", value=target)
+    check_trials(tune, target, "--trials" if trials is not None else "tune.trials", spec.source)
+    width = tune.parallel if parallel is None else parallel
+    if width < 1:
+        raise SpecError("--parallel", f"must be >= 1, got {width}", value=width)
+    name = study or spec.name
+    if not _STUDY_RE.match(name):
+        raise SpecError(
+            "--study",
+            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"got {name!r}",
+            value=name,
+        )
+    return spec, target, width, name

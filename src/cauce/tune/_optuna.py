@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.errors import CauceError, SpecError
-from cauce.spec._tune import TuneSpec
+from cauce.spec import TuneSpec
 from cauce.tune.api import TrialInfo, TrialState
 
 if TYPE_CHECKING:

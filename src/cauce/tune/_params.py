@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from cauce.frameworks import rank_order
-from cauce.spec import JobSpec, RoleSpec
-from cauce.spec._tune import TuneSpec
+from cauce.spec import JobSpec, RoleSpec, TuneSpec
 
 __all__ = ["format_value", "objective_task", "substitute", "trial_spec"]
 

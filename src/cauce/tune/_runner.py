@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING
 from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
 from cauce.history import HistoryStore, JobStatus, process_stamp
-from cauce.spec import JobSpec
-from cauce.spec._tune import TuneSpec
+from cauce.spec import JobSpec, TuneSpec
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun

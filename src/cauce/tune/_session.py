@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce.cluster import cluster_address, get_cluster, open_cluster
 from cauce.errors import SpecError
-from cauce.gang._plan import gang_request
+from cauce.gang import gang_request
 from cauce.history import cauce_home, open_store
-from cauce.spec import JobSpec, load_job
-from cauce.spec._tune import check_trials
+from cauce.spec import JobSpec
+from cauce.tune._entry import resolve_study
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
@@ -46,8 +45,6 @@ __all__ = ["LogConsole", "read_studies", "read_trials", "run_study"]
 
 logger = logging.getLogger(__name__)
 
-_STUDY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
 
 class LogConsole:
     """The console of library callers who pass none: what happens goes to the log."""
@@ -71,40 +68,6 @@ class LogConsole:
         logger.info("study %s: %s %s", result.study, result.status, result.reason)
 
 
-def resolve(
-    job: JobSpec | str | os.PathLike[str],
-    trials: int | None,
-    parallel: int | None,
-    study: str | None,
-) -> tuple[JobSpec, int, int, str]:
-    """The spec, the target number of trials, the parallelism and the study name."""
-    spec = job if isinstance(job, JobSpec) else load_job(job)
-    tune = spec.tune
-    if tune is None:
-        raise SpecError(
-            "tune",
-            "is missing: cauce tune needs a tune: section with objective and space "
-            "(see docs/tuning.md)",
-            source=spec.source,
-        )
-    target = tune.trials if trials is None else trials
-    if target < 1:
-        raise SpecError("--trials", f"must be >= 1, got {target}", value=target)
-    check_trials(tune, target, "--trials" if trials is not None else "tune.trials", spec.source)
-    width = tune.parallel if parallel is None else parallel
-    if width < 1:
-        raise SpecError("--parallel", f"must be >= 1, got {width}", value=width)
-    name = study or spec.name
-    if not _STUDY_RE.match(name):
-        raise SpecError(
-            "--study",
-            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-            f"got {name!r}",
-            value=name,
-        )
-    return spec, target, width, name
-
-
 def run_study(
     job: JobSpec | str | os.PathLike[str],
     *,
@@ -117,7 +80,7 @@ def run_study(
     console: TuneConsole | None,
     poll_interval: float,
 ) -> StudyResult:
-    spec, target, width, name = resolve(job, trials, parallel, study)
+    spec, target, width, name = resolve_study(job, trials, parallel, study)
     assert spec.tune is not None
     import_optuna()
     address = cluster_address(cluster, spec)

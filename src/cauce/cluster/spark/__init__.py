@@ -11,12 +11,19 @@ whole cores and ``gpus`` GPUs (stage-level scheduling when that differs from the
 counts is refused. Before submitting, the gang is compared with the executors' free slots: while
 it does not fit the answer is :class:`Waiting` ("needs 4 task slots, 2 free"), and after
 ``spark.cauce.placementTimeout`` seconds (default 120) it fails with :class:`PlacementError`.
+Each restart checks the free slots again (:meth:`Reservation.renew`), and the same timeout bounds
+Spark's own barrier slot check (``barrier_check_settings``).
+
+Hosts that fail: the driver and each task ping each other over their link; a task silent for
+``spark.cauce.linkTimeout`` seconds (default 20) is lost (the root cause names its host), and a
+task that hears nothing from the driver for as long, or sees its link close, stops its command.
 
 Settings: ``conf`` (the spec's ``spark:`` and ``cauce run --conf``) applies when this process
 starts its Spark application; ``spark.cauce.*`` keys are read per cluster object.
 """
 
 from cauce.cluster.spark._cluster import (
+    DEFAULT_LINK_TIMEOUT,
     DEFAULT_PLACEMENT_TIMEOUT,
     PLACEHOLDER_GPU,
     PLACEHOLDER_HOST,
@@ -24,13 +31,17 @@ from cauce.cluster.spark._cluster import (
     parse_duration,
     task_shape,
 )
+from cauce.cluster.spark._doctor import Check, doctor
 from cauce.cluster.spark._session import spark_session
 
 __all__ = [
+    "DEFAULT_LINK_TIMEOUT",
     "DEFAULT_PLACEMENT_TIMEOUT",
     "PLACEHOLDER_GPU",
     "PLACEHOLDER_HOST",
+    "Check",
     "SparkCluster",
+    "doctor",
     "parse_duration",
     "spark_session",
     "task_shape",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cauce.cluster.api import (
     Cluster,
+    DriverAddress,
     GangRequest,
     HostCapacity,
     OutputSink,
@@ -22,11 +23,13 @@ from cauce.cluster.api import (
     Waiting,
 )
 from cauce.cluster.spark._gang import GangSubmission, SparkGang
+from cauce.cluster.spark._links import DEFAULT_LINK_TIMEOUT
 from cauce.cluster.spark._session import SharedSpark, acquire
 from cauce.errors import PlacementError, SpecError
 from cauce.frameworks import GangLayout, contract_names, task_env
 
 __all__ = [
+    "DEFAULT_LINK_TIMEOUT",
     "DEFAULT_PLACEMENT_TIMEOUT",
     "PLACEHOLDER_GPU",
     "PLACEHOLDER_HOST",
@@ -54,6 +57,18 @@ def parse_duration(text: str, key: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2) or ""]
 
 
+def barrier_check_settings(placement_timeout: float) -> dict[str, str]:
+    """Spark's own check that a barrier stage fits (it retries every ``interval``, 15 s, up to
+    ``maxFailures`` times, 40: 10 minutes) bounded by the placement timeout."""
+    interval = int(max(1.0, min(15.0, placement_timeout // 8)))
+    return {
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": f"{interval}s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": str(
+            max(1, math.ceil(placement_timeout / interval))
+        ),
+    }
+
+
 def task_shape(request: GangRequest) -> tuple[int, int]:
     """(cores, GPUs) every task of the stage asks Spark for."""
     gpus = {task.resources.gpus for task in request.tasks}
@@ -70,9 +85,13 @@ def task_shape(request: GangRequest) -> tuple[int, int]:
 
 
 class _SparkReservation(Reservation):
-    def __init__(self, shared: SharedSpark, request: GangRequest) -> None:
+    def __init__(
+        self, shared: SharedSpark, request: GangRequest, renew: Callable[[], Waiting | None]
+    ) -> None:
         self._shared = shared
         self._job_id = request.job_id
+        self._renew = renew
+        self._shape = task_shape(request)
         self.placements = {
             task.task_id: (PLACEHOLDER_HOST, (PLACEHOLDER_GPU,) * task.resources.gpus)
             for task in request.tasks
@@ -82,14 +101,27 @@ class _SparkReservation(Reservation):
         """Ports are picked on the executors; 0 stands for "not known here"."""
         return dict.fromkeys(task_ids, 0)
 
+    def preview(self) -> tuple[dict[str, int] | None, str]:
+        """Where a probe stage of the gang's shape lands now (see ``_probe.preview``)."""
+        from cauce.cluster.spark._probe import preview
+
+        found, ports, note = preview(self._shared, list(self.placements), *self._shape)
+        self.placements = {**self.placements, **found}
+        return ports, note
+
     def release(self) -> None:
         self._shared.unhold(self._job_id)
+
+    def renew(self) -> Waiting | None:
+        """A fresh free-slot check for a restart: the executors of a lost host are gone."""
+        return self._renew()
 
 
 class SparkCluster(Cluster):
     """A Spark master as a cauce cluster. One object per driver; objects share the session."""
 
     name = "spark"
+    dry_run_wait = 60.0
 
     def __init__(self, master: str, conf: Mapping[str, str] | None = None) -> None:
         self.master = master
@@ -98,6 +130,10 @@ class SparkCluster(Cluster):
         self.placement_timeout = parse_duration(
             self.conf.get("spark.cauce.placementTimeout", str(DEFAULT_PLACEMENT_TIMEOUT)),
             "spark.cauce.placementTimeout",
+        )
+        self.link_timeout = parse_duration(
+            self.conf.get("spark.cauce.linkTimeout", str(DEFAULT_LINK_TIMEOUT)),
+            "spark.cauce.linkTimeout",
         )
         self._shared: SharedSpark | None = None
         self._lock = threading.Lock()
@@ -108,7 +144,8 @@ class SparkCluster(Cluster):
         """This process's Spark application, started on first use."""
         with self._lock:
             if self._shared is None:
-                self._shared = acquire(self.master, self.conf)
+                settings = {**barrier_check_settings(self.placement_timeout), **self.conf}
+                self._shared = acquire(self.master, settings)
             return self._shared
 
     def close(self) -> None:
@@ -117,6 +154,10 @@ class SparkCluster(Cluster):
             shared, self._shared = self._shared, None
         if shared is not None:
             shared.release()
+
+    def driver_address(self) -> DriverAddress:
+        """Where executors reach this driver (``_address`` chose it as the session started)."""
+        return self.session().driver
 
     def describe(self) -> list[HostCapacity]:
         return [
@@ -159,6 +200,20 @@ class SparkCluster(Cluster):
         return f"needs {len(request.tasks)} task slots{shape}, {free} free ({where})"
 
     def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
+        waiting = self._hold(request)
+        if waiting is not None:
+            return waiting
+        self._request = request
+        return _SparkReservation(self.session(), request, lambda: self._renew(request))
+
+    def _renew(self, request: GangRequest) -> Waiting | None:
+        """Another attempt: let go of the slots held, and hold them again if they are free."""
+        self.session().unhold(request.job_id)
+        return self._hold(request)
+
+    def _hold(self, request: GangRequest) -> Waiting | None:
+        """Hold the gang's slots if they are free now; else why not (or, once it has waited
+        the placement timeout, :class:`PlacementError`)."""
         cpus, gpus = task_shape(request)
         shared = self.session()
         if shared.stopped():
@@ -167,8 +222,7 @@ class SparkCluster(Cluster):
             )
         if shared.hold(request.job_id, len(request.tasks), cpus, gpus):
             self._waiting_since.pop(request.job_id, None)
-            self._request = request
-            return _SparkReservation(shared, request)
+            return None
         reason = self.need(request)
         now = time.monotonic()
         since = self._waiting_since.setdefault(request.job_id, now)
@@ -194,14 +248,14 @@ class SparkCluster(Cluster):
         if request is None:  # start without try_reserve: the request is the layout
             raise PlacementError("start() needs a reservation from try_reserve() first")
         cpus, gpus = task_shape(request)
-        driver_host = shared.setting("spark.driver.host", "127.0.0.1")
         submission = GangSubmission(
             sc=shared.sc,
             profile=shared.profile(cpus, gpus),
-            bind_host=shared.setting("spark.driver.bindAddress", driver_host),
-            advertised_host=driver_host,
+            bind_host=shared.driver.bind,
+            advertised_host=shared.driver.advertised,
             grace=grace,
             placement_timeout=self.placement_timeout,
+            link_timeout=self.link_timeout,
             strip=contract_names(),
             env=_split_env(layout, launches),
             describe_need=lambda: self.need(request),

@@ -1,12 +1,16 @@
 """What a Spark application's executors have: cores, GPUs, running tasks.
 
-Read from the driver's REST API (``/api/v1/applications/<id>/executors``), the same numbers as
-the Executors tab of Spark's UI; with the UI off, from the status tracker and the settings.
+Read from the driver's own status store through py4j (``SparkContext.statusStore``), the numbers
+behind the Executors tab of Spark's UI and its REST API, with no HTTP round trip (the REST API
+answered in more than 10 s on a loaded driver). Should that fail (another Spark version), from
+the REST API (``/api/v1/applications/<id>/executors``), and last from the status tracker and the
+settings. Only when every way fails is it an error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -15,6 +19,9 @@ from typing import Any
 from cauce.errors import ClusterError
 
 __all__ = ["Executor", "first_line", "read_executors"]
+
+logger = logging.getLogger(__name__)
+_REST_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,16 +45,46 @@ def first_line(exc: BaseException) -> str:
 
 def read_executors(sc: Any, master: str) -> list[Executor]:
     """The application's live executors (the driver itself in ``local[N]`` mode)."""
-    url = sc.uiWebUrl
-    if not url:
-        return _without_ui(sc, master)
-    address = f"{url}/api/v1/applications/{sc.applicationId}/executors"
-    try:
-        with urllib.request.urlopen(address, timeout=10.0) as response:
-            rows = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ClusterError(f"cannot read the executors of Spark at {address}: {exc}") from exc
     local = master.startswith("local")
+    try:
+        return _from_status_store(sc, local)
+    except Exception as exc:  # py4j errors: a Spark whose status store differs
+        logger.debug("reading the executors from the status store: %s", first_line(exc))
+    url = sc.uiWebUrl
+    if url:
+        address = f"{url}/api/v1/applications/{sc.applicationId}/executors"
+        try:
+            with urllib.request.urlopen(address, timeout=_REST_TIMEOUT) as response:
+                return _from_rows(json.loads(response.read()), local)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            logger.debug("reading the executors from %s: %s", address, exc)
+    return _without_ui(sc, master)
+
+
+def _from_status_store(sc: Any, local: bool) -> list[Executor]:
+    """From ``AppStatusStore.executorList`` (what the REST API serves), through py4j."""
+    listed = sc._jsc.sc().statusStore().executorList(True)
+    found = []
+    for i in range(listed.size()):
+        row = listed.apply(i)
+        if not row.isActive() or (row.id() == "driver") != local:
+            continue
+        gpu = row.resources().get("gpu")
+        addresses = tuple(str(a) for a in gpu.get().addresses()) if gpu.isDefined() else ()
+        found.append(
+            Executor(
+                id=str(row.id()),
+                host=str(row.hostPort()).rsplit(":", 1)[0],
+                cores=int(row.totalCores()),
+                active_tasks=int(row.activeTasks()),
+                gpus=addresses,
+                memory=int(row.maxMemory()),
+            )
+        )
+    return found
+
+
+def _from_rows(rows: list[dict[str, Any]], local: bool) -> list[Executor]:
     found = []
     for row in rows:
         if not row.get("isActive", True) or (row.get("id") == "driver") != local:
@@ -67,8 +104,8 @@ def read_executors(sc: Any, master: str) -> list[Executor]:
 
 
 def _without_ui(sc: Any, master: str) -> list[Executor]:
-    """With ``spark.ui.enabled=false``: the status tracker's executors, and their cores and
-    GPUs from the settings (``spark.executor.cores``, ``spark.executor.resource.gpu.amount``).
+    """The last resort: the status tracker's executors, and their cores and GPUs from the
+    settings (``spark.executor.cores``, ``spark.executor.resource.gpu.amount``).
     """
     try:
         infos = list(sc._jsc.sc().statusTracker().getExecutorInfos())

@@ -6,6 +6,12 @@ if Spark has not started every task within the placement timeout, the attempt is
 fails with the reason in the tasks' logs. ``stop`` asks every task to stop (SIGTERM, grace,
 SIGKILL on the executor), waits for their exits, then cancels the job group, which kills the
 Python workers and, through their reapers, whatever is left of the commands.
+
+The watcher also keeps the links alive (``TaskLinks.check_links``): a task whose link is silent
+for ``link_timeout`` seconds is lost, which the driver's state machine takes as a failure. A
+stop that comes before the job is submitted keeps it from being submitted, and the job group is
+cancelled with its future jobs, so that a job still in Spark's barrier slot check (resubmitted
+every ``spark.scheduler.barrier.maxConcurrentTasksCheck.interval``) is cancelled too.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch
-from cauce.cluster.spark._links import LOST, TaskLinks
+from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskPlace
+from cauce.cluster.spark._links import DEFAULT_LINK_TIMEOUT, LOST, TaskLinks
 from cauce.cluster.spark._session import first_line
 from cauce.cluster.spark._task import run_partition
 from cauce.frameworks.api import GangLayout
@@ -49,6 +55,7 @@ class GangSubmission:
     #: task_id -> (variables inherited from the driver, contract variables the spec overrides)
     env: Mapping[str, tuple[dict[str, str], dict[str, str]]]
     describe_need: Callable[[], str]  # "needs 4 task slots, 2 free", for a placement timeout
+    link_timeout: float = DEFAULT_LINK_TIMEOUT  # seconds of silence after which a task is lost
 
 
 class SparkGang(RunningGang):
@@ -61,7 +68,13 @@ class SparkGang(RunningGang):
         submission: GangSubmission,
     ) -> None:
         self._sub = submission
-        self._links = TaskLinks(launches, submission.bind_host, on_output, on_exit)
+        self._links = TaskLinks(
+            launches,
+            submission.bind_host,
+            on_output,
+            on_exit,
+            link_timeout=submission.link_timeout,
+        )
         self._group = f"cauce-{layout.job_id}-{layout.attempt}"
         self._pool = f"cauce-{layout.job_id}"
         self._job_done = threading.Event()
@@ -115,6 +128,7 @@ class SparkGang(RunningGang):
                 "max_restarts": layout.max_restarts,
                 "rendezvous": layout.rendezvous,
                 "grace": self._sub.grace,
+                "link_timeout": self._sub.link_timeout,
                 "strip": sorted(self._sub.strip),
                 "slots": slots,
                 "tasks": tasks,
@@ -126,6 +140,8 @@ class SparkGang(RunningGang):
     def _run_job(self, bundle: str, count: int) -> None:
         sc = self._sub.sc
         try:
+            if self._links.stopping.is_set():
+                return  # stopped before it was submitted: nothing to cancel, nothing runs
             sc.setLocalProperty("spark.scheduler.pool", self._pool)
             sc.setJobGroup(self._group, f"cauce gang {self._group}", interruptOnCancel=True)
             rdd = sc.parallelize(range(count), count).barrier()
@@ -148,10 +164,17 @@ class SparkGang(RunningGang):
         """Tasks whose exit never came get one now, with a line in their log saying why."""
         self._links.join_readers(timeout=5.0)
         for task_id in self._links.unreported():
-            if self._links.stopping.is_set():
+            runtime = self._links.runtime(task_id)
+            if self._links.stopping.is_set() and runtime:
+                note = f"cauce: {task_id} stopped after {runtime:.1f} s, its exit not reported"
+                self._links.exit(task_id, -signal.SIGKILL, runtime, note)
+            elif self._links.stopping.is_set():
                 self._links.exit(task_id, -signal.SIGKILL, 0.0, "cauce: stopped before it ran")
             elif self._placement_note:
                 self._links.exit(task_id, LOST, 0.0, self._placement_note)
+            elif runtime:
+                why = self._job_error or "its Spark task ended without reporting the exit"
+                self._links.lose(task_id, why)
             else:
                 why = self._job_error or (
                     "no word from it before its Spark task ended; can the executors reach the "
@@ -176,6 +199,7 @@ class SparkGang(RunningGang):
                     )
                     self._cancel()
                     self._job.join(timeout=60.0)
+            self._links.check_links()
             self._links.relay_control()
 
     # --- RunningGang -------------------------------------------------------------------------
@@ -184,19 +208,22 @@ class SparkGang(RunningGang):
         """Pids of the commands on their executors' hosts (those started so far)."""
         return self._links.pids()
 
+    def places(self) -> dict[str, TaskPlace]:
+        """Where each started task runs, as it reported at its start."""
+        return self._links.places()
+
     def _cancel(self) -> None:
         if self._job_done.is_set():
             return
-        try:
-            self._sub.sc.cancelJobGroup(self._group)
-        except Exception as exc:  # the context may be stopping already: nothing left to cancel
-            logger.debug("cancelJobGroup(%s): %s", self._group, exc)
+        cancel_group(self._sub.sc, self._group)
 
     def stop(self, grace: float) -> None:
         self._links.stopping.set()
         self._links.send_stop(grace)
         # Each task gives its command ``grace`` seconds, then SIGKILLs its group and reports.
-        if self._links.wait_connected_exits(time.monotonic() + grace + 10.0):
+        if self._links.wait_connected_exits(time.monotonic() + grace + 10.0) and not (
+            self._links.lost()  # a lost task's Spark task may never end: cancel at once
+        ):
             # Every command has ended and its task is returning: let the job end by itself
             # (a cancel now would only make Spark log the tasks as killed).
             self._job.join(timeout=_SETTLE)
@@ -207,3 +234,18 @@ class SparkGang(RunningGang):
         self._closed.set()
         self._watcher.join(timeout=5.0)
         self._links.close()
+
+
+def cancel_group(sc: Any, group: str) -> None:
+    """Cancel the job group's jobs, and those submitted to it later (Spark 4's
+    ``cancelJobGroupAndFutureJobs``: a job that waits in the barrier slot check is resubmitted,
+    not active, and a plain ``cancelJobGroup`` misses it); Spark 3.5 has only the plain one."""
+    try:
+        sc._jsc.sc().cancelJobGroupAndFutureJobs(group)
+        return
+    except Exception as exc:  # py4j: no such method (Spark 3.5), or the context is stopping
+        logger.debug("cancelJobGroupAndFutureJobs(%s): %s", group, exc)
+    try:
+        sc.cancelJobGroup(group)
+    except Exception as exc:  # the context may be stopping already: nothing left to cancel
+        logger.debug("cancelJobGroup(%s): %s", group, exc)

@@ -4,6 +4,11 @@ A TCP server on the driver; each barrier task connects once (``_wire`` has the p
 Output lines go to the console sink and the task's log, progress lines to the task's progress file
 in the run folder, exits to ``on_exit`` (exactly once per task, whoever reports it first: the task,
 a lost connection, or the end of the Spark job).
+
+Liveness (:meth:`TaskLinks.check_links`, called every tick): the driver pings every connected
+task and hears its pings; a task silent for ``link_timeout`` seconds is lost, and with it every
+task on its host (a host cut off the network, its executor frozen): each gets the exit
+:data:`LOST` with its real runtime and a line in its log naming the host and its tasks.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch
-from cauce.cluster.spark._wire import Channel
+from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch, TaskPlace
+from cauce.cluster.spark._wire import PING, Channel, keep_alive, ping_interval
 
-__all__ = ["LOST", "TaskLinks"]
+__all__ = ["DEFAULT_LINK_TIMEOUT", "LOST", "TaskLinks"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ logger = logging.getLogger(__name__)
 LOST = 255
 _TICK = 0.2
 _HELLO_TIMEOUT = 30.0
+#: Seconds of silence after which a task's link is gone (``spark.cauce.linkTimeout``).
+DEFAULT_LINK_TIMEOUT = 20.0
 
 
 @dataclass
@@ -41,8 +48,11 @@ class _Task:
     thread: threading.Thread | None = None
     pid: int | None = None
     started: float | None = None  # driver's monotonic time of the command's start
+    host: str = ""  # where the command runs, once started
+    pinged: float = 0.0  # driver's monotonic time of the last ping sent
     exited: bool = False
     control_sent: bool = False
+    place: TaskPlace | None = None  # where the task says it runs
 
 
 class TaskLinks:
@@ -54,8 +64,11 @@ class TaskLinks:
         bind_host: str,
         on_output: OutputSink,
         on_exit: Callable[[TaskExit], None],
+        *,
+        link_timeout: float = DEFAULT_LINK_TIMEOUT,
     ) -> None:
         self._on_output = on_output
+        self.link_timeout = link_timeout
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -64,6 +77,7 @@ class TaskLinks:
         #: stops rather than losses.
         self.stopping = threading.Event()
         self._closed = threading.Event()
+        self._lost = threading.Event()
         self._tasks: dict[str, _Task] = {}
         for launch in launches:
             os.makedirs(os.path.dirname(launch.log_path) or ".", exist_ok=True)
@@ -92,6 +106,10 @@ class TaskLinks:
     def pids(self) -> dict[str, int]:
         with self._lock:
             return {t: s.pid for t, s in self._tasks.items() if s.pid is not None}
+
+    def places(self) -> dict[str, TaskPlace]:
+        with self._lock:
+            return {t: s.place for t, s in self._tasks.items() if s.place is not None}
 
     def wait_connected_exits(self, deadline: float) -> bool:
         """Wait until every task that connected has reported its exit; True if all tasks did."""
@@ -165,13 +183,14 @@ class TaskLinks:
             channel.send({"ok": False, "why": "not a task of this attempt, or a Spark retry"})
             channel.close()
             return
+        keep_alive(channel.sock, self.link_timeout)
         channel.send({"ok": True})
         while (message := channel.receive()) is not None:
             self._handle(state, message)
         channel.close()
         if state.started is not None and not state.exited and not self.stopping.is_set():
-            note = f"cauce: lost contact with {task_id} (its executor or Python worker died)"
-            self.exit(task_id, LOST, time.monotonic() - state.started, note)
+            why = "its link closed without an exit (its executor or Python worker died)"
+            self.lose(task_id, why)
 
     def _handle(self, state: _Task, message: dict[str, Any]) -> None:
         task_id = state.launch.task_id
@@ -187,6 +206,8 @@ class TaskLinks:
         elif "started" in message:
             with self._lock:
                 state.pid, state.started = int(message["started"]), time.monotonic()
+                state.host = str(message.get("host", ""))
+                state.place = _place(message)
                 self._changed.notify_all()
             gpus = ",".join(str(g) for g in message.get("gpus", [])) or "-"
             self.write(
@@ -196,6 +217,51 @@ class TaskLinks:
             )
         elif "exit" in message:
             self.exit(task_id, int(message["exit"]), float(message.get("runtime", 0.0)))
+
+    # --- liveness ----------------------------------------------------------------------------
+
+    def check_links(self) -> None:
+        """Ping the connected tasks that are due; a task silent past the link timeout is lost,
+        with every other task on its host."""
+        now = time.monotonic()
+        every = ping_interval(self.link_timeout)
+        with self._lock:
+            live = [s for s in self._tasks.values() if s.channel is not None and not s.exited]
+        for state in live:
+            assert state.channel is not None
+            silent = now - state.channel.last_heard
+            if silent > self.link_timeout and not self.stopping.is_set():
+                why = f"no word from it for {silent:.0f} s (link timeout {self.link_timeout:g} s)"
+                self.lose(state.launch.task_id, why)
+            elif now - state.pinged >= every:
+                state.pinged = now
+                state.channel.send(PING)
+
+    def runtime(self, task_id: str) -> float:
+        """Seconds since the task's command started (0 if it never did)."""
+        started = self._tasks[task_id].started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def lost(self) -> bool:
+        """True once a task of this attempt was declared lost."""
+        return self._lost.is_set()
+
+    def lose(self, task_id: str, why: str) -> None:
+        """``task_id`` is gone: a line in its log (``worker-1 on host 10.0.0.12 lost: WHY;
+        tasks on that host: worker-1``), the exit :data:`LOST` with its real runtime, and its
+        link closed. Other tasks on that host are lost by their own silence, if they are."""
+        with self._lock:
+            state = self._tasks[task_id]
+            host = state.host
+            names = ", ".join(
+                t for t, s in self._tasks.items() if s is state or (host and s.host == host)
+            )
+        where = f" on host {host}" if host else ""
+        self._lost.set()
+        note = f"cauce: {task_id}{where} lost: {why}; tasks on that host: {names}"
+        self.exit(task_id, LOST, self.runtime(task_id), note)
+        if state.channel is not None:
+            state.channel.close()
 
     def write(self, task_id: str, line: str) -> None:
         """A line in the task's log."""
@@ -245,3 +311,11 @@ class TaskLinks:
                 state.log.close()
                 if state.progress is not None:
                     state.progress.close()
+
+
+def _place(started: dict[str, Any]) -> TaskPlace:
+    """The ``started`` message of a task as where it runs."""
+    gpus = tuple(str(g) for g in started.get("gpus", []))
+    return TaskPlace(
+        str(started.get("host")), int(started.get("port", 0)), gpus, int(started["started"])
+    )

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from cauce.cluster.api import DriverAddress
+from cauce.cluster.spark import _address
 from cauce.cluster.spark._executors import Executor, first_line, read_executors
 from cauce.errors import ClusterError
 
@@ -67,6 +70,15 @@ class SharedSpark:
         self.users = 0
         self.reserved: dict[str, int] = {}  # job_id -> task slots
         self.profiles: dict[tuple[int, int], Any] = {}
+        #: Where executors reach this driver (see ``_address``); set as the session starts.
+        self.driver = DriverAddress("127.0.0.1", "127.0.0.1")
+
+    def _settle_driver(self, chosen: DriverAddress | None) -> None:
+        """cauce's choice, else what Spark chose (its ``spark.driver.host`` once running)."""
+        if chosen is None:
+            host = self.setting("spark.driver.host", "127.0.0.1")
+            chosen = DriverAddress(self.setting("spark.driver.bindAddress", host), host)
+        self.driver = chosen
 
     def setting(self, key: str, default: str = "") -> str:
         value = self.sc.getConf().get(key)
@@ -188,8 +200,15 @@ def _start(master: str, conf: Mapping[str, str]) -> SharedSpark:
             )
         shared = SharedSpark(master, SparkSession.builder.getOrCreate(), owned=False)
         _warn_ignored(shared, conf)
+        own = {k: v for k, v in conf.items() if k == _address.KEY}
+        found = (
+            _address.resolve(master, own, os.environ) if own or _address.ENV in os.environ else None
+        )
+        shared._settle_driver(found[0] if found else None)
         return shared
     _check_master(master)
+    found = _address.resolve(master, conf, os.environ)
+    conf = {**conf, **_driver_conf(found[0] if found else None, conf)}
     try:
         session = spark_session(master, "cauce", {**DEFAULTS, **conf})
     except Exception as exc:  # py4j and PySpark errors, a JVM that cannot start...
@@ -203,7 +222,20 @@ def _start(master: str, conf: Mapping[str, str]) -> SharedSpark:
         # $PYSPARK_PYTHON); PySpark itself reads only the variable when it is not spark-submit
         # that started this process.
         session.sparkContext.pythonExec = python
-    return SharedSpark(master, session, owned=True)
+    shared = SharedSpark(master, session, owned=True)
+    shared._settle_driver(found[0] if found else None)
+    _address.announce(shared.driver, found[1] if found else "Spark's choice", master)
+    return shared
+
+
+def _driver_conf(chosen: DriverAddress | None, conf: Mapping[str, str]) -> dict[str, str]:
+    """Spark's driver address settings for cauce's choice, where ``conf`` leaves them open."""
+    if chosen is None:
+        return {}
+    out = {"spark.driver.host": conf.get("spark.driver.host") or chosen.advertised}
+    if chosen.bind != out["spark.driver.host"]:
+        out["spark.driver.bindAddress"] = chosen.bind
+    return out
 
 
 def spark_session(

@@ -8,6 +8,12 @@ process group, watched by a reaper that kills the group when this Python worker 
 Spark job kills it). Its output, its progress lines and its exit go to the driver over the
 connection (``_wire``); a user failure is an exit code, never a Spark task failure, so
 Spark never retries a gang behind cauce's back.
+
+The link to the driver is watched both ways: the task pings the driver every few seconds from
+its hello on, and once its command runs, a driver silent for the link timeout (a cut network, a
+frozen driver host) or a closed link (a killed driver) stops the command's process group
+(SIGTERM, grace, SIGKILL). Output that can no longer reach the driver goes to this Python
+worker's stderr, which is the executor's log on this host.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from typing import Any
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
 from cauce.cluster._reaper import group_alive
-from cauce.cluster.spark._wire import Channel, connect
+from cauce.cluster.spark._netif import network_env
+from cauce.cluster.spark._wire import PING, Channel, connect, keep_alive, ping_interval
 from cauce.frameworks import task_env
 from cauce.frameworks.api import GangLayout, TaskSlot
 
@@ -49,7 +56,8 @@ def run_partition(bundle_json: str, rows: Iterable[int]) -> Iterator[str]:
     ctx = BarrierTaskContext.get()
     index = ctx.partitionId()
     task: dict[str, Any] = bundle["tasks"][index]
-    channel, why = _hello(bundle, task["task_id"])
+    link_timeout = float(bundle.get("link_timeout", 20.0))
+    channel, why = _hello(bundle, task["task_id"], link_timeout)
     host = ctx.getTaskInfos()[index].address.rsplit(":", 1)[0]
     resources = ctx.resources()
     gpus = list(resources["gpu"].addresses) if "gpu" in resources else []
@@ -69,12 +77,13 @@ def run_partition(bundle_json: str, rows: Iterable[int]) -> Iterator[str]:
     yield json.dumps({"task": task["task_id"], "exit": code, "runtime": runtime})
 
 
-def _hello(bundle: dict[str, Any], task_id: str) -> tuple[Channel | None, str]:
+def _hello(bundle: dict[str, Any], task_id: str, link_timeout: float) -> tuple[Channel | None, str]:
     host, port = bundle["driver"]
     try:
         channel = connect(host, int(port), _CONNECT_TIMEOUT)
     except OSError as exc:
         return None, f"cannot reach the cauce driver at {host}:{port}: {exc}"
+    keep_alive(channel.sock, link_timeout)
     channel.sock.settimeout(_CONNECT_TIMEOUT)
     channel.send({"hello": bundle["token"], "task": task_id})
     answer = channel.receive()
@@ -82,7 +91,16 @@ def _hello(bundle: dict[str, Any], task_id: str) -> tuple[Channel | None, str]:
     if not answer or not answer.get("ok"):
         channel.close()
         return None, str((answer or {}).get("why", "the driver refused this task"))
+    threading.Thread(target=_ping, args=(channel, link_timeout), daemon=True).start()
     return channel, ""
+
+
+def _ping(channel: Channel, link_timeout: float) -> None:
+    """The task's heartbeat to the driver, until the link closes."""
+    every = ping_interval(link_timeout)
+    while not channel.closed:
+        time.sleep(every)
+        channel.send(PING)
 
 
 def _layout(bundle: dict[str, Any], gathered: list[dict[str, Any]]) -> GangLayout:
@@ -123,6 +141,7 @@ class _Command:
         self.task = task
         self.channel = channel
         self.grace = float(bundle["grace"])
+        self.link_timeout = float(bundle.get("link_timeout", 20.0))
         self.folder = tempfile.mkdtemp(prefix=f"cauce-{task['task_id']}-")
         self.progress = os.path.join(self.folder, "progress.jsonl")
         self.control = os.path.join(self.folder, "control-stop")
@@ -142,6 +161,8 @@ class _Command:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.task["inherit"])
         env.update(task_env(self.layout, self.task["task_id"]))
+        network, self.notes = network_env(self.layout, self.task["task_id"], env)
+        env.update(network)
         env.update(self.task["overrides"])
         if self.task["progress"]:
             env["CAUCE_PROGRESS_FILE"] = self.progress
@@ -153,6 +174,8 @@ class _Command:
         slot = self.layout.slot(self.task["task_id"])
         started = time.monotonic()
         argv = list(self.task["argv"])
+        for note in self.notes:
+            self.channel.send({"o": note})
         try:
             proc = subprocess.Popen(
                 argv,
@@ -183,7 +206,9 @@ class _Command:
             )
             reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
             reader.start()
+            self.channel.last_heard = time.monotonic()
             threading.Thread(target=self._listen, args=(proc,), daemon=True).start()
+            threading.Thread(target=self._watch_link, args=(proc,), daemon=True).start()
             threading.Thread(target=self._tail_loop, args=(proc,), daemon=True).start()
             code = proc.wait()
             runtime = time.monotonic() - started
@@ -203,9 +228,29 @@ class _Command:
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
+        task_id = self.task["task_id"]
         with proc.stdout as stream:
             for raw in stream:
-                self.channel.send({"o": raw.decode("utf-8", errors="replace").rstrip("\r\n")})
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not self.channel.send({"o": line}):
+                    sys.stderr.write(f"[{task_id}] {line}\n")  # the executor's log
+                    sys.stderr.flush()
+
+    def _watch_link(self, proc: subprocess.Popen[bytes]) -> None:
+        """A driver silent past the link timeout is gone: stop the command."""
+        every = min(1.0, ping_interval(self.link_timeout))
+        while proc.poll() is None and not self.channel.closed:
+            silent = time.monotonic() - self.channel.last_heard
+            if silent > self.link_timeout:
+                sys.stderr.write(
+                    f"cauce: {self.task['task_id']}: no word from the driver for {silent:.0f} s "
+                    f"(link timeout {self.link_timeout:g} s): stopping the command\n"
+                )
+                sys.stderr.flush()
+                self.channel.close()  # _listen sees the link closed and stops the command
+                self._stop(proc, self.grace)
+                return
+            time.sleep(every)
 
     def _listen(self, proc: subprocess.Popen[bytes]) -> None:
         """Orders from the driver; a closed connection (the driver is gone) stops the command."""

@@ -8,15 +8,21 @@ send one JSON object per line. Task to driver::
     {"o": "a line the command printed"}
     {"p": "a line of its progress file"}                  (``cauce.report``, heartbeats)
     {"exit": CODE, "runtime": SECONDS}                    the command ended (CODE < 0: a signal)
+    {"ping": 1}                                           every few seconds, from the hello on
 
 Driver to task::
 
     {"ok": true} | {"ok": false, "why": "..."}           the answer to hello
     {"ctl": "reason"}                                     write the control file (``ask_to_stop``)
     {"stop": GRACE}                                       SIGTERM, then SIGKILL after GRACE s
+    {"ping": 1}                                           every few seconds
 
 A closed connection means the other end is gone: the task stops its command, and the driver
-counts a task that closed without an exit as lost. Standard library only: executors import it.
+counts a task that closed without an exit as lost. So does silence: each end pings the other
+every :func:`ping_interval` seconds and counts the other as gone once it has heard nothing for
+the link timeout (``spark.cauce.linkTimeout``), which catches a host cut off the network (no
+FIN, no RST ever comes); TCP keepalive and ``TCP_USER_TIMEOUT`` (:func:`keep_alive`) bound the
+same in the kernel. Standard library only: executors import it.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from typing import Any
 
-__all__ = ["Channel", "connect"]
+__all__ = ["PING", "Channel", "connect", "keep_alive", "ping_interval"]
+
+#: The heartbeat message, both ways.
+PING: dict[str, Any] = {"ping": 1}
 
 #: Longest line accepted (a task printing a longer line has it cut to this).
 MAX_LINE = 1 << 20
@@ -41,6 +51,8 @@ class Channel:
         self._send_lock = threading.Lock()
         self._reader = sock.makefile("rb")
         self.closed = False
+        #: Monotonic time of the last message received (or of the connection, before any).
+        self.last_heard = time.monotonic()
 
     def send(self, message: dict[str, Any]) -> bool:
         """Send one message; False if the connection is gone."""
@@ -62,6 +74,7 @@ class Channel:
             return None
         if not raw:
             return None
+        self.last_heard = time.monotonic()
         try:
             message = json.loads(raw)
         except ValueError:
@@ -77,6 +90,29 @@ class Channel:
             self.sock.shutdown(socket.SHUT_RDWR)
         self._reader.close()
         self.sock.close()
+
+
+def ping_interval(link_timeout: float) -> float:
+    """Seconds between pings for a link declared gone after ``link_timeout`` s of silence."""
+    return min(5.0, max(0.2, link_timeout / 4))
+
+
+def keep_alive(sock: socket.socket, link_timeout: float) -> None:
+    """TCP keepalive with short intervals, and ``TCP_USER_TIMEOUT`` (unacknowledged data), so
+    that the kernel too gives up on a silent peer, a little after ``link_timeout``: a backstop
+    for the pings, which normally notice first."""
+    idle = max(1, int(link_timeout / 2))
+    every = max(1, int(ping_interval(link_timeout)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", every), ("TCP_KEEPCNT", 4)):
+        option = getattr(socket, name, None)  # Linux has them all; macOS some
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, user_timeout, int(link_timeout * 1500))
 
 
 def connect(host: str, port: int, timeout: float) -> Channel:

@@ -45,8 +45,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from cauce.data import read_manifest
-    from cauce.serve import load_model
-    from cauce.serve._predict import arrow_inputs
+    from cauce.serve import arrow_inputs, load_model
 
     model_dir = location(ctx, ctx.config["model"])
     split_name = str(ctx.config.get("split") or "test")

@@ -10,7 +10,7 @@ from typing import Any
 from cauce.errors import SpecError
 from cauce.pipeline._context import StepContext, StepKind
 from cauce.pipeline._steps._uris import location
-from cauce.spec._parse import CLUSTER_PREFIXES
+from cauce.spec import CLUSTER_PREFIXES
 
 __all__ = ["KIND"]
 

@@ -132,7 +132,7 @@ def _record_lineage(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     """Add ``lineage.pipeline`` to every model folder among the outputs (atomically); the
     result gets ``lineage`` too if there was one."""
     from cauce.pipeline._steps import KINDS
-    from cauce.serve._spec import SPEC_FILE
+    from cauce.serve import SPEC_FILE
 
     upstream: dict[str, Any] = {}
     for step in _needs_all(ctx):

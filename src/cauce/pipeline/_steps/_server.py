@@ -73,7 +73,7 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
     SIGTERM (it drains) when the block ends, then SIGKILL if it lingers. It leads its own
     process group, watched by a reaper: if this process is killed (even with SIGKILL), the
     server is stopped too."""
-    from cauce.cluster._procs import Reaper
+    from cauce.cluster import Reaper
 
     with tempfile.TemporaryDirectory(prefix="cauce-serve-") as folder:
         ready_file = Path(folder) / "ready.json"

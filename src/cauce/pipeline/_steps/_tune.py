@@ -45,9 +45,7 @@ class _TuneBar:
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    from cauce.tune import tune
-    from cauce.tune._optuna import quiet_optuna
-    from cauce.tune._session import resolve as resolve_study
+    from cauce.tune import quiet_optuna, resolve_study, tune
 
     quiet_optuna()
     spec = job_of(ctx)
