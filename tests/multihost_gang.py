@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -184,3 +185,24 @@ def _others(cluster: MultiHost) -> list[str]:
                 continue
             left.append(f"{host} {pid} {line[:100]}")
     return left
+
+
+def _on_driver(cluster: MultiHost, code: str) -> str:
+    done = cluster.run_on("d", [sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def s3_folder(target: Target, name: str) -> str:
+    """A fresh ``s3://`` folder on the cluster's store (its bucket made from the driver host)."""
+    assert isinstance(target, MultiHostTarget) and target.cluster is not None
+    bucket = f"contract-{uuid.uuid4().hex[:12]}"
+    _on_driver(target.cluster, f"import s3fs; s3fs.S3FileSystem().mkdir({bucket!r})")
+    return f"s3://{bucket}/{name}"
+
+
+def s3_keys(cluster: MultiHost, folder: str) -> list[str]:
+    """The objects under ``folder`` on the cluster's store, relative to it, sorted."""
+    code = f"import json, s3fs; print(json.dumps(s3fs.S3FileSystem().find({folder!r})))"
+    root = folder.removeprefix("s3://").rstrip("/") + "/"
+    return sorted(k.removeprefix(root) for k in json.loads(_on_driver(cluster, code)))

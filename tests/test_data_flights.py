@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,18 +80,23 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        mp.setenv("PYSPARK_PYTHON", sys.executable)  # the executors write through pyarrow
         session = (
             SparkSession.builder.master("local[2]")
             .appName("cauce-data-tests")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.sql.shuffle.partitions", "4")
+            # The executors' Python writes the files: a worker per task, which ends with it,
+            .config("spark.python.worker.reuse", "false")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate()
         )
         session.sparkContext.setLogLevel("ERROR")
+        # ... forked by PySpark's daemon, started here, before the tests count their processes.
+        session.range(1).mapInArrow(lambda batches: batches, "id long")._jdf.collectAsList()
         try:
             yield session
         finally:
@@ -114,3 +120,10 @@ def test_flights_on_spark_hold_the_same_rows(
         ours, theirs = load(m, split).sort_by(key), load(duckdb_flights, split)
         assert ours.equals(theirs), f"split {split}: Spark's rows differ from DuckDB's"
     assert not spark.catalog.listTables(), "the prepare left temporary views behind"
+    # The executors write the files DuckDB writes (rows in order, the same files and row
+    # groups), so that the ranks of a training job read the same rows from either.
+    for split in m.splits:
+        assert load(m, split).equals(load(duckdb_flights, split)), split
+        assert [f.row_groups for f in m.splits[split].files] == [
+            f.row_groups for f in duckdb_flights.splits[split].files
+        ]

@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +10,7 @@ import pytest
 
 from cauce.data import prepare, read_manifest, shard
 from data_fixtures import ids, write_csv, write_files, write_module
+from s3_fixtures import endpoint_fixture, s3_store_fixture  # noqa: F401 - fixtures
 
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -25,49 +19,12 @@ pytest.importorskip("ibis")
 BUCKET = "cauce-data"
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Credentials and endpoint as a task would get them: in its environment."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    if not fs.exists(BUCKET):
-        fs.mkdir(BUCKET)
-    yield fs
-    s3fs.S3FileSystem.clear_instance_cache()
+def s3(s3_store: object) -> object:
+    """The store, with the bucket of these tests."""
+    if not s3_store.exists(BUCKET):  # type: ignore[attr-defined]
+        s3_store.mkdir(BUCKET)  # type: ignore[attr-defined]
+    return s3_store
 
 
 def test_prepare_to_s3_and_shard_from_it(s3: object, tmp_path: Path) -> None:

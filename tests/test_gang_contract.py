@@ -30,7 +30,14 @@ from cauce.gang import JobDriver
 from cauce.history import open_store
 from helpers import ROOT, py
 from multihost import MultiHost
-from multihost_gang import MultiHostTarget, RemoteDriver, RemoteJob, tasks_left
+from multihost_gang import (
+    MultiHostTarget,
+    RemoteDriver,
+    RemoteJob,
+    s3_folder,
+    s3_keys,
+    tasks_left,
+)
 from spark_fixtures import (
     Console,
     StandaloneSpark,
@@ -280,6 +287,11 @@ def test_root_cause_is_the_first_failed_task(target: Target, home: Path) -> None
 
 def test_restart_resumes_from_checkpoint(target: Target, home: Path) -> None:
     out = home.parent / "out"
+    # Across hosts the checkpoints are on the shared store (S3), where a restart on any host
+    # finds them; elsewhere in the job's run folder.
+    shared = isinstance(target, MultiHostTarget)
+    folder = s3_folder(target, "resume") if shared else ""
+    env = f"env: {{CAUCE_CHECKPOINT_DIR: {folder}}}" if shared else ""
     result, console = run(
         target,
         home,
@@ -289,6 +301,7 @@ def test_restart_resumes_from_checkpoint(target: Target, home: Path) -> None:
         roles:
           worker: {{instances: 2}}
         restart: {{max_restarts: 2, backoff: 0.2}}
+        {env}
         """,
     )
     assert result.ok and result.restarts == 1, result.root_cause + console.text
@@ -298,6 +311,16 @@ def test_restart_resumes_from_checkpoint(target: Target, home: Path) -> None:
     assert {"attempt": 1, "resumed_from": 2} in log
     assert [e["epoch"] for e in log if "epoch" in e] == [0, 1, 2, 3]
     assert abs(float(log[-1]["weight"]) - (1.0 - 0.9 ** (4 * 5))) < 1e-9
+    local = Path(result.run_dir) / "checkpoints"
+    if shared:
+        assert isinstance(target, MultiHostTarget) and target.cluster is not None
+        assert s3_keys(target.cluster, folder)[-2:] == [
+            "step-000000003/meta.json",
+            "step-000000003/state.pkl",
+        ]
+        assert not local.exists(), "a checkpoint went to the driver host's run folder"
+    else:
+        assert (local / "step-000000003" / "meta.json").is_file()
     # The reports reached the history, the second attempt's from epoch 2 on.
     store = open_store(f"sqlite:///{home.parent / 'history.db'}")
     try:

@@ -23,6 +23,7 @@ from cauce.serve import (
     ServeSettings,
     TensorSpec,
 )
+from s3_fixtures import endpoint_fixture, s3_store_fixture  # noqa: F401 - fixtures
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.framework
@@ -420,3 +421,35 @@ def test_settings_refuse_absurd_values(field: str, value: Any, error: str) -> No
 def test_the_token_is_not_in_the_repr() -> None:
     settings = ServeSettings("m", token="do-not-print-me")
     assert "do-not-print-me" not in repr(settings)
+
+
+def test_a_model_on_s3_is_saved_marker_last_and_loaded_from_a_local_copy(
+    s3_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cauce.serve import load_model, save_model
+
+    monkeypatch.setenv("CAUCE_HOME", str(tmp_path / "home"))
+    if not s3_store.exists("models"):
+        s3_store.mkdir("models")
+    uri = "s3://models/tiny"
+    torch.manual_seed(0)
+    module = Tiny()
+    saved = save_model(uri, module, name="tiny", inputs=INPUTS, outputs=OUTPUTS, preprocessing=PRE)
+    assert saved == uri
+    assert sorted(k.rsplit("/", 1)[1] for k in s3_store.find("models/tiny")) == [
+        "cauce-model.json",
+        "model.pt",
+    ]
+    model = load_model(uri)
+    assert model.path.is_relative_to(tmp_path / "home" / "cache" / "models")
+    inputs = {"categorical": np.array([[1, 2]]), "numeric": np.array([[0.5, -1.0]], np.float32)}
+    expected = module(torch.from_numpy(inputs["categorical"]), torch.from_numpy(inputs["numeric"]))
+    assert model.predict(inputs)["probability"] == pytest.approx(expected.detach().numpy())
+    # replaced: the next load reads the new model, not the cached copy of the old one
+    torch.manual_seed(1)
+    save_model(uri, Tiny(), name="tiny", inputs=INPUTS, outputs=OUTPUTS, version="2")
+    assert load_model(uri).version == "2"
+    # no marker, no model: a folder whose upload stopped before cauce-model.json
+    s3_store.rm_file("models/tiny/cauce-model.json")
+    with pytest.raises(ModelFormatError, match=r"s3://models/tiny/cauce-model.json.* is missing"):
+        load_model(uri)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -482,7 +483,8 @@ def code_sha256(*paths: Path) -> str:
 
 def save_and_test(run: Run) -> dict[str, Any]:
     """Save the model for serving, then score the test split with the saved model (rank 0)."""
-    out = Path(run.args.model_out) if run.args.model_out else run.ctx.run_dir / "model"
+    # --model-out may be a URI (s3://...): shared storage that every host of a cluster reaches
+    out = run.args.model_out or run.ctx.run_dir / "model"
     here = Path(__file__).resolve()
     features = run.features
     cauce.serve.save_model(
@@ -628,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
             results["baseline"] = baseline
             line += f", baseline ({baseline['model']}) {baseline['test_auc']:.4f}"
         print(f"{line}; model saved to {results['model']}", flush=True)
-        path = Path(args.results) if args.results else ctx.run_dir / "results.json"
-        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        path = args.results or str(ctx.run_dir / "results.json")  # a path or a URI
+        with fsspec.open(path, "w", encoding="utf-8") as file:
+            file.write(json.dumps(results, indent=2) + "\n")
     if dist.is_initialized():
         with heartbeats():  # the other ranks wait here for rank 0 to finish
             dist.barrier()

@@ -56,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--rows-per-file", type=int, default=1_000_000, metavar="N")
     parser.add_argument(
-        "--row-group-rows", type=int, default=131_072, metavar="N", help="DuckDB engine only"
+        "--row-group-rows",
+        type=int,
+        default=131_072,
+        metavar="N",
+        help="rows per row group (Spark: not for hdfs:// and s3a:// outputs, written by Spark)",
     )
     parser.set_defaults(func=run)
 

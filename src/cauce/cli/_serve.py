@@ -138,7 +138,7 @@ def _add(
         "model_dir",
         env=prefix + "MODEL_DIR",
         metavar="MODEL_DIR",
-        help="a directory written by cauce.serve.save_model",
+        help="a directory written by cauce.serve.save_model, or its URI (s3://...)",
     )
     for flag, dest, kind, default, text in table:
         extra: dict[str, Any] = {"dest": dest}
@@ -219,9 +219,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from cauce.serve import ServeSettings, serve, server_url
+    from cauce.serve._store import local_model_dir
 
     values = {f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.name in args}
     values["token"] = _token(args)
+    values["model_dir"] = str(local_model_dir(values["model_dir"]))  # s3://...: a local copy
     for key in ("tls_cert", "tls_key", "ready_file"):
         values[key] = values[key] or ""
     settings = ServeSettings(**values)

@@ -30,6 +30,18 @@ _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "ad
 # Stores pyarrow has a native filesystem for, and the scheme it knows them by.
 _ARROW_NATIVE = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hdfs": "hdfs"}
 
+#: The variables that say where an S3 store is and who may use it: a job's tasks and Spark's
+#: executors get the driver's (docs/data.md, "Shared storage").
+STORAGE_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -40,9 +52,43 @@ def resolve(uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
         fs, path = fsspec.core.url_to_fs(text, **dict(storage_options or {}))
     except (ImportError, ValueError) as exc:
         raise DataError(f"{text}: cannot open this location: {exc}", path=text) from exc
+    except OSError as exc:
+        if text.startswith(("hdfs://", "viewfs://")):
+            raise DataError(
+                f"{text}: no HDFS client on this host ({exc}): pyarrow reaches HDFS through "
+                "libhdfs, which needs Hadoop here (HADOOP_HOME, JAVA_HOME and CLASSPATH from "
+                "`hadoop classpath --glob`); see docs/data.md",
+                path=text,
+            ) from exc
+        raise DataError(f"{text}: cannot open this location: {exc}", path=text) from exc
     # Settings given in fsspec's form only fsspec understands: then pyarrow goes through it.
     native = not storage_options and not fsspec.config.conf.get(_protocol(fs))
     return Fs(fs, path, text, native=native)
+
+
+def portable_options(fs: Fs) -> dict[str, Any]:
+    """Options that open ``fs``'s store in another process on another host as it is opened
+    here: the storage options it was given, or for S3 the settings this process has in its
+    environment (``STORAGE_ENV``), made explicit."""
+    given = dict(getattr(fs.fs, "storage_options", {}) or {})
+    if given or _protocol(fs.fs) not in ("s3", "s3a"):
+        return given
+    env = os.environ
+    options: dict[str, Any] = {}
+    for name, key in (
+        ("AWS_ACCESS_KEY_ID", "key"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_SESSION_TOKEN", "token"),
+    ):
+        if env.get(name):
+            options[key] = env[name]
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["client_kwargs"] = {"region_name": region}
+    return options
 
 
 class Fs:

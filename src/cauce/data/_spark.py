@@ -1,10 +1,12 @@
-"""The cluster engine: Ibis on PySpark; executors write the Parquet files themselves."""
+"""The cluster engine: Ibis on PySpark; executors write the Parquet files themselves (through
+Python for local folders and ``s3://``, through Spark's Hadoop filesystems for ``hdfs://``)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from pyspark.sql import SparkSession
 from cauce.cluster.spark import spark_session
 from cauce.data._fs import resolve
 from cauce.data._parquet import open_parquet
+from cauce.data._spark_write import through_hadoop, write_split
 from cauce.data.api import DataError, Progress
 from cauce.spec import spark_conf_pairs
 
@@ -51,10 +54,15 @@ class SparkEngine:
                 **spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")),
             }
             session = spark_session(master or "local[*]", "cauce-prepare", conf, loopback=True)
+            if not os.environ.get("PYSPARK_PYTHON") and not conf.get("spark.pyspark.python"):
+                # The executors' Python writes the files: it needs pyarrow and cauce, as this one
+                # has (on a cluster, the same path on every host, as with a shared venv).
+                session.sparkContext.pythonExec = sys.executable
             self._session, self._owned = session, True
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         self._con: Any = ibis.pyspark.connect(self._session)
         self._views: list[str] = []
+        self._warned = False
 
     @property
     def con(self) -> Any:
@@ -84,8 +92,33 @@ class SparkEngine:
         compression: str,
         progress: Progress | None,
     ) -> None:
-        # Row groups are Spark's (parquet.block.size, by bytes): parquet-mr has no row limit.
-        del row_group_rows
+        if not through_hadoop(dest):
+            # Local folders, s3://, gs://...: the executors write through pyarrow and fsspec,
+            # the same files DuckDB would (see _spark_write).
+            if not self._warned and resolve(dest).local and len(self._hosts()) > 1:
+                self._warned = True
+                log.warning(
+                    "output folder %s is local to the driver host; on a cluster of several "
+                    "hosts use shared storage (s3://..., hdfs://...)",
+                    dest.rsplit("/", 2)[0],
+                )
+            try:
+                self._con._run_pre_execute_hooks(expr)
+                df = self._session.sql(self._con.compile(expr))
+                rows = write_split(
+                    df,
+                    dest,
+                    rows_per_file=rows_per_file,
+                    row_group_rows=row_group_rows,
+                    compression=compression,
+                )
+            except PySparkException as exc:
+                raise DataError(f"split {split!r}: Spark failed to run it: {exc}") from exc
+            if progress is not None:
+                progress(split, rows)
+            return
+        # Spark's own Hadoop filesystems (hdfs://, s3a:// with hadoop-aws...): row groups are
+        # Spark's (parquet.block.size, by bytes): parquet-mr has no row limit.
         try:
             self._con.to_parquet(
                 expr,
@@ -102,6 +135,19 @@ class SparkEngine:
                 with open_parquet(fs, path) as pf:
                     rows += pf.metadata.num_rows
             progress(split, rows)
+
+    def _hosts(self) -> set[str]:
+        """The hosts of the driver and the executors registered now."""
+        try:
+            status = self._session.sparkContext._jsc.sc().getExecutorMemoryStatus()
+            keys = status.keysIterator()
+            found = set()
+            while keys.hasNext():
+                found.add(str(keys.next()).rsplit(":", 1)[0])
+            return found
+        except Exception as exc:  # py4j: the JVM's API changed, or the context is gone
+            log.debug("cannot list Spark's executors: %s", exc)
+            return set()
 
     def close(self) -> None:
         for name in self._views:

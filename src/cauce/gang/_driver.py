@@ -28,6 +28,7 @@ from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
+from cauce.gang._shared import local_path_warnings
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
@@ -94,23 +95,21 @@ class JobDriver:
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
 
-    # --- dry run -------------------------------------------------------------------------------
-
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
         return plan_dry_run(self)
 
     def _build(
         self,
-        reservation: Reservation,
+        got: Reservation,
         attempt: int,
         rendezvous: str | None,
-        ports: Mapping[str, int] | None = None,
+        ports: Mapping[str, int] | None,
     ) -> AttemptPlan:
         return build_attempt(
             self.spec,
             self.request,
-            reservation,
+            got,
             job_id=self.job_id,
             attempt=attempt,
             log_dir=str(self.log_dir),
@@ -171,6 +170,8 @@ class JobDriver:
         self.console.status(
             f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
         )
+        for line in local_path_warnings(self.cluster, self.spec, self.environ, self.run_dir):
+            self.console.status(f"warning: {line}")
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
@@ -334,7 +335,7 @@ class JobDriver:
     def _start_attempt(self, attempt: int) -> None:
         assert self._reservation is not None
         rendezvous = self._horovod.for_attempt() if self._horovod is not None else None
-        plan = self._build(self._reservation, attempt, rendezvous)
+        plan = self._build(self._reservation, attempt, rendezvous, None)
         self._plan = plan
         self._last_sign = {}
         self._task_started = time.monotonic()

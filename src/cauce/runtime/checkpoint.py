@@ -10,6 +10,10 @@ attempt of a job, so a restart finds it). It is written under a temporary name, 
 renamed: a crash mid-write leaves no folder that ``load`` would take for a checkpoint. Only rank
 0 writes, unless ``all_ranks=True``; the last ``keep`` are kept.
 
+The checkpoint folder may be a URI (``CAUCE_CHECKPOINT_DIR=s3://bucket/job/checkpoints``, or
+``directory=``), for jobs whose ranks run on several hosts: there a step's ``meta.json``, written
+after its state, marks it complete (object stores have no rename; see ``_remote_checkpoint``).
+
 Format: ``torch.save`` when torch is imported by the caller (loaded with ``weights_only=True`` by
 default, so a checkpoint cannot run code), else ``pickle``.
 """
@@ -32,6 +36,7 @@ from typing import Any
 
 from cauce._util.files import swap_dir
 from cauce.errors import CauceError
+from cauce.runtime import _remote_checkpoint as remote
 from cauce.runtime._context import context
 
 __all__ = ["Checkpoint", "CheckpointError", "latest_step", "load", "save"]
@@ -49,12 +54,23 @@ class CheckpointError(CauceError):
 class Checkpoint:
     step: int
     state: Any
-    path: Path
+    path: Path | str  # a URI for checkpoints in an object store
     meta: dict[str, Any]
 
 
-def _dir(directory: str | os.PathLike[str] | None) -> Path:
-    return Path(directory) if directory is not None else context().checkpoint_dir
+def _dir(directory: str | os.PathLike[str] | None) -> Path | str:
+    """The checkpoint folder: ``directory``, else the job's; a URI stays a string."""
+    if directory is None:
+        directory = os.environ.get("CAUCE_CHECKPOINT_DIR") or context().checkpoint_dir
+    return directory if remote.is_uri(directory) else Path(directory)  # type: ignore[return-value]
+
+
+def _sub(root: Path | str, name: str) -> Path | str:
+    return f"{root.rstrip('/')}/{name}" if isinstance(root, str) else root / name
+
+
+def _found(root: Path | str) -> list[tuple[int, Path | str]]:
+    return list(remote.steps(root) if isinstance(root, str) else _complete(root))
 
 
 def _complete(directory: Path) -> list[tuple[int, Path]]:
@@ -126,7 +142,7 @@ def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
 
 
 def latest_step(directory: str | os.PathLike[str] | None = None) -> int | None:
-    found = _complete(_dir(directory))
+    found = _found(_dir(directory))
     return found[-1][0] if found else None
 
 
@@ -137,8 +153,9 @@ def save(
     keep: int = 3,
     all_ranks: bool = False,
     directory: str | os.PathLike[str] | None = None,
-) -> Path | None:
-    """Save ``state`` as the checkpoint of ``step``; returns its folder (None on other ranks)."""
+) -> Path | str | None:
+    """Save ``state`` as the checkpoint of ``step``; returns its folder, a URI for one in an
+    object store (None on other ranks)."""
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"checkpoint step must be an int >= 0, got {step!r}")
     if keep < 1:
@@ -148,7 +165,9 @@ def save(
         return None
     root = _dir(directory)
     if all_ranks:
-        root = root / f"rank-{ctx.rank}"
+        root = _sub(root, f"rank-{ctx.rank}")
+    if isinstance(root, str):
+        return _save_remote(state, step, root, keep)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale(root)
     final = root / f"step-{step:09d}"
@@ -156,14 +175,7 @@ def save(
     tmp.mkdir()
     try:
         fmt, _ = _write_state(state, tmp)
-        meta = {
-            "step": step,
-            "format": fmt,
-            "time": time.time(),
-            "job_id": ctx.job_id,
-            "attempt": ctx.attempt,
-            "rank": ctx.rank,
-        }
+        meta = {**_meta(step), "format": fmt}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         swap_dir(tmp, final)  # the same step may be saved again, by a restarted attempt
     except BaseException as exc:
@@ -185,6 +197,24 @@ def save(
     return final
 
 
+def _meta(step: int) -> dict[str, Any]:
+    ctx = context()
+    return {
+        "step": step,
+        "time": time.time(),
+        "job_id": ctx.job_id,
+        "attempt": ctx.attempt,
+        "rank": ctx.rank,
+    }
+
+
+def _save_remote(state: Any, step: int, root: str, keep: int) -> str:
+    try:
+        return remote.write(root, step, keep, _meta(step), lambda tmp: _write_state(state, tmp))
+    except OSError as exc:  # the store refused, or could not be reached
+        raise CheckpointError(f"cannot write checkpoint of step {step} to {root}: {exc}") from exc
+
+
 def load(
     *,
     step: int | None = None,
@@ -203,18 +233,37 @@ def load(
     """
     root = _dir(directory)
     if rank is not None:
-        root = root / f"rank-{rank}"
-    found = _complete(root)
+        root = _sub(root, f"rank-{rank}")
+    found = _found(root)
+
+    def read(number: int, path: Path | str) -> Checkpoint:
+        if isinstance(path, Path):
+            return _read(number, path, weights_only=weights_only, map_location=map_location)
+        try:
+            copy = remote.read(
+                path,
+                lambda folder: _read(
+                    number, folder, weights_only=weights_only, map_location=map_location
+                ),
+            )
+        except CheckpointError as exc:  # it names the local copy: name the checkpoint
+            cause = exc.__cause__ or exc
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read: {type(cause).__name__}: {cause}"
+            ) from cause
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
+        return Checkpoint(copy.step, copy.state, path, copy.meta)
+
     if step is not None:
         found = [(s, p) for s, p in found if s == step]
         if not found:
             raise CheckpointError(f"no checkpoint of step {step} in {root}")
-        number, path = found[0]
-        return _read(number, path, weights_only=weights_only, map_location=map_location)
+        return read(*found[0])
     failures: list[CheckpointError] = []
     for number, path in reversed(found):
         try:
-            return _read(number, path, weights_only=weights_only, map_location=map_location)
+            return read(number, path)
         except CheckpointError as exc:
             logger.warning("skipping checkpoint that cannot be read: %s", exc)
             failures.append(exc)

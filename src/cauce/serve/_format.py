@@ -37,6 +37,7 @@ from cauce.serve._spec import (
     read_spec,
     spec_from_json,
 )
+from cauce.serve._store import is_uri, local_model_dir, upload_model
 from cauce.serve._torchscript import check_outputs, example_inputs_for, outputs_of, quiet_jit
 from cauce.serve.api import DATATYPES, InvalidInput, Preprocessing, ServeError, TensorSpec
 
@@ -75,8 +76,9 @@ def save_model(
     lineage: Mapping[str, Any] | None = None,
     example_inputs: Sequence[Any] | None = None,
     version: str = "1",
-) -> Path:
-    """Write ``module`` as a served model in directory ``path`` (replacing one there).
+) -> Path | str:
+    """Write ``module`` as a served model in directory ``path`` (replacing one there); ``path``
+    may be a URI such as ``s3://bucket/models/name`` (see ``_store``).
 
     ``inputs`` are passed to ``forward`` positionally, in this order; ``forward`` returns one
     tensor, a tuple of them (in the order of ``outputs``) or a dict by output name.
@@ -131,16 +133,23 @@ def save_model(
         raise ServeError(f"torch.jit.{how} failed for model {name!r}: {exc}") from exc
     check_outputs(spec, compiled)
 
-    target = Path(path).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remote = is_uri(path)
+    target: Path | str = str(path) if remote else Path(path).absolute()
+    if isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="cauce-model-"))
     try:
         with quiet_jit():
             torch.jit.save(compiled, str(tmp / MODEL_FILE))
         final = ModelSpec(**{**spec.__dict__, "sha256": file_sha256(tmp / MODEL_FILE)})
         text = json.dumps(final.to_json(), indent=2, ensure_ascii=False) + "\n"
         (tmp / SPEC_FILE).write_text(text, encoding="utf-8")
-        swap_dir(tmp, target)
+        if isinstance(target, Path):
+            swap_dir(tmp, target)
+        else:
+            upload_model(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("saved model %s version %s to %s", name, version, target)
@@ -258,10 +267,11 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike[str], *, device: str = "cpu") -> LoadedModel:
-    """Read ``path/cauce-model.json`` and load its TorchScript archive onto ``device``."""
+    """Read ``path/cauce-model.json`` and load its TorchScript archive onto ``device``; a URI
+    (``s3://...``) is copied to a cache on this host first."""
     import torch
 
-    folder = Path(path)
+    folder = local_model_dir(path if isinstance(path, str) else Path(path))
     spec = read_spec(folder)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ServeError(f"device {device!r} asked for, but torch sees no CUDA device here")

@@ -88,7 +88,7 @@ def save_synthetic(path: str | Path, kind: str = "flights", *, seed: int = 0) ->
     torch.manual_seed(seed)
     vocab_sizes = [len(v) for v in VOCABULARIES.values()]
     net = FlightsNet(vocab_sizes, len(NUMERIC), dim=dim, width=width, depth=depth)
-    return save_model(
+    saved = save_model(
         path,
         net,
         name=f"{kind}-synthetic",
@@ -100,6 +100,7 @@ def save_synthetic(path: str | Path, kind: str = "flights", *, seed: int = 0) ->
         preprocessing=preprocessing(),
         lineage={"synthetic": kind, "seed": seed},
     )
+    return Path(saved)  # a local folder: the tests' and benchmarks' models
 
 
 def synthetic_records(n: int, *, seed: int = 0, unknown: float = 0.05) -> list[dict[str, Any]]:

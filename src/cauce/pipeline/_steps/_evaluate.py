@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from cauce._util.files import atomic_write_json
 from cauce.pipeline._context import StepContext, StepKind
+from cauce.pipeline._steps._uris import location
 
 __all__ = ["KIND", "roc_auc"]
 
@@ -40,19 +40,18 @@ def _record(batch: Any, row: int, features: list[str]) -> dict[str, Any]:
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
+    import fsspec
     import numpy as np
     import pyarrow.parquet as pq
 
     from cauce.data import read_manifest
     from cauce.serve import arrow_inputs, load_model
 
-    model_dir = ctx.path(str(ctx.config["model"]))
-    dataset = str(ctx.config["dataset"])
+    model_dir = location(ctx, ctx.config["model"])
     split_name = str(ctx.config.get("split") or "test")
     label = str(ctx.config["label"])
-    if "://" in dataset:
-        raise ctx.fail(f"reads local datasets only for now; {dataset} is a URI")
-    manifest = read_manifest(ctx.path(dataset))
+    manifest = read_manifest(location(ctx, ctx.config["dataset"]))
+    fs, root = fsspec.core.url_to_fs(manifest.root)
     split = manifest.split(split_name)
     model = load_model(model_dir)
     pre = model.spec.preprocessing
@@ -70,7 +69,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     example: dict[str, Any] = {}
     done = 0
     for info in split.files:
-        for batch in pq.ParquetFile(Path(manifest.root) / info.path).iter_batches(8192):
+        file = pq.ParquetFile(f"{root.rstrip('/')}/{info.path}", filesystem=fs)
+        for batch in file.iter_batches(8192):
             index = batch.schema.get_field_index(label)
             if index < 0:
                 raise ctx.fail(f"split {split_name} has no column {label!r} (label)")

@@ -9,6 +9,7 @@ from typing import Any
 
 from cauce.errors import SpecError
 from cauce.pipeline._context import StepContext, StepKind
+from cauce.pipeline._steps._uris import location
 from cauce.spec import CLUSTER_PREFIXES
 
 __all__ = ["KIND"]
@@ -29,7 +30,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         function = f"{ctx.path(module)}:{name}"
     elif ctx.pipeline.folder not in sys.path:
         sys.path.insert(0, ctx.pipeline.folder)
-    out = ctx.out_dir()
+    out = location(ctx, ctx.config["out"]) if ctx.config.get("out") else ctx.out_dir()
     engine = str(ctx.config.get("engine") or "")
     master = ctx.config.get("spark_master")
     if not engine:

@@ -5,15 +5,14 @@ lineage."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cauce._util.files import atomic_write_json
 from cauce.errors import GangFailed
 from cauce.pipeline._console import PipelineConsole
 from cauce.pipeline._context import StepContext, StepKind, job_of
+from cauce.pipeline._steps._uris import exists, is_uri, read_json, write_json
 
 __all__ = ["KIND"]
 
@@ -86,18 +85,19 @@ def run(ctx: StepContext) -> dict[str, Any]:
     outputs: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     for name, rel in (ctx.config.get("outputs") or {}).items():
-        path = run_dir / str(rel)
-        if not path.exists():
+        # A URI is on shared storage, where a rank on any host can write it.
+        where = str(rel) if is_uri(rel) else run_dir / str(rel)
+        if not exists(where):
             raise ctx.fail(
                 f"job {result.job_id} succeeded but did not write outputs.{name}: nothing at "
-                f"{path} (cauce logs {result.job_id})"
+                f"{where} (cauce logs {result.job_id})"
             )
-        outputs[name] = str(path)
-        if path.is_file() and path.suffix == ".json":
+        outputs[name] = str(where)
+        if str(where).endswith(".json") and (is_uri(where) or Path(where).is_file()):
             try:
-                parsed[name] = json.loads(path.read_text(encoding="utf-8"))
+                parsed[name] = read_json(where)
             except ValueError as exc:
-                raise ctx.fail(f"outputs.{name} ({path}) is not valid JSON: {exc}") from None
+                raise ctx.fail(f"outputs.{name} ({where}) is not valid JSON: {exc}") from None
     ctx.console.step_finished(
         ctx.step.name,
         f"job {result.job_id} succeeded"
@@ -152,13 +152,13 @@ def _record_lineage(ctx: StepContext, result: dict[str, Any]) -> dict[str, Any]:
     models = []
     outputs: Mapping[str, str] = result.get("outputs") or {}
     for path in outputs.values():
-        spec_file = Path(path) / SPEC_FILE
-        if not spec_file.is_file():
+        spec_file = f"{path.rstrip('/')}/{SPEC_FILE}" if is_uri(path) else Path(path) / SPEC_FILE
+        if not exists(spec_file):
             continue
-        raw = json.loads(spec_file.read_text(encoding="utf-8"))
+        raw = read_json(spec_file)
         raw.setdefault("lineage", {})["pipeline"] = dict(lineage)
-        atomic_write_json(spec_file, raw)
-        models.append(str(path))
+        write_json(spec_file, raw)
+        models.append(path)
     return {**result, "lineage": lineage} if models else result
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from cauce._util.signals import handle_signals
 from cauce.pipeline._context import StepContext, StepKind
 from cauce.pipeline._steps._server import server
+from cauce.pipeline._steps._uris import location
 
 __all__ = ["KIND", "curl_command"]
 
@@ -56,8 +57,10 @@ def _predict(ctx: StepContext, base: str, model: str, example: Mapping[str, Any]
 
 def run(ctx: StepContext) -> dict[str, Any]:
     from cauce.serve import read_spec
+    from cauce.serve._store import local_model_dir
 
-    model_dir = ctx.path(str(ctx.config["model"]))
+    model = location(ctx, ctx.config["model"])
+    model_dir = local_model_dir(model)  # a model on shared storage: served from a local copy
     spec = read_spec(model_dir)
     host = str(ctx.config.get("host") or "127.0.0.1")
     port = int(ctx.config.get("port", 8080))
@@ -68,7 +71,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     suggest = port or 8080  # the port the summary suggests serving on
     ctx.console.step_started(
         ctx.step.name,
-        f"serving {model_dir}"
+        f"serving {model}"
         + (f" on {host}:{port} until interrupted" if ctx.serve_forever else " to check it"),
     )
     answer: dict[str, Any] = {}
@@ -92,8 +95,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         ctx.step.name, "served and stopped" if ctx.serve_forever else "checked and stopped"
     )
     result: dict[str, Any] = {
-        "outputs": {"model": str(model_dir)},
-        "serve": f"cauce serve {shlex.quote(str(model_dir))} --host {host} --port {suggest}",
+        "outputs": {"model": str(model)},
+        "serve": f"cauce serve {shlex.quote(str(model))} --host {host} --port {suggest}",
         "curl": shown,
     }
     if answer:
