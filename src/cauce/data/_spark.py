@@ -54,9 +54,12 @@ class SparkEngine:
                 **spark_conf_pairs([], os.environ.get("CAUCE_SPARK_CONF")),
             }
             session = spark_session(master or "local[*]", "cauce-prepare", conf, loopback=True)
-            if not os.environ.get("PYSPARK_PYTHON") and not conf.get("spark.pyspark.python"):
-                # The executors' Python writes the files: it needs pyarrow and cauce, as this one
-                # has (on a cluster, the same path on every host, as with a shared venv).
+            # The executors' Python writes the files: it needs pyarrow and cauce, as this one
+            # has (on a cluster, the same path on every host, as with a shared venv). PySpark
+            # reads spark.pyspark.python only under spark-submit, so it is applied here.
+            if conf.get("spark.pyspark.python"):
+                session.sparkContext.pythonExec = conf["spark.pyspark.python"]
+            elif not os.environ.get("PYSPARK_PYTHON"):
                 session.sparkContext.pythonExec = sys.executable
             self._session, self._owned = session, True
         self._session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
