@@ -15,7 +15,14 @@ it, once per run, in batches of ``--batch-size`` rows, into a dict of PyTorch te
 - **petastorm**: ``make_batch_reader`` (its default thread pool), to NumPy (one batch per row
   group; no torch conversion, no categorical codes, so its figure flatters it);
 - **hf**: Hugging Face ``datasets``: ``Dataset.from_parquet`` (its Arrow cache is built before
-  the clock starts), then ``with_format("torch").iter(batch_size)``.
+  the clock starts), then ``with_format("torch").iter(batch_size)``;
+- **hf_streaming**: the same library without the cache: ``load_dataset("parquet",
+  data_files=..., streaming=True)``, ``with_format("torch").iter(batch_size)`` (in both, the
+  categoricals stay lists of strings: no codes, so these figures flatter them);
+- **ray**: Ray Data: ``ray.data.read_parquet``, categoricals to codes with ``map_batches`` (the
+  same ``pyarrow.compute.index_in`` as the hand-written loop), then
+  ``iter_torch_batches(batch_size)``; ``ray.init`` (a local Ray instance) and a first small
+  dataset (which starts its worker processes) are done before the clock starts.
 
 With ``--s3``, the dataset is also copied to a bucket of moto's S3 server (in this process,
 on 127.0.0.1) and read from ``s3://``: **cauce_s3** (pyarrow's native S3 client, credentials and
@@ -27,15 +34,20 @@ local server measures the clients, not a network.
 
 Petastorm needs an old pyarrow (< 13) and NumPy (< 2), so it cannot live in this environment:
 give ``--petastorm-python`` a Python that has it (see the skip message); likewise
-``--hf-python``, when ``datasets`` is not importable here. A peer that cannot run is skipped,
-with the reason printed. After ``--warmup`` rounds (default 1), ``--runs`` rounds (default 5)
-each run every side once, in turn. Figures are rows/s (higher is faster); a ratio is
-median rows/s of cauce / median rows/s of the peer, so above 1 means cauce is faster. The last
-line printed is one JSON object: ``ratio`` is cauce / pyarrow, ``ratio_petastorm`` cauce /
-petastorm (null when not measured).
+``--hf-python``, when ``datasets`` is not importable here, and ``--ray-python`` for Ray (each
+defaults to ``CAUCE_BENCH_PETASTORM``, ``CAUCE_BENCH_HF``, ``CAUCE_BENCH_RAY``, which
+``scripts/bench.sh`` sets to the environments it builds). A peer that cannot run (it does not
+import, or its first run fails) is skipped, with the reason printed. After ``--warmup`` rounds
+(default 1), ``--runs`` rounds (default 5) each run every side once, in turn. Figures are
+rows/s (higher is faster); a ratio is median rows/s of cauce / median rows/s of the peer, so
+above 1 means cauce is faster. The last line printed is one JSON object: ``ratio`` is cauce /
+pyarrow, ``ratio_petastorm`` cauce / petastorm, ``ratio_hf``, ``ratio_hf_streaming`` and
+``ratio_ray`` likewise (null when not measured), with the machine's load
+(``benchmarks/_machine.py``).
 
-    .venv/bin/python benchmarks/ingest.py --runs 5 --petastorm-python /tmp/petastorm/bin/python
+    bash scripts/bench.sh ingest      # with every peer, each in its environment
     .venv/bin/python benchmarks/ingest.py --rows 20000 --runs 1      # a smoke test
+    .venv/bin/python benchmarks/ingest.py --quick    # 200,000 rows, 1 run, no warm-up
     .venv/bin/python benchmarks/ingest.py --rows 1000000 --s3         # and from s3://
 """
 
@@ -55,12 +67,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _machine import Machine, can_import, quick_default
+
 NUMERIC = 10
 CATEGORICAL = {"cat_a": 7, "cat_b": 50, "cat_c": 300, "cat_d": 2000}  # name -> distinct values
-PETASTORM_VENV = (
-    "python3.11 -m venv /tmp/petastorm && /tmp/petastorm/bin/pip install "
-    "petastorm 'pyarrow<13' 'numpy<2' 'pandas<2.2'"
-)
+PETASTORM_VENV = "bash scripts/bench.sh ingest (it builds .bench-envs/petastorm)"
+#: The peers that run in their own interpreter: side -> (module it needs, how to get it).
+SUBPROCESS_PEERS = {
+    "petastorm": ("petastorm", PETASTORM_VENV),
+    "hf": ("datasets", "pip install datasets"),
+    "hf_streaming": ("datasets", "pip install datasets"),
+    "ray": ("ray.data", "bash scripts/bench.sh ingest (it builds .bench-envs/ray)"),
+}
 
 
 def build(ctx: Any) -> dict[str, Any]:
@@ -135,12 +153,19 @@ def s3_sides(
     ]
 
 
+def _codes(values: Any, value_set: Any) -> Any:
+    """Strings to int64 codes by their place in ``value_set``, 0 for unknown (NumPy)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    index = pc.index_in(values, value_set=value_set)
+    return pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64)
+
+
 def read_pyarrow(
     files: list[str], vocab: dict[str, list[str]], batch_size: int, filesystem: Any = None
 ) -> int:
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     import torch
 
@@ -152,8 +177,7 @@ def read_pyarrow(
             tensors = {}
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
                 if name in value_sets:  # dictionary -> codes (0 = unknown), then gather
-                    index = pc.index_in(column.dictionary, value_set=value_sets[name])
-                    mapped = pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64)
+                    mapped = _codes(column.dictionary, value_sets[name])
                     tensors[name] = torch.from_numpy(mapped[column.indices.to_numpy()])
                 else:
                     tensors[name] = torch.from_numpy(column.to_numpy())
@@ -183,12 +207,16 @@ def read_petastorm(root: str, batch_size: int) -> int:
     return rows
 
 
-def hf_dataset(files: list[str]) -> Any:
-    """Hugging Face's Arrow cache of the files (built before its clock starts)."""
+def hf_dataset(files: list[str], cache: str, streaming: bool) -> Any:
+    """Hugging Face's Arrow cache of the files (built before its clock starts), or a stream."""
     import datasets
 
     datasets.disable_progress_bars()
-    return datasets.Dataset.from_parquet(files, cache_dir=tempfile.mkdtemp(prefix="hf-cache-"))
+    if streaming:
+        return datasets.load_dataset(
+            "parquet", data_files=files, split="train", streaming=True, cache_dir=cache
+        )
+    return datasets.Dataset.from_parquet(files, cache_dir=cache)
 
 
 def read_hf(ds: Any, batch_size: int) -> int:
@@ -198,17 +226,68 @@ def read_hf(ds: Any, batch_size: int) -> int:
     return rows
 
 
+def ray_start() -> None:
+    """A local Ray instance of this machine's CPUs, quiet, its files under TMPDIR."""
+    import ray
+
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Its worker processes started, as on a cluster that is up: a first small read runs tasks.
+    ray.data.range(1000).map_batches(lambda batch: batch).materialize()
+
+
+def read_ray(files: list[str], vocab: dict[str, list[str]], batch_size: int) -> int:
+    import pyarrow as pa
+    import ray
+
+    value_sets = {name: pa.array(values) for name, values in vocab.items()}
+
+    def encode(table: pa.Table) -> pa.Table:
+        for name, value_set in value_sets.items():
+            at = table.schema.get_field_index(name)
+            table = table.set_column(at, name, pa.array(_codes(table[name], value_set)))
+        return table
+
+    ds = ray.data.read_parquet(files).map_batches(encode, batch_format="pyarrow")
+    rows = 0
+    for batch in ds.iter_torch_batches(batch_size=batch_size):
+        rows += len(batch["i"])
+    return rows
+
+
 def _peer_main(args: argparse.Namespace) -> int:
     """``--measure SIDE``: one timed pass in this interpreter, printed as JSON."""
-    files = json.loads(args.files)
-    ds = hf_dataset(files) if args.measure == "hf" else None
-    started = time.perf_counter()
-    if args.measure == "petastorm":
-        rows = read_petastorm(args.data, args.batch_size)
-    else:
-        rows = read_hf(ds, args.batch_size)
-    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started}))
+    files, side = json.loads(args.files), args.measure
+    with tempfile.TemporaryDirectory(prefix=f"cauce-ingest-{side}-") as cache:
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TMPDIR=cache)
+        tempfile.tempdir = cache
+        ds = hf_dataset(files, cache, side == "hf_streaming") if side.startswith("hf") else None
+        if side == "ray":
+            ray_start()
+        started = time.perf_counter()
+        if side == "petastorm":
+            rows = read_petastorm(args.data, args.batch_size)
+        elif side == "ray":
+            rows = read_ray(files, json.loads(args.vocab), args.batch_size)
+        else:
+            rows = read_hf(ds, args.batch_size)
+        seconds = time.perf_counter() - started
+        if side == "ray":
+            import ray
+
+            ray.shutdown()
+    print(json.dumps({"rows": rows, "seconds": seconds}))
     return 0
+
+
+class PeerFailed(RuntimeError):
+    """A peer in its own interpreter failed: it is skipped, the benchmark goes on."""
 
 
 class Side:
@@ -217,28 +296,37 @@ class Side:
 
 
 def _subprocess_side(
-    python: str, side: str, data: str, files: list[str], batch_size: int
-) -> Callable[[], int]:
+    python: str, side: str, *, data: str, files: list[str], vocab: str, batch_size: int,
+    rows: int,
+) -> Callable[[], int]:  # fmt: skip
+    """One timed pass of ``side`` in the interpreter ``python`` (another environment, on its own
+    packages: this checkout's PYTHONPATH is not passed on). A pass that reads fewer than
+    ``rows`` rows is run again, at most twice: on a loaded machine Petastorm's reader now and
+    then ends at once, without an error, having read nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
     def run() -> int:
-        out = subprocess.run(
-            [python, __file__, "--measure", side, "--data", data, "--files", json.dumps(files),
-             "--batch-size", str(batch_size)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if out.returncode:
-            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        run.seconds = result["seconds"]  # type: ignore[attr-defined]
+        for _ in range(3):
+            out = subprocess.run(
+                [python, __file__, "--measure", side, "--data", data, "--files",
+                 json.dumps(files), "--vocab", vocab, "--batch-size", str(batch_size)],
+                capture_output=True, text=True, check=False, env=env,
+            )  # fmt: skip
+            if out.returncode:
+                lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+                raise PeerFailed(lines[-1] if lines else f"exit {out.returncode}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            run.seconds = result["seconds"]  # type: ignore[attr-defined]
+            if result["rows"] == rows:
+                break
+            print(f"   note  {side} read {result['rows']} of {rows} rows; again", flush=True)
+            run.retries += 1  # type: ignore[attr-defined]
+        else:
+            raise PeerFailed(f"read {result['rows']} of {rows} rows, 3 times")
         return int(result["rows"])
 
+    run.retries = 0  # type: ignore[attr-defined]
     return run
-
-
-def _can_import(python: str, module: str) -> str:
-    """'' when ``python`` imports ``module``, else the last line of its error."""
-    argv = [python, "-c", f"import {module}"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return "" if out.returncode == 0 else (out.stderr.strip().splitlines() or ["failed"])[-1]
 
 
 def main() -> int:
@@ -249,13 +337,23 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--petastorm-python", default=os.environ.get("CAUCE_BENCH_PETASTORM"))
     parser.add_argument("--hf-python", default=os.environ.get("CAUCE_BENCH_HF"))
+    parser.add_argument("--ray-python", default=os.environ.get("CAUCE_BENCH_RAY"))
     parser.add_argument("--s3", action="store_true", help="also read from moto's S3 server")
-    parser.add_argument("--measure", choices=("petastorm", "hf"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="a smoke run: 200,000 rows, 1 run, no warm-up (default from CAUCE_BENCH_QUICK)",
+    )
+    parser.add_argument("--measure", choices=tuple(SUBPROCESS_PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
+    parser.add_argument("--vocab", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         return _peer_main(args)
+    if args.quick:
+        args.rows, args.runs, args.warmup = 200_000, 1, 0
     with s3_server() if args.s3 else contextlib.nullcontext("") as url:
         return _bench(args, url)
 
@@ -265,6 +363,7 @@ def _bench(args: argparse.Namespace, s3_url: str) -> int:
 
     from cauce.data import prepare
 
+    machine = Machine()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
     folder = tempfile.TemporaryDirectory(prefix="cauce-ingest-")
@@ -290,25 +389,37 @@ def _bench(args: argparse.Namespace, s3_url: str) -> int:
     ]
     skipped: dict[str, str] = {}
     data_dir = os.path.dirname(files[0])
-    for name, module, python in (
-        ("petastorm", "petastorm", args.petastorm_python),
-        ("hf", "datasets", args.hf_python),
-    ):
-        python = python or sys.executable
-        if reason := _can_import(python, module):
-            hint = f"; make one with: {PETASTORM_VENV}" if name == "petastorm" else ""
-            skipped[name] = f"{module} does not import in {python}: {reason}{hint}"
+    pythons = {
+        "petastorm": args.petastorm_python,
+        "hf": args.hf_python,
+        "hf_streaming": args.hf_python,
+        "ray": args.ray_python,
+    }
+    for name, (module, hint) in SUBPROCESS_PEERS.items():
+        python = pythons[name] or sys.executable
+        if reason := can_import(python, module):
+            skipped[name] = f"{module} does not import in {python}: {reason}; get it with: {hint}"
             print(f"skipped  {name}: {skipped[name]}", flush=True)
             continue
-        sides.append(Side(name, _subprocess_side(python, name, data_dir, files, args.batch_size)))
+        run = _subprocess_side(
+            python, name, data=data_dir, files=files, vocab=json.dumps(vocab),
+            batch_size=args.batch_size, rows=args.rows,
+        )  # fmt: skip
+        sides.append(Side(name, run))
     if s3_url:
         sides += s3_sides(root, files, vocab, args.batch_size, s3_url)
 
     for round_ in range(args.warmup + args.runs):
         warm = round_ < args.warmup
-        for side in sides:
+        for side in list(sides):
             t0 = time.perf_counter()
-            rows = side.run()
+            try:
+                rows = side.run()
+            except PeerFailed as exc:
+                skipped[side.name] = f"its run failed: {exc}"
+                print(f"skipped  {side.name}: {skipped[side.name]}", flush=True)
+                sides.remove(side)
+                continue
             took = getattr(side.run, "seconds", None) or time.perf_counter() - t0
             if rows != args.rows:
                 raise SystemExit(f"error: {side.name} read {rows} rows, expected {args.rows}")
@@ -323,7 +434,7 @@ def _bench(args: argparse.Namespace, s3_url: str) -> int:
         print(f"median   {name:<15} {rate / 1e6:8.2f} M rows/s")
     ratios = {
         peer: medians["cauce"] / medians[peer] if peer in medians else None
-        for peer in ("pyarrow", "petastorm", "hf")
+        for peer in ("pyarrow", "petastorm", "hf", "hf_streaming", "ray")
     }
     for peer, ratio in ratios.items():
         if ratio is not None:
@@ -336,12 +447,21 @@ def _bench(args: argparse.Namespace, s3_url: str) -> int:
         "rows_per_s_median": {k: round(v) for k, v in medians.items()},
         "rows_per_s_runs": {s.name: [round(r) for r in s.rates] for s in sides},
         "skipped": skipped,
+        "peer_reruns": {
+            s.name: s.run.retries
+            for s in sides
+            if getattr(s.run, "retries", 0)  # type: ignore[attr-defined]
+        },
         "ratio": round(ratios["pyarrow"] or 0, 4),
         "ratio_petastorm": None if ratios["petastorm"] is None else round(ratios["petastorm"], 4),
-        "ratio_hf": None if ratios["hf"] is None else round(ratios["hf"], 4),
+        **{
+            f"ratio_{peer}": None if ratios[peer] is None else round(ratios[peer], 4)
+            for peer in ("hf", "hf_streaming", "ray")
+        },
         "ratio_decode_only": round(medians["cauce"] / medians["decode_only"], 4),
         "ratio_s3": _ratio(medians, "cauce_s3", "pyarrow_s3"),
         "ratio_s3_native": _ratio(medians, "cauce_s3", "cauce_s3_fsspec"),
+        **machine.finish(),
     }
     folder.cleanup()
     print(json.dumps(figures))

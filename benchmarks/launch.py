@@ -8,6 +8,7 @@ wall time of the whole command is measured with ``time.perf_counter``. The last 
 one JSON object with every figure; ``ratio`` is median(cauce) / median(torchrun).
 
     .venv/bin/python benchmarks/launch.py --runs 7
+    .venv/bin/python benchmarks/launch.py --quick     # 2 runs, no warm-up: a smoke run
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import Machine, quick_default
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "bin" / "allreduce.py"
@@ -72,10 +75,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each (default 7)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--steps", type=int, default=5, help="all-reduces per run (default 5)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="2 runs, no warm-up (default from CAUCE_BENCH_QUICK)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.warmup = 2, 0
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
 
+    machine = Machine()
     with tempfile.TemporaryDirectory(prefix="cauce-bench-") as tmp:
         folder = Path(tmp)
         env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
@@ -120,6 +132,7 @@ def main() -> int:
         "cauce_runs_s": [round(t, 4) for t in times["cauce"]],
         "torchrun_runs_s": [round(t, 4) for t in times["torchrun"]],
         "ratio": round(ratio, 4),
+        **machine.finish(),
     }
     print(json.dumps(figures))
     return 0

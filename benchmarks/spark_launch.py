@@ -20,6 +20,7 @@ gang then has one rank on each worker host. Its ratio is ``ratio_multihost`` (nu
 reason, where namespaces cannot be made).
 
     .venv/bin/python benchmarks/spark_launch.py --runs 5
+    .venv/bin/python benchmarks/spark_launch.py --quick    # 1 run, no warm-up: a smoke run
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "bin" / "allreduce.py"
 sys.path.insert(0, str(HERE.parent / "tests"))  # the standalone cluster of the tests
+
+from _machine import Machine, quick_default  # noqa: E402
 
 import spark_fixtures  # noqa: E402
 
@@ -101,6 +104,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="all-reduces per run (default 5)")
     parser.add_argument("--master", help="an existing standalone master (default: start one)")
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="1 run, no warm-up (default from CAUCE_BENCH_QUICK)",
+    )
+    parser.add_argument(
         "--case",
         choices=("local", "multihost", "both"),
         default="both",
@@ -110,11 +119,15 @@ def main() -> int:
         "--driver-host", help="this host's address, for a driver on another host than 127.0.0.1"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.warmup = 1, 0
+    machine = Machine()
     summary: dict[str, Any] = {"benchmark": "spark_launch", "runs": args.runs, "steps": args.steps}
     if args.case in ("local", "both") or args.driver_host:
         summary.update(_local_case(args))
     if args.case in ("multihost", "both") and not args.driver_host:
         summary.update(_multihost_case(args))
+    summary.update(machine.finish())
     print(json.dumps(summary))
     return 0
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _machine import Machine, quick_default
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flights"
 TRAIN = EXAMPLE / "train.py"
@@ -180,7 +182,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
     parser.add_argument("--data", help="a prepared flights dataset (default data/flights)")
     parser.add_argument(
-        "--quick", action="store_true", help="1 epoch, 2 runs, no warm-up, fewer calls"
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="1 epoch, 2 runs, no warm-up, fewer calls (default from CAUCE_BENCH_QUICK)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -188,6 +193,7 @@ def main() -> int:
     if args.runs < 1 or args.epochs < 1:
         parser.error("--runs and --epochs must be >= 1")
 
+    machine = Machine()
     with tempfile.TemporaryDirectory(prefix="cauce-bench-") as tmp:
         folder = Path(tmp)
         data = _dataset(args.data, folder)
@@ -266,6 +272,7 @@ def main() -> int:
         **figures_report,
         **figures_checkpoint,
         "ratio": round(ratio, 4),
+        **machine.finish(),
     }
     print(json.dumps(figures))
     return 0

@@ -12,7 +12,12 @@
     not spent running a trial's process (from the start and exit of each process, recorded by
     cauce's driver and by the peer's loop), which is the launcher's own cost between trials;
     and the CPU time of the launcher with all its children. The overhead is the larger of the
-    dead time and the CPU time that cauce adds, as a fraction of a 1-second trial.
+    dead time and the CPU time that cauce adds, as a fraction of a 1-second trial. Beside
+    them, the floor: Optuna's ``study.optimize`` with ``n_jobs`` threads running the same
+    objective in-process (draw x, return x * x: no process at all), on the same storage, so
+    the cost of Optuna's own bookkeeping per trial is known; ``ratio_subprocess`` and
+    ``ratio_inprocess`` are cauce's wall time over the loop's and over the floor's, at
+    parallel 1.
 
 (b) Pruning. A synthetic learning curve of known cost (``--steps`` steps of ``--step-cost``
     seconds each; the loss decays from 1 to a final value that depends on x and y, at the same
@@ -30,6 +35,8 @@ is (b)'s time ratio ASHA / random.
 
     .venv/bin/python benchmarks/tune.py              # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/tune.py --quick      # fewer runs and trials, about 1 minute
+
+Also printed: the machine's load before and after (``benchmarks/_machine.py``), in the JSON too.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _machine import Machine, quick_default
 
 TRIVIAL = """
 import cauce
@@ -163,7 +172,9 @@ def run_cauce(spec: Any, trials: int, parallel: int, root: Path, poll: float | N
     return Run(wall, cpu, spans, result)
 
 
-def run_optuna(script: Path, trials: int, parallel: int, root: Path) -> Run:
+def run_optuna(script: Path | None, trials: int, parallel: int, root: Path) -> Run:
+    """The peer: Optuna's own loop, each trial a subprocess of ``script``, or the objective
+    in-process when ``script`` is None (the floor)."""
     import optuna
 
     home = _fresh_home(root, "optuna")
@@ -173,15 +184,19 @@ def run_optuna(script: Path, trials: int, parallel: int, root: Path) -> Run:
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
         began = time.time()
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            env={**env, "CAUCE_PARAMS": json.dumps({"x": x})},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        if script is None:
+            value = x * x
+        else:
+            done = subprocess.run(
+                [sys.executable, str(script)],
+                env={**env, "CAUCE_PARAMS": json.dumps({"x": x})},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            value = float(done.stdout)
         spans.append((began, time.time()))
-        return float(done.stdout)
+        return value
 
     cpu, start = _cpu(), time.perf_counter()
     study = optuna.create_study(
@@ -208,17 +223,19 @@ def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for parallel in (1, 2):
         run_cauce(spec, 2, parallel, root)  # warm-up, discarded
         run_optuna(script, 2, parallel, root)
-        runs: dict[str, list[Run]] = {"cauce": [], "optuna": []}
+        run_optuna(None, 2, parallel, root)
+        runs: dict[str, list[Run]] = {"cauce": [], "optuna": [], "inprocess": []}
         for number in range(args.runs):
             runs["cauce"].append(run_cauce(spec, n, parallel, root))
             runs["optuna"].append(run_optuna(script, n, parallel, root))
-            mine, peer = runs["cauce"][-1], runs["optuna"][-1]
+            runs["inprocess"].append(run_optuna(None, n, parallel, root))
+            mine, peer, floor = (runs[k][-1] for k in ("cauce", "optuna", "inprocess"))
             print(
                 f"(a) parallel {parallel} run {number + 1}: {n} trials; wall cauce "
-                f"{mine.wall:.2f} s, optuna {peer.wall:.2f} s; dead time per trial cauce "
-                f"{mine.dead_per_trial(parallel) * 1000:.0f} ms, optuna "
-                f"{peer.dead_per_trial(parallel) * 1000:.0f} ms; CPU cauce {mine.cpu:.2f} s, "
-                f"optuna {peer.cpu:.2f} s",
+                f"{mine.wall:.2f} s, optuna {peer.wall:.2f} s, in-process {floor.wall:.2f} s; "
+                f"dead time per trial cauce {mine.dead_per_trial(parallel) * 1000:.0f} ms, "
+                f"optuna {peer.dead_per_trial(parallel) * 1000:.0f} ms; CPU cauce "
+                f"{mine.cpu:.2f} s, optuna {peer.cpu:.2f} s",
                 flush=True,
             )
 
@@ -234,7 +251,12 @@ def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         out[f"p{parallel}"] = {
             "cauce_trials_per_s": round(n / wall["cauce"], 3),
             "optuna_trials_per_s": round(n / wall["optuna"], 3),
+            "inprocess_trials_per_s": round(n / wall["inprocess"], 3),
             "ratio": round(wall["cauce"] / wall["optuna"], 3),
+            "ratio_inprocess": round(wall["cauce"] / wall["inprocess"], 3),
+            "slot_s_per_trial": {
+                name: round(parallel * value / n, 4) for name, value in wall.items()
+            },
             "extra_wall_s_per_trial": round(extra_wall, 4),
             "extra_dead_s_per_trial": round(extra_dead, 4),
             "extra_cpu_s_per_trial": round(extra_cpu, 4),
@@ -244,6 +266,7 @@ def overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         print(
             f"(a) parallel {parallel}: cauce {n / wall['cauce']:.2f} trials/s, optuna+subprocess "
             f"{n / wall['optuna']:.2f} trials/s, ratio {wall['cauce'] / wall['optuna']:.3f} "
+            f"(in-process floor {n / wall['inprocess']:.1f} trials/s) "
             f"({extra_wall * 1000:+.0f} ms per trial slot, noisy on a shared machine); "
             f"dead time {extra_dead * 1000:+.0f} ms per trial, CPU {extra_cpu * 1000:+.0f} ms "
             "per trial",
@@ -314,7 +337,12 @@ def main() -> None:
     parser.add_argument(
         "--poll", type=float, default=None, help="(b) seconds between reads of the reports"
     )
-    parser.add_argument("--quick", action="store_true", help="fewer runs and trials")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="fewer runs and trials (default from CAUCE_BENCH_QUICK)",
+    )
     parser.add_argument("--only", choices=("overhead", "pruning"), help="run one part")
     args = parser.parse_args()
     if args.quick:
@@ -324,6 +352,7 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
+    machine = Machine()
     figures: dict[str, Any] = {
         "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
         "python": sys.version.split()[0],
@@ -341,9 +370,12 @@ def main() -> None:
                 for key in ("extra_dead_s_per_trial", "extra_cpu_s_per_trial")
             )
             figures["overhead"] = round(max(0.0, worst) / 1.0, 4)
+            figures["ratio_subprocess"] = figures["a"]["p1"]["ratio"]
+            figures["ratio_inprocess"] = figures["a"]["p1"]["ratio_inprocess"]
         if args.only in (None, "pruning"):
             figures["b"] = pruning(args, root)
             figures["ratio"] = figures["b"]["ratio"]
+    figures.update(machine.finish())
     print(json.dumps(figures, separators=(",", ":")))
 
 

@@ -80,18 +80,18 @@ EXCEPTIONS: dict[tuple[str, str], tuple[frozenset[str], str]] = {
         _CLUSTER_TYPES,
     ),
     ("cauce.cluster.spark._task", "cauce.frameworks"): (frozenset({"task_env"}), _SPARK_ENV),
+    ("cauce.cluster.spark._netif", "cauce.frameworks.api"): (
+        frozenset({"GangLayout"}),
+        _CLUSTER_TYPES,
+    ),
     ("cauce.cluster.spark._cluster", "cauce.frameworks"): (
         frozenset({"GangLayout", "contract_names", "task_env"}),
         _SPARK_ENV,
     ),
 }
 
-_PENDING = "to be fixed after the Spark/storage branches land"
 #: Imports in modules other branches are changing now; the fix is named beside each.
-PENDING: dict[tuple[str, str], tuple[frozenset[str], str]] = {
-    # fix: from cauce.frameworks import HorovodKVServer, start_horovod_kv
-    ("cauce.gang._horovod", "cauce.frameworks._horovod_kv"): (frozenset({"*"}), _PENDING),
-}
+PENDING: dict[tuple[str, str], tuple[frozenset[str], str]] = {}
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cauce.cluster.spark._doctor import doctor
+    from cauce.cluster.spark import doctor
     from cauce.spec import spark_conf_pairs
 
     if not args.cluster or args.cluster == "local" or not args.cluster.startswith(CLUSTER_PREFIXES):

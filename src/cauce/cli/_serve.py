@@ -218,8 +218,7 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from cauce.serve import ServeSettings, serve, server_url
-    from cauce.serve._store import local_model_dir
+    from cauce.serve import ServeSettings, local_model_dir, serve, server_url
 
     values = {f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.name in args}
     values["token"] = _token(args)

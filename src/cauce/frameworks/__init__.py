@@ -10,8 +10,10 @@ every variable.
 
 from __future__ import annotations
 
+from cauce.frameworks._common import host_port
 from cauce.frameworks._horovod_kv import HorovodKVServer
 from cauce.frameworks._horovod_kv import start as start_horovod_kv
+from cauce.frameworks._horovod_kv import stop as stop_horovod_kv
 from cauce.frameworks.api import Framework, GangLayout, TaskSlot
 from cauce.frameworks.registry import (
     FRAMEWORKS,
@@ -29,7 +31,9 @@ __all__ = [
     "TaskSlot",
     "contract_names",
     "get_framework",
+    "host_port",
     "rank_order",
     "start_horovod_kv",
+    "stop_horovod_kv",
     "task_env",
 ]

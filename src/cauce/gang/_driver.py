@@ -20,7 +20,7 @@ from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiti
 from cauce.errors import PlacementError, SpecError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
-from cauce.gang._dryrun import render_dry_run
+from cauce.gang._dryrun import plan_dry_run
 from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
@@ -29,11 +29,7 @@ from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
-from cauce.gang._tensorboard import (
-    make_tensorboard_dir,
-    tensorboard_chief_env,
-    tensorboard_env,
-)
+from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -99,38 +95,21 @@ class JobDriver:
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
 
-    # --- dry run -------------------------------------------------------------------------------
-
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
-        self._check_workdir()
-        self.cluster.check(self.request)
-        got = self.cluster.try_reserve(self.request)
-        settle = time.monotonic() + self.cluster.dry_run_wait
-        while isinstance(got, Waiting) and time.monotonic() < settle:
-            time.sleep(self.poll_interval)
-            got = self.cluster.try_reserve(self.request)
-        if isinstance(got, Waiting):
-            return render_dry_run(self.spec, self.request, self.cluster.name, None, got.reason)
-        try:
-            ports, note = got.preview()
-            rendezvous = self._horovod.preview() if self._horovod is not None else None
-            plan = self._build(got, 0, rendezvous, ports)
-        finally:
-            got.release()
-        return render_dry_run(self.spec, self.request, self.cluster.name, plan, note=note)
+        return plan_dry_run(self)
 
     def _build(
         self,
-        reservation: Reservation,
+        got: Reservation,
         attempt: int,
         rendezvous: str | None,
-        ports: Mapping[str, int] | None = None,
+        ports: Mapping[str, int] | None,
     ) -> AttemptPlan:
         return build_attempt(
             self.spec,
             self.request,
-            reservation,
+            got,
             job_id=self.job_id,
             attempt=attempt,
             log_dir=str(self.log_dir),
@@ -138,15 +117,10 @@ class JobDriver:
             rendezvous=rendezvous,
             ports=ports,
             progress_dir=str(self.progress.folder),
-            extra_env=self._extra_env(),
+            extra_env=tensorboard_env(self.spec, self.job_id, str(self.run_dir))
+            | ({"CAUCE_PARAMS": json.dumps(self.params, default=str)} if self.params else {}),
             chief_env=tensorboard_chief_env(self.spec),
         )
-
-    def _extra_env(self) -> dict[str, str]:
-        env = tensorboard_env(self.spec, self.job_id, str(self.run_dir))
-        if self.params:
-            env["CAUCE_PARAMS"] = json.dumps(self.params, default=str)
-        return env
 
     def _task_environ(self) -> dict[str, str]:
         env = dict(self.environ)
@@ -196,9 +170,7 @@ class JobDriver:
         self.console.status(
             f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
         )
-        for line in local_path_warnings(
-            self.cluster, dict(self.spec.env), self.environ, self.run_dir
-        ):
+        for line in local_path_warnings(self.cluster, self.spec, self.environ, self.run_dir):
             self.console.status(f"warning: {line}")
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
@@ -363,7 +335,7 @@ class JobDriver:
     def _start_attempt(self, attempt: int) -> None:
         assert self._reservation is not None
         rendezvous = self._horovod.for_attempt() if self._horovod is not None else None
-        plan = self._build(self._reservation, attempt, rendezvous)
+        plan = self._build(self._reservation, attempt, rendezvous, None)
         self._plan = plan
         self._last_sign = {}
         self._task_started = time.monotonic()

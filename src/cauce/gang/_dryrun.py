@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import shlex
+import time
+from typing import TYPE_CHECKING
 
-from cauce.cluster.api import SHELL_NOTE, GangRequest
+from cauce.cluster.api import SHELL_NOTE, GangRequest, Waiting
 from cauce.gang._plan import AttemptPlan
 from cauce.spec import JobSpec
 
-__all__ = ["render_dry_run"]
+if TYPE_CHECKING:
+    from cauce.gang._driver import JobDriver
+
+__all__ = ["plan_dry_run", "render_dry_run"]
 
 
 def render_dry_run(
@@ -45,3 +50,24 @@ def render_dry_run(
     lines.append("")
     lines.extend(note.splitlines())
     return "\n".join(lines)
+
+
+def plan_dry_run(driver: JobDriver) -> str:
+    """The resolved plan of ``driver``'s job: each task's placement, ports, GPUs and environment
+    (the gang is reserved for a moment, then released)."""
+    driver._check_workdir()
+    driver.cluster.check(driver.request)
+    got = driver.cluster.try_reserve(driver.request)
+    settle = time.monotonic() + driver.cluster.dry_run_wait
+    while isinstance(got, Waiting) and time.monotonic() < settle:
+        time.sleep(driver.poll_interval)
+        got = driver.cluster.try_reserve(driver.request)
+    if isinstance(got, Waiting):
+        return render_dry_run(driver.spec, driver.request, driver.cluster.name, None, got.reason)
+    try:
+        ports, note = got.preview()
+        rendezvous = driver._horovod.preview() if driver._horovod is not None else None
+        plan = driver._build(got, 0, rendezvous, ports)
+    finally:
+        got.release()
+    return render_dry_run(driver.spec, driver.request, driver.cluster.name, plan, note=note)

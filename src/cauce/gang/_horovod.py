@@ -1,5 +1,5 @@
 """The driver's side of Horovod's Gloo rendezvous: a key-value store the launcher serves
-(``cauce.frameworks._horovod_kv``), started for the first attempt and emptied for each restart.
+(``cauce.frameworks.start_horovod_kv``), started for the first attempt and emptied for each restart.
 
 It listens on the driver's address for its cluster (:meth:`Cluster.driver_address`): loopback on
 the local cluster, the address executors reach on Spark, so that tasks on other hosts meet there.
@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cauce.cluster.api import DriverAddress
-from cauce.frameworks._common import host_port
+from cauce.frameworks import host_port
 
 if TYPE_CHECKING:
-    from cauce.frameworks._horovod_kv import HorovodKVServer
+    from cauce.frameworks import HorovodKVServer
 
 __all__ = ["HorovodRendezvous"]
 
@@ -32,23 +32,23 @@ class HorovodRendezvous:
         if self._server is not None and self.address is not None:
             self._server.clear()
             return self.address
-        from cauce.frameworks import _horovod_kv
+        from cauce.frameworks import start_horovod_kv
 
         where = self._where()
-        self._server, port = _horovod_kv.start(where.bind)
+        self._server, port = start_horovod_kv(where.bind)
         self.address = host_port(where.advertised, port)
         return self.address
 
     def preview(self) -> str:
         """For a dry run: where the store would be, with a port free now; starts nothing."""
-        from cauce.cluster._ports import free_ports
+        from cauce.cluster import free_ports
 
         where = self._where()
         return host_port(where.advertised, free_ports(1, where.bind)[0])
 
     def stop(self) -> None:
         if self._server is not None:
-            from cauce.frameworks import _horovod_kv
+            from cauce.frameworks import stop_horovod_kv
 
-            _horovod_kv.stop(self._server)
+            stop_horovod_kv(self._server)
             self._server = None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cauce.cluster.api import Cluster
 from cauce.errors import ClusterError
+from cauce.spec import JobSpec
 
 __all__ = ["host_count", "local_path_warnings"]
 
@@ -35,9 +36,10 @@ def host_count(cluster: Cluster) -> int:
 
 
 def local_path_warnings(
-    cluster: Cluster, job_env: Mapping[str, str], environ: Mapping[str, str], run_dir: Path
+    cluster: Cluster, spec: JobSpec, environ: Mapping[str, str], run_dir: Path
 ) -> list[str]:
     """One line per local path the job gives, if the cluster has more than one host."""
+    job_env = dict(spec.env)
     checkpoints = job_env.get("CAUCE_CHECKPOINT_DIR") or environ.get("CAUCE_CHECKPOINT_DIR")
     checkpoints = checkpoints or str(run_dir / "checkpoints")
     found = [] if "://" in checkpoints else [f"checkpoint folder {checkpoints}"]

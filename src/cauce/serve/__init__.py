@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from cauce.serve._ready import server_url
     from cauce.serve._server import serve
     from cauce.serve._spec import SPEC_FILE, ModelSpec, read_spec
+    from cauce.serve._store import local_model_dir
 
 __all__ = [
     "DATATYPES",
@@ -59,6 +60,7 @@ __all__ = [
     "TensorSpec",
     "arrow_inputs",
     "load_model",
+    "local_model_dir",
     "package",
     "predict_dataset",
     "read_spec",
@@ -77,6 +79,7 @@ _LAZY = {
     "predict_dataset": "cauce.serve._predict",
     "arrow_inputs": "cauce.serve._predict",
     "server_url": "cauce.serve._ready",
+    "local_model_dir": "cauce.serve._store",
     "ModelSpec": "cauce.serve._spec",
     "SPEC_FILE": "cauce.serve._spec",
     "read_spec": "cauce.serve._spec",

@@ -49,8 +49,8 @@ _UNIT = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _DRIVER_ONLY = frozenset({"PATH", "PYTHONUNBUFFERED", "PWD", "OLDPWD", "SHLVL", "_"})
 #: Where the shared storage is and who may use it: the driver's go to every task, so that the
 #: tasks read and write what the driver does (docs/spark.md, "Shared storage").
-_STORAGE = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION")
-_STORAGE += ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+_STORAGE: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_STORAGE += ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 def parse_duration(text: str, key: str) -> float:
@@ -283,8 +283,10 @@ def _split_env(
             if key in names:
                 if key != "CAUCE_PROGRESS_FILE" and contract.get(key) != value:
                     overrides[key] = value
-            elif key.startswith("CAUCE_") or key in _STORAGE or (
-                key not in _DRIVER_ONLY and os.environ.get(key) != value
+            elif (
+                key.startswith("CAUCE_")
+                or key in _STORAGE
+                or (key not in _DRIVER_ONLY and os.environ.get(key) != value)
             ):
                 inherit[key] = value
         out[launch.task_id] = (inherit, overrides)

@@ -56,8 +56,7 @@ def _predict(ctx: StepContext, base: str, model: str, example: Mapping[str, Any]
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    from cauce.serve import read_spec
-    from cauce.serve._store import local_model_dir
+    from cauce.serve import local_model_dir, read_spec
 
     model = location(ctx, ctx.config["model"])
     model_dir = local_model_dir(model)  # a model on shared storage: served from a local copy
