@@ -35,21 +35,30 @@ def _keys(store: object) -> list[str]:
     return sorted(k.split("checkpoints/", 1)[1] for k in found)
 
 
+def _state_file(store: object, step: int) -> str:
+    """The name of the state file of ``step``: state.pt or state.pkl."""
+    [name] = [k.rsplit("/", 1)[1] for k in _keys(store) if k.startswith(f"step-{step:09d}/state")]
+    return name
+
+
 def test_save_load_keep_on_s3(store: object) -> None:
     assert checkpoint.load(directory=ROOT) is None
     assert checkpoint.latest_step(ROOT) is None
     for step in range(4):
         saved = checkpoint.save({"w": step}, step, keep=2, directory=ROOT)
         assert saved == f"{ROOT}/step-{step:09d}"
+    # the state is state.pt when torch is imported in this process (another test did), else .pkl
+    state = _state_file(store, 3)
     assert _keys(store) == [
         "step-000000002/meta.json",
-        "step-000000002/state.pkl",
+        f"step-000000002/{state}",
         "step-000000003/meta.json",
-        "step-000000003/state.pkl",
+        f"step-000000003/{state}",
     ]
     latest = checkpoint.load(directory=ROOT)
     assert latest is not None and latest.step == 3 and latest.state == {"w": 3}
-    assert latest.path == f"{ROOT}/step-000000003" and latest.meta["format"] == "pickle"
+    assert latest.path == f"{ROOT}/step-000000003"
+    assert latest.meta["format"] == {"state.pt": "torch", "state.pkl": "pickle"}[state]
     assert checkpoint.load(step=2, directory=ROOT).state == {"w": 2}  # type: ignore[union-attr]
     with pytest.raises(CheckpointError, match="no checkpoint of step 1"):
         checkpoint.load(step=1, directory=ROOT)
@@ -73,7 +82,8 @@ def test_an_unreadable_latest_falls_back_to_the_one_before(
 ) -> None:
     for step in range(3):
         checkpoint.save({"w": step}, step, directory=ROOT)
-    store.pipe(f"{ROOT[5:]}/step-000000002/state.pkl", b"\x80\x05truncated")  # type: ignore[attr-defined]
+    state = _state_file(store, 2)
+    store.pipe(f"{ROOT[5:]}/step-000000002/{state}", b"\x80\x05truncated")  # type: ignore[attr-defined]
     with caplog.at_level("WARNING", logger="cauce.runtime.checkpoint"):
         latest = checkpoint.load(directory=ROOT)
     assert latest is not None and latest.state == {"w": 1}
