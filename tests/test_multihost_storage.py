@@ -190,7 +190,8 @@ def test_local_paths_are_warned_of_on_several_hosts(cluster: MultiHost, tmp_path
                     "name": "warned",
                     "framework": "none",
                     "command": [sys.executable, "-c", "print('ran')"],
-                    "roles": {"worker": {"instances": 2}},
+                    # a whole host each: placed once both hosts' executors are there
+                    "roles": {"worker": {"instances": 2, "resources": {"cpus": 2}}},
                     "env": env,
                 }
             ),
