@@ -87,6 +87,11 @@ AIMS: dict[str, dict[str, Aim]] = {
         "ratio": Aim(
             "cauce / TorchDistributor, wall time on Spark standalone", "at most 1", _at_most(1)
         ),
+        "ratio_multihost": Aim(
+            "cauce / TorchDistributor, wall time, ranks on 2 namespaced hosts",
+            "at most 1",
+            _at_most(1),
+        ),
     },
 }
 

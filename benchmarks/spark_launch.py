@@ -12,6 +12,13 @@ a Spark standalone master and two workers of one core on 127.0.0.1, started here
 each runs ``--runs`` times, alternating a, b, a, b, ...; a figure is the wall time of the call.
 The last line printed is one JSON object; ``ratio`` is median(cauce) / median(TorchDistributor).
 
+The multi-host case (``--case multihost``, or ``both``, the default) does the same on the
+multi-host test cluster of ``tests/multihost.py`` (Linux network namespaces, root only): a master,
+two worker hosts of one core each with their own addresses, and the driver host, where this
+script runs again (``--driver-host``) with the application's driver on that host's address; each
+gang then has one rank on each worker host. Its ratio is ``ratio_multihost`` (null, with the
+reason, where namespaces cannot be made).
+
     .venv/bin/python benchmarks/spark_launch.py --runs 5
     .venv/bin/python benchmarks/spark_launch.py --quick    # 1 run, no warm-up: a smoke run
 """
@@ -102,17 +109,40 @@ def main() -> int:
         default=quick_default(),
         help="1 run, no warm-up (default from CAUCE_BENCH_QUICK)",
     )
+    parser.add_argument(
+        "--case",
+        choices=("local", "multihost", "both"),
+        default="both",
+        help="127.0.0.1, the namespaced hosts, or both (default)",
+    )
+    parser.add_argument(
+        "--driver-host", help="this host's address, for a driver on another host than 127.0.0.1"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.warmup = 1, 0
     machine = Machine()
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    summary: dict[str, Any] = {"benchmark": "spark_launch", "runs": args.runs, "steps": args.steps}
+    if args.case in ("local", "both") or args.driver_host:
+        summary.update(_local_case(args))
+    if args.case in ("multihost", "both") and not args.driver_host:
+        summary.update(_multihost_case(args))
+    summary.update(machine.finish())
+    print(json.dumps(summary))
+    return 0
+
+
+def _local_case(args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides on the standalone cluster at ``--master`` (started on 127.0.0.1 if none)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", args.driver_host or "127.0.0.1")
     os.environ["OMP_NUM_THREADS"] = "1"
     for name in ("CAUCE_CLUSTER", "CAUCE_HISTORY", "CAUCE_GPUS", "CAUCE_SPARK_CONF"):
         os.environ.pop(name, None)
     folder = Path(tempfile.mkdtemp(prefix="cauce-bench-spark-"))
     (folder / "cluster").mkdir()
     cluster = spark_fixtures.StandaloneSpark(folder / "cluster")
+    if args.driver_host:  # on a host of its own: cauce chooses the driver's address
+        del cluster.conf["spark.driver.host"], cluster.conf["spark.driver.bindAddress"]
     if args.master:
         cluster.master = args.master
     else:
@@ -135,18 +165,51 @@ def main() -> int:
     print(f"cauce median:            {cauce_median:.2f} s")
     print(f"TorchDistributor median: {peer_median:.2f} s")
     print(f"ratio cauce / TorchDistributor: {ratio:.3f}")
-    summary: dict[str, Any] = {
-        "benchmark": "spark_launch",
-        "runs": args.runs,
-        "steps": args.steps,
+    return {
         "cauce": figures["cauce"],
         "torch_distributor": figures["torch_distributor"],
         "median": {"cauce": cauce_median, "torch_distributor": peer_median},
         "ratio": ratio,
-        **machine.finish(),
     }
-    print(json.dumps(summary))
-    return 0
+
+
+def _multihost_case(args: argparse.Namespace) -> dict[str, Any]:
+    """This script again, on the driver host of a namespaced cluster; its figures."""
+    import multihost
+
+    tag = os.environ.get("CAUCE_MULTIHOST_TAG", "") + "b"
+    index = int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 150
+    cluster = multihost.MultiHost(2, tag=tag, index=index)
+    print("starting the multi-host cluster (network namespaces) ...", flush=True)
+    try:
+        cluster.up()
+    except multihost.Unavailable as exc:
+        print(f"no multi-host case: {exc}", flush=True)
+        return {"ratio_multihost": None, "multihost_skipped": str(exc)}
+    try:
+        argv = [sys.executable, __file__, "--case", "local", "--master", cluster.master]
+        argv += ["--driver-host", cluster.hosts[cluster.driver]]
+        argv += ["--runs", str(args.runs), "--warmup", str(args.warmup)]
+        inner = cluster.popen_on(
+            "d",
+            [*argv, "--steps", str(args.steps)],
+            env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+            stderr=None,
+        )
+        assert inner.stdout is not None
+        lines = []
+        for line in inner.stdout:
+            print(f"  multihost: {line.rstrip()}", flush=True)
+            lines.append(line)
+        if inner.wait() != 0:
+            raise SystemExit("the multi-host case failed (see above)")
+    finally:
+        cluster.down()
+    found = json.loads(lines[-1])
+    return {
+        "multihost": {k: found[k] for k in ("cauce", "torch_distributor", "median")},
+        "ratio_multihost": found["ratio"],
+    }
 
 
 def _measure(master: str, folder: Path, args: argparse.Namespace) -> dict[str, list[float]]:

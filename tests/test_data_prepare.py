@@ -290,3 +290,18 @@ def test_killed_at_any_moment_leaves_a_whole_dataset(tmp_path: Path) -> None:
         got = ids(shard(out, "train", batch_size=50_000))
         assert len(got) == m.rows["train"] == 112_500
     assert killed, "every run finished before its kill: the test no longer tests anything"
+
+
+def test_hdfs_without_a_client_is_refused_in_one_line(
+    tmp_path: Path, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No libhdfs here (no Hadoop): the output is refused before anything runs, saying what an
+    HDFS client needs; the engine never starts."""
+    with pytest.raises(DataError, match=r"^hdfs://namenode:8020/data/x: no HDFS client on this"):
+        prepare(target, "hdfs://namenode:8020/data/x", engine="spark", spark_master="local[1]")
+    from cauce.cli.main import main
+
+    code = main(["prepare", target, "--out", "hdfs://namenode:8020/data/x"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and err.startswith("error: hdfs://namenode:8020/data/x: no HDFS client")
+    assert "HADOOP_HOME" in err and "hadoop classpath --glob" in err

@@ -28,6 +28,7 @@ from cauce.data.api import DataError
 log = logging.getLogger(__name__)
 
 _ROW = "__cauce_row"
+_CACHED_PARTITIONING = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
 
 #: Schemes Spark writes through its Hadoop filesystems (the user's Hadoop configuration: HDFS,
 #: S3A with the hadoop-aws jars, Azure's ABFS...); every other destination goes through Python.
@@ -57,7 +58,18 @@ def write_split(
     target = _Target(
         fs, rows_per_file=rows_per_file, row_group_rows=row_group_rows, compression=compression
     )
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    # Kept between the passes, in the partitions Spark's adaptive execution chose (by default
+    # a cached plan keeps spark.sql.shuffle.partitions of them: 200 tiny tasks per pass).
+    conf = df.sparkSession.conf
+    before = conf.get(_CACHED_PARTITIONING, None)
+    conf.set(_CACHED_PARTITIONING, "true")
+    try:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    finally:
+        if before is None:
+            conf.unset(_CACHED_PARTITIONING)
+        else:
+            conf.set(_CACHED_PARTITIONING, before)
     try:
         offsets, total = {}, 0
         for part, rows in sorted(_pairs(df.mapInArrow(_count_rows, "part long, rows long"))):

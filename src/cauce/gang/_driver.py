@@ -170,8 +170,6 @@ class JobDriver:
         self.console.status(
             f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
         )
-        for line in local_path_warnings(self.cluster, self.spec, self.environ, self.run_dir):
-            self.console.status(f"warning: {line}")
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
@@ -239,6 +237,8 @@ class JobDriver:
         if early is not None:
             return self._finish(early)
         assert self._reservation is not None
+        for line in local_path_warnings(self.cluster, self.spec, self.environ, self.run_dir):
+            self.console.status(f"warning: {line}")  # placed: a Spark cluster knows its hosts
         placements = self._reservation.placements
         self.record.event("placed", {task: list(p[1]) for task, p in placements.items()})
         pending: list[m.Event] = [m.Reserved()]

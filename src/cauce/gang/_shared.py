@@ -1,5 +1,6 @@
-"""Paths a job gives that other hosts of its cluster cannot see: one warning line each, at
-submit, when the cluster has several hosts (``Cluster.describe()``).
+"""Paths a job gives that other hosts of its cluster cannot see: one warning line each, once the
+job is placed (a Spark application's executors have registered by then), when the cluster has
+several hosts (``Cluster.describe()``).
 
 Checked: the checkpoint folder (``CAUCE_CHECKPOINT_DIR``, by default the run folder's
 ``checkpoints``, which the driver host holds) and every variable of the job's ``env:`` whose
