@@ -17,6 +17,20 @@ pytest_plugins = ["flights_fixtures", "multihost_fixtures", "spark_fixtures"]
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs the suite), keep the
+    tests of each shared cluster on one worker: the multi-host clusters' namespaces have fixed
+    names (two workers would build them twice and tear each other's down), and the standalone
+    Spark cluster is started once per worker that needs it."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        node = item.nodeid
+        if "multihost" in node or "multihost_cluster" in names:
+            item.add_marker(pytest.mark.xdist_group("multihost"))
+        elif "spark_cluster" in names or "[spark" in node or "test_spark_" in node:
+            item.add_marker(pytest.mark.xdist_group("spark"))
+
+
 @pytest.fixture
 def cauce_env(tmp_path: Path) -> dict[str, str]:
     """An environment for running the `cauce` CLI in a subprocess, isolated in tmp_path."""
