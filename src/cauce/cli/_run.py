@@ -117,6 +117,9 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")  # Ctrl-C, SIGTERM or cauce kill: as `cauce run`
         return 130
     sys.stdout.write("\n".join(summary(result, serving=args.serve)) + "\n")
+    from cauce.ui import portal_hint
+
+    sys.stdout.write(portal_hint("pipelines", result.name) + "\n")
     return 0
 
 

@@ -188,6 +188,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
             )
         )
     sys.stdout.write(table(shown) + "\n")
+    from cauce.ui import portal_hint
+
+    sys.stdout.write(portal_hint("studies", args.study) + "\n")
     return 0
 
 

@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 
-from cauce.errors import CauceError
+from cauce.errors import SpecError
 
 __all__ = ["COOKIE", "check_bind", "is_loopback", "token_ok"]
 
@@ -26,11 +26,13 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen beyond this host without a token."""
+    """Refuse to listen beyond this host without a token (a usage error: exit 2)."""
     if not is_loopback(host) and not token:
-        raise CauceError(
-            f"--host {host} would show the history to the network without a token: give one "
-            "with --token TOKEN or $CAUCE_UI_TOKEN, or keep the default --host 127.0.0.1"
+        raise SpecError(
+            "--host",
+            f"{host} would show the history to the network without a token: give one with "
+            "--token TOKEN or $CAUCE_UI_TOKEN, or keep the default --host 127.0.0.1",
+            value=host,
         )
 
 

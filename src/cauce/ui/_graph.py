@@ -34,8 +34,8 @@ def _step_node(pipeline: Pipeline, step: Step) -> Node:
     found = r.get("outputs")
     outputs: dict[str, Any] = found if isinstance(found, dict) else {}
     if "content_hash" in outputs:
-        rows = outputs.get("rows") if isinstance(outputs.get("rows"), dict) else {}
-        split = ", ".join(f"{k} {v}" for k, v in rows.items())
+        rows = outputs.get("rows")
+        split = ", ".join(f"{k} {v}" for k, v in rows.items()) if isinstance(rows, dict) else ""
         return Node(
             step.name,
             "dataset",

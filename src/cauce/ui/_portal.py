@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from cauce._util.files import atomic_write_text
 from cauce.history import cauce_home
@@ -60,9 +61,11 @@ def portal_url(path: str = "", home: Path | None = None) -> str | None:
     return str(data.get("url", "")).rstrip("/") + path
 
 
-def portal_hint(path: str, home: Path | None = None) -> str:
-    """One line for the CLI: the page of ``path``, or how to start the portal."""
-    url = portal_url(path)
+def portal_hint(*segments: str, home: Path | None = None) -> str:
+    """One line for the CLI: the portal's page of ``segments`` (``"jobs", ID``), or how to
+    start the portal."""
+    path = "".join("/" + quote(s, safe="") for s in segments)
+    url = portal_url(path, home)
     if url is not None:
         return f"portal:    {url}"
     return f"portal:    cauce ui   (then open {path})"
