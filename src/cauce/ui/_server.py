@@ -29,6 +29,7 @@ _MAX_BODY = 16 * 1024  # the login form is all that is ever posted
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go in two writes: no 40 ms delayed-ACK stall
     server_version = "cauce-ui"
     portal: Portal  # set on the subclass made per server
 
