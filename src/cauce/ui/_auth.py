@@ -5,24 +5,15 @@ the login form sets. Tokens are compared in constant time."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 
+from cauce._util.net import is_loopback
 from cauce.errors import SpecError
 
 __all__ = ["COOKIE", "check_bind", "is_loopback", "token_ok"]
 
 COOKIE = "cauce_ui_token"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:

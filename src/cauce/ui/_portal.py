@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cauce._util.files import atomic_write_text
-from cauce.history import cauce_home
+from cauce.history import cauce_home, process_stamp
 
 __all__ = ["PORTAL_FILE", "portal_hint", "portal_url", "remove_portal", "write_portal"]
 
@@ -24,7 +24,8 @@ def _file(home: Path | None) -> Path:
 def write_portal(url: str, history: str, home: Path | None = None) -> Path:
     path = _file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"url": url, "pid": os.getpid(), "history": history}
+    pid = os.getpid()
+    data = {"url": url, "pid": pid, "start": process_stamp(pid), "history": history}
     atomic_write_text(path, json.dumps(data) + "\n")
     return path
 
@@ -38,26 +39,16 @@ def remove_portal(home: Path | None = None) -> None:
         pass
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def portal_url(path: str = "", home: Path | None = None) -> str | None:
     """The running portal's URL of ``path`` (``/jobs/ID``), or None when none runs."""
     try:
         data = json.loads(_file(home).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not _alive(data.get("pid")):
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
         return None
+    if data.get("start") is None or process_stamp(data["pid"]) != data.get("start"):
+        return None  # gone (or its pid taken by another process)
     return str(data.get("url", "")).rstrip("/") + path
 
 
