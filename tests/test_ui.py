@@ -9,6 +9,7 @@ import http.client
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,17 +45,22 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     # The failing task's log shows its last line.
     log = page.locator("section.log", has_text="worker-1").locator("pre.logtail")
     assert log.inner_text().rstrip().endswith("rank 1 gives up: the last line")
-    # One chart per metric, a series per task, a point per report (6 steps).
+    # One chart per metric, a series per task, a point per report, as the store has them.
+    status, body = _get(portal.url, f"/jobs/{portal.failed_job}/metrics.csv")
+    assert status == 200
+    reports = Counter(line.split(",")[0] for line in body.decode().splitlines()[1:])
+    assert reports["worker-1"] == 6, reports  # it reported 6 steps before it failed
     chart = page.locator('figure[data-metric="loss"] svg')
     chart.wait_for()
-    assert chart.locator("g.series").count() == 2
-    assert chart.locator("g.series").first.locator("circle").count() == 6
+    drawn = {
+        s.get_attribute("data-name"): s.locator("circle").count()
+        for s in chart.locator("g.series").all()
+    }
+    assert drawn == dict(reports)
     page.screenshot(path=str(portal.shots / "ui-job.png"), full_page=False)
-    # The whole log is streamed on demand; the metrics come as CSV.
+    # The whole log is streamed on demand.
     status, body = _get(portal.url, f"/jobs/{portal.failed_job}/logs/worker-1/0")
     assert status == 200 and body.decode().rstrip().endswith("the last line")
-    status, body = _get(portal.url, f"/jobs/{portal.failed_job}/metrics.csv")
-    assert status == 200 and len(body.decode().splitlines()) == 1 + 12
 
     # The study: trials with pruned ones, the charts drawn, two trials compared.
     page.get_by_role("link", name="Studies").click()
@@ -79,6 +85,8 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     page.get_by_role("link", name="small").click()
     steps = page.locator("table.steps tbody tr")
     assert steps.count() == 4
+    # The second run found every job step up to date (preparation keeps its own cache).
+    assert page.locator("table.steps td:nth-child(4)").all_inner_texts() == ["hit"] * 4
     assert page.locator("svg.lineage g.node").count() == 5  # 4 steps and the model
     dataset = page.locator('svg.lineage g[data-node="prepare"]').text_content() or ""
     assert "hash " in dataset and "train 30" in dataset and "test 10" in dataset
@@ -101,11 +109,17 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     # The CLI points at the running portal.
     shown = cauce(["show", portal.failed_job], portal.env)
     assert f"portal:    {portal.url}/jobs/{portal.failed_job}" in shown.stdout, shown.stdout
+    listed = cauce(["trials", "curves"], portal.env)
+    assert f"portal:    {portal.url}/studies/curves" in listed.stdout, listed.stdout
 
 
-def test_a_running_job_changes_status_without_a_reload(portal: Portal, tmp_path: Path) -> None:
+def test_a_running_job_changes_status_and_its_log_follows_without_a_reload(
+    portal: Portal, tmp_path: Path
+) -> None:
     page = portal.page
-    (tmp_path / "wait.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(3)\n")
+    (tmp_path / "wait.py").write_text(
+        "import time\nprint('started', flush=True)\ntime.sleep(4)\nprint('the end')\n"
+    )
     job = write_job(
         tmp_path,
         f"""
@@ -119,10 +133,17 @@ def test_a_running_job_changes_status_without_a_reload(portal: Portal, tmp_path:
     page.evaluate("window.__same = 1")
     run = cauce_popen(["run", str(job)], portal.env, cwd=tmp_path)
     try:
+        # The list: the new job's row appears, running, without a reload.
         row = page.locator("#jobs tr", has_text="live")
         row.locator("[data-status=running]").wait_for(timeout=30_000)
-        row.locator("[data-status=succeeded]").wait_for(timeout=30_000)
-        assert page.evaluate("window.__same") == 1  # the same page: no reload
+        assert page.evaluate("window.__same") == 1
+        # Its page: the log follows to its last line and the status changes, in place.
+        row.get_by_role("link", name="live").click()
+        page.locator("#job-status [data-status=running]").wait_for()
+        page.evaluate("window.__same = 2")
+        page.locator("pre.logtail", has_text="the end").wait_for(timeout=30_000)
+        page.locator("#job-status [data-status=succeeded]").wait_for(timeout=30_000)
+        assert page.evaluate("window.__same") == 2  # the same page: no reload
     finally:
         run.communicate(timeout=60)
     assert run.returncode == 0

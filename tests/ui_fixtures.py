@@ -38,6 +38,7 @@ for step in range(6):
     cauce.report(step, loss=1.0 / (step + 1) + rank)
 print("rank", rank, "reported 6 steps")
 if rank == 1:
+    time.sleep(2)  # the driver collects rank 0's reports before the gang is stopped
     print("rank 1 gives up: the last line", flush=True)
     sys.exit(3)
 time.sleep(30)
@@ -90,8 +91,9 @@ def _chromium() -> str:
     return path
 
 
-def build_history(folder: Path, env: dict[str, str]) -> str:
-    """Runs the jobs, the study and the pipeline; returns the failed job's id."""
+def build_history(folder: Path, env: dict[str, str]) -> tuple[str, Path]:
+    """Runs the jobs, the study and the pipeline; returns the failed job's id and the
+    pipeline's file."""
     jobs = folder / "jobs"
     jobs.mkdir(parents=True)
     (jobs / "fail.py").write_text(FAIL)
@@ -168,10 +170,18 @@ def build_history(folder: Path, env: dict[str, str]) -> str:
 
     store = HistoryStore(f"sqlite:///{env['CAUCE_HOME']}/history.db")
     try:
-        store.create_job(id="xss-1", name=XSS_NAME, status="succeeded", started_at=1.0e9)
+        old = 1.0e9  # 2001: last in the list, out of the screenshots' way
+        store.create_job(
+            id="xss-1",
+            name=XSS_NAME,
+            status="succeeded",
+            created_at=old,
+            started_at=old + 1,
+            ended_at=old + 3,
+        )
     finally:
         store.close()
-    return found.group(1)
+    return found.group(1), pipeline
 
 
 @pytest.fixture(scope="session")
@@ -182,13 +192,17 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env.update(CAUCE_HOME=str(folder / "home"), PYTHONUNBUFFERED="1")
     env["CAUCE_LEASE_DIR"] = str(folder / "leases")
-    failed = build_history(folder, env)
+    failed, pipeline = build_history(folder, env)
     server = cauce_popen(["ui", "--port", "0"], env)
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
         found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         assert found, line + (server.stderr.read() if server.stderr else "")
+        # Again, with the portal up: every step is a cache hit, and the summary links the page.
+        again = cauce(["run", str(pipeline)], env)
+        assert again.returncode == 0, again.stderr
+        assert f"portal:    {found.group(1)}/pipelines/small" in again.stdout, again.stdout
         shots = Path(__file__).parent.parent / "docs" / "images"
         if os.environ.get("CAUCE_UPDATE_SCREENSHOTS") != "1":
             shots = folder / "screenshots"
