@@ -202,7 +202,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         # Again, with the portal up: every step is a cache hit, and the summary links the page.
         again = cauce(["run", str(pipeline)], env)
         assert again.returncode == 0, again.stderr
-        assert f"portal:    {found.group(1)}/pipelines/small" in again.stdout, again.stdout
+        assert f"  portal:    {found.group(1)}/pipelines/small\n" in again.stdout, again.stdout
         shots = Path(__file__).parent.parent / "docs" / "images"
         if os.environ.get("CAUCE_UPDATE_SCREENSHOTS") != "1":
             shots = folder / "screenshots"
