@@ -84,10 +84,10 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     page.get_by_role("link", name="Pipelines").click()
     page.get_by_role("link", name="small").click()
     steps = page.locator("table.steps tbody tr")
-    assert steps.count() == 4
-    # The second run found every job step up to date (preparation keeps its own cache).
-    assert page.locator("table.steps td:nth-child(4)").all_inner_texts() == ["hit"] * 4
-    assert page.locator("svg.lineage g.node").count() == 5  # 4 steps and the model
+    assert steps.count() == 5
+    # The second run found every step up to date (preparation asks its own cache).
+    assert page.locator("table.steps td:nth-child(4)").all_inner_texts() == ["hit"] * 5
+    assert page.locator("svg.lineage g.node").count() == 6  # 5 steps and the model
     dataset = page.locator('svg.lineage g[data-node="prepare"]').text_content() or ""
     assert "hash " in dataset and "train 30" in dataset and "test 10" in dataset
     page.screenshot(path=str(portal.shots / "ui-pipeline.png"))
@@ -95,14 +95,17 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     page.wait_for_url("**/pipelines/small/models/model/model")
     assert page.locator("#serve-command").inner_text().startswith("cauce serve /")
     assert "rows" in page.locator("table").first.inner_text()  # the signature
-    # The model's lineage: back through its job to train's job and the dataset.
+    # The model's lineage: back through its job to the study's best trial, train's job and
+    # the dataset.
     nodes = page.locator("svg.lineage g.node")
     assert sorted(nodes.evaluate_all("ns => ns.map(n => n.dataset.node)")) == [
         "model",
         "model:model/model",
         "prepare",
+        "search",
         "train",
     ]
+    assert "best trial " in (page.locator('g[data-node="search"]').text_content() or "")
     page.get_by_role("link", name="train: job").click()
     page.wait_for_url("**/jobs/count-*")
 

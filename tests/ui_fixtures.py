@@ -147,14 +147,37 @@ def build_history(folder: Path, env: dict[str, str]) -> tuple[str, Path]:
         """,
         name="model.yaml",
     )
+    write_job(
+        pipe,
+        """
+        name: search
+        framework: none
+        command: python count.py
+        roles: {worker: {resources: {cpus: 0.5}}}
+        tune:
+          objective: {metric: rows, direction: max}
+          space: {x: {type: uniform, low: 0.0, high: 1.0}}
+          trials: 2
+          parallel: 2
+          sampler: {type: random, seed: 1}
+        """,
+        name="search.yaml",
+    )
     text = pipeline.read_text() + textwrap.indent(
         textwrap.dedent(
             """
+            search:
+              kind: tune
+              job: search.yaml
+              args: [train]
+              env:
+                DATA: ${steps.prepare.outputs.dataset}
             model:
               kind: run
               job: model.yaml
               params:
                 rows: ${steps.train.json.result.rows}
+                trial: ${steps.search.best.trial}
               env:
                 DATA: ${steps.prepare.outputs.dataset}
               outputs: {model: model}
