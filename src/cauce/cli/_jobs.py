@@ -208,6 +208,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for model in _models_of(job.run_dir):
         out.write("\n")
         show_model(model, out)
+    from cauce.ui import portal_hint
+
+    out.write("\n" + portal_hint("jobs", job.id) + "\n")
     return 0
 
 

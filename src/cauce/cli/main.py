@@ -30,6 +30,7 @@ _COMMANDS = (
     "cauce.cli._serve",
     "cauce.cli._tensorboard",
     "cauce.cli._doctor",
+    "cauce.cli._ui",
 )
 
 
