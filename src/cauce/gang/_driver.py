@@ -154,9 +154,21 @@ class JobDriver:
                 source=self.spec.source,
             )
 
+    def check_fit(self) -> list[str]:
+        """Refuse a gang that can never fit (the error names the job file); the notes of a gang
+        that does (a host it oversubscribes)."""
+        try:
+            self.cluster.check(self.request)
+        except PlacementError as exc:
+            if not self.spec.source:
+                raise
+            raise PlacementError(f"{self.spec.source}: {exc}") from None
+        return self.cluster.notes(self.request)
+
     def run(self) -> JobResult:
         self._check_workdir()
-        self.cluster.check(self.request)
+        for note in self.check_fit():
+            self.console.status(f"note: {note}")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))

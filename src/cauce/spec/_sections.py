@@ -229,7 +229,7 @@ class JobParser(FieldParser):
 
     def resources(self, value: object, path: str) -> Resources:
         if value is None:
-            return Resources()
+            return Resources(cpus_declared=False)
         if not isinstance(value, Mapping):
             raise self.error(
                 path,
@@ -245,7 +245,7 @@ class JobParser(FieldParser):
         )
         memory = parse_memory(value.get("memory", 0), f"{path}.memory", self.source)
         gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0, maximum=MAX_GPUS)
-        return Resources(cpus=cpus, memory=memory, gpus=gpus)
+        return Resources(cpus=cpus, memory=memory, gpus=gpus, cpus_declared="cpus" in value)
 
     def roles(self, value: object, framework: Framework) -> tuple[RoleSpec, ...]:
         if value is None:

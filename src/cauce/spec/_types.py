@@ -9,11 +9,16 @@ from cauce.spec._tune import TuneSpec
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task of a role needs. ``memory`` is in bytes, 0 meaning "not stated"."""
+    """What one task of a role needs. ``memory`` is in bytes, 0 meaning "not stated".
+
+    ``cpus_declared`` is False when the spec did not state ``cpus``: the task counts as one CPU
+    for its threads and for Spark, but a local host is not refused for having fewer CPUs than
+    tasks (like ``torchrun --nproc-per-node N``, it is oversubscribed, with a note)."""
 
     cpus: float = 1.0
     memory: int = 0
     gpus: int = 0
+    cpus_declared: bool = True
 
 
 @dataclass(frozen=True)
