@@ -90,10 +90,10 @@ def parse_job(
         workdir = os.path.normpath(os.path.join(os.fspath(base_dir), workdir))
     restart = p.restart(data.get("restart"), "restart")
     timeout = (
-        p.positive_number(data["timeout"], "timeout") if data.get("timeout") is not None else None
+        p.duration(data["timeout"], "timeout", above=0) if data.get("timeout") is not None else None
     )
     hang = (
-        p.positive_number(data["hang_timeout"], "hang_timeout")
+        p.duration(data["hang_timeout"], "hang_timeout", above=0)
         if "hang_timeout" in data and data["hang_timeout"] is not None
         else None
     )

@@ -144,7 +144,7 @@ class JobParser(FieldParser):
     def number(
         self, value: object, path: str, *, minimum: float, maximum: float = MAX_PAUSE
     ) -> float:
-        return self.real(value, path, minimum=minimum, maximum=maximum, unit=" seconds")
+        return self.duration(value, path, minimum=minimum, maximum=maximum)
 
     def positive_number(
         self, value: object, path: str, unit: str = " seconds", maximum: float = MAX_SECONDS

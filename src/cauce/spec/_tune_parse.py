@@ -82,11 +82,12 @@ class _TuneParser(SpaceParser):
         max_failures = self.integer(
             data.get("max_failures", DEFAULT_MAX_FAILURES), "tune.max_failures", minimum=0
         )
-        grace = self.number(
-            data.get("prune_grace", DEFAULT_PRUNE_GRACE), "tune.prune_grace", maximum=MAX_PAUSE
+        grace = self.duration(
+            data.get("prune_grace", DEFAULT_PRUNE_GRACE),
+            "tune.prune_grace",
+            minimum=0,
+            maximum=MAX_PAUSE,
         )
-        if grace < 0:
-            raise self.error("tune.prune_grace", f"must be >= 0 seconds, got {grace:g}", grace)
         spec = TuneSpec(
             objective=objective,
             space=space,

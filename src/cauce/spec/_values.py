@@ -173,6 +173,23 @@ class FieldParser:
             raise self.error(path, problem, value)
         return float(value)  # type: ignore[arg-type]
 
+    def duration(
+        self,
+        value: object,
+        path: str,
+        *,
+        minimum: float | None = None,
+        above: float | None = None,
+        maximum: float = MAX_SECONDS,
+    ) -> float:
+        """Seconds, from a number or a text like ``90s``, ``10m``, ``1h30m``."""
+        from cauce.spec._duration import duration_problem
+
+        seconds, problem = duration_problem(value, minimum=minimum, above=above, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return seconds
+
     def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
         problem = integer_problem(value, minimum=minimum, maximum=maximum)
         if problem:
