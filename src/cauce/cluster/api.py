@@ -204,6 +204,9 @@ class Cluster(abc.ABC):
     #: Seconds a dry run retries a gang that must wait, for resources that are still coming
     #: (the executors of a Spark application that has just started register one by one).
     dry_run_wait: float = 0.0
+    #: True when tasks start on this host, with its files and programs (the local cluster):
+    #: the driver can then check the commands before starting them.
+    starts_here: bool = False
 
     @abc.abstractmethod
     def describe(self) -> list[HostCapacity]:

@@ -2,8 +2,9 @@
 
 CPUs and memory are checked per gang against the host (a gang asking for more than the host has
 is refused at once). Tasks that do not declare ``resources.cpus`` are not counted: like
-``torchrun --nproc-per-node N``, they may oversubscribe the host, with one note. GPUs are leased host-wide (see ``_leases``), so concurrent drivers never
-share one; a gang that needs more GPUs than are free waits for them.
+``torchrun --nproc-per-node N``, they may oversubscribe the host, with one note. GPUs are
+leased host-wide (see ``_leases``), so concurrent drivers never share one; a gang that needs
+more GPUs than are free waits for them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class _LocalReservation(Reservation):
 
 class LocalCluster(Cluster):
     name = "local"
+    starts_here = True
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ __all__ = ["JobParser", "parse_memory"]
 
 _ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
 _RESOURCE_KEYS = ("cpus", "memory", "gpus")
-_RESTART_KEYS = ("max_restarts", "backoff", "max_backoff")
+_RESTART_KEYS = ("max_restarts", "backoff", "max_backoff", "never_on")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -225,6 +225,18 @@ class JobParser(FieldParser):
             max_backoff=self.number(
                 value.get("max_backoff", 60.0), f"{path}.max_backoff", minimum=0.0
             ),
+            never_on=self.exit_codes(value.get("never_on", [126, 127]), f"{path}.never_on"),
+        )
+
+    def exit_codes(self, value: object, path: str) -> tuple[int, ...]:
+        """A list of exit codes (1-255), like ``[2, 126, 127]``."""
+        if not isinstance(value, list):
+            raise self.error(
+                path, f"must be a list of exit codes like [2, 126, 127], got {kind_of(value)}"
+            )
+        return tuple(
+            self.integer(code, f"{path}[{i}]", minimum=1, maximum=255)
+            for i, code in enumerate(value)
         )
 
     def resources(self, value: object, path: str) -> Resources:

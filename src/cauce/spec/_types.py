@@ -38,11 +38,14 @@ class RoleSpec:
 @dataclass(frozen=True)
 class RestartPolicy:
     """Restart the whole gang up to ``max_restarts`` times, waiting ``backoff`` seconds before
-    the first restart and doubling the wait each time, up to ``max_backoff``."""
+    the first restart and doubling the wait each time, up to ``max_backoff``. A task failure
+    whose exit code is in ``never_on`` is permanent (126: not executable, 127: not found, as a
+    shell says): the job fails at once, whatever restarts are left."""
 
     max_restarts: int = 0
     backoff: float = 1.0
     max_backoff: float = 60.0
+    never_on: tuple[int, ...] = (126, 127)
 
     def delay(self, restart_number: int) -> float:
         """Seconds to wait before restart number ``restart_number`` (1-based)."""
