@@ -120,3 +120,51 @@ def test_jobs_found_by_name_and_filtered(tmp_path: Path, cauce_env: dict[str, st
     assert jobs("--since", "2999-01-01") == []
     bad = cauce(["jobs", "--status", "done"], cauce_env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --status must be one of")
+
+
+def test_every_mistake_of_a_file_at_once(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    job = write_job(
+        tmp_path,
+        """
+        name: four
+        command: python train.py
+        roles:
+          worker:
+            instancs: 2
+            resources: {cpus: -1}
+        timeout: 10 minutes
+        tune:
+          objective: {metric: loss, direction: down}
+          space: {lr: {type: uniform, low: 0, high: 1}}
+        """,
+    )
+    pipeline = write_job(
+        tmp_path,
+        """
+        name: p
+        steps:
+          prepare: {function: prep.py:build, engine: pandas}
+          train: {job: job.yaml, outputs: [model], env: {X: "${steps.prepare.outputs.dataset}"}}
+        """,
+        "pipeline.yaml",
+    )
+    for command in (["run", str(job)], ["tune", str(job)], ["run", str(pipeline)]):
+        done = cauce(command, cauce_env)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.splitlines()
+        where = re.escape(str(command[-1]))
+        assert all(re.match(rf"error: {where}:\d+: ", line) for line in lines), lines
+        if command[-1] == str(pipeline):
+            assert [line.split(": ")[2].split()[0] for line in lines] == [
+                "steps.prepare.engine",
+                "steps.train.outputs",
+            ]
+            continue
+        assert [line.split(": ")[2].split()[0] for line in lines] == [
+            "roles.worker.instancs",
+            "roles.worker.resources.cpus",
+            "timeout",
+            "tune.objective.direction",
+        ]
+        assert [int(line.split(":")[2]) for line in lines] == [5, 6, 7, 9]
+        assert "did you mean 'instances'?" in lines[0]

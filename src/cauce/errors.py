@@ -59,7 +59,10 @@ class SpecError(CauceError):
 
 class SpecErrors(SpecError):
     """Every problem found in one spec, each a :class:`SpecError`, in ``errors``; the message
-    has one line each. ``path``, ``value``, ``source`` and ``line`` are the first one's."""
+    has one line each (the first :attr:`MAX_SHOWN`, then how many more). ``path``, ``value``,
+    ``source`` and ``line`` are the first one's."""
+
+    MAX_SHOWN = 20
 
     def __init__(self, errors: Sequence[SpecError]) -> None:
         flat: list[SpecError] = []
@@ -72,7 +75,10 @@ class SpecErrors(SpecError):
         first = flat[0]
         self.path, self.message, self.value = first.path, first.message, first.value
         self.source, self.line = first.source, first.line
-        CauceError.__init__(self, "\n".join(str(error) for error in flat))
+        lines = [str(error) for error in flat[: self.MAX_SHOWN]]
+        if len(flat) > self.MAX_SHOWN:
+            lines.append(f"... and {len(flat) - self.MAX_SHOWN} more problems in {first.source}")
+        CauceError.__init__(self, "\n".join(lines))
 
     @staticmethod
     def raise_any(errors: Sequence[SpecError]) -> None:
