@@ -193,8 +193,16 @@ def test_cli_unknown_key(tmp_path: Path, cauce_env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(90, 90.0), ("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("2min", 120.0), ("1h", 3600.0)]
-    + [("1h30m", 5400.0), ("500ms", 0.5)],
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("2min", 120.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+    ],
 )
 def test_durations_have_one_format(text: object, seconds: float) -> None:
     from cauce.spec import parse_duration
