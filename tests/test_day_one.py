@@ -8,7 +8,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from helpers import cauce, py, write_job
+
+# Each test runs a few `cauce` commands (about a second each).
+pytestmark = pytest.mark.slow
 
 
 def test_oversubscribed_host_runs_and_permanent_failures_stop_at_once(
