@@ -4,6 +4,7 @@ from cauce.gang._console import Console, PrintConsole
 from cauce.gang._driver import JobDriver
 from cauce.gang._machine import Failure, GangMachine, Phase
 from cauce.gang._plan import gang_request
+from cauce.gang._preflight import preflight
 from cauce.gang._record import new_job_id
 from cauce.gang._result import JobResult
 from cauce.gang._tensorboard import tensorboard_dir
@@ -18,5 +19,6 @@ __all__ = [
     "PrintConsole",
     "gang_request",
     "new_job_id",
+    "preflight",
     "tensorboard_dir",
 ]

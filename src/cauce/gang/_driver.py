@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import PlacementError, SpecError
+from cauce.errors import PlacementError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import plan_dry_run
@@ -25,6 +25,7 @@ from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
+from cauce.gang._preflight import preflight
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
@@ -94,6 +95,7 @@ class JobDriver:
         )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
+        self._asked_to_stop = ""  # why, once ask_to_stop was called (a tuner pruned the trial)
 
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
@@ -133,8 +135,9 @@ class JobDriver:
 
     def ask_to_stop(self, reason: str) -> None:
         """Ask the tasks to stop by themselves: their next ``cauce.report`` raises
-        :class:`cauce.TrialPruned`. Thread-safe; pair it with :meth:`stop` after a grace period
-        for tasks that do not report."""
+        :class:`cauce.TrialPruned`, and the job ends as pruned. Thread-safe; pair it with
+        :meth:`stop` after a grace period for tasks that do not report."""
+        self._asked_to_stop = reason
         self.control_file.parent.mkdir(parents=True, exist_ok=True)
         self.control_file.write_text(reason + "\n", encoding="utf-8")
 
@@ -145,18 +148,9 @@ class JobDriver:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def _check_workdir(self) -> None:
-        if not os.path.isdir(self.spec.workdir):
-            raise SpecError(
-                "workdir",
-                f"folder {self.spec.workdir!r} does not exist; create it or fix workdir "
-                "(relative paths start at the job file's folder)",
-                source=self.spec.source,
-            )
-
     def run(self) -> JobResult:
-        self._check_workdir()
-        self.cluster.check(self.request)
+        for line in preflight(self.spec, self.cluster, self.request, self.environ):
+            self.console.status(line)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
@@ -376,7 +370,8 @@ class JobDriver:
         if failure is None:
             return ""
         log = str(self.log_dir / f"{failure.task_id}.log")
-        return render_root_cause(failure, log, self.spec.hang_timeout)
+        permanent = self._machine.permanent and self.spec.restart.max_restarts > 0
+        return render_root_cause(failure, log, self.spec.hang_timeout, permanent=permanent)
 
     def _finish(self, finish: m.Finish) -> JobResult:
         self._poll_progress()  # the last reports of the last attempt
@@ -384,6 +379,9 @@ class JobDriver:
             self._reservation.release()
             self._reservation = None
         cause = self._root_cause(finish.failure) if finish.failure else finish.reason
+        if self._asked_to_stop:  # however the gang ended after being told to stop
+            finish = m.Finish(JobStatus.PRUNED, finish.failure, finish.reason)
+            cause = "\n".join(filter(None, (self._asked_to_stop, cause)))
         attempts = self._machine.attempt + 1
         self.record.finished(
             finish.status, cause, attempts=attempts, restarts=self._machine.restarts
