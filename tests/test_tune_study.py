@@ -602,3 +602,42 @@ def test_every_sampler_and_pruner_runs_a_study(
     assert sum(t.state in ("complete", "pruned") for t in result.trials) == 4
     if sampler == "grid":
         assert len({tuple(sorted(t.params.items())) for t in result.trials}) == 4
+
+
+def test_a_pruned_trial_keeps_the_values_up_to_its_pruning_step(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial 1 (x = 0.9) is worse than trial 0 (x = 0.3) at ASHA's first rung (step 1) and is
+    pruned there; it reports many more steps before it notices, which Optuna must not get."""
+    import cauce.tune as tune_package
+
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        """
+        name: cut
+        command: python curve.py 40 0.05
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          start: [{x: 0.3}, {x: 0.9}]
+          pruner: {type: asha, min_steps: 1}
+          prune_grace: 30
+        """,
+    )
+    result = tune_package.tune(path, trials=2, parallel=1, poll_interval=0.5)
+    assert result.ok, result
+    first, second = result.trials
+    assert (first.state, second.state) == ("complete", "pruned")
+    assert second.note == "pruned at step 1" and second.step == 1
+    assert second.value == pytest.approx((0.9 - 0.3) ** 2 + 1 / 2)
+    stored = rows(
+        cauce_env,
+        "select v.step from trial_intermediate_values v join trials t on t.trial_id = "
+        "v.trial_id where t.number = 1 order by v.step",
+    )
+    assert [step for (step,) in stored] == [0, 1]
+    listed = tune_package.trials("cut")[1]
+    assert (listed.step, listed.value) == (1, second.value)

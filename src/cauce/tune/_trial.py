@@ -205,22 +205,23 @@ class TrialRun:
         new = [(r.step, r.value) for r in rows if r.task_id == self.task and r.name == self.metric]
         if not new:
             return
-        report: list[tuple[int, float]] = []
-        with self._lock:
-            for step, value in new:
-                self._step, self._value = step, value
-                if step > self._reported_step:  # a restarted gang repeats steps; Optuna wants >= 0
-                    report.append((step, value))
-                    self._reported_step = step
-            pruned = self._pruned_step is not None
         # The pruner is asked after each step, as if the script called it in-process: ASHA
         # keeps a trial's value at each rung, which must be the value at the rung's step.
-        judge = self.pruning and not pruned and bool(report) and self._still_running()
-        for step, value in report:
-            self.trial.report(value, step)
-            if judge and self.trial.should_prune():
-                self._prune(step)
-                judge = False
+        judge = self.pruning and self._still_running()
+        for step, value in new:
+            with self._lock:
+                if self._pruned_step is not None:
+                    # What the trial reports after the decision stays in the job's metrics:
+                    # the sampler, the pruner and the trial's value keep the judged steps.
+                    break
+                self._step, self._value = step, value
+                fresh = step > self._reported_step  # a restarted gang repeats steps
+                if fresh:
+                    self._reported_step = step
+            if fresh:
+                self.trial.report(value, step)
+                if judge and self.trial.should_prune():
+                    self._prune(step)
         self._events.put(("changed", self))
 
     def _still_running(self) -> bool:
