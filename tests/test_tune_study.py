@@ -604,26 +604,29 @@ def test_every_sampler_and_pruner_runs_a_study(
         assert len({tuple(sorted(t.params.items())) for t in result.trials}) == 4
 
 
-def test_a_pruned_trial_keeps_the_values_up_to_its_pruning_step(
-    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("wait", [0, 30])
+def test_a_pruned_trial_stops_at_its_pruning_step(
+    wait: int, tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Trial 1 (x = 0.9) is worse than trial 0 (x = 0.3) at ASHA's first rung (step 1) and is
-    pruned there; it reports many more steps before it notices, which Optuna must not get."""
+    pruned there. Without waiting for the verdict (``CAUCE_VERDICT_WAIT`` 0) it reports more
+    steps before it notices, which Optuna must not get; waiting for it, it stops at step 1."""
     import cauce.tune as tune_package
 
     path = _in_process(
         tmp_path,
         cauce_env,
         monkeypatch,
-        """
+        f"""
         name: cut
         command: python curve.py 40 0.05
+        env: {{CAUCE_VERDICT_WAIT: "{wait}"}}
         tune:
-          objective: {metric: loss, direction: min}
+          objective: {{metric: loss, direction: min}}
           space:
-            x: {type: uniform, low: 0, high: 1}
-          start: [{x: 0.3}, {x: 0.9}]
-          pruner: {type: asha, min_steps: 1}
+            x: {{type: uniform, low: 0, high: 1}}
+          start: [{{x: 0.3}}, {{x: 0.9}}]
+          pruner: {{type: asha, min_steps: 1}}
           prune_grace: 30
         """,
     )
@@ -641,3 +644,8 @@ def test_a_pruned_trial_keeps_the_values_up_to_its_pruning_step(
     assert [step for (step,) in stored] == [0, 1]
     listed = tune_package.trials("cut")[1]
     assert (listed.step, listed.value) == (1, second.value)
+    (reported,) = rows(
+        cauce_env, "select max(step) from metrics where job_id = ?", second.job_id
+    )[0]
+    # Told at the report of step 1, it stops there; told at a later read, it went on.
+    assert reported == 1 if wait else reported > 1

@@ -32,6 +32,7 @@ from cauce.spec import JobSpec, TuneSpec
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun
+from cauce.tune._verdict import VerdictServer
 from cauce.tune.api import StudyProgress, StudyResult, StudyStatus, TrialInfo, TuneConsole
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class StudyRunner:
         self._done = 0
         self._others = 0
         self._counted_at = -math.inf
+        self._verdicts: VerdictServer | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -132,12 +134,17 @@ class StudyRunner:
         self._reload()
         self.console.started(self.progress(), note)
         status, reason = StudyStatus.COMPLETE, ""
+        if self.tune.pruner.type != "none":
+            self._verdicts = VerdictServer()
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 status, reason = self._loop()
         finally:
             if self._running:  # only after an unexpected error: leave nothing running
                 self._shutdown("the tuner failed")
+            if self._verdicts is not None:
+                self._verdicts.close()
+                self._verdicts = None
         self._reload()
         result = StudyResult(
             study=self.study.study_name,
@@ -232,11 +239,18 @@ class StudyRunner:
             events=self._events,
             pruning=self.tune.pruner.type != "none",
         )
+        spec = trial_spec(self.spec, self.tune, params)
+        if self._verdicts is not None:  # the objective task asks for verdicts as it reports
+            extra = self._verdicts.env(self.tune.pruner, self.metric, self.task)
+            given = {name for name, _ in spec.env}  # the job's own CAUCE_VERDICT_WAIT wins
+            spec = replace(
+                spec, env=(*spec.env, *((k, v) for k, v in extra.items() if k not in given))
+            )
         cluster = None
         try:
             cluster = self.make_cluster()  # one per trial, closed when the trial ends
             driver = JobDriver(
-                trial_spec(self.spec, self.tune, params),
+                spec,
                 cluster,
                 self.store,
                 self.home,
@@ -254,6 +268,8 @@ class StudyRunner:
             self.study.tell(trial, state=_state("FAIL"))
             raise
         self._running[trial.number] = run
+        if self._verdicts is not None:
+            self._verdicts.register(job_id, run.judge)
         run.start(driver)
         self._trials[trial.number] = run.info()
         self.console.changed(self._trials[trial.number], self.progress())
@@ -261,6 +277,8 @@ class StudyRunner:
     def _finish(self, run: TrialRun) -> None:
         self._running.pop(run.number, None)
         run.join()
+        if self._verdicts is not None:
+            self._verdicts.unregister(run.job_id)
         if run.driver is not None:
             _close(run.driver.cluster)
         outcome = run.outcome()
