@@ -348,3 +348,28 @@ def test_cli_refuses_more_trials_than_the_grid(tmp_path: Path, cauce_env: dict[s
     done = cauce_cli(["tune", str(path), "--trials", "5"], cauce_env)
     assert done.returncode == 2, done.stderr
     assert "--trials must be <= 2, the number of points of the grid" in done.stderr
+
+
+def test_parallel_is_capped_at_the_trials_the_host_fits() -> None:
+    from cauce.cluster.api import HostCapacity
+    from cauce.gang import gang_request
+    from cauce.tune._fit import fit_parallel
+
+    spec = parse_job(
+        {
+            "command": "python -c pass",
+            "roles": {"worker": {"instances": 2, "resources": {"cpus": 0.5, "gpus": 1}}},
+        }
+    )
+    request = gang_request(spec, "j")
+    host = HostCapacity("127.0.0.1", 8.0, 0, ("0", "1", "2", "3"))
+    width, note = fit_parallel([host], request, 4)
+    assert width == 2
+    assert note == (
+        "parallel 4, but this host fits 2 trials at a time (each needs 2 GPUs, the host has "
+        "4): running 2 at a time, the next as soon as one ends"
+    )
+    assert fit_parallel([host], request, 2) == (2, "")  # fits: nothing to say
+    assert fit_parallel([host, host], request, 4) == (4, "")  # several hosts: theirs to place
+    small = HostCapacity("127.0.0.1", 1.5, 0, ("0", "1", "2", "3"))
+    assert fit_parallel([small], request, 4)[0] == 1  # by CPUs: 1 of 1.5

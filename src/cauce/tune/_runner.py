@@ -97,7 +97,10 @@ class StudyRunner:
         target: int,
         parallel: int,
         poll_interval: float = 0.25,
+        notice: str = "",
     ) -> None:
+        """``notice``: what the entry step tells people once, at the start (``parallel``
+        capped at what the host fits)."""
         self.spec = spec
         self.tune = tune
         self.study = study
@@ -109,6 +112,7 @@ class StudyRunner:
         self.target = target
         self.parallel = parallel
         self.poll_interval = poll_interval
+        self.notice = notice
         self.metric = tune.objective.metric
         self.direction = tune.objective.direction
         self.task = objective_task(spec, tune)
@@ -130,7 +134,7 @@ class StudyRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> StudyResult:
-        note = self.recover()
+        note = "\n".join(line for line in (self.notice, self.recover()) if line)
         self._reload()
         self.console.started(self.progress(), note)
         status, reason = StudyStatus.COMPLETE, ""

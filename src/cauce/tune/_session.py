@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce.cluster import cluster_address, get_cluster, open_cluster
-from cauce.errors import SpecError
+from cauce.cluster.api import Cluster, HostCapacity
+from cauce.errors import ClusterError, SpecError
 from cauce.gang import gang_request
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tune._entry import resolve_study
+from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
@@ -94,7 +96,9 @@ def run_study(
     # What would fail every trial fails the study at once, before a trial is asked. The probe
     # also keeps a Spark application up for the trials' clusters, until the study ends.
     with open_cluster(address, spec) as probe:
-        probe.check(gang_request(spec, f"{name}-check"))
+        request = gang_request(spec, f"{name}-check")
+        probe.check(request)
+        width, notice = fit_parallel(_hosts(probe), request, width)
         store = open_store(history)
         storage: RDBStorage | None = None
         try:
@@ -127,12 +131,23 @@ def run_study(
                 target=target,
                 parallel=width,
                 poll_interval=poll_interval,
+                notice=notice,
             )
             return runner.run()
         finally:
             if storage is not None:
                 storage.engine.dispose()
             store.close()
+
+
+def _hosts(cluster: Cluster) -> list[HostCapacity]:
+    """What the cluster has, or nothing when it cannot say now (a Spark application whose
+    executors have not registered yet)."""
+    try:
+        return cluster.describe()
+    except ClusterError as exc:
+        logger.debug("cannot describe the cluster: %s", exc)
+        return []
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:
