@@ -222,6 +222,10 @@ OBJ = {"metric": "loss", "direction": "min"}
             },
             "tune.start[0].o must be one of [1, 2], got 3",
         ),
+        (
+            {"objective": OBJ, "space": SPACE, "entrypoint": "train.main"},
+            "tune.entrypoint must be module:function, like train:main, got 'train.main'",
+        ),
     ],
 )
 def test_refusals_name_the_field_the_value_and_the_fix(tune: Any, message: str) -> None:
@@ -373,3 +377,14 @@ def test_parallel_is_capped_at_the_trials_the_host_fits() -> None:
     assert fit_parallel([host, host], request, 4) == (4, "")  # several hosts: theirs to place
     small = HostCapacity("127.0.0.1", 1.5, 0, ("0", "1", "2", "3"))
     assert fit_parallel([small], request, 4)[0] == 1  # by CPUs: 1 of 1.5
+
+
+def test_an_entrypoint_needs_a_job_of_one_task() -> None:
+    tune = {"objective": OBJ, "space": SPACE, "entrypoint": "train:main"}
+    assert job(tune).tune is not None and job(tune).tune.entrypoint == "train:main"
+    with pytest.raises(SpecError) as caught:
+        job(tune, roles={"worker": {"instances": 2}})
+    assert str(caught.value) == (
+        "job.yaml: tune.entrypoint needs a job of one task, this one has 2 (worker-0, "
+        "worker-1): remove entrypoint, and trials run the command"
+    )

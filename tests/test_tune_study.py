@@ -647,8 +647,66 @@ def test_a_pruned_trial_stops_at_its_pruning_step(
     assert [step for (step,) in stored] == [0, 1]
     listed = tune_package.trials("cut")[1]
     assert (listed.step, listed.value) == (1, second.value)
-    (reported,) = rows(
-        cauce_env, "select max(step) from metrics where job_id = ?", second.job_id
-    )[0]
+    (reported,) = rows(cauce_env, "select max(step) from metrics where job_id = ?", second.job_id)[
+        0
+    ]
     # Told at the report of step 1, it stops there; told at a later read, it went on.
     assert reported == 1 if wait else reported > 1
+
+
+TRIAL_FUNCTION = """
+import os
+import cauce
+
+with open(os.environ["IMPORTS"], "a") as file:  # one line per process that imports this
+    file.write(f"{os.getpid()}\\n")
+
+
+def run(params):
+    cauce.report(0, loss=params["x"], pid=os.getpid())
+    if params["x"] > 0.95:
+        os._exit(3)  # a crash: the worker process dies with the trial
+"""
+
+
+def test_a_crashing_function_trial_takes_only_its_worker(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune.entrypoint: trials run in a worker that imported the module once; the crash of
+    trial 1 fails that trial only, trial 2 runs in a fresh worker, which trial 3 reuses."""
+    import cauce.tune as tune_package
+
+    (tmp_path / "trialfn.py").write_text(TRIAL_FUNCTION, encoding="utf-8")
+    imports = tmp_path / "imports"
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        f"""
+        name: fn
+        command: python -c "pass"
+        env: {{IMPORTS: {imports}}}
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: 0, high: 1}}
+          entrypoint: trialfn:run
+          start: [{{x: 0.1}}, {{x: 0.99}}, {{x: 0.2}}, {{x: 0.3}}]
+          pruner: none
+          max_failures: 1
+        """,
+    )
+    result = tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+    assert result.ok, result
+    assert [t.state for t in result.trials] == ["complete", "failed", "complete", "complete"]
+    assert result.trials[1].note.startswith("worker-0 failed first (exit 3 after")
+    pids = dict(
+        rows(
+            cauce_env,
+            "select job_id, value from metrics where name = 'pid' order by id",
+        )
+    )
+    ran_in = [int(pids[t.job_id]) for t in result.trials]
+    assert ran_in[0] == ran_in[1] != ran_in[2] == ran_in[3]  # reused, then fresh, reused
+    assert imports.read_text().split() == [str(ran_in[0]), str(ran_in[2])]
+    assert not any(psutil.pid_exists(pid) for pid in set(ran_in))  # no worker outlives tune

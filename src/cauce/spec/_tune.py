@@ -136,6 +136,10 @@ class TuneSpec:
     #: Points to try first, in order, before the sampler chooses (a known good configuration,
     #: say): each maps some or all parameters to values; the sampler fills in the others.
     start: tuple[Mapping[str, Choice], ...] = ()
+    #: ``module:function``: each trial calls this function (with the trial's parameters)
+    #: instead of running the job's command; on the local cluster, in worker processes that
+    #: imported the module once and run trial after trial. Single-process jobs only.
+    entrypoint: str | None = None
 
     def param(self, name: str) -> ParamSpec:
         for param in self.space:

@@ -17,6 +17,7 @@ from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
+from cauce.tune._pool import PooledCluster, WorkerPool
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
@@ -101,6 +102,7 @@ def run_study(
         width, notice = fit_parallel(_hosts(probe), request, width)
         store = open_store(history)
         storage: RDBStorage | None = None
+        pool: WorkerPool | None = None
         try:
             storage = open_storage(store.url)
             handle = open_study(
@@ -118,6 +120,13 @@ def run_study(
             else:  # a new study: the given points first (kept in the storage, as the trials are)
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
+            pool = _worker_pool(spec, address, width)
+
+            def make_cluster() -> Cluster:
+                # Each trial's cluster is its driver's: closed when the trial ends.
+                cluster = get_cluster(address, spark_conf=dict(spec.spark))
+                return cluster if pool is None else PooledCluster(cluster, pool)
+
             runner = StudyRunner(
                 spec=spec,
                 tune=spec.tune,
@@ -125,8 +134,7 @@ def run_study(
                 storage=storage,
                 store=store,
                 home=home if home is not None else cauce_home(),
-                # Each trial's cluster is its driver's: closed when the trial ends.
-                make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
+                make_cluster=make_cluster,
                 console=console or LogConsole(),
                 target=target,
                 parallel=width,
@@ -135,9 +143,26 @@ def run_study(
             )
             return runner.run()
         finally:
+            if pool is not None:
+                pool.close()
             if storage is not None:
                 storage.engine.dispose()
             store.close()
+
+
+def _worker_pool(spec: JobSpec, address: str, width: int) -> WorkerPool | None:
+    """The workers that run the trials of an ``entrypoint`` on this host (None otherwise:
+    trials of a command, or on a cluster of other hosts, run in fresh processes)."""
+    assert spec.tune is not None
+    if spec.tune.entrypoint is None or address != "local":
+        return None
+    return WorkerPool(
+        spec.tune.entrypoint,
+        cwd=spec.workdir,
+        env={**os.environ, **dict(spec.env)},
+        size=width,
+        grace=spec.grace_period,
+    )
 
 
 def _hosts(cluster: Cluster) -> list[HostCapacity]:
