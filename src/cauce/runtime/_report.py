@@ -4,8 +4,9 @@ Each call appends one JSON line to this task's progress file (``$CAUCE_PROGRESS_
 the driver), which the driver reads about once a second: the values go to the history store
 (``cauce show``, ``cauce metrics``), and the time of the last line is what hang detection
 watches. In a trial, at a step the tuner's pruner judges, the report waits a bounded time for
-the verdict (``_verdict.py``). Without a driver, reports go nowhere and cost nothing. With ``tensorboard: {report:
-true}`` in the job they are also written as TensorBoard scalars (``cauce.runtime._tensorboard``).
+the verdict (``_verdict.py``). Without a driver, reports go nowhere and cost nothing. With
+``tensorboard: {report: true}`` in the job they are also written as TensorBoard scalars
+(``cauce.runtime._tensorboard``).
 """
 
 from __future__ import annotations

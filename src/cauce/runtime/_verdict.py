@@ -20,7 +20,6 @@ later report through the control file, as it always did. Standard library only.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time

@@ -44,7 +44,7 @@ def fit_parallel(hosts: list[HostCapacity], request: GangRequest, parallel: int)
 
 
 def _fits(have: float, need: float) -> int:
-    return int(math.floor(have / need + 1e-9))
+    return math.floor(have / need + 1e-9)
 
 
 def _gib(n: int) -> str:

@@ -17,7 +17,6 @@ from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
-from cauce.tune._pool import PooledCluster, WorkerPool
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
@@ -29,6 +28,7 @@ from cauce.tune._optuna import (
     study_meta,
     trial_info,
 )
+from cauce.tune._pool import PooledCluster, WorkerPool
 from cauce.tune._runner import StudyRunner, TunerId
 from cauce.tune.api import (
     StudyInfo,
