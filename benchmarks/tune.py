@@ -29,6 +29,10 @@
     random search. (With curves that cross, ASHA may prune the best configuration; then it never
     reaches that value, and the line says so.)
 
+(c) Cost per trial with a trial that imports NumPy, apart from the imports, and reusable
+    workers (``tune.entrypoint``) against an Optuna loop of subprocesses: see
+    ``benchmarks/_tune_cost.py``; ``ratio_reuse`` is cauce with reuse / the loop.
+
 The last line printed is one JSON object with every figure: ``overhead`` is (a)'s worst
 overhead (over parallel 1 and 2, dead time or CPU) as a fraction of a 1-second trial, ``ratio``
 is (b)'s time ratio ASHA / random.
@@ -58,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import Machine, quick_default
+from _tune_cost import cost
 
 TRIVIAL = """
 import cauce
@@ -343,7 +348,7 @@ def main() -> None:
         default=quick_default(),
         help="fewer runs and trials (default from CAUCE_BENCH_QUICK)",
     )
-    parser.add_argument("--only", choices=("overhead", "pruning"), help="run one part")
+    parser.add_argument("--only", choices=("overhead", "pruning", "cost"), help="run one part")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.runs, args.budget = 10, 1, 18
@@ -372,6 +377,10 @@ def main() -> None:
             figures["overhead"] = round(max(0.0, worst) / 1.0, 4)
             figures["ratio_subprocess"] = figures["a"]["p1"]["ratio"]
             figures["ratio_inprocess"] = figures["a"]["p1"]["ratio_inprocess"]
+        if args.only in (None, "cost"):
+            env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+            figures["c"] = cost(args.trials, args.runs, root, env)
+            figures["ratio_reuse"] = figures["c"]["ratio_reuse"]
         if args.only in (None, "pruning"):
             figures["b"] = pruning(args, root)
             figures["ratio"] = figures["b"]["ratio"]
