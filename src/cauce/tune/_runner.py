@@ -15,21 +15,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import queue
 import signal
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
-from cauce.history import HistoryStore, JobStatus, process_stamp
+from cauce.history import HistoryStore, JobStatus
 from cauce.spec import JobSpec, TuneSpec
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
+from cauce.tune._owner import TunerId
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun
 from cauce.tune._verdict import VerdictServer
@@ -41,45 +40,13 @@ if TYPE_CHECKING:
 
     from cauce.cluster import Cluster
 
-__all__ = ["StudyRunner", "TunerId"]
+__all__ = ["StudyRunner"]
 
 logger = logging.getLogger(__name__)
 
 _TICK = 0.25  # seconds between two looks at the trials when nothing happens
 _RECOUNT = 3.0  # seconds between two counts of the study's trials in the storage
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass(frozen=True)
-class TunerId:
-    """Which process runs a trial: host, pid and the pid's start time (pids are reused)."""
-
-    host: str
-    pid: int
-    start: str | None
-
-    @classmethod
-    def mine(cls) -> TunerId:
-        return cls(socket.gethostname(), os.getpid(), process_stamp(os.getpid()))
-
-    def text(self) -> str:
-        return f"{self.host}:{self.pid}:{self.start or ''}"
-
-    @classmethod
-    def parse(cls, text: object) -> TunerId | None:
-        if not isinstance(text, str) or text.count(":") < 2:
-            return None
-        host, pid, start = text.rsplit(":", 2)
-        try:
-            return cls(host, int(pid), start or None)
-        except ValueError:
-            return None
-
-    def alive(self) -> bool:
-        """False only when it surely is gone (on this host: no such process any more)."""
-        if self.host != socket.gethostname():
-            return True  # cannot tell from here; a study shared across hosts keeps its trials
-        return process_stamp(self.pid) == self.start
 
 
 class StudyRunner:
@@ -283,28 +250,30 @@ class StudyRunner:
         run.join()
         if self._verdicts is not None:
             self._verdicts.unregister(run.job_id)
-        if run.driver is not None:
-            _close(run.driver.cluster)
-        outcome = run.outcome()
-        trial = run.trial
-        if outcome.state == "interrupted":
-            frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
-        elif outcome.state == "failed":
-            self._failures += 1
-            trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
-            frozen = self.study.tell(trial, state=_state("FAIL"))
-            if self._failures > self.tune.max_failures and not self._halt:
-                self._halt = (
-                    f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
-                    f"the last one: {outcome.cause}"
-                )
-        elif outcome.state == "pruned":
-            trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
-            frozen = self.study.tell(trial, state=_state("PRUNED"))
-            self._done += 1
-        else:
-            frozen = self.study.tell(trial, outcome.value)
-            self._done += 1
+        try:
+            outcome = run.outcome()
+            trial = run.trial
+            if outcome.state == "interrupted":
+                frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
+            elif outcome.state == "failed":
+                self._failures += 1
+                trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
+                frozen = self.study.tell(trial, state=_state("FAIL"))
+                if self._failures > self.tune.max_failures and not self._halt:
+                    self._halt = (
+                        f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
+                        f"the last one: {outcome.cause}"
+                    )
+            elif outcome.state == "pruned":
+                trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
+                frozen = self.study.tell(trial, state=_state("PRUNED"))
+                self._done += 1
+            else:
+                frozen = self.study.tell(trial, outcome.value)
+                self._done += 1
+        finally:  # after the tell: the trial is recorded as ended first
+            if run.driver is not None:
+                _close(run.driver.cluster)
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())

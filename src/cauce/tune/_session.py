@@ -28,8 +28,9 @@ from cauce.tune._optuna import (
     study_meta,
     trial_info,
 )
+from cauce.tune._owner import TunerId
 from cauce.tune._pool import PooledCluster, WorkerPool
-from cauce.tune._runner import StudyRunner, TunerId
+from cauce.tune._runner import StudyRunner
 from cauce.tune.api import (
     StudyInfo,
     StudyProgress,
