@@ -622,7 +622,7 @@ def test_a_pruned_trial_stops_at_its_pruning_step(
         monkeypatch,
         f"""
         name: cut
-        command: python curve.py 40 0.05
+        command: python curve.py 24 0.05
         env: {{CAUCE_VERDICT_WAIT: "{wait}"}}
         tune:
           objective: {{metric: loss, direction: min}}
