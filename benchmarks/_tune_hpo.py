@@ -33,7 +33,7 @@ INSTANCES = tuple(
     (f"mfh{dims}_{corr}", seed)
     for dims in (3, 6)
     for corr in ("good", "moderate", "bad")
-    for seed in (1, 2)
+    for seed in (1, 2, 3)
 )
 #: name -> (sampler, pruner) as a tune: section says them
 METHODS: dict[str, tuple[str, Any]] = {
@@ -41,17 +41,18 @@ METHODS: dict[str, tuple[str, Any]] = {
     "random+asha1": ("random", {"type": "asha", "min_steps": 1}),
     "random+asha3": ("random", {"type": "asha", "min_steps": 3}),
     "random+asha9": ("random", {"type": "asha", "min_steps": 9}),
-    "random+hyperband": ("random", {"type": "hyperband", "min_steps": 1, "max_steps": STEPS}),
+    "random+hyperband": ("random", "hyperband"),
     "tpe": ("tpe", "none"),
     "tpe+asha1": ("tpe", {"type": "asha", "min_steps": 1}),
     "tpe+asha3": ("tpe", {"type": "asha", "min_steps": 3}),
     "tpe+asha9": ("tpe", {"type": "asha", "min_steps": 9}),
-    "tpe+hyperband": ("tpe", {"type": "hyperband", "min_steps": 1, "max_steps": STEPS}),
+    "tpe+hyperband": ("tpe", "hyperband"),
 }
 
 
-#: cauce's default sampler and pruner (``tune:`` without them)
-DEFAULT = "tpe+asha1"
+#: cauce's default sampler and pruner (``tune:`` without them; hyperband's ``max_steps`` from the
+#: first finished trial)
+DEFAULT = "tpe+hyperband"
 
 
 def available() -> str:

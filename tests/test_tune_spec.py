@@ -59,7 +59,11 @@ def test_defaults_and_short_forms() -> None:
     tune = job({"objective": {"metric": "loss", "direction": "max"}, "space": SPACE}).tune
     assert tune is not None
     assert (tune.trials, tune.parallel, tune.max_failures) == (20, 1, 3)
-    assert (tune.sampler.type, tune.pruner.type, tune.pruner.reduction_factor) == ("tpe", "asha", 3)
+    assert (tune.sampler.type, tune.pruner.type, tune.pruner.reduction_factor) == (
+        "tpe",
+        "hyperband",
+        3,
+    )
     short = job(
         {
             "objective": {"metric": "loss", "direction": "min"},
@@ -388,3 +392,18 @@ def test_an_entrypoint_needs_a_job_of_one_task() -> None:
         "job.yaml: tune.entrypoint needs a job of one task, this one has 2 (worker-0, "
         "worker-1): remove entrypoint, and trials run the command"
     )
+
+
+def test_a_first_rung_of_a_single_report_is_warned_of() -> None:
+    from cauce.tune._verdict import first_rung_warning
+
+    def warning(pruner: Any) -> str:
+        spec = job({"objective": OBJ, "space": SPACE, "pruner": pruner}).tune
+        assert spec is not None
+        return first_rung_warning(spec.pruner)
+
+    assert warning("asha").startswith("warning: pruner asha with min_steps 1 judges trials")
+    assert warning({"type": "median"}).startswith("warning: pruner median with warmup_steps 0")
+    assert warning({"type": "asha", "min_steps": 3}) == ""
+    assert warning({"type": "median", "warmup_steps": 3}) == ""
+    assert warning("hyperband") == warning("none") == ""

@@ -105,11 +105,12 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    """When a running trial is stopped early: ``asha`` (asynchronous successive halving,
-    default), ``hyperband``, ``median`` or ``none``. Steps are the ``step`` of
-    ``cauce.report``."""
+    """When a running trial is stopped early: ``hyperband`` (default: several brackets of
+    successive halving, from ``min_steps`` up, chosen from the measurements of
+    ``docs/tuning.md``), ``asha`` (asynchronous successive halving), ``median`` or ``none``.
+    Steps are the ``step`` of ``cauce.report``."""
 
-    type: str = "asha"
+    type: str = "hyperband"
     min_steps: int = 1
     max_steps: int | None = None
     reduction_factor: int = 3

@@ -31,6 +31,7 @@ from cauce.tune._optuna import (
 from cauce.tune._owner import TunerId
 from cauce.tune._pool import PooledCluster, WorkerPool
 from cauce.tune._runner import StudyRunner
+from cauce.tune._verdict import first_rung_warning
 from cauce.tune.api import (
     StudyInfo,
     StudyProgress,
@@ -100,7 +101,8 @@ def run_study(
     with open_cluster(address, spec) as probe:
         request = gang_request(spec, f"{name}-check")
         probe.check(request)
-        width, notice = fit_parallel(_hosts(probe), request, width)
+        width, fit = fit_parallel(_hosts(probe), request, width)
+        notice = "\n".join(line for line in (first_rung_warning(spec.tune.pruner), fit) if line)
         store = open_store(history)
         storage: RDBStorage | None = None
         pool: WorkerPool | None = None

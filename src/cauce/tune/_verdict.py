@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from cauce.spec import PrunerSpec
 
-__all__ = ["VERDICT_WAIT", "VerdictServer", "judged_steps_of"]
+__all__ = ["VERDICT_WAIT", "VerdictServer", "first_rung_warning", "judged_steps_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,24 @@ def judged_steps_of(pruner: PrunerSpec) -> str | None:
     if pruner.type == "median":
         return f"from:{pruner.warmup_steps}"
     return None
+
+
+def first_rung_warning(pruner: PrunerSpec) -> str:
+    """A word for people when the pruner's first judgement rests on a single report (ASHA at
+    ``min_steps`` 1: steps 0 and 1; the median pruner without warm-up: step 0), where the
+    configurations that win are often cut (docs/tuning.md, "Choosing a pruner"); else ""."""
+    if pruner.type == "asha" and pruner.min_steps <= 1:
+        return (
+            "warning: pruner asha with min_steps 1 judges trials after their first report or "
+            "two, where the configurations that win are often cut; give min_steps of 3 or more, "
+            "or use hyperband (the default)"
+        )
+    if pruner.type == "median" and pruner.warmup_steps == 0:
+        return (
+            "warning: pruner median with warmup_steps 0 judges trials from their first report, "
+            "where the configurations that win are often cut; give warmup_steps of 3 or more"
+        )
+    return ""
 
 
 class VerdictServer:
