@@ -7,8 +7,10 @@ of the full one; ``good`` to ``bad`` say how well low fidelities rank configurat
 need no data download. mf-prior-bench pins ``numpy<2``, which the project cannot take, so it is
 not a declared dependency; its synthetic part runs on NumPy 2. Install it beside the project:
 
-    .venv/bin/python -m pip install --no-deps mf-prior-bench==1.10.0 configspace==1.2.2 \\
-        more-itertools==11.2.1
+    .venv/bin/python -m pip install --no-deps --target .bench-envs/mfpbench \\
+        -r requirements/bench-mfpbench.txt
+
+(``scripts/bench.sh tune`` does it), or give another folder in ``CAUCE_BENCH_MFPBENCH``.
 
 A trial of an instance is a learning curve of ``STEPS`` steps (step ``s`` is the benchmark's
 fidelity ``1 + 99 s / (STEPS - 1)``), one time unit each, reported step by step to an Optuna
@@ -22,10 +24,14 @@ best (within 0.5 % of the value range), as a fraction of random search's time.
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 STEPS = 27
 BUDGET = 40
 TOLERANCE = 0.005  # of the instance's value range: "as good as random's best"
@@ -57,6 +63,9 @@ DEFAULT = "tpe+hyperband"
 
 def available() -> str:
     """'' when mf-prior-bench imports, else why not."""
+    folder = os.environ.get("CAUCE_BENCH_MFPBENCH") or str(ROOT / ".bench-envs" / "mfpbench")
+    if os.path.isdir(folder) and folder not in sys.path:
+        sys.path.append(folder)  # after .venv's packages: theirs win
     try:
         import mfpbench  # noqa: F401
     except ImportError as exc:
