@@ -27,8 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from cauce.cluster._procs import Reaper
-from cauce.cluster._reaper import group_alive
+from cauce.cluster import Reaper, group_alive
 from cauce.cluster.api import (
     Cluster,
     DriverAddress,
