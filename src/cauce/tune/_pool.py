@@ -212,6 +212,8 @@ class _WorkerGang(RunningGang):
         self._launch = launch
         self._on_exit = on_exit
         self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._ended = False  # the trial's call returned: the worker may be another trial's
         self._worker = pool.take()
         self._thread = threading.Thread(
             target=self._main, name=f"cauce-worker-{launch.task_id}", daemon=True
@@ -220,6 +222,8 @@ class _WorkerGang(RunningGang):
 
     def _main(self) -> None:
         code, reusable = self._worker.run(self._launch)
+        with self._lock:
+            self._ended = True
         runtime = time.monotonic() - self._started
         try:
             self._on_exit(TaskExit(self._launch.task_id, code, runtime))
@@ -230,7 +234,9 @@ class _WorkerGang(RunningGang):
         return {self._launch.task_id: self._worker.pid}
 
     def stop(self, grace: float) -> None:
-        if self._thread.is_alive():
+        with self._lock:
+            running = not self._ended
+        if running:
             self._worker.kill(grace)  # a trial cannot be stopped but with its worker
         self._thread.join()
 

@@ -98,6 +98,8 @@ class VerdictServer:
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+            wake.connect("\0" + self.address.removeprefix("@"))  # accept() returns now
         self._thread.join()
         self._sock.close()
 
@@ -110,6 +112,8 @@ class VerdictServer:
             except OSError:
                 return
             with conn:
+                if self._closed.is_set():
+                    return
                 try:
                     self._answer(conn)
                 except Exception:  # never let one bad request end the verdicts of all
