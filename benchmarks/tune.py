@@ -29,9 +29,20 @@
     random search. (With curves that cross, ASHA may prune the best configuration; then it never
     reaches that value, and the line says so.)
 
+(c) Cost per trial with a trial that imports NumPy, apart from the imports, and reusable
+    workers (``tune.entrypoint``) against an Optuna loop of subprocesses: see
+    ``benchmarks/_tune_cost.py``; ``ratio_reuse`` is cauce with reuse / the loop.
+
+(d) Pruners on public multi-fidelity benchmarks (mf-prior-bench's MF-Hartmann families):
+    random, ASHA at several ``min_steps``, Hyperband, TPE with each, in simulated time; see
+    ``benchmarks/_tune_hpo.py`` (and how to install mf-prior-bench there).
+
 The last line printed is one JSON object with every figure: ``overhead`` is (a)'s worst
-overhead (over parallel 1 and 2, dead time or CPU) as a fraction of a 1-second trial, ``ratio``
-is (b)'s time ratio ASHA / random.
+overhead (over parallel 1 and 2, dead time or CPU) as a fraction of a 1-second trial,
+``ratio_curve`` is (b)'s time ratio ASHA / random, ``ratio_reuse`` (c)'s, and ``ratio`` and
+``reached`` are (d)'s for cauce's default sampler and pruner: the median over instances of the
+time to random search's best over random search's time, and the share of instances where it
+got there.
 
     .venv/bin/python benchmarks/tune.py              # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/tune.py --quick      # fewer runs and trials, about 1 minute
@@ -58,6 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from _machine import Machine, quick_default
+from _tune_cost import cost
+from _tune_hpo import DEFAULT, available, compare
 
 TRIVIAL = """
 import cauce
@@ -326,6 +339,21 @@ def pruning(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {"ratio": round(ratio, 3), **figures}
 
 
+def hpo() -> dict[str, Any]:
+    """(d): the figures of the default sampler and pruner (TPE and ASHA) on MF-Hartmann."""
+    missing = available()
+    if missing:
+        print(f"(d) skipped: {missing}", flush=True)
+        return {"d": {"skipped": missing}}
+    found = compare(lambda line: print(line, flush=True))
+    default = found["table"][DEFAULT]
+    return {
+        "d": found,
+        "ratio": default["median_time_to_random_best"],
+        "reached": default["reached"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="(a) trials per run")
@@ -343,7 +371,9 @@ def main() -> None:
         default=quick_default(),
         help="fewer runs and trials (default from CAUCE_BENCH_QUICK)",
     )
-    parser.add_argument("--only", choices=("overhead", "pruning"), help="run one part")
+    parser.add_argument(
+        "--only", choices=("overhead", "pruning", "cost", "hpo"), help="run one part"
+    )
     args = parser.parse_args()
     if args.quick:
         args.trials, args.runs, args.budget = 10, 1, 18
@@ -372,9 +402,15 @@ def main() -> None:
             figures["overhead"] = round(max(0.0, worst) / 1.0, 4)
             figures["ratio_subprocess"] = figures["a"]["p1"]["ratio"]
             figures["ratio_inprocess"] = figures["a"]["p1"]["ratio_inprocess"]
+        if args.only in (None, "cost"):
+            env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+            figures["c"] = cost(args.trials, args.runs, root, env)
+            figures["ratio_reuse"] = figures["c"]["ratio_reuse"]
         if args.only in (None, "pruning"):
             figures["b"] = pruning(args, root)
-            figures["ratio"] = figures["b"]["ratio"]
+            figures["ratio_curve"] = figures["b"]["ratio"]
+        if args.only in (None, "hpo"):
+            figures.update(hpo())
     figures.update(machine.finish())
     print(json.dumps(figures, separators=(",", ":")))
 

@@ -94,9 +94,26 @@ peer_env() { # ENV: $ENVS/ENV from requirements/bench-ENV.txt; exports its Pytho
     export "${VAR_OF[$name]}=$PWD/$dir/bin/python"
 }
 
+nodeps_folder() { # ENV: requirements/bench-ENV.txt with --no-deps into $ENVS/ENV (on sys.path)
+    local name=$1 req=requirements/bench-$1.txt dir=$ENVS/$1 stamp
+    stamp=$(cat "$req" | sha256sum | cut -c1-16)
+    if [ "$(cat "$dir/.cauce-bench" 2>/dev/null || true)" != "$stamp" ]; then
+        rm -rf "$dir"
+        if ! pip_install "$PY" --no-deps --target "$dir" -r "$req" >"$OUT/logs/setup-$name.log" 2>&1
+        then
+            echo "bench: $dir could not be built (its part is skipped)" >&2
+            return 0
+        fi
+        echo "$stamp" >"$dir/.cauce-bench"
+    fi
+}
+
 if [ -z "${CAUCE_BENCH_NO_SETUP:-}" ]; then
     bash scripts/setup.sh
     venv_peers
+    if [[ " ${names[*]} " == *" tune "* ]]; then
+        nodeps_folder mfpbench
+    fi
     for name in "${names[@]}"; do
         for env in ${ENVS_OF[$name]:-}; do
             peer_env "$env"

@@ -59,7 +59,11 @@ def test_defaults_and_short_forms() -> None:
     tune = job({"objective": {"metric": "loss", "direction": "max"}, "space": SPACE}).tune
     assert tune is not None
     assert (tune.trials, tune.parallel, tune.max_failures) == (20, 1, 3)
-    assert (tune.sampler.type, tune.pruner.type, tune.pruner.reduction_factor) == ("tpe", "asha", 3)
+    assert (tune.sampler.type, tune.pruner.type, tune.pruner.reduction_factor) == (
+        "tpe",
+        "hyperband",
+        3,
+    )
     short = job(
         {
             "objective": {"metric": "loss", "direction": "min"},
@@ -222,6 +226,10 @@ OBJ = {"metric": "loss", "direction": "min"}
             },
             "tune.start[0].o must be one of [1, 2], got 3",
         ),
+        (
+            {"objective": OBJ, "space": SPACE, "entrypoint": "train.main"},
+            "tune.entrypoint must be module:function, like train:main, got 'train.main'",
+        ),
     ],
 )
 def test_refusals_name_the_field_the_value_and_the_fix(tune: Any, message: str) -> None:
@@ -348,3 +356,54 @@ def test_cli_refuses_more_trials_than_the_grid(tmp_path: Path, cauce_env: dict[s
     done = cauce_cli(["tune", str(path), "--trials", "5"], cauce_env)
     assert done.returncode == 2, done.stderr
     assert "--trials must be <= 2, the number of points of the grid" in done.stderr
+
+
+def test_parallel_is_capped_at_the_trials_the_host_fits() -> None:
+    from cauce.cluster.api import HostCapacity
+    from cauce.gang import gang_request
+    from cauce.tune._fit import fit_parallel
+
+    spec = parse_job(
+        {
+            "command": "python -c pass",
+            "roles": {"worker": {"instances": 2, "resources": {"cpus": 0.5, "gpus": 1}}},
+        }
+    )
+    request = gang_request(spec, "j")
+    host = HostCapacity("127.0.0.1", 8.0, 0, ("0", "1", "2", "3"))
+    width, note = fit_parallel([host], request, 4)
+    assert width == 2
+    assert note == (
+        "parallel 4, but this host fits 2 trials at a time (each needs 2 GPUs, the host has "
+        "4): running 2 at a time, the next as soon as one ends"
+    )
+    assert fit_parallel([host], request, 2) == (2, "")  # fits: nothing to say
+    assert fit_parallel([host, host], request, 4) == (4, "")  # several hosts: theirs to place
+    small = HostCapacity("127.0.0.1", 1.5, 0, ("0", "1", "2", "3"))
+    assert fit_parallel([small], request, 4)[0] == 1  # by CPUs: 1 of 1.5
+
+
+def test_an_entrypoint_needs_a_job_of_one_task() -> None:
+    tune = {"objective": OBJ, "space": SPACE, "entrypoint": "train:main"}
+    assert job(tune).tune is not None and job(tune).tune.entrypoint == "train:main"
+    with pytest.raises(SpecError) as caught:
+        job(tune, roles={"worker": {"instances": 2}})
+    assert str(caught.value) == (
+        "job.yaml: tune.entrypoint needs a job of one task, this one has 2 (worker-0, "
+        "worker-1): remove entrypoint, and trials run the command"
+    )
+
+
+def test_a_first_rung_of_a_single_report_is_warned_of() -> None:
+    from cauce.tune._verdict import first_rung_warning
+
+    def warning(pruner: Any) -> str:
+        spec = job({"objective": OBJ, "space": SPACE, "pruner": pruner}).tune
+        assert spec is not None
+        return first_rung_warning(spec.pruner)
+
+    assert warning("asha").startswith("warning: pruner asha with min_steps 1 judges trials")
+    assert warning({"type": "median"}).startswith("warning: pruner median with warmup_steps 0")
+    assert warning({"type": "asha", "min_steps": 3}) == ""
+    assert warning({"type": "median", "warmup_steps": 3}) == ""
+    assert warning("hyperband") == warning("none") == ""

@@ -176,7 +176,7 @@ def test_flights_study_twelve_trials_two_at_a_time_prunes_and_reports_the_best(
     )
 
 
-def test_gpu_trials_wait_for_free_gpus_and_never_share_one(
+def test_gpu_trials_run_as_many_as_fit_and_never_share_one(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
     (tmp_path / "curve.py").write_text(CURVE, encoding="utf-8")
@@ -201,7 +201,10 @@ def test_gpu_trials_wait_for_free_gpus_and_never_share_one(
     env = {**cauce_env, "CAUCE_GPUS": "0,1,2,3"}
     done = cauce(["tune", str(path)], env, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "waiting: needs 2 GPUs, " in done.stdout
+    # 2 trials fit at once (by GPUs, and on a 2-CPU host by CPUs too): said once, and none of
+    # the 4 waits for GPUs that the other 2 hold.
+    assert done.stdout.count("parallel 4, but this host fits 2 trials at a time") == 1
+    assert "waiting: needs 2 GPUs" not in done.stdout
 
     tasks = rows(
         env,
@@ -608,3 +611,108 @@ def test_every_sampler_and_pruner_runs_a_study(
     assert sum(t.state in ("complete", "pruned") for t in result.trials) == 4
     if sampler == "grid":
         assert len({tuple(sorted(t.params.items())) for t in result.trials}) == 4
+
+
+@pytest.mark.parametrize("wait", [0, 30])
+def test_a_pruned_trial_stops_at_its_pruning_step(
+    wait: int, tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial 1 (x = 0.9) is worse than trial 0 (x = 0.3) at ASHA's first rung (step 1) and is
+    pruned there. Without waiting for the verdict (``CAUCE_VERDICT_WAIT`` 0) it reports more
+    steps before it notices, which Optuna must not get; waiting for it, it stops at step 1."""
+    import cauce.tune as tune_package
+
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        f"""
+        name: cut
+        command: python curve.py 24 0.05
+        env: {{CAUCE_VERDICT_WAIT: "{wait}"}}
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: 0, high: 1}}
+          start: [{{x: 0.3}}, {{x: 0.9}}]
+          pruner: {{type: asha, min_steps: 1}}
+          prune_grace: 30
+        """,
+    )
+    result = tune_package.tune(path, trials=2, parallel=1, poll_interval=0.5)
+    assert result.ok, result
+    first, second = result.trials
+    assert (first.state, second.state) == ("complete", "pruned")
+    assert second.note == "pruned at step 1" and second.step == 1
+    assert second.value == pytest.approx((0.9 - 0.3) ** 2 + 1 / 2)
+    stored = rows(
+        cauce_env,
+        "select v.step from trial_intermediate_values v join trials t on t.trial_id = "
+        "v.trial_id where t.number = 1 order by v.step",
+    )
+    assert [step for (step,) in stored] == [0, 1]
+    listed = tune_package.trials("cut")[1]
+    assert (listed.step, listed.value) == (1, second.value)
+    (reported,) = rows(cauce_env, "select max(step) from metrics where job_id = ?", second.job_id)[
+        0
+    ]
+    # Told at the report of step 1, it stops there; told at a later read, it went on.
+    assert reported == 1 if wait else reported > 1
+
+
+TRIAL_FUNCTION = """
+import os
+import cauce
+
+with open(os.environ["IMPORTS"], "a") as file:  # one line per process that imports this
+    file.write(f"{os.getpid()}\\n")
+
+
+def run(params):
+    cauce.report(0, loss=params["x"], pid=os.getpid())
+    if params["x"] > 0.95:
+        os._exit(3)  # a crash: the worker process dies with the trial
+"""
+
+
+def test_a_crashing_function_trial_takes_only_its_worker(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune.entrypoint: trials run in a worker that imported the module once; the crash of
+    trial 1 fails that trial only, trial 2 runs in a fresh worker, which trial 3 reuses."""
+    import cauce.tune as tune_package
+
+    (tmp_path / "trialfn.py").write_text(TRIAL_FUNCTION, encoding="utf-8")
+    imports = tmp_path / "imports"
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        f"""
+        name: fn
+        command: python -c "pass"
+        env: {{IMPORTS: {imports}}}
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: 0, high: 1}}
+          entrypoint: trialfn:run
+          start: [{{x: 0.1}}, {{x: 0.99}}, {{x: 0.2}}, {{x: 0.3}}]
+          pruner: none
+          max_failures: 1
+        """,
+    )
+    result = tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+    assert result.ok, result
+    assert [t.state for t in result.trials] == ["complete", "failed", "complete", "complete"]
+    assert result.trials[1].note.startswith("worker-0 failed first (exit 3 after")
+    pids = dict(
+        rows(
+            cauce_env,
+            "select job_id, value from metrics where name = 'pid' order by id",
+        )
+    )
+    ran_in = [int(pids[t.job_id]) for t in result.trials]
+    assert ran_in[0] == ran_in[1] != ran_in[2] == ran_in[3]  # reused, then fresh, reused
+    assert imports.read_text().split() == [str(ran_in[0]), str(ran_in[2])]
+    assert not any(psutil.pid_exists(pid) for pid in set(ran_in))  # no worker outlives tune

@@ -9,6 +9,7 @@ prints a traceback. Every option can also be set by an environment variable, nam
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -66,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: this process's command line) and return its exit
+    code."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            # The process ends now: the objects a command made (a study's trials, SQLAlchemy's
+            # tables...) need no garbage collection. Python's collections at exit over them
+            # took 0.2 to 0.9 s after the last line of 'cauce tune'; frozen, they are skipped.
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cauce.cluster._open import cluster_address, get_cluster, open_cluster
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
+from cauce.cluster._reaper import group_alive
 from cauce.cluster.api import (
     Cluster,
     DriverAddress,
@@ -35,5 +36,6 @@ __all__ = [
     "cluster_address",
     "free_ports",
     "get_cluster",
+    "group_alive",
     "open_cluster",
 ]

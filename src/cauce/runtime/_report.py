@@ -3,8 +3,10 @@
 Each call appends one JSON line to this task's progress file (``$CAUCE_PROGRESS_FILE``, set by
 the driver), which the driver reads about once a second: the values go to the history store
 (``cauce show``, ``cauce metrics``), and the time of the last line is what hang detection
-watches. Without a driver, reports go nowhere and cost nothing. With ``tensorboard: {report:
-true}`` in the job they are also written as TensorBoard scalars (``cauce.runtime._tensorboard``).
+watches. In a trial, at a step the tuner's pruner judges, the report waits a bounded time for
+the verdict (``_verdict.py``). Without a driver, reports go nowhere and cost nothing. With
+``tensorboard: {report: true}`` in the job they are also written as TensorBoard scalars
+(``cauce.runtime._tensorboard``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import IO
 
 from cauce.runtime._tensorboard import scalars
+from cauce.runtime._verdict import Verdicts
 
 __all__ = ["TrialPruned", "heartbeat", "report"]
 
@@ -40,6 +43,7 @@ class _Channel:
         self.attempt = 0
         self.control: str | None = None
         self.next_check = 0.0
+        self.verdicts = Verdicts()
 
     def stream(self) -> IO[str] | None:
         path = os.environ.get("CAUCE_PROGRESS_FILE")
@@ -101,6 +105,10 @@ def report(step: int, /, **metrics: float) -> None:
     now = time.time()
     _channel.write({"t": now, "s": step, "m": values})
     scalars(now, step, values)  # with tensorboard: {report: true} only
+    with _channel.lock:  # at a step the tuner's pruner judges: its verdict, a bounded wait
+        stop = _channel.verdicts.ask(step, values)
+    if stop is not None:
+        raise TrialPruned(stop)
     _channel.check_stop()
 
 

@@ -105,11 +105,12 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    """When a running trial is stopped early: ``asha`` (asynchronous successive halving,
-    default), ``hyperband``, ``median`` or ``none``. Steps are the ``step`` of
-    ``cauce.report``."""
+    """When a running trial is stopped early: ``hyperband`` (default: several brackets of
+    successive halving, from ``min_steps`` up, chosen from the measurements of
+    ``docs/tuning.md``), ``asha`` (asynchronous successive halving), ``median`` or ``none``.
+    Steps are the ``step`` of ``cauce.report``."""
 
-    type: str = "asha"
+    type: str = "hyperband"
     min_steps: int = 1
     max_steps: int | None = None
     reduction_factor: int = 3
@@ -136,6 +137,10 @@ class TuneSpec:
     #: Points to try first, in order, before the sampler chooses (a known good configuration,
     #: say): each maps some or all parameters to values; the sampler fills in the others.
     start: tuple[Mapping[str, Choice], ...] = ()
+    #: ``module:function``: each trial calls this function (with the trial's parameters)
+    #: instead of running the job's command; on the local cluster, in worker processes that
+    #: imported the module once and run trial after trial. Single-process jobs only.
+    entrypoint: str | None = None
 
     def param(self, name: str) -> ParamSpec:
         for param in self.space:

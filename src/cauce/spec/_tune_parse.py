@@ -37,6 +37,7 @@ _TUNE_KEYS = (
     "max_failures",
     "prune_grace",
     "start",
+    "entrypoint",
 )
 _OBJECTIVE_KEYS = ("metric", "direction", "task")
 _SAMPLER_KEYS = {
@@ -52,6 +53,9 @@ _PRUNER_KEYS = {
     "none": ("type",),
 }
 _METRIC_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,120}$")
+_ENTRYPOINT_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
 
 
 def parse_tune(value: object, *, task_ids: Sequence[str] = (), source: str = "") -> TuneSpec:
@@ -108,6 +112,9 @@ class _TuneParser(SpaceParser):
         )
         no_start: tuple[Mapping[str, Choice], ...] = ()
         start = self.collect(partial(self.start, data.get("start"), space), no_start)
+        entrypoint = self.collect(
+            partial(self.entrypoint, data.get("entrypoint"), task_ids), None
+        )
         if self.errors:  # the checks below are of the whole search; its parts come first
             return TuneSpec(objective=objective, space=space)
         spec = TuneSpec(
@@ -119,6 +126,7 @@ class _TuneParser(SpaceParser):
             max_failures=max_failures,
             prune_grace=grace,
             start=start,
+            entrypoint=entrypoint,
         )
         if sampler.type == "grid":
             for param in space:
@@ -171,6 +179,24 @@ class _TuneParser(SpaceParser):
                     raise self.error(where, problem, given)
             points.append({str(k): v for k, v in data.items()})
         return tuple(points)
+
+    def entrypoint(self, value: object, task_ids: tuple[str, ...]) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _ENTRYPOINT_RE.match(value):
+            raise self.error(
+                "tune.entrypoint",
+                f"must be module:function, like train:main, got {short_repr(value)}",
+                value,
+            )
+        if len(task_ids) > 1:
+            raise self.error(
+                "tune.entrypoint",
+                f"needs a job of one task, this one has {len(task_ids)} "
+                f"({', '.join(task_ids)}): remove entrypoint, and trials run the command",
+                value,
+            )
+        return value
 
     def objective(self, value: object, task_ids: tuple[str, ...]) -> Objective:
         data = self.mapping(value, "tune.objective", "{metric: val_loss, direction: min}")

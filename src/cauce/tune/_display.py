@@ -85,8 +85,8 @@ class StudyConsole:
                 f"study {progress.study}: {goal} {progress.metric}, {progress.target} trials, "
                 f"{progress.parallel} at a time; {progress.done} done already"
             )
-        if note:
-            self.console.line(f"study {progress.study}: {note}")
+        for line in note.splitlines():
+            self.console.line(f"study {progress.study}: {line}")
         self.tick(progress)
 
     def changed(self, trial: TrialInfo, progress: StudyProgress) -> None:

@@ -64,6 +64,11 @@ def trial_spec(spec: JobSpec, tune: TuneSpec, params: Mapping[str, object]) -> J
     # name from the inherited environment; set through the spec, it reaches every task.
     env += (("CAUCE_PARAMS", json.dumps(dict(params), default=str)),)
     names = {name for name, _ in env}
+    if tune.entrypoint is not None:  # a function: run where no worker is (--cluster spark...)
+        call = ("python", "-m", "cauce.runtime._worker", tune.entrypoint)
+        spec = replace(
+            spec, command=call, roles=tuple(replace(r, command=None) for r in spec.roles)
+        )
     roles: list[RoleSpec] = []
     for role in spec.roles:
         command = substitute(role.command, params) if role.command is not None else None

@@ -15,23 +15,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import queue
 import signal
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
-from cauce.history import HistoryStore, JobStatus, process_stamp
+from cauce.history import HistoryStore, JobStatus
 from cauce.spec import JobSpec, TuneSpec
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
+from cauce.tune._owner import TunerId
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun
+from cauce.tune._verdict import VerdictServer
 from cauce.tune.api import StudyProgress, StudyResult, StudyStatus, TrialInfo, TuneConsole
 
 if TYPE_CHECKING:
@@ -40,45 +40,13 @@ if TYPE_CHECKING:
 
     from cauce.cluster import Cluster
 
-__all__ = ["StudyRunner", "TunerId"]
+__all__ = ["StudyRunner"]
 
 logger = logging.getLogger(__name__)
 
 _TICK = 0.25  # seconds between two looks at the trials when nothing happens
 _RECOUNT = 3.0  # seconds between two counts of the study's trials in the storage
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass(frozen=True)
-class TunerId:
-    """Which process runs a trial: host, pid and the pid's start time (pids are reused)."""
-
-    host: str
-    pid: int
-    start: str | None
-
-    @classmethod
-    def mine(cls) -> TunerId:
-        return cls(socket.gethostname(), os.getpid(), process_stamp(os.getpid()))
-
-    def text(self) -> str:
-        return f"{self.host}:{self.pid}:{self.start or ''}"
-
-    @classmethod
-    def parse(cls, text: object) -> TunerId | None:
-        if not isinstance(text, str) or text.count(":") < 2:
-            return None
-        host, pid, start = text.rsplit(":", 2)
-        try:
-            return cls(host, int(pid), start or None)
-        except ValueError:
-            return None
-
-    def alive(self) -> bool:
-        """False only when it surely is gone (on this host: no such process any more)."""
-        if self.host != socket.gethostname():
-            return True  # cannot tell from here; a study shared across hosts keeps its trials
-        return process_stamp(self.pid) == self.start
 
 
 class StudyRunner:
@@ -96,7 +64,10 @@ class StudyRunner:
         target: int,
         parallel: int,
         poll_interval: float = 0.25,
+        notice: str = "",
     ) -> None:
+        """``notice``: what the entry step tells people once, at the start (``parallel``
+        capped at what the host fits)."""
         self.spec = spec
         self.tune = tune
         self.study = study
@@ -108,6 +79,7 @@ class StudyRunner:
         self.target = target
         self.parallel = parallel
         self.poll_interval = poll_interval
+        self.notice = notice
         self.metric = tune.objective.metric
         self.direction = tune.objective.direction
         self.task = objective_task(spec, tune)
@@ -124,20 +96,26 @@ class StudyRunner:
         self._done = 0
         self._others = 0
         self._counted_at = -math.inf
+        self._verdicts: VerdictServer | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> StudyResult:
-        note = self.recover()
+        note = "\n".join(line for line in (self.notice, self.recover()) if line)
         self._reload()
         self.console.started(self.progress(), note)
         status, reason = StudyStatus.COMPLETE, ""
+        if self.tune.pruner.type != "none":
+            self._verdicts = VerdictServer()
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 status, reason = self._loop()
         finally:
             if self._running:  # only after an unexpected error: leave nothing running
                 self._shutdown("the tuner failed")
+            if self._verdicts is not None:
+                self._verdicts.close()
+                self._verdicts = None
         self._reload()
         result = StudyResult(
             study=self.study.study_name,
@@ -232,11 +210,18 @@ class StudyRunner:
             events=self._events,
             pruning=self.tune.pruner.type != "none",
         )
+        spec = trial_spec(self.spec, self.tune, params)
+        if self._verdicts is not None:  # the objective task asks for verdicts as it reports
+            extra = self._verdicts.env(self.tune.pruner, self.metric, self.task)
+            given = {name for name, _ in spec.env}  # the job's own CAUCE_VERDICT_WAIT wins
+            spec = replace(
+                spec, env=(*spec.env, *((k, v) for k, v in extra.items() if k not in given))
+            )
         cluster = None
         try:
             cluster = self.make_cluster()  # one per trial, closed when the trial ends
             driver = JobDriver(
-                trial_spec(self.spec, self.tune, params),
+                spec,
                 cluster,
                 self.store,
                 self.home,
@@ -254,6 +239,8 @@ class StudyRunner:
             self.study.tell(trial, state=_state("FAIL"))
             raise
         self._running[trial.number] = run
+        if self._verdicts is not None:
+            self._verdicts.register(job_id, run.judge)
         run.start(driver)
         self._trials[trial.number] = run.info()
         self.console.changed(self._trials[trial.number], self.progress())
@@ -261,28 +248,32 @@ class StudyRunner:
     def _finish(self, run: TrialRun) -> None:
         self._running.pop(run.number, None)
         run.join()
-        if run.driver is not None:
-            _close(run.driver.cluster)
-        outcome = run.outcome()
-        trial = run.trial
-        if outcome.state == "interrupted":
-            frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
-        elif outcome.state == "failed":
-            self._failures += 1
-            trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
-            frozen = self.study.tell(trial, state=_state("FAIL"))
-            if self._failures > self.tune.max_failures and not self._halt:
-                self._halt = (
-                    f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
-                    f"the last one: {outcome.cause}"
-                )
-        elif outcome.state == "pruned":
-            trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
-            frozen = self.study.tell(trial, state=_state("PRUNED"))
-            self._done += 1
-        else:
-            frozen = self.study.tell(trial, outcome.value)
-            self._done += 1
+        if self._verdicts is not None:
+            self._verdicts.unregister(run.job_id)
+        try:
+            outcome = run.outcome()
+            trial = run.trial
+            if outcome.state == "interrupted":
+                frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
+            elif outcome.state == "failed":
+                self._failures += 1
+                trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
+                frozen = self.study.tell(trial, state=_state("FAIL"))
+                if self._failures > self.tune.max_failures and not self._halt:
+                    self._halt = (
+                        f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
+                        f"the last one: {outcome.cause}"
+                    )
+            elif outcome.state == "pruned":
+                trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
+                frozen = self.study.tell(trial, state=_state("PRUNED"))
+                self._done += 1
+            else:
+                frozen = self.study.tell(trial, outcome.value)
+                self._done += 1
+        finally:  # after the tell: the trial is recorded as ended first
+            if run.driver is not None:
+                _close(run.driver.cluster)
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())

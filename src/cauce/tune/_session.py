@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce.cluster import cluster_address, get_cluster, open_cluster
+from cauce.cluster.api import Cluster, HostCapacity
+from cauce.errors import ClusterError
 from cauce.gang import gang_request, preflight
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tune._entry import resolve_study
+from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
     import_optuna,
     load_study,
@@ -25,7 +28,10 @@ from cauce.tune._optuna import (
     study_meta,
     trial_info,
 )
-from cauce.tune._runner import StudyRunner, TunerId
+from cauce.tune._owner import TunerId
+from cauce.tune._pool import PooledCluster, WorkerPool
+from cauce.tune._runner import StudyRunner
+from cauce.tune._verdict import first_rung_warning
 from cauce.tune.api import (
     StudyInfo,
     StudyProgress,
@@ -87,9 +93,15 @@ def run_study(
     # fails the study at once, before a trial is asked. The probe also keeps a Spark
     # application up for the trials' clusters, until the study ends.
     with open_cluster(address, spec) as probe:
-        preflight(spec, probe, gang_request(spec, f"{name}-check"), os.environ)
+        request = gang_request(spec, f"{name}-check")
+        notes = preflight(spec, probe, request, os.environ)
+        width, fit = fit_parallel(_hosts(probe), request, width)
+        notice = "\n".join(
+            line for line in (*notes, first_rung_warning(spec.tune.pruner), fit) if line
+        )
         store = open_store(history)
         storage: RDBStorage | None = None
+        pool: WorkerPool | None = None
         try:
             storage = open_storage(store.url)
             handle = open_study(
@@ -107,6 +119,13 @@ def run_study(
             else:  # a new study: the given points first (kept in the storage, as the trials are)
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
+            pool = _worker_pool(spec, address, width)
+
+            def make_cluster() -> Cluster:
+                # Each trial's cluster is its driver's: closed when the trial ends.
+                cluster = get_cluster(address, spark_conf=dict(spec.spark))
+                return cluster if pool is None else PooledCluster(cluster, pool)
+
             runner = StudyRunner(
                 spec=spec,
                 tune=spec.tune,
@@ -114,18 +133,45 @@ def run_study(
                 storage=storage,
                 store=store,
                 home=home if home is not None else cauce_home(),
-                # Each trial's cluster is its driver's: closed when the trial ends.
-                make_cluster=lambda: get_cluster(address, spark_conf=dict(spec.spark)),
+                make_cluster=make_cluster,
                 console=console or LogConsole(),
                 target=target,
                 parallel=width,
                 poll_interval=poll_interval,
+                notice=notice,
             )
             return runner.run()
         finally:
+            if pool is not None:
+                pool.close()
             if storage is not None:
                 storage.engine.dispose()
             store.close()
+
+
+def _worker_pool(spec: JobSpec, address: str, width: int) -> WorkerPool | None:
+    """The workers that run the trials of an ``entrypoint`` on this host (None otherwise:
+    trials of a command, or on a cluster of other hosts, run in fresh processes)."""
+    assert spec.tune is not None
+    if spec.tune.entrypoint is None or address != "local":
+        return None
+    return WorkerPool(
+        spec.tune.entrypoint,
+        cwd=spec.workdir,
+        env={**os.environ, **dict(spec.env)},
+        size=width,
+        grace=spec.grace_period,
+    )
+
+
+def _hosts(cluster: Cluster) -> list[HostCapacity]:
+    """What the cluster has, or nothing when it cannot say now (a Spark application whose
+    executors have not registered yet)."""
+    try:
+        return cluster.describe()
+    except ClusterError as exc:
+        logger.debug("cannot describe the cluster: %s", exc)
+        return []
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:

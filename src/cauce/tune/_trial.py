@@ -60,6 +60,9 @@ class TrialRun:
         self.driver: JobDriver | None = None
         self._events = events
         self._lock = threading.Lock()
+        # Reports reach Optuna from the driver's thread and, at judged steps, from the verdict
+        # server's; one at a time, in order of steps.
+        self._judging = threading.Lock()
         self._state = TrialState.RUNNING
         self._note = "starting"
         self._value: float | None = None
@@ -205,23 +208,44 @@ class TrialRun:
         new = [(r.step, r.value) for r in rows if r.task_id == self.task and r.name == self.metric]
         if not new:
             return
-        report: list[tuple[int, float]] = []
-        with self._lock:
-            for step, value in new:
-                self._step, self._value = step, value
-                if step > self._reported_step:  # a restarted gang repeats steps; Optuna wants >= 0
-                    report.append((step, value))
-                    self._reported_step = step
-            pruned = self._pruned_step is not None
         # The pruner is asked after each step, as if the script called it in-process: ASHA
         # keeps a trial's value at each rung, which must be the value at the rung's step.
-        judge = self.pruning and not pruned and bool(report) and self._still_running()
-        for step, value in report:
-            self.trial.report(value, step)
-            if judge and self.trial.should_prune():
-                self._prune(step)
-                judge = False
+        judge = self.pruning and self.pruned_step is None and self._still_running()
+        with self._judging:
+            for step, value in new:
+                if self._report(step, value) and judge and self.trial.should_prune():
+                    self._prune(step)
+                if self.pruned_step is not None:
+                    break
         self._events.put(("changed", self))
+
+    def judge(self, reports: list[tuple[int, float]]) -> str | None:
+        """The verdict at the last of ``reports`` (the objective's values since the last
+        request, in order), asked by the objective task itself as it reports, from the verdict
+        server's thread: the reason to stop, or None to go on."""
+        with self._judging:
+            fresh = False
+            for step, value in reports:
+                fresh = self._report(step, value)
+            if fresh and self.pruning and self.trial.should_prune():
+                self._prune(reports[-1][0])
+            pruned = self.pruned_step
+        self._events.put(("changed", self))
+        return None if pruned is None else f"pruned by the tuner at step {pruned}"
+
+    def _report(self, step: int, value: float) -> bool:
+        """Pass ``step`` to Optuna unless it was (a restarted gang repeats steps) or the trial
+        was pruned: what it reports after the decision stays in the job's metrics only, so that
+        the sampler, the pruner and the trial's value keep the judged steps. True if passed."""
+        with self._lock:
+            if self._pruned_step is not None:
+                return False
+            self._step, self._value = step, value
+            if step <= self._reported_step:
+                return False
+            self._reported_step = step
+        self.trial.report(value, step)
+        return True
 
     def _still_running(self) -> bool:
         """False once the objective task has exited: the last reports of a trial that ran to
