@@ -17,19 +17,20 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import PlacementError, SpecError
+from cauce.errors import PlacementError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import plan_dry_run
 from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
-from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
+from cauce.gang._plan import AttemptPlan, build_attempt, check_workdir, gang_request
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
+from cauce.gang._tracking import DriverTracking, JobTracking, RunLink
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -55,10 +56,13 @@ class JobDriver:
         params: Mapping[str, object] | None = None,
         on_metrics: Callable[[list[MetricRow]], None] | None = None,
         kind: str = "job",
+        tracking: JobTracking | None = None,
+        tracking_parent: RunLink | None = None,
     ) -> None:
         """``params`` reach every task as ``cauce.context().params`` (``CAUCE_PARAMS``);
         ``on_metrics`` is called from the driver's thread with each batch of reported values
-        (the tuner's hook); ``kind`` is recorded in the history ("job", "trial", ...)."""
+        (the tuner's hook); ``kind`` is recorded in the history ("job", "trial", ...). MLflow:
+        ``tracking``, a run the caller opened and closes, else one opened here if asked for."""
         self.spec = spec
         self.cluster = cluster
         self.store = store
@@ -94,6 +98,7 @@ class JobDriver:
         )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
+        self.tracking = DriverTracking(tracking, tracking_parent)
 
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
@@ -145,21 +150,13 @@ class JobDriver:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def _check_workdir(self) -> None:
-        if not os.path.isdir(self.spec.workdir):
-            raise SpecError(
-                "workdir",
-                f"folder {self.spec.workdir!r} does not exist; create it or fix workdir "
-                "(relative paths start at the job file's folder)",
-                source=self.spec.source,
-            )
-
     def run(self) -> JobResult:
-        self._check_workdir()
+        check_workdir(self.spec)
         self.cluster.check(self.request)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
+        self.tracking.open(self)
         self.record.submitted(
             self.spec,
             kind=self.kind,
@@ -175,6 +172,7 @@ class JobDriver:
                 return self._run()
         finally:
             self._cleanup()
+            self.tracking.close(self.console)
 
     def _on_signal(self, signum: int) -> None:
         self._events.put(m.StopRequested(f"interrupted ({signal.Signals(signum).name})"))
@@ -285,6 +283,7 @@ class JobDriver:
         rows, alive = self.progress.poll(tasks)
         if rows:
             self.store.add_metrics(self.job_id, rows)
+            self.tracking.metrics(rows)
             if self.on_metrics is not None:
                 self.on_metrics(rows)
         now = time.monotonic()
@@ -385,9 +384,9 @@ class JobDriver:
             self._reservation = None
         cause = self._root_cause(finish.failure) if finish.failure else finish.reason
         attempts = self._machine.attempt + 1
-        self.record.finished(
-            finish.status, cause, attempts=attempts, restarts=self._machine.restarts
-        )
+        restarts = self._machine.restarts
+        self.record.finished(finish.status, cause, attempts=attempts, restarts=restarts)
+        self.tracking.finished(str(finish.status), cause, attempts, restarts, self.log_dir)
         return JobResult(
             job_id=self.job_id,
             status=finish.status,

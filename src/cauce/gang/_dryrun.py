@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from cauce.cluster.api import SHELL_NOTE, GangRequest, Waiting
-from cauce.gang._plan import AttemptPlan
+from cauce.gang._plan import AttemptPlan, check_workdir
 from cauce.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def render_dry_run(
 def plan_dry_run(driver: JobDriver) -> str:
     """The resolved plan of ``driver``'s job: each task's placement, ports, GPUs and environment
     (the gang is reserved for a moment, then released)."""
-    driver._check_workdir()
+    check_workdir(driver.spec)
     driver.cluster.check(driver.request)
     got = driver.cluster.try_reserve(driver.request)
     settle = time.monotonic() + driver.cluster.dry_run_wait

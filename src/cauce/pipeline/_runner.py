@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from cauce.pipeline._refs import resolve
 from cauce.pipeline._spec import PipelineSpec
 from cauce.pipeline._state import StateStore, digest
 from cauce.pipeline._steps import KINDS
+from cauce.tracking import PipelineTracking, open_pipeline_tracking
 
 __all__ = ["PipelineResult", "StepOutcome", "pipeline_home", "run_pipeline"]
 
@@ -87,13 +88,21 @@ def run_pipeline(
         raise CauceError(f"--serve: pipeline {spec.name} has no serve step")
     console = console or PipelineConsole()
     folder = pipeline_home(spec.name, root)
+    tracking = open_pipeline_tracking(
+        spec.tracking, os.environ, folder, spec.name, warn=console.line
+    )
     state = StateStore(folder)
     out = PipelineResult(spec.name, str(folder))
     began = time.monotonic()
     forcing = False
     results: dict[str, Mapping[str, Any]] = {}
     hashes: dict[str, str] = {}
-    with state.locked(spec.name), contextlib.closing(console):  # the bar goes, also on errors
+    ok = False
+    with (
+        state.locked(spec.name),
+        contextlib.closing(console),  # the bar goes, also on errors
+        _ended(tracking, lambda: ok),
+    ):
         for step in spec.steps:
             kind = KINDS[step.kind]
             forcing = forcing or step.name == force
@@ -113,6 +122,7 @@ def run_pipeline(
                 force=forcing,
                 serve_forever=serve,
                 show_output=show_output,
+                tracking=tracking,
             )
             code = ctx.code = code_hash(ctx) if kind.runs_job else ""
             ctx.key = digest(
@@ -157,8 +167,19 @@ def run_pipeline(
             out.steps.append(
                 StepOutcome(step.name, step.kind, "ran" if ran else "skipped", took, result)
             )
+        ok = True
     out.seconds = time.monotonic() - began
     return out
+
+
+@contextlib.contextmanager
+def _ended(tracking: PipelineTracking | None, ok: Callable[[], bool]) -> Iterator[None]:
+    """End the pipeline's MLflow run (if it has one) as the steps end: finished or failed."""
+    try:
+        yield
+    finally:
+        if tracking is not None:
+            tracking.close(ok())
 
 
 def summary(result: PipelineResult, *, serving: bool = False) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import SpecError
 from cauce.pipeline._steps import KINDS
+from cauce.spec import TrackingSpec, parse_tracking
 
 __all__ = [
     "REF_RE",
@@ -55,6 +56,8 @@ class PipelineSpec:
     #: The folder relative paths start from (the file's), absolute.
     folder: str
     source: str = ""
+    #: The ``tracking:`` section (MLflow): one parent run for the steps; None when absent.
+    tracking: TrackingSpec | None = None
 
     def step(self, name: str) -> StepSpec:
         for step in self.steps:
@@ -96,11 +99,11 @@ def _refs(value: object) -> Iterator[tuple[str, str]]:
 def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> PipelineSpec:
     if not isinstance(raw, Mapping):
         raise SpecError("", "must be a mapping with name: and steps:", source=source)
-    unknown = sorted(str(key) for key in set(raw) - {"name", "steps"})
+    unknown = sorted(str(key) for key in set(raw) - {"name", "steps", "tracking"})
     if unknown:
         raise SpecError(
             unknown[0],
-            "is not a pipeline key" + _suggest(unknown[0], ("name", "steps")),
+            "is not a pipeline key" + _suggest(unknown[0], ("name", "steps", "tracking")),
             source=source,
         )
     name = raw.get("name")
@@ -190,7 +193,8 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
         _check_values(kind, where, body, source)
         kinds[step_name] = kind
         steps.append(StepSpec(step_name, kind, dict(body), tuple(needs)))
-    return PipelineSpec(name, tuple(steps), folder, source)
+    tracking = parse_tracking(raw["tracking"], source) if "tracking" in raw else None
+    return PipelineSpec(name, tuple(steps), folder, source, tracking)
 
 
 def _is_ref(value: object) -> bool:

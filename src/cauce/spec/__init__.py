@@ -3,6 +3,7 @@
 from cauce.spec._parse import load_job, parse_job
 from cauce.spec._sections import parse_memory
 from cauce.spec._spark import spark_conf_pairs, with_spark_conf
+from cauce.spec._tracking import parse_tracking
 from cauce.spec._tune import (
     Objective,
     ParamSpec,
@@ -12,7 +13,14 @@ from cauce.spec._tune import (
     check_trials,
 )
 from cauce.spec._tune_parse import parse_tune
-from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec, TensorBoardSpec
+from cauce.spec._types import (
+    JobSpec,
+    Resources,
+    RestartPolicy,
+    RoleSpec,
+    TensorBoardSpec,
+    TrackingSpec,
+)
 from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, number_problem
 
 __all__ = [
@@ -27,12 +35,14 @@ __all__ = [
     "RoleSpec",
     "SamplerSpec",
     "TensorBoardSpec",
+    "TrackingSpec",
     "TuneSpec",
     "check_trials",
     "load_job",
     "number_problem",
     "parse_job",
     "parse_memory",
+    "parse_tracking",
     "parse_tune",
     "spark_conf_pairs",
     "with_spark_conf",

@@ -14,6 +14,7 @@ from pathlib import Path
 from cauce._util.yamlfile import load_yaml_file
 from cauce.spec._sections import JobParser
 from cauce.spec._spark import spark_settings
+from cauce.spec._tracking import parse_tracking
 from cauce.spec._tune_parse import parse_tune
 from cauce.spec._types import JobSpec
 from cauce.spec._values import kind_of, short_repr
@@ -35,6 +36,7 @@ _JOB_KEYS = (
     "tune",
     "spark",
     "tensorboard",
+    "tracking",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -101,6 +103,7 @@ def parse_job(
     cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
     spark = spark_settings(data.get("spark"), "spark", source)
     tensorboard = p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None
+    tracking = parse_tracking(data["tracking"], source) if "tracking" in data else None
 
     roles = p.roles(data.get("roles"), get_framework(framework))
     p.gang_size(roles)
@@ -130,4 +133,5 @@ def parse_job(
         tune=tune,
         spark=spark,
         tensorboard=tensorboard,
+        tracking=tracking,
     )

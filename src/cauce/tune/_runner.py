@@ -29,6 +29,7 @@ from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
 from cauce.history import HistoryStore, JobStatus, process_stamp
 from cauce.spec import JobSpec, TuneSpec
+from cauce.tracking import JobTracking, StudyTracking
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._trial import TrialRun
@@ -96,6 +97,7 @@ class StudyRunner:
         target: int,
         parallel: int,
         poll_interval: float = 0.25,
+        tracking: StudyTracking | None = None,
     ) -> None:
         self.spec = spec
         self.tune = tune
@@ -124,6 +126,8 @@ class StudyRunner:
         self._done = 0
         self._others = 0
         self._counted_at = -math.inf
+        self.tracking = tracking  # MLflow: the study's run; each trial a child run
+        self._tracked: dict[int, JobTracking] = {}
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -235,8 +239,14 @@ class StudyRunner:
         cluster = None
         try:
             cluster = self.make_cluster()  # one per trial, closed when the trial ends
+            spec = trial_spec(self.spec, self.tune, params)
+            if self.tracking is not None:
+                tracked = self.tracking.trial(
+                    spec, self.home / "runs" / job_id, job_id, trial.number
+                )
+                self._tracked[trial.number] = tracked
             driver = JobDriver(
-                trial_spec(self.spec, self.tune, params),
+                spec,
                 cluster,
                 self.store,
                 self.home,
@@ -246,6 +256,7 @@ class StudyRunner:
                 on_metrics=run.on_metrics,
                 kind="trial",
                 poll_interval=self.poll_interval,
+                tracking=self._tracked.get(trial.number),
             )
         except Exception as exc:
             if cluster is not None:
@@ -283,6 +294,11 @@ class StudyRunner:
         else:
             frozen = self.study.tell(trial, outcome.value)
             self._done += 1
+        tracked = self._tracked.pop(run.number, None)
+        if self.tracking is not None and tracked is not None:
+            self.tracking.trial_ended(
+                tracked, outcome.state, value=outcome.value, pruned_step=run.pruned_step
+            )
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())

@@ -14,6 +14,7 @@ from cauce.errors import SpecError
 from cauce.gang import gang_request
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
+from cauce.tracking import RunLink, StudyTracking, open_study_tracking
 from cauce.tune._entry import resolve_study
 from cauce.tune._optuna import (
     import_optuna,
@@ -79,6 +80,7 @@ def run_study(
     home: Path | None,
     console: TuneConsole | None,
     poll_interval: float,
+    tracking_parent: RunLink | None = None,
 ) -> StudyResult:
     spec, target, width, name = resolve_study(job, trials, parallel, study)
     assert spec.tune is not None
@@ -114,6 +116,7 @@ def run_study(
             else:  # a new study: the given points first (kept in the storage, as the trials are)
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
+            tracking = _study_tracking(spec, name, home, tracking_parent)
             runner = StudyRunner(
                 spec=spec,
                 tune=spec.tune,
@@ -127,12 +130,26 @@ def run_study(
                 target=target,
                 parallel=width,
                 poll_interval=poll_interval,
+                tracking=tracking,
             )
-            return runner.run()
+            result = runner.run()
+            if tracking is not None:
+                best = result.best
+                tracking.close(result.status, {"trial": best.number} if best else None)
+            return result
         finally:
             if storage is not None:
                 storage.engine.dispose()
             store.close()
+
+
+def _study_tracking(
+    spec: JobSpec, name: str, home: Path | None, parent: RunLink | None
+) -> StudyTracking | None:
+    folder = (home if home is not None else cauce_home()) / "studies" / name
+    return open_study_tracking(
+        spec, os.environ, folder, name, warn=lambda text: logger.warning("%s", text), parent=parent
+    )
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:
