@@ -4,6 +4,7 @@ for tests that stop and restart one of their own on the same store."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -71,10 +72,8 @@ class MlflowServer:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:  # the workers of its group, if the parent went first
+        with contextlib.suppress(ProcessLookupError):  # its workers, if the parent went first
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc = None
 
 

@@ -6,6 +6,7 @@ and ``cauce serve models:/...`` are checked in tests/test_flights_pipeline.py.""
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,9 @@ def test_the_tracking_section_is_validated_and_the_spec_wins_over_the_environmen
     from cauce.tracking import Target, resolve_target
 
     base = {"command": "true"}
-    with pytest.raises(SpecError, match="tracking.urii is not a known field; did you mean 'uri'"):
+    with pytest.raises(SpecError, match=r"tracking\.urii is not a known field; did you mean 'uri'"):
         parse_job({**base, "tracking": {"urii": "http://x"}})
-    with pytest.raises(SpecError, match="tracking.experiment must be a non-empty string"):
+    with pytest.raises(SpecError, match=r"tracking\.experiment must be a non-empty string"):
         parse_job({**base, "tracking": {"experiment": 3}})
     spec = parse_job({**base, "tracking": {"uri": "http://spec:5000"}})
     env = {"MLFLOW_TRACKING_URI": "http://env:5000", "MLFLOW_EXPERIMENT_NAME": "from-env"}
@@ -47,19 +48,14 @@ def test_without_mlflow_jobs_run_and_tracking_asks_for_the_extra(
     )
     blocked = "import sys; sys.modules['mlflow'] = None; from cauce.cli.main import main; "
     for job, code in ((plain, 0), (tracked, 1)):
-        done = cauce_run_blocked(blocked + f"sys.exit(main(['run', {str(job)!r}]))", cauce_env)
+        argv = [sys.executable, "-c", blocked + f"sys.exit(main(['run', {str(job)!r}]))"]
+        done = subprocess.run(
+            argv, env=cauce_env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert done.returncode == code, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "error: MLflow tracking needs the mlflow client, which is not installed: "
         "pip install 'cauce[mlflow]'"
-    )
-
-
-def cauce_run_blocked(code: str, env: dict[str, str]) -> object:
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -98,7 +94,7 @@ def test_a_tracking_outage_warns_once_and_sync_replays_what_was_not_sent(
         assert run is not None, "the first 3 reports never reached MLflow"
         server.stop(kill=True)  # the outage, in the middle of the job
         gate.touch()
-        out, err = running.communicate(timeout=120)
+        _, err = running.communicate(timeout=120)
         assert running.returncode == 0, err
         warnings = [line for line in err.splitlines() if "warning: MLflow tracking" in line]
         assert len(warnings) == 1, err

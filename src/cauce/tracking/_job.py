@@ -19,8 +19,8 @@ from typing import Any
 from cauce.history import MetricRow
 from cauce.spec import JobSpec
 from cauce.tracking._sync import SPOOL_FILE
-from cauce.tracking._tracker import Tracker
-from cauce.tracking.api import RunLink, resolve_target
+from cauce.tracking._tracker import Tracker, open_tracker
+from cauce.tracking.api import RunLink
 
 __all__ = ["JobTracking", "open_job_tracking"]
 
@@ -102,18 +102,15 @@ def open_job_tracking(
 ) -> JobTracking | None:
     """The run of a job, under ``parent`` (a study's or a pipeline's run, whose target it
     takes) or where the spec and environment say; None when tracking is off."""
-    target = (
-        parent.target if parent is not None else resolve_target(spec.tracking, environ, spec.name)
-    )
-    if target is None:
-        return None
-    tracker = Tracker(
-        target,
+    tracker = open_tracker(
+        spec.tracking,
+        environ,
+        spec.name,
         run_dir / SPOOL_FILE,
+        parent=parent,
         name=job_id,
         tags={"cauce.job_id": job_id, "cauce.kind": kind, **(tags or {})},
-        parent=parent.run_id if parent is not None else None,
         warn=warn,
         hint=f": cauce mlflow sync {job_id}",
     )
-    return JobTracking(tracker)
+    return JobTracking(tracker) if tracker is not None else None

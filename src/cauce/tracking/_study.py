@@ -14,8 +14,8 @@ from pathlib import Path
 from cauce.spec import JobSpec
 from cauce.tracking._job import JobTracking, open_job_tracking
 from cauce.tracking._sync import SPOOL_FILE
-from cauce.tracking._tracker import Tracker
-from cauce.tracking.api import RunLink, resolve_target
+from cauce.tracking._tracker import Tracker, open_tracker
+from cauce.tracking.api import RunLink
 
 __all__ = ["StudyTracking", "open_study_tracking"]
 
@@ -86,19 +86,16 @@ def open_study_tracking(
 ) -> StudyTracking | None:
     """The study's run (spooled in ``folder``), under ``parent`` (a pipeline's run) or where
     the spec and the environment say; None when tracking is off."""
-    target = (
-        parent.target if parent is not None else resolve_target(spec.tracking, environ, spec.name)
-    )
-    if target is None:
-        return None
-    tracker = Tracker(
-        target,
+    tracker = open_tracker(
+        spec.tracking,
+        environ,
+        spec.name,
         folder / SPOOL_FILE,
+        parent=parent,
         name=study,
         tags={"cauce.study": study, "cauce.kind": "study"},
-        parent=parent.run_id if parent is not None else None,
-        reuse=("cauce.study", study),
         warn=warn,
         hint=f": cauce mlflow sync {folder / SPOOL_FILE}",
+        reuse=("cauce.study", study),
     )
-    return StudyTracking(tracker, warn)
+    return StudyTracking(tracker, warn) if tracker is not None else None

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cauce.tracking.api import Target
+from cauce.spec import TrackingSpec
+from cauce.tracking.api import RunLink, Target, resolve_target
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "open_tracker"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +174,37 @@ class Tracker:
     def _append(self, op: dict[str, Any]) -> None:
         with open(self.spool, "a", encoding="utf-8") as file:
             file.write(json.dumps(op, separators=(",", ":")) + "\n")
+
+
+def open_tracker(
+    tracking: TrackingSpec | None,
+    environ: Mapping[str, str],
+    default_experiment: str,
+    spool: Path,
+    *,
+    parent: RunLink | None,
+    name: str,
+    tags: Mapping[str, str],
+    warn: Callable[[str], None],
+    hint: str,
+    reuse: tuple[str, str] | None = None,
+) -> Tracker | None:
+    """A run under ``parent`` (in its target) or where ``tracking`` and ``environ`` say (see
+    :func:`resolve_target`); None when tracking is off."""
+    target = (
+        parent.target
+        if parent is not None
+        else resolve_target(tracking, environ, default_experiment)
+    )
+    if target is None:
+        return None
+    return Tracker(
+        target,
+        spool,
+        name=name,
+        tags=tags,
+        parent=parent.run_id if parent is not None else None,
+        reuse=reuse,
+        warn=warn,
+        hint=hint,
+    )

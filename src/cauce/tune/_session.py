@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce.cluster import cluster_address, get_cluster, open_cluster
-from cauce.errors import SpecError
-from cauce.gang import gang_request
+from cauce.gang import check_workdir, gang_request
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tracking import RunLink, StudyTracking, open_study_tracking
@@ -86,13 +85,7 @@ def run_study(
     assert spec.tune is not None
     import_optuna()
     address = cluster_address(cluster, spec)
-    if not os.path.isdir(spec.workdir):
-        raise SpecError(
-            "workdir",
-            f"folder {spec.workdir!r} does not exist; create it or fix workdir "
-            "(relative paths start at the job file's folder)",
-            source=spec.source,
-        )
+    check_workdir(spec)
     # What would fail every trial fails the study at once, before a trial is asked. The probe
     # also keeps a Spark application up for the trials' clusters, until the study ends.
     with open_cluster(address, spec) as probe:
