@@ -62,6 +62,7 @@ def _skipped(stderr: str) -> set[str]:
 
 
 @needs_mlflow
+@pytest.mark.timeout(600)  # three pipeline runs, two --serve runs, and the MLflow checks
 def test_flights_pipeline_runs_caches_and_reruns_on_a_changed_feature(
     tmp_path: Path, cauce_env: dict[str, str], mlflow_server: MlflowServer
 ) -> None:

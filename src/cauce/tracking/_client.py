@@ -32,6 +32,7 @@ _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the run's URL on stdout, at each end
+    "MLFLOW_CONFIGURE_LOGGING": "false",  # mlflow installs no log handlers of its own
 }
 
 

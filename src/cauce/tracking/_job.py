@@ -28,22 +28,25 @@ _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
 def flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
-    """``(dotted key, text)`` of every leaf of a spec's data; None is left out."""
+    """``(dotted key, text)`` of every leaf of a spec's data; None and () are left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
+    pairs = isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value)
+    if pairs and value and prefix.endswith(".env"):  # names only: values may be secrets
+        yield prefix, " ".join(str(name) for name, _ in value)
+    elif pairs and value:  # (key, value) pairs, as spark settings: a mapping
+        yield from flatten(dict(value), prefix)
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            if key == "env" and isinstance(item, tuple):  # names only: values may be secrets
-                yield f"{prefix}.env", " ".join(str(pair[0]) for pair in item)
-            else:
-                yield from flatten(item, f"{prefix}.{key}")
+            yield from flatten(item, f"{prefix}.{key}")
     elif isinstance(value, (list, tuple)) and any(
         isinstance(v, (Mapping, list, tuple)) or dataclasses.is_dataclass(v) for v in value
     ):
         for index, item in enumerate(value):
             yield from flatten(item, f"{prefix}.{index}")
-    elif value is not None:
-        yield prefix, str(value) if not isinstance(value, (list, tuple)) else " ".join(value)
+    elif value is not None and value != ():
+        many = isinstance(value, (list, tuple))
+        yield prefix, " ".join(str(v) for v in value) if many else str(value)
 
 
 class JobTracking:
