@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-needs_mlflow = pytest.mark.skipif(
-    importlib.util.find_spec("mlflow") is None, reason="needs mlflow (pip install mlflow)"
-)
+HAVE_MLFLOW = importlib.util.find_spec("mlflow") is not None
+needs_mlflow = pytest.mark.skipif(not HAVE_MLFLOW, reason="needs mlflow (pip install mlflow)")
 
 
 class MlflowServer:

@@ -10,13 +10,17 @@ here only, lazily: the launcher runs without it.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from cauce.errors import TrackingError
 from cauce.tracking.api import MISSING, Target
 
-__all__ = ["Session", "load_mlflow"]
+__all__ = ["SENDER_THREAD", "Session", "load_mlflow"]
+
+#: The name of the trackers' sender threads.
+SENDER_THREAD = "cauce-mlflow"
 
 # MLflow's limits for one log_batch call, and for one value.
 _MAX_METRICS = 1000
@@ -36,10 +40,24 @@ _ENV_DEFAULTS = {
 }
 
 
+class _QuietRetries(logging.Filter):
+    """Drop urllib3's "Retrying ..." warnings of the tracker's own thread: an outage is warned
+    of once, by the tracker, in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName == SENDER_THREAD and str(record.msg).startswith("Retrying"))
+
+
+_quiet = _QuietRetries()
+
+
 def load_mlflow() -> Any:
     """The mlflow module; :class:`TrackingError` naming the extra when it is missing."""
     for name, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    pool = logging.getLogger("urllib3.connectionpool")
+    if _quiet not in pool.filters:
+        pool.addFilter(_quiet)
     try:
         import mlflow
     except ImportError:

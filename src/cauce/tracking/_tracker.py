@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce.spec import TrackingSpec
+from cauce.tracking._client import SENDER_THREAD
 from cauce.tracking.api import RunLink, Target, resolve_target
 
 __all__ = ["Tracker", "open_tracker"]
@@ -65,7 +66,7 @@ class Tracker:
         create: dict[str, Any] = {"op": "create", "name": name, "tags": dict(tags)}
         create |= {"time": now_ms(), "parent": parent, "reuse": list(reuse) if reuse else None}
         self._queue.put(create)
-        self._thread = threading.Thread(target=self._main, name="cauce-mlflow", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=SENDER_THREAD, daemon=True)
         self._thread.start()
 
     # --- queuing (any thread) ------------------------------------------------------------------
