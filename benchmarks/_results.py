@@ -96,6 +96,15 @@ AIMS: dict[str, dict[str, Aim]] = {
             _at_most(1),
         ),
     },
+    "ui": {
+        "ratio": Aim(
+            "cauce study page / optuna-dashboard study data, 1,000 trials", "at most 1", _at_most(1)
+        ),
+        "jobs_ms": Aim("cauce jobs page, 10,000 jobs, ms", "under 300", lambda v: v < 300),
+        "study_ms": Aim(
+            "cauce study page with its charts' data, ms", "under 300", lambda v: v < 300
+        ),
+    },
 }
 
 

@@ -1,6 +1,6 @@
 """Ingest speed: rows/s from a Parquet dataset to PyTorch tensors, cauce against its peers.
 
-A dataset of ``--rows`` rows (default 5M) x 14 columns (10 numeric, 4 categorical strings) is
+A dataset of ``--rows`` rows (default 2M) x 14 columns (10 numeric, 4 categorical strings) is
 made by ``cauce.data.prepare`` on DuckDB in a temporary directory. Each side then reads all of
 it, once per run, in batches of ``--batch-size`` rows, into a dict of PyTorch tensors
 (categoricals as int64 codes):
@@ -331,8 +331,8 @@ def _subprocess_side(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--petastorm-python", default=os.environ.get("CAUCE_BENCH_PETASTORM"))

@@ -2,7 +2,7 @@
 # Run the benchmarks with their peers, from a fresh clone, in one command:
 #
 #     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead tune
-#                                                    #       serve spark_launch (default: all)
+#                                                    #       serve spark_launch ui (default: all)
 #
 # Makes .venv (scripts/setup.sh), installs the peers whose versions agree with the project's
 # into it (requirements/bench.txt, pinned in requirements/constraints.txt), builds one pinned
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(launch ingest train_overhead tune serve spark_launch)
+ALL=(launch ingest train_overhead tune serve spark_launch ui)
 #: Peer environments each benchmark needs (requirements/bench-ENV.txt).
 declare -A ENVS_OF=([ingest]="petastorm ray" [serve]="kserve")
 #: The variable through which a benchmark finds each environment's Python.

@@ -29,4 +29,16 @@ if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
         -r requirements/ci-nodeps.txt 2> >(grep -v "^WARNING: Location 'file:" >&2)
     echo "$stamp" > .venv/.cauce-setup
 fi
+# The portal's browser tests drive Debian's chromium through Playwright (no browser download).
+# Installed when missing and apt is there and usable (CI runs as root on Debian); else said once.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing chromium with apt-get (for the portal's browser tests)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+            >/dev/null
+    else
+        echo "warning: chromium not found; the portal's browser tests (tests/test_ui.py) skip" >&2
+    fi
+fi
 .venv/bin/cauce --version

@@ -9,4 +9,8 @@ echo "== ruff check"; .venv/bin/ruff check $paths
 echo "== ruff format --check"; .venv/bin/ruff format --check $paths
 echo "== mypy"; .venv/bin/mypy src
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+# Two workers (CI has 2 cores; most tests wait on processes); CAUCE_TEST_WORKERS=0 runs them in
+# this process. Tests of one shared cluster stay on one worker (tests/conftest.py).
+workers=${CAUCE_TEST_WORKERS:-2}
+if [ "$workers" = 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
+exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=25 "$@"

@@ -12,9 +12,29 @@ import pytest
 
 #: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
 #: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
-pytest_plugins = ["flights_fixtures", "mlflow_fixtures", "multihost_fixtures", "spark_fixtures"]
+pytest_plugins = [
+    "flights_fixtures",
+    "mlflow_fixtures",
+    "multihost_fixtures",
+    "spark_fixtures",
+    "ui_fixtures",
+]
 
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs the suite), keep the
+    tests of each shared cluster on one worker: the multi-host clusters' namespaces have fixed
+    names (two workers would build them twice and tear each other's down), and the standalone
+    Spark cluster is started once per worker that needs it."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        node = item.nodeid
+        if "multihost" in node or "multihost_cluster" in names:
+            item.add_marker(pytest.mark.xdist_group("multihost"))
+        elif "spark_cluster" in names or "[spark" in node or "test_spark_" in node:
+            item.add_marker(pytest.mark.xdist_group("spark"))
 
 
 @pytest.fixture

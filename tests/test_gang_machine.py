@@ -70,6 +70,22 @@ def test_restarts_with_backoff_then_gives_up() -> None:
     assert [f.attempt for f in m.failures] == [0, 1, 2]
 
 
+def test_exit_codes_in_never_on_are_not_restarted() -> None:
+    policy = RestartPolicy(3, backoff=2.0, never_on=(2, 127))
+    for code in (127, 2):
+        m = GangMachine.for_tasks(TASKS, TASKS, policy)
+        m.handle(Reserved())
+        assert m.handle(TaskExited("worker-1", code, 3.0, 0)) == [StopGang("failure")]
+        assert m.handle(GangStopped()) == [
+            Finish("failed", failure=Failure("worker-1", code, 3.0, 0))
+        ]
+        assert m.restarts == 0 and m.permanent
+    m = GangMachine.for_tasks(TASKS, TASKS, policy)
+    m.handle(Reserved())
+    m.handle(TaskExited("worker-1", 126, 3.0, 0))  # not in this never_on: restarted
+    assert m.handle(GangStopped()) == [WaitBeforeRestart(2.0, 1, 3)]
+
+
 def test_restart_then_success() -> None:
     m = machine(max_restarts=1)
     m.handle(Reserved())

@@ -60,3 +60,22 @@ def test_a_job_that_succeeds_has_no_failure(
 ) -> None:
     result = run(tmp_path, monkeypatch, 0)
     assert (result.status, result.failure, result.root_cause) == (JobStatus.SUCCEEDED, None, "")
+
+
+def test_a_root_cause_never_heads_nothing(tmp_path: Path) -> None:
+    from cauce.gang._logtail import attempt_header
+    from cauce.gang._result import render_root_cause
+
+    log = tmp_path / "worker-0.log"
+    failure = Failure("worker-0", 127, 0.1, 1)
+    log.write_text(attempt_header(0, "j") + "boom\n" + attempt_header(1, "j") + "\n  \n\n")
+    cause = render_root_cause(failure, str(log), None, permanent=True)
+    assert cause == (
+        "worker-0 failed first (exit 127 after 0.1 s, attempt 2); 127 is what a shell returns "
+        f"for a command not found; not restarted: exit 127 is in restart.never_on; its log is "
+        f"empty ({log})"
+    )
+    log.write_text(attempt_header(0, "j") + "\nTraceback:\n  oops\n\n")
+    assert render_root_cause(Failure("worker-0", 1, 0.1, 0), str(log), None).endswith(
+        f"last lines of its log ({log}):\n    Traceback:\n      oops"
+    )

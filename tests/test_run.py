@@ -220,17 +220,25 @@ def test_interrupt_tears_the_gang_down(tmp_path: Path, cauce_env: dict[str, str]
 
 
 def test_task_that_cannot_start_fails_with_127(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    # A program that does not exist is refused before the start (exit 2).
+    path = write_job(tmp_path, "name: nostart\ncommand: [/nonexistent/trainer, --epochs, 1]\n")
+    done = cauce(["run", str(path)], cauce_env)
+    assert done.returncode == 2
+    assert "runs '/nonexistent/trainer', which does not exist" in done.stderr
+    # One that exists but cannot start (its interpreter is missing) fails with 127, and 127 is
+    # not restarted.
+    trainer = tmp_path / "trainer"
+    trainer.write_text("#!/nonexistent/python\n", encoding="utf-8")
+    trainer.chmod(0o755)
     path = write_job(
         tmp_path,
-        """
-        name: nostart
-        command: [/nonexistent/trainer, --epochs, 1]
-        """,
+        f"name: nostart\ncommand: [{trainer}, --epochs, 1]\nrestart: {{max_restarts: 2}}\n",
     )
     done = cauce(["run", str(path)], cauce_env)
     assert done.returncode == 1
     assert "worker-0 failed first (exit 127" in done.stderr
-    assert "cannot start '/nonexistent/trainer'" in done.stderr
+    assert f"cannot start '{trainer}'" in done.stderr
+    assert "restarting" not in done.stderr
 
 
 def test_timeout_stops_the_job(tmp_path: Path, cauce_env: dict[str, str]) -> None:

@@ -67,6 +67,9 @@ def test_spark_cluster_is_lazy_and_checks_its_settings() -> None:
     cluster = get_cluster("spark://127.0.0.1:1", spark_conf={"spark.cauce.placementTimeout": "2m"})
     assert isinstance(cluster, SparkCluster) and cluster.placement_timeout == 120.0
     cluster.close()  # nothing was started
+    cluster = SparkCluster("yarn", {"spark.cauce.linkTimeout": "1h30m"})  # as in a job file
+    assert cluster.link_timeout == 5400.0
+    cluster.close()
     with pytest.raises(SpecError, match=r"spark.cauce.placementTimeout must be a duration"):
         SparkCluster("yarn", {"spark.cauce.placementTimeout": "soon"})
     assert task_shape(request(2, 2, cpus=1.5)) == (2, 2)

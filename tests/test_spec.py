@@ -97,7 +97,7 @@ def test_tensorflow_ps_is_untracked_by_default() -> None:
         (job(restart={"max_restarts": -1}), "restart.max_restarts must be >= 0, got -1"),
         (job(timeout=-5), "timeout must be > 0 seconds, got -5"),
         (job(timeout=0), "timeout must be > 0 seconds, got 0"),
-        (job(hang_timeout="1m"), "hang_timeout must be a number, got '1m'"),
+        (job(hang_timeout="1 minute"), "hang_timeout must be a duration like 90, 90s, 10m"),
         (job(cluster="sparkk://x"), "cluster must be 'local', 'spark://HOST:PORT'"),
         (job(env={"1BAD": "x"}), "env.1BAD is not a valid environment variable name"),
         (job(roles={"Worker": {}}), "roles.Worker is not a valid role name"),
@@ -189,3 +189,33 @@ def test_cli_unknown_key(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     done = cauce(["run", str(path)], cauce_env)
     assert done.returncode == 2
     assert "retsart is not a known field; did you mean 'restart'?" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("2min", 120.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+    ],
+)
+def test_durations_have_one_format(text: object, seconds: float) -> None:
+    from cauce.spec import parse_duration
+
+    assert parse_duration(text, "x") == seconds
+    spec = parse_job({"name": "t", "command": "true", "timeout": text, "grace_period": text})
+    assert spec.timeout == spec.grace_period == seconds
+    restart = parse_job({"name": "t", "command": "true", "restart": {"backoff": text}}).restart
+    assert restart.backoff == seconds
+
+
+@pytest.mark.parametrize("text", ["10m1h", "5s5s", "1 minute", "m", "", "-1s"])
+def test_durations_refused(text: str) -> None:
+    assert "must be a duration like 90, 90s, 10m, 1h or 1h30m" in refused(
+        {"name": "t", "command": "true", "timeout": text}
+    )

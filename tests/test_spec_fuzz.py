@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cauce.cluster._config import load_local_config
-from cauce.errors import SpecError
+from cauce.errors import SpecError, SpecErrors
 from cauce.pipeline import load_pipeline
 from cauce.spec import load_job, parse_job, parse_tune
 
@@ -89,8 +89,10 @@ def _one_line_or_valid(call: Callable[[], object]) -> None:
     try:
         call()
     except SpecError as exc:
-        message = str(exc)
-        assert message and "\n" not in message and len(message) <= 2000, message
+        # one line per mistake (every mistake of a file at once), each of a readable length
+        lines = str(exc).split("\n")
+        assert all(line and len(line) <= 2000 for line in lines), str(exc)
+        assert len(lines) <= SpecErrors.MAX_SHOWN + 1, str(exc)
         assert exc.exit_code == 2
 
 

@@ -329,7 +329,7 @@ def test_cli_refuses_a_bad_space_in_one_line(tmp_path: Path, cauce_env: dict[str
         done = cauce_cli(command, cauce_env)
         assert done.returncode == 2, done.stderr
         assert done.stderr.splitlines() == [
-            f"error: {path}: tune.space.lr.low must be > 0 for loguniform, got 0"
+            f"error: {path}:5: tune.space.lr.low must be > 0 for loguniform, got 0"
         ]
 
 

@@ -103,7 +103,13 @@ def test_twelve_trials_two_at_a_time_prune_and_report_the_best(cauce_env: dict[s
 
     jobs = trial_jobs(cauce_env)
     assert len(jobs) == 12
-    assert all(status == "succeeded" for _, status, _, _ in jobs)
+    # A pruned trial's job is pruned (neither a success nor a failure); the others succeeded.
+    pruned_jobs = {t["job_id"] for t in trials if t["state"] == "pruned"}
+    assert {job: status for job, status, _, _ in jobs} == {
+        job: "pruned" if job in pruned_jobs else "succeeded" for job, _, _, _ in jobs
+    }
+    listed = cauce(["jobs", "--status", "pruned"], cauce_env).stdout.splitlines()[1:]
+    assert {line.split()[0] for line in listed} == pruned_jobs
     assert max_overlap([(start, end) for _, _, start, end in jobs]) == 2
 
     complete = [t for t in trials if t["state"] == "complete"]

@@ -286,3 +286,15 @@ def test_load_yaml_text_syntax_error_is_one_line() -> None:
     message = str(info.value)
     assert message.startswith("x.yaml: is not valid YAML at line ")
     assert "\n" not in message and info.value.exit_code == 2
+
+
+# -- remote ----------------------------------------------------------------------------------
+
+
+def test_is_uri_and_url_to_fs() -> None:
+    from cauce._util.remote import is_uri, url_to_fs
+
+    assert is_uri("s3://bucket/key") and is_uri("memory://a/b")
+    assert not is_uri("file:///tmp/x") and not is_uri("/tmp/x") and not is_uri(Path("/tmp"))
+    fs, path = url_to_fs("memory://cauce-test/folder/")
+    assert path == "/cauce-test/folder" and "memory" in fs.protocol

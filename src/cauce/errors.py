@@ -6,6 +6,8 @@ line ``error: ...`` and exits non-zero; anything else is a bug and gets a traceb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "CauceError",
     "ClusterError",
@@ -14,6 +16,7 @@ __all__ = [
     "HistoryError",
     "PlacementError",
     "SpecError",
+    "SpecErrors",
     "TrackingError",
 ]
 
@@ -31,16 +34,21 @@ class CauceError(Exception):
 class SpecError(CauceError):
     """A spec (YAML file or arguments) is invalid. Nothing was started.
 
-    ``path`` is the dotted field path (``roles.worker.instances``), ``value`` the offending value.
+    ``path`` is the dotted field path (``roles.worker.instances``), ``value`` the offending value,
+    ``line`` the line of the file it is on (1-based; 0 when unknown).
     """
 
     exit_code = 2
 
-    def __init__(self, path: str, message: str, *, value: object = None, source: str = "") -> None:
+    def __init__(
+        self, path: str, message: str, *, value: object = None, source: str = "", line: int = 0
+    ) -> None:
         self.path = path
+        self.message = message
         self.value = value
         self.source = source
-        where = f"{source}: " if source else ""
+        self.line = line
+        where = f"{source}:{line}: " if source and line else f"{source}: " if source else ""
         field = f"{path} " if path else ""
         text = f"{where}{field}{message}"
         # One line, of a readable length, whatever a spec's keys and values hold.
@@ -48,6 +56,38 @@ class SpecError(CauceError):
         if len(text) > _MAX_MESSAGE:
             text = f"{text[: _MAX_MESSAGE - 3]}..."
         super().__init__(text)
+
+
+class SpecErrors(SpecError):
+    """Every problem found in one spec, each a :class:`SpecError`, in ``errors``; the message
+    has one line each (the first :attr:`MAX_SHOWN`, then how many more). ``path``, ``value``,
+    ``source`` and ``line`` are the first one's."""
+
+    MAX_SHOWN = 20
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        flat: list[SpecError] = []
+        for error in errors:
+            flat.extend(error.errors if isinstance(error, SpecErrors) else [error])
+        self.errors: tuple[SpecError, ...]
+        if not flat:
+            raise ValueError("SpecErrors needs at least one error")
+        self.errors = tuple(flat)
+        first = flat[0]
+        self.path, self.message, self.value = first.path, first.message, first.value
+        self.source, self.line = first.source, first.line
+        lines = [str(error) for error in flat[: self.MAX_SHOWN]]
+        if len(flat) > self.MAX_SHOWN:
+            lines.append(f"... and {len(flat) - self.MAX_SHOWN} more problems in {first.source}")
+        CauceError.__init__(self, "\n".join(lines))
+
+    @staticmethod
+    def raise_any(errors: Sequence[SpecError]) -> None:
+        """Raise nothing for no error, the error for one, :class:`SpecErrors` for several."""
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise SpecErrors(errors)
 
 
 class ClusterError(CauceError):

@@ -18,10 +18,10 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from cauce.errors import SpecError
+from cauce.errors import SpecError, SpecErrors
 
 __all__ = [
     "MAX_ALIAS_NODES",
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SPEC_BYTES",
     "load_yaml_file",
     "load_yaml_text",
+    "locate",
     "short_repr",
 ]
 
@@ -174,8 +175,9 @@ def _loader_class(libyaml: bool) -> type[Any]:
 _LOADER = _loader_class(bool(getattr(yaml, "__with_libyaml__", False)))
 
 
-def load_yaml_file(path: Path, *, what: str) -> Any:
-    """Read and parse ``path``; ``what`` names it in messages (``"job file"``)."""
+def load_yaml_file(path: Path, *, what: str, lines: dict[str, int] | None = None) -> Any:
+    """Read and parse ``path``; ``what`` names it in messages (``"job file"``). ``lines``, when
+    given, gets the line of every key path (``roles.worker.instances``, ``tune.start[0]``)."""
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_SPEC_BYTES + 1)
@@ -197,26 +199,70 @@ def load_yaml_file(path: Path, *, what: str) -> Any:
             f"{what} {str(path)!r} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
             f"{exc.start} cannot be decoded; save the file as UTF-8",
         ) from None
-    return load_yaml_text(text, source=str(path))
+    return load_yaml_text(text, source=str(path), lines=lines)
 
 
-def load_yaml_text(text: str, *, source: str) -> Any:
-    """Parse ``text``; ``source`` (the file) starts every message."""
+def load_yaml_text(text: str, *, source: str, lines: dict[str, int] | None = None) -> Any:
+    """Parse ``text``; ``source`` (the file) starts every message; ``lines`` as above."""
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(
             "", f"is larger than {MAX_SPEC_BYTES // 1024} KiB: a spec is short", source=source
         )
-    return _parse(text, source, _LOADER)
+    return _parse(text, source, _LOADER, lines)
 
 
-def _parse(text: str, source: str, loader_class: type[Any]) -> Any:
+def _parse(
+    text: str, source: str, loader_class: type[Any], lines: dict[str, int] | None = None
+) -> Any:
     loader = loader_class(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if lines is not None:
+            _key_lines(node, "", lines)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise SpecError("", _describe(exc), source=source) from None
     finally:
         loader.dispose()
+
+
+def _key_lines(node: Node, path: str, out: dict[str, int]) -> None:
+    """The line of each key path under ``node`` (the first, where aliases repeat one)."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                where = f"{path}.{key_node.value}" if path else str(key_node.value)
+                if where not in out:
+                    out[where] = _line(key_node)
+                    _key_lines(value_node, where, out)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            where = f"{path}[{index}]"
+            if where not in out:
+                out[where] = _line(item)
+                _key_lines(item, where, out)
+
+
+def locate(error: SpecError, lines: dict[str, int]) -> SpecError:
+    """``error`` (each of :class:`SpecErrors`, in file order) with the line of its key path, or
+    of the nearest key above it that the file has."""
+    if isinstance(error, SpecErrors):  # in file order; those of no line last
+        each = [locate(one, lines) for one in error.errors]
+        return SpecErrors(sorted(each, key=lambda one: (one.line == 0, one.line)))
+    if error.line or not error.path:
+        return error
+    path = error.path
+    while path and path not in lines:
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    if not path:
+        return error
+    located = SpecError(
+        error.path, error.message, value=error.value, source=error.source, line=lines[path]
+    )
+    return located.with_traceback(error.__traceback__)
 
 
 def _describe(exc: yaml.YAMLError) -> str:

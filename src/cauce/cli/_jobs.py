@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from cauce.cli._options import env_option
-from cauce.errors import HistoryError
+from cauce.cli._select import JOB_REF, STATUSES, find_job, since_time, statuses_of
+from cauce.errors import HistoryError, SpecError
 from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
 
 __all__ = ["register"]
@@ -24,8 +25,20 @@ def register(sub: Any) -> None:
     env_option(
         history, "--history", env="CAUCE_HISTORY", help="SQLAlchemy URL of the history store"
     )
-    jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs")
-    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20, help="how many at most (default 20)")
+    jobs.add_argument("--name", help="only the jobs of this name")
+    jobs.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        help=f"only jobs in this status (repeatable, or comma-separated): {STATUSES}",
+    )
+    jobs.add_argument(
+        "--since",
+        help="only jobs started in the last DURATION (90s, 10m, 1h, 2d) or since a date or "
+        "time (2026-11-30, '2026-11-30 14:00')",
+    )
     jobs.set_defaults(func=cmd_jobs)
 
     show = sub.add_parser(
@@ -33,13 +46,11 @@ def register(sub: Any) -> None:
         parents=[history],
         help="a job's tasks, attempts, cause and model lineage; or a model folder's lineage",
     )
-    show.add_argument(
-        "job_id", help="a job id, or a unique prefix of one; or a model folder (cauce-model.json)"
-    )
+    show.add_argument("job_id", help=f"{JOB_REF}; or a model folder (cauce-model.json)")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", parents=[history], help="a job's task logs")
-    logs.add_argument("job_id", help="a job id, or a unique prefix of one")
+    logs.add_argument("job_id", help=JOB_REF)
     logs.add_argument("--task", help="only this task, e.g. worker-1")
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the job ends"
@@ -47,7 +58,7 @@ def register(sub: Any) -> None:
     logs.set_defaults(func=cmd_logs)
 
     metrics = sub.add_parser("metrics", parents=[history], help="a job's reported metrics")
-    metrics.add_argument("job_id", help="a job id, or a unique prefix of one")
+    metrics.add_argument("job_id", help=JOB_REF)
     metrics.add_argument("--task", help="only this task, e.g. worker-0")
     metrics.add_argument("--name", action="append", help="only this metric (repeatable)")
     metrics.add_argument(
@@ -56,7 +67,7 @@ def register(sub: Any) -> None:
     metrics.set_defaults(func=cmd_metrics)
 
     kill = sub.add_parser("kill", parents=[history], help="stop a running job")
-    kill.add_argument("job_id", help="a job id, or a unique prefix of one")
+    kill.add_argument("job_id", help=JOB_REF)
     kill.add_argument(
         "--wait", type=float, default=30.0, help="seconds to wait for it to stop (default 30)"
     )
@@ -99,14 +110,19 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise SpecError("--limit", f"must be >= 1, got {args.limit}")
+    statuses, since = statuses_of(args.status), since_time(args.since)
     store = open_store(args.history)
     rows = [["ID", "NAME", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]]
-    for job in store.list_jobs(limit=args.limit):
+    found = store.list_jobs(limit=args.limit, name=args.name, statuses=statuses, since=since)
+    for job in found:
         job = _refresh(store, job)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
         rows.append([job.id, job.name, job.status, str(job.attempts), started, _duration(job)])
     if len(rows) == 1:
-        sys.stdout.write(f"no jobs yet in {store.url}\n")
+        filtered = args.name or statuses or since is not None
+        sys.stdout.write(f"no {'such jobs' if filtered else 'jobs yet'} in {store.url}\n")
     else:
         sys.stdout.write(table(rows) + "\n")
     return 0
@@ -132,10 +148,10 @@ def show_model(folder: Path, out: Any) -> None:
 
     spec = read_spec(folder, verify_hash=False)
     out.write(f"model:     {folder} ({spec.name} version {spec.version}, {spec.created_at})\n")
-    tensors = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in spec.inputs)
-    out.write(f"inputs:    {tensors}\n")
-    tensors = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in spec.outputs)
-    out.write(f"outputs:   {tensors}\n")
+    for heading, tensors in (("inputs: ", spec.inputs), ("outputs:", spec.outputs)):
+        if tensors:  # never a heading with nothing under it
+            listed = ", ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in tensors)
+            out.write(f"{heading}   {listed}\n")
     rows = _flatten(dict(spec.lineage))
     if rows:
         width = max(len(k) for k, _ in rows)
@@ -158,7 +174,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         show_model(Path(args.job_id), sys.stdout)
         return 0
     store = open_store(args.history)
-    job = _refresh(store, store.get_job(args.job_id))
+    job = _refresh(store, find_job(store, args.job_id))
     out = sys.stdout
     out.write(f"job:       {job.id}\n")
     out.write(f"name:      {job.name} ({job.framework})\n")
@@ -208,6 +224,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for model in _models_of(job.run_dir):
         out.write("\n")
         show_model(model, out)
+    from cauce.ui import portal_hint
+
+    out.write("\n" + portal_hint("jobs", job.id) + "\n")
     return 0
 
 
@@ -215,7 +234,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
     store = open_store(args.history)
-    job = store.get_job(args.job_id)
+    job = find_job(store, args.job_id)
     rows = store.get_metrics(job.id, args.task)
     if args.name:
         rows = [row for row in rows if row.name in args.name]
@@ -265,7 +284,7 @@ def _log_files(store: HistoryStore, job: JobRow, task: str | None) -> dict[str, 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     store = open_store(args.history)
-    job = store.get_job(args.job_id)
+    job = find_job(store, args.job_id)
     files = _log_files(store, job, args.task)
     prefix = len(files) > 1
     offsets: dict[str, int] = dict.fromkeys(files, 0)
@@ -305,7 +324,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     store = open_store(args.history)
-    job = store.get_job(args.job_id)
+    job = find_job(store, args.job_id)
     if not job.status.active:
         sys.stdout.write(f"job {job.id} is not running ({job.status})\n")
         return 0

@@ -116,7 +116,11 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
             raise
         sys.stderr.write(f"error: {exc}\n")  # Ctrl-C, SIGTERM or cauce kill: as `cauce run`
         return 130
-    sys.stdout.write("\n".join(summary(result, serving=args.serve)) + "\n")
+    from cauce.ui import portal_hint
+
+    lines = summary(result, serving=args.serve)
+    lines.insert(1, "  " + portal_hint("pipelines", result.name))  # the curl stays last
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 

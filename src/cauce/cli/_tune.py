@@ -161,6 +161,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 )
             )
         sys.stdout.write(table(lines) + "\n")
+        from cauce.ui import portal_hint
+
+        sys.stdout.write(portal_hint("studies") + "\n")
         return 0
     found_trials = trials(args.study, history=args.history)
     if args.format == "json":
@@ -188,6 +191,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
             )
         )
     sys.stdout.write(table(shown) + "\n")
+    from cauce.ui import portal_hint
+
+    sys.stdout.write(portal_hint("studies", args.study) + "\n")
     return 0
 
 

@@ -31,6 +31,7 @@ _COMMANDS = (
     "cauce.cli._tensorboard",
     "cauce.cli._mlflow",
     "cauce.cli._doctor",
+    "cauce.cli._ui",
 )
 
 
@@ -73,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except CauceError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        # one line per problem (every mistake of a spec file is reported at once)
+        sys.stderr.writelines(f"error: {line}\n" for line in str(exc).splitlines() or [""])
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -58,6 +58,11 @@ class GangRequest:
         return sum(task.resources.cpus for task in self.tasks)
 
     @property
+    def declared_cpus(self) -> float:
+        """The CPUs of the tasks whose spec states ``resources.cpus``."""
+        return sum(task.resources.cpus for task in self.tasks if task.resources.cpus_declared)
+
+    @property
     def memory(self) -> int:
         return sum(task.resources.memory for task in self.tasks)
 
@@ -199,6 +204,9 @@ class Cluster(abc.ABC):
     #: Seconds a dry run retries a gang that must wait, for resources that are still coming
     #: (the executors of a Spark application that has just started register one by one).
     dry_run_wait: float = 0.0
+    #: True when tasks start on this host, with its files and programs (the local cluster):
+    #: the driver can then check the commands before starting them.
+    starts_here: bool = False
 
     @abc.abstractmethod
     def describe(self) -> list[HostCapacity]:
@@ -207,6 +215,11 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def check(self, request: GangRequest) -> None:
         """Raise :class:`~cauce.errors.PlacementError` if the gang can never fit."""
+
+    def notes(self, request: GangRequest) -> list[str]:
+        """What the user should know about a gang that fits (a host it oversubscribes), one
+        line each; said once, before the job starts."""
+        return []
 
     @abc.abstractmethod
     def try_reserve(self, request: GangRequest) -> Reservation | Waiting:

@@ -1,14 +1,17 @@
 """The ``local`` cluster: this host's CPUs, memory and GPUs.
 
 CPUs and memory are checked per gang against the host (a gang asking for more than the host has
-is refused at once). GPUs are leased host-wide (see ``_leases``), so concurrent drivers never
-share one; a gang that needs more GPUs than are free waits for them.
+is refused at once). Tasks that do not declare ``resources.cpus`` are not counted: like
+``torchrun --nproc-per-node N``, they may oversubscribe the host, with one note. GPUs are
+leased host-wide (see ``_leases``), so concurrent drivers never share one; a gang that needs
+more GPUs than are free waits for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +77,7 @@ class _LocalReservation(Reservation):
 
 class LocalCluster(Cluster):
     name = "local"
+    starts_here = True
 
     def __init__(
         self,
@@ -108,10 +112,12 @@ class LocalCluster(Cluster):
                 f"needs {request.gpus} GPUs, this host has {have}; lower resources.gpus, "
                 f"or declare GPUs with CAUCE_GPUS=0,1,..."
             )
-        if request.cpus > self.cpus + 1e-9:
+        if request.declared_cpus > self.cpus + 1e-9:
             problems.append(
-                f"needs {request.cpus:g} CPUs, this host has {self.cpus:g}; lower "
-                f"resources.cpus (fractions like 0.5 are allowed) or the instances"
+                f"needs {request.declared_cpus:g} CPUs, this host has {self.cpus:g}; lower "
+                f"resources.cpus (fractions like 0.5 are allowed) or the instances, or offer "
+                f"more CPUs with local.cpus: {math.ceil(request.declared_cpus)} in "
+                f"$CAUCE_HOME/config.yaml"
             )
         if self.memory and request.memory > self.memory:
             problems.append(
@@ -120,6 +126,14 @@ class LocalCluster(Cluster):
             )
         if problems:
             raise PlacementError("this job can never fit on this host: " + "; ".join(problems))
+
+    def notes(self, request: GangRequest) -> list[str]:
+        if request.cpus <= self.cpus + 1e-9:
+            return []
+        return [
+            f"{len(request.tasks)} tasks on {self.cpus:g} CPUs: this host is oversubscribed "
+            "(tasks without resources.cpus share the CPUs, as with torchrun --nproc-per-node)"
+        ]
 
     def try_reserve(self, request: GangRequest) -> Reservation | Waiting:
         leases: list[Lease] = []

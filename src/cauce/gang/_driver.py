@@ -24,7 +24,8 @@ from cauce.gang._dryrun import plan_dry_run
 from cauce.gang._hang import first_hung
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
-from cauce.gang._plan import AttemptPlan, build_attempt, check_workdir, gang_request
+from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
+from cauce.gang._preflight import preflight
 from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
@@ -56,13 +57,11 @@ class JobDriver:
         params: Mapping[str, object] | None = None,
         on_metrics: Callable[[list[MetricRow]], None] | None = None,
         kind: str = "job",
-        tracking: JobTracking | None = None,
-        tracking_parent: RunLink | None = None,
+        tracking: JobTracking | RunLink | None = None,
     ) -> None:
         """``params`` reach every task as ``cauce.context().params`` (``CAUCE_PARAMS``);
         ``on_metrics`` is called from the driver's thread with each batch of reported values
-        (the tuner's hook); ``kind`` is recorded in the history ("job", "trial", ...). MLflow:
-        ``tracking``, a run the caller opened and closes, else one opened here if asked for."""
+        (the tuner's hook); ``kind`` ("job", "trial", ...) is recorded; ``tracking``: MLflow."""
         self.spec = spec
         self.cluster = cluster
         self.store = store
@@ -98,7 +97,8 @@ class JobDriver:
         )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
-        self.tracking = DriverTracking(tracking, tracking_parent)
+        self.tracking = DriverTracking(tracking)  # a run the caller opened, or its parent
+        self._asked_to_stop = ""  # why, once ask_to_stop was called (a tuner pruned the trial)
 
     def dry_run(self) -> str:
         """The resolved plan: each task's placement, ports, GPUs and environment."""
@@ -128,18 +128,16 @@ class JobDriver:
         )
 
     def _task_environ(self) -> dict[str, str]:
-        env = dict(self.environ)
-        env["CAUCE_RUN_DIR"] = str(self.run_dir)
-        env["CAUCE_HISTORY"] = self.store.url
-        env["CAUCE_CONTROL_FILE"] = str(self.control_file)
-        return env
+        run = {"CAUCE_RUN_DIR": str(self.run_dir), "CAUCE_HISTORY": self.store.url}
+        return self.environ | run | {"CAUCE_CONTROL_FILE": str(self.control_file)}
 
     # --- steering from other threads -----------------------------------------------------------
 
     def ask_to_stop(self, reason: str) -> None:
         """Ask the tasks to stop by themselves: their next ``cauce.report`` raises
-        :class:`cauce.TrialPruned`. Thread-safe; pair it with :meth:`stop` after a grace period
-        for tasks that do not report."""
+        :class:`cauce.TrialPruned`, and the job ends as pruned. Thread-safe; pair it with
+        :meth:`stop` after a grace period for tasks that do not report."""
+        self._asked_to_stop = reason
         self.control_file.parent.mkdir(parents=True, exist_ok=True)
         self.control_file.write_text(reason + "\n", encoding="utf-8")
 
@@ -151,8 +149,8 @@ class JobDriver:
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> JobResult:
-        check_workdir(self.spec)
-        self.cluster.check(self.request)
+        for line in preflight(self.spec, self.cluster, self.request, self.environ):
+            self.console.status(line)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
@@ -375,7 +373,8 @@ class JobDriver:
         if failure is None:
             return ""
         log = str(self.log_dir / f"{failure.task_id}.log")
-        return render_root_cause(failure, log, self.spec.hang_timeout)
+        permanent = self._machine.permanent and self.spec.restart.max_restarts > 0
+        return render_root_cause(failure, log, self.spec.hang_timeout, permanent=permanent)
 
     def _finish(self, finish: m.Finish) -> JobResult:
         self._poll_progress()  # the last reports of the last attempt
@@ -383,6 +382,9 @@ class JobDriver:
             self._reservation.release()
             self._reservation = None
         cause = self._root_cause(finish.failure) if finish.failure else finish.reason
+        if self._asked_to_stop:  # however the gang ended after being told to stop
+            finish = m.Finish(JobStatus.PRUNED, finish.failure, finish.reason)
+            cause = "\n".join(filter(None, (self._asked_to_stop, cause)))
         attempts = self._machine.attempt + 1
         restarts = self._machine.restarts
         self.record.finished(finish.status, cause, attempts=attempts, restarts=restarts)

@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING
 
 from cauce.cluster.api import SHELL_NOTE, GangRequest, Waiting
-from cauce.gang._plan import AttemptPlan, check_workdir
+from cauce.gang._plan import AttemptPlan
+from cauce.gang._preflight import preflight
 from cauce.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -55,19 +56,20 @@ def render_dry_run(
 def plan_dry_run(driver: JobDriver) -> str:
     """The resolved plan of ``driver``'s job: each task's placement, ports, GPUs and environment
     (the gang is reserved for a moment, then released)."""
-    check_workdir(driver.spec)
-    driver.cluster.check(driver.request)
+    notes = preflight(driver.spec, driver.cluster, driver.request, driver.environ, dry_run=True)
     got = driver.cluster.try_reserve(driver.request)
     settle = time.monotonic() + driver.cluster.dry_run_wait
     while isinstance(got, Waiting) and time.monotonic() < settle:
         time.sleep(driver.poll_interval)
         got = driver.cluster.try_reserve(driver.request)
     if isinstance(got, Waiting):
-        return render_dry_run(driver.spec, driver.request, driver.cluster.name, None, got.reason)
-    try:
-        ports, note = got.preview()
-        rendezvous = driver._horovod.preview() if driver._horovod is not None else None
-        plan = driver._build(got, 0, rendezvous, ports)
-    finally:
-        got.release()
-    return render_dry_run(driver.spec, driver.request, driver.cluster.name, plan, note=note)
+        text = render_dry_run(driver.spec, driver.request, driver.cluster.name, None, got.reason)
+    else:
+        try:
+            ports, note = got.preview()
+            rendezvous = driver._horovod.preview() if driver._horovod is not None else None
+            plan = driver._build(got, 0, rendezvous, ports)
+        finally:
+            got.release()
+        text = render_dry_run(driver.spec, driver.request, driver.cluster.name, plan, note=note)
+    return "\n".join([text, *notes])

@@ -17,7 +17,8 @@ def attempt_header(attempt: int, job_id: str) -> str:
 
 
 def log_tail(path: str, lines: int = _TAIL_LINES) -> list[str]:
-    """The last lines of the last attempt in a task's log."""
+    """The last lines of the last attempt in a task's log, without blank lines around them
+    (a log of blank lines has no tail: a root cause never shows a heading over nothing)."""
     try:
         with open(path, "rb") as file:
             file.seek(0, os.SEEK_END)
@@ -28,4 +29,10 @@ def log_tail(path: str, lines: int = _TAIL_LINES) -> list[str]:
         return []
     chunk = text.rsplit(_ATTEMPT_MARK, 1)[-1]
     body = chunk.split("\n", 1)[1] if chunk is not text and "\n" in chunk else chunk
-    return body.splitlines()[-lines:]
+    tail = [line.rstrip() for line in body.splitlines()]
+    while tail and not tail[-1]:
+        tail.pop()
+    tail = tail[-lines:]
+    while tail and not tail[0]:
+        tail.pop(0)
+    return tail

@@ -252,7 +252,7 @@ class GangMachine:
             self.phase = Phase.DONE
             return [Finish(JobStatus.SUCCEEDED)]
         if reason == "failure":
-            if self.restarts < self.policy.max_restarts:
+            if self.restarts < self.policy.max_restarts and not self.permanent:
                 self.restarts += 1
                 self.phase = Phase.BACKOFF
                 delay = self.policy.delay(self.restarts)
@@ -262,6 +262,12 @@ class GangMachine:
         self.phase = Phase.DONE
         status = JobStatus.KILLED if reason == "killed" else JobStatus.FAILED
         return [Finish(status, failure=None, reason=self._stop_detail)]
+
+    @property
+    def permanent(self) -> bool:
+        """The failure is one no restart mends: its exit code is in the policy's never_on."""
+        code = self.failure.returncode if self.failure is not None else None
+        return code is not None and code in self.policy.never_on
 
     def _on_restart_due(self) -> list[Instruction]:
         if self.phase is not Phase.BACKOFF:

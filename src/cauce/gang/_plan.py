@@ -13,22 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cauce.cluster.api import GangRequest, Reservation, TaskLaunch, TaskRequest
-from cauce.errors import SpecError
 from cauce.frameworks import GangLayout, TaskSlot, contract_names, rank_order, task_env
 from cauce.spec import JobSpec
 
-__all__ = ["AttemptPlan", "build_attempt", "check_workdir", "gang_request", "task_argv"]
-
-
-def check_workdir(spec: JobSpec) -> None:
-    """Refuse a job whose workdir does not exist (nothing started yet)."""
-    if not os.path.isdir(spec.workdir):
-        raise SpecError(
-            "workdir",
-            f"folder {spec.workdir!r} does not exist; create it or fix workdir "
-            "(relative paths start at the job file's folder)",
-            source=spec.source,
-        )
+__all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv"]
 
 
 def gang_request(spec: JobSpec, job_id: str) -> GangRequest:

@@ -32,6 +32,10 @@ class JobResult:
         return self.status == JobStatus.SUCCEEDED
 
 
+#: what a shell means by these exit codes
+_SHELL_EXITS = {126: "command not executable", 127: "command not found"}
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -55,8 +59,11 @@ def _cpu(failure: Failure) -> str:
     return ", still using CPU" if failure.busy else ", using no CPU"
 
 
-def render_root_cause(failure: Failure, log_path: str, hang_timeout: float | None) -> str:
-    """``worker-1 failed first (exit 3 after 1.2 s, attempt 1); last lines of its log ...``"""
+def render_root_cause(
+    failure: Failure, log_path: str, hang_timeout: float | None, *, permanent: bool = False
+) -> str:
+    """``worker-1 failed first (exit 3 after 1.2 s, attempt 1); last lines of its log ...``;
+    ``permanent``: its exit code is one that is never restarted (``restart.never_on``)."""
     tail = log_tail(log_path)
     if failure.returncode is None:
         verb, state = _HUNG.get(failure.state, _HUNG[""])
@@ -70,6 +77,11 @@ def render_root_cause(failure: Failure, log_path: str, hang_timeout: float | Non
             f"{failure.task_id} failed first ({describe_exit(failure.returncode)} after "
             f"{failure.runtime:.1f} s, attempt {failure.attempt + 1})"
         )
+        if failure.returncode in _SHELL_EXITS:
+            head += f"; {failure.returncode} is what a shell returns for a "
+            head += _SHELL_EXITS[failure.returncode]
+        if permanent:
+            head += f"; not restarted: exit {failure.returncode} is in restart.never_on"
     if not tail:
         return f"{head}; its log is empty ({log_path})"
     body = "\n".join(f"    {line}" for line in tail)

@@ -28,9 +28,13 @@ class _Driver(Protocol):  # what of the JobDriver this reads
 
 
 class DriverTracking:
-    def __init__(self, given: JobTracking | None, parent: RunLink | None) -> None:
-        self.run = given
-        self.parent = parent
+    """The driver's MLflow run: ``given`` a :class:`JobTracking` its caller opened (and
+    closes), or a :class:`RunLink` to open one under (a pipeline's run), or None to open one
+    when the spec or the environment asks for tracking. The driver closes what it opened."""
+
+    def __init__(self, given: JobTracking | RunLink | None) -> None:
+        self.run = given if isinstance(given, JobTracking) else None
+        self.parent = given if isinstance(given, RunLink) else None
         self.owned = False
         self.job_id = ""
 

@@ -22,6 +22,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     KILLED = "killed"
     LOST = "lost"  # its driver died without a word
+    PRUNED = "pruned"  # a trial that the tuner stopped early: neither a success nor a failure
 
     @property
     def active(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,25 +269,55 @@ class HistoryStore:
         except sa.exc.SQLAlchemyError as exc:
             raise HistoryError(f"history store read failed: {exc}") from exc
 
-    def list_jobs(self, limit: int = 50, kind: str | None = None) -> list[JobRow]:
+    def list_jobs(
+        self,
+        limit: int = 50,
+        kind: str | None = None,
+        *,
+        name: str | None = None,
+        statuses: Sequence[str] = (),
+        since: float | None = None,
+    ) -> list[JobRow]:
+        """The newest jobs first; only those of ``kind``, named ``name``, in one of
+        ``statuses``, or created at ``since`` (a Unix time) or later, when given."""
         query = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
         if kind is not None:
             query = query.where(jobs.c.kind == kind)
+        if name is not None:
+            query = query.where(jobs.c.name == name)
+        if statuses:
+            query = query.where(jobs.c.status.in_(list(statuses)))
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
         return [_job_row(row) for row in self._rows(query)]
 
     def get_job(self, job_id: str) -> JobRow:
-        rows = self._rows(sa.select(jobs).where(jobs.c.id == job_id))
+        """The job of this id, or of a unique prefix of one."""
+        return self.find_job(job_id, by_name=False)[0]
+
+    def find_job(self, ref: str, *, by_name: bool = True) -> tuple[JobRow, int]:
+        """The job ``ref`` names, and how many it could have meant: an id; else (``by_name``)
+        the latest job of that name, with the number of jobs of that name; else a unique prefix
+        of an id."""
+        rows = self._rows(sa.select(jobs).where(jobs.c.id == ref))
+        if rows:
+            return _job_row(rows[0]), 1
+        if by_name:
+            named = jobs.c.name == ref
+            rows = self._rows(sa.select(jobs).where(named).order_by(jobs.c.created_at.desc()))
+            if rows:
+                return _job_row(rows[0]), len(rows)
+        # A unique prefix is enough, as with git; compared as it is (no LIKE: its wildcards and,
+        # on SQLite, its case-blindness would match other ids).
+        prefix = sa.func.substr(jobs.c.id, 1, len(ref)) == ref
+        rows = self._rows(sa.select(jobs).where(prefix).order_by(jobs.c.id).limit(3))
+        if len(rows) > 1:
+            names = ", ".join(row.id for row in rows)
+            raise HistoryError(f"job id {ref!r} is ambiguous: {names}")
         if not rows:
-            # A unique prefix is enough, as with git; compared as it is (no LIKE: its wildcards
-            # and, on SQLite, its case-blindness would match other ids).
-            prefix = sa.func.substr(jobs.c.id, 1, len(job_id)) == job_id
-            rows = self._rows(sa.select(jobs).where(prefix).order_by(jobs.c.id).limit(3))
-            if len(rows) > 1:
-                names = ", ".join(row.id for row in rows)
-                raise HistoryError(f"job id {job_id!r} is ambiguous: {names}")
-        if not rows:
-            raise HistoryError(f"no job {job_id!r} in {self.url}; see 'cauce jobs'")
-        return _job_row(rows[0])
+            what = "job (id, id prefix or name)" if by_name else "job"
+            raise HistoryError(f"no {what} {ref!r} in {self.url}; see 'cauce jobs'")
+        return _job_row(rows[0]), 1
 
     def get_tasks(self, job_id: str) -> list[TaskRow]:
         query = (

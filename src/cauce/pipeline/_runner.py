@@ -11,13 +11,15 @@ asked every time and says whether it wrote anything. The serve step runs again o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cauce._util.files import atomic_write_text
 from cauce.errors import CauceError
 from cauce.pipeline._console import PipelineConsole, format_seconds
 from cauce.pipeline._context import StepContext, code_hash
@@ -97,13 +99,14 @@ def run_pipeline(
     forcing = False
     results: dict[str, Mapping[str, Any]] = {}
     hashes: dict[str, str] = {}
-    ok = False
     with (
         state.locked(spec.name),
         contextlib.closing(console),  # the bar goes, also on errors
-        _ended(tracking, lambda: ok),
+        _last_run(spec, folder, out) as failing,
+        _tracked(tracking),
     ):
         for step in spec.steps:
+            failing[0] = step.name
             kind = KINDS[step.kind]
             forcing = forcing or step.name == force
             where = f"steps.{step.name}"
@@ -167,19 +170,50 @@ def run_pipeline(
             out.steps.append(
                 StepOutcome(step.name, step.kind, "ran" if ran else "skipped", took, result)
             )
-        ok = True
     out.seconds = time.monotonic() - began
     return out
 
 
 @contextlib.contextmanager
-def _ended(tracking: PipelineTracking | None, ok: Callable[[], bool]) -> Iterator[None]:
+def _tracked(tracking: PipelineTracking | None) -> Iterator[None]:
     """End the pipeline's MLflow run (if it has one) as the steps end: finished or failed."""
+    ok = False
     try:
         yield
+        ok = True
     finally:
         if tracking is not None:
-            tracking.close(ok())
+            tracking.close(ok)
+
+
+@contextlib.contextmanager
+def _last_run(spec: PipelineSpec, folder: Path, out: PipelineResult) -> Iterator[list[str]]:
+    """``last_run.json`` in the pipeline's folder: its steps in order, with their kind, what
+    they read, and how they went in the last run (ran, skipped as up to date, failed, or not
+    reached), for the portal. The caller keeps the step being run in the list it is given."""
+    failing = [""]
+    try:
+        yield failing
+        failing[0] = ""
+    finally:
+        done = {s.name: s for s in out.steps}
+        steps = []
+        for step in spec.steps:
+            outcome = done.get(step.name)
+            status = outcome.status if outcome else "failed" if step.name == failing[0] else ""
+            steps.append(
+                {
+                    "name": step.name,
+                    "kind": step.kind,
+                    "needs": list(step.needs),
+                    "status": status or "not run",
+                    "seconds": outcome.seconds if outcome else None,
+                }
+            )
+        record = {"file": spec.source, "finished_at": time.time(), "steps": steps}
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "last_run.json", json.dumps(record, indent=2) + "\n")
 
 
 def summary(result: PipelineResult, *, serving: bool = False) -> list[str]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cauce._util.yamlfile import load_yaml_file
-from cauce.errors import SpecError
+from cauce._util.yamlfile import load_yaml_file, locate
+from cauce.errors import SpecError, SpecErrors
 from cauce.pipeline._steps import KINDS
 from cauce.spec import TrackingSpec, parse_tracking
 
@@ -30,6 +30,7 @@ __all__ = [
 
 #: A step named like a kind (or ``train``, a ``run`` step) needs no ``kind:``.
 _ALIASES = {"train": "run"}
+_KEYS = ("name", "steps", "tracking")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _PART = r"[A-Za-z0-9_-]+"
@@ -73,8 +74,12 @@ def is_pipeline(raw: object) -> bool:
 
 def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
     file = Path(path)
-    raw = load_yaml_file(file, what="pipeline file")
-    return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
+    lines: dict[str, int] = {}
+    raw = load_yaml_file(file, what="pipeline file", lines=lines)
+    try:
+        return parse_pipeline(raw, folder=str(file.resolve().parent), source=str(path))
+    except SpecError as exc:
+        raise locate(exc, lines) from None
 
 
 def _suggest(key: str, known: tuple[str, ...]) -> str:
@@ -97,79 +102,122 @@ def _refs(value: object) -> Iterator[tuple[str, str]]:
 
 
 def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> PipelineSpec:
+    """Validate a pipeline; every mistake at once (:class:`SpecErrors`), step by step."""
     if not isinstance(raw, Mapping):
         raise SpecError("", "must be a mapping with name: and steps:", source=source)
-    unknown = sorted(str(key) for key in set(raw) - {"name", "steps", "tracking"})
-    if unknown:
-        raise SpecError(
-            unknown[0],
-            "is not a pipeline key" + _suggest(unknown[0], ("name", "steps", "tracking")),
-            source=source,
-        )
+    errors = [
+        SpecError(key, "is not a pipeline key" + _suggest(key, _KEYS), source=source)
+        for key in sorted(str(key) for key in set(raw) - set(_KEYS))
+    ]
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SpecError(
-            "name",
-            f"must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
-            f"got {name!r}",
-            value=name,
-            source=source,
+        errors.append(
+            SpecError(
+                "name",
+                f"must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or "
+                f"digit, got {name!r}",
+                value=name,
+                source=source,
+            )
         )
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, Mapping) or not steps_raw:
-        raise SpecError(
-            "steps",
-            "must map step names to their settings, in the order they run "
-            "(e.g. prepare:, tune:, train:, evaluate:, serve:)",
-            source=source,
+        errors.append(
+            SpecError(
+                "steps",
+                "must map step names to their settings, in the order they run "
+                "(e.g. prepare:, tune:, train:, evaluate:, serve:)",
+                source=source,
+            )
         )
+        SpecErrors.raise_any(errors)
+    assert isinstance(steps_raw, Mapping)
     steps: list[StepSpec] = []
     kinds: dict[str, str] = {}
     for step_name, body in steps_raw.items():
-        where = f"steps.{step_name}"
-        if not isinstance(step_name, str) or not _STEP_RE.match(step_name):
-            raise SpecError(
-                where,
-                "names must be lowercase letters, digits and '_', starting with a letter",
-                source=source,
+        try:
+            step = _step(step_name, body, steps_raw, kinds, source)
+        except SpecError as exc:
+            errors.append(exc)
+            guess = (
+                body.get("kind", _ALIASES.get(step_name, step_name))
+                if isinstance(body, Mapping)
+                else None
             )
-        if not isinstance(body, Mapping):
-            raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
-        kind = body.get("kind", _ALIASES.get(step_name, step_name))
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise SpecError(
-                f"{where}.kind" if "kind" in body else where,
-                f"has no kind: set kind: to one of {', '.join(KINDS)}"
-                + ("" if "kind" in body else f" (a step named {step_name!r} needs one)"),
-                value=kind,
-                source=source,
-            )
-        allowed = ("kind", *KINDS[kind].keys)
-        for key in body:
-            if key not in allowed:
-                raise SpecError(
-                    f"{where}.{key}",
-                    f"is not a setting of a {kind} step" + _suggest(str(key), allowed),
-                    source=source,
-                )
-        for key in KINDS[kind].required:
-            if body.get(key) in (None, ""):
-                raise SpecError(f"{where}.{key}", f"is required for a {kind} step", source=source)
-        needs: list[str] = []
-        for text, problem in _refs(dict(body)):
-            if problem:
-                raise SpecError(
+            if isinstance(step_name, str) and isinstance(guess, str) and guess in KINDS:
+                kinds[step_name] = guess  # later steps may refer to it: no mistake of theirs
+            continue
+        kinds[step.name] = step.kind
+        steps.append(step)
+    tracking = None
+    try:
+        tracking = parse_tracking(raw["tracking"], source) if "tracking" in raw else None
+    except SpecError as exc:
+        errors.append(exc)
+    SpecErrors.raise_any(errors)
+    return PipelineSpec(str(name), tuple(steps), folder, source, tracking)
+
+
+def _step(
+    step_name: object,
+    body: object,
+    steps_raw: Mapping[Any, Any],
+    kinds: Mapping[str, str],
+    source: str,
+) -> StepSpec:
+    """One step, checked against the steps before it (``kinds``); all its mistakes at once."""
+    where = f"steps.{step_name}"
+    if not isinstance(step_name, str) or not _STEP_RE.match(step_name):
+        raise SpecError(
+            where,
+            "names must be lowercase letters, digits and '_', starting with a letter",
+            source=source,
+        )
+    if not isinstance(body, Mapping):
+        raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
+    kind = body.get("kind", _ALIASES.get(step_name, step_name))
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise SpecError(
+            f"{where}.kind" if "kind" in body else where,
+            f"has no kind: set kind: to one of {', '.join(KINDS)}"
+            + ("" if "kind" in body else f" (a step named {step_name!r} needs one)"),
+            value=kind,
+            source=source,
+        )
+    allowed = ("kind", *KINDS[kind].keys)
+    errors = [
+        SpecError(
+            f"{where}.{key}",
+            f"is not a setting of a {kind} step" + _suggest(str(key), allowed),
+            source=source,
+        )
+        for key in body
+        if key not in allowed
+    ]
+    errors += [
+        SpecError(f"{where}.{key}", f"is required for a {kind} step", source=source)
+        for key in KINDS[kind].required
+        if body.get(key) in (None, "")
+    ]
+    needs: list[str] = []
+    for text, problem in _refs(dict(body)):
+        if problem:
+            errors.append(
+                SpecError(
                     where,
                     f"has a reference {text!r} that is not ${{steps.NAME.PATH}}, "
                     "like ${steps.prepare.outputs.dataset}",
                     source=source,
                 )
-            match = REF_RE.fullmatch(text)
-            assert match is not None
-            upstream, path = match.group(1), match.group(2).lstrip(".")
-            if upstream not in kinds:
-                later = upstream in steps_raw
-                raise SpecError(
+            )
+            continue
+        match = REF_RE.fullmatch(text)
+        assert match is not None
+        upstream, path = match.group(1), match.group(2).lstrip(".")
+        if upstream not in kinds:
+            later = upstream in steps_raw
+            errors.append(
+                SpecError(
                     where,
                     f"refers to {text}, but "
                     + (
@@ -179,22 +227,27 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
                     ),
                     source=source,
                 )
-            root = path.split(".", 1)[0] if path else ""
-            roots = KINDS[kinds[upstream]].roots
-            if root not in roots:
-                raise SpecError(
+            )
+            continue
+        root = path.split(".", 1)[0] if path else ""
+        roots = KINDS[kinds[upstream]].roots
+        if root not in roots:
+            errors.append(
+                SpecError(
                     where,
                     f"refers to {text}, but a {kinds[upstream]} step has "
                     + ", ".join(f"${{steps.{upstream}.{r}...}}" for r in roots),
                     source=source,
                 )
-            if upstream not in needs:
-                needs.append(upstream)
+            )
+        elif upstream not in needs:
+            needs.append(upstream)
+    try:
         _check_values(kind, where, body, source)
-        kinds[step_name] = kind
-        steps.append(StepSpec(step_name, kind, dict(body), tuple(needs)))
-    tracking = parse_tracking(raw["tracking"], source) if "tracking" in raw else None
-    return PipelineSpec(name, tuple(steps), folder, source, tracking)
+    except SpecError as exc:
+        errors.append(exc)
+    SpecErrors.raise_any(errors)
+    return StepSpec(step_name, kind, dict(body), tuple(needs))
 
 
 def _is_ref(value: object) -> bool:

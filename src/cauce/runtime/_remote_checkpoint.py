@@ -17,23 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_uri", "latest", "read", "steps", "write"]
+from cauce._util.remote import url_to_fs
+
+__all__ = ["latest", "read", "steps", "write"]
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{9,})$")
 META = "meta.json"
-
-
-def is_uri(path: object) -> bool:
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
-
-
-def _fs(uri: str) -> tuple[Any, str]:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri)
-    return fs, root.rstrip("/")
 
 
 def _display(fs: Any, path: str) -> str:
@@ -42,7 +33,7 @@ def _display(fs: Any, path: str) -> str:
 
 def steps(uri: str) -> list[tuple[int, str]]:
     """The committed steps under ``uri`` (those with a ``meta.json``), sorted, as URIs."""
-    fs, root = _fs(uri)
+    fs, root = url_to_fs(uri)
     return [(n, _display(fs, p)) for n, p, done in _listing(fs, root) if done]
 
 
@@ -80,7 +71,7 @@ def write(
     write_state: Callable[[Path], tuple[str, Path]],
 ) -> str:
     """Write the checkpoint of ``step`` under ``uri``: its state file, then ``meta.json``."""
-    fs, root = _fs(uri)
+    fs, root = url_to_fs(uri)
     final = f"{root}/step-{step:09d}"
     for number, path, done in _listing(fs, root):
         if not done and number != step:
@@ -109,7 +100,7 @@ def _remove(fs: Any, path: str) -> None:
 
 def read(uri: str, read_local: Callable[[Path], Any]) -> Any:
     """``read_local(folder)`` on a local copy of the checkpoint folder ``uri``."""
-    fs, path = _fs(uri)
+    fs, path = url_to_fs(uri)
     with tempfile.TemporaryDirectory(prefix="cauce-checkpoint-") as tmp:
         for entry in fs.find(path, withdirs=False):
             fs.get_file(entry, str(Path(tmp) / entry.rsplit("/", 1)[-1]))

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.files import swap_dir
+from cauce._util.remote import is_uri
 from cauce.errors import CauceError
 from cauce.runtime import _remote_checkpoint as remote
 from cauce.runtime._context import context
@@ -62,7 +63,7 @@ def _dir(directory: str | os.PathLike[str] | None) -> Path | str:
     """The checkpoint folder: ``directory``, else the job's; a URI stays a string."""
     if directory is None:
         directory = os.environ.get("CAUCE_CHECKPOINT_DIR") or context().checkpoint_dir
-    return directory if remote.is_uri(directory) else Path(directory)  # type: ignore[return-value]
+    return directory if is_uri(directory) else Path(directory)  # type: ignore[return-value]
 
 
 def _sub(root: Path | str, name: str) -> Path | str:

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cauce._util.files import swap_dir
+from cauce._util.remote import is_uri
 from cauce.serve._preprocess import Preprocessor
 from cauce.serve._spec import (
     MODEL_FILE,
@@ -37,7 +38,7 @@ from cauce.serve._spec import (
     read_spec,
     spec_from_json,
 )
-from cauce.serve._store import is_uri, local_model_dir, upload_model
+from cauce.serve._store import local_model_dir, upload_model
 from cauce.serve._torchscript import check_outputs, example_inputs_for, outputs_of, quiet_jit
 from cauce.serve.api import DATATYPES, InvalidInput, Preprocessing, ServeError, TensorSpec
 

@@ -12,7 +12,6 @@ SIGTERM drains: the server stops accepting connections, answers every request it
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cauce._util.net import is_loopback
 from cauce.serve._app import ServeApp
 from cauce.serve._ready import ReadyFile
 from cauce.serve._spec import read_spec
@@ -49,16 +49,6 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) only takes connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to any address
 
 
 def check_exposure(settings: ServeSettings) -> None:

@@ -15,31 +15,20 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from cauce._util.files import swap_dir
+from cauce._util.remote import is_uri, url_to_fs
 from cauce.serve._spec import SPEC_FILE, spec_from_json
 from cauce.serve.api import ModelFormatError
 
-__all__ = ["is_uri", "local_model_dir", "upload_model"]
+__all__ = ["local_model_dir", "upload_model"]
 
 log = logging.getLogger(__name__)
 
 
-def is_uri(path: object) -> bool:
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
-
-
-def _fs(uri: str) -> tuple[Any, str]:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri)
-    return fs, root.rstrip("/")
-
-
 def upload_model(folder: Path, uri: str) -> None:
     """Publish the model folder ``folder`` (complete, on this host) at ``uri``."""
-    fs, root = _fs(uri)
+    fs, root = url_to_fs(uri)
     try:
         fs.invalidate_cache(root)
         if fs.exists(f"{root}/{SPEC_FILE}"):
@@ -64,7 +53,7 @@ def local_model_dir(model_dir: str | Path) -> Path:
     if not is_uri(model_dir):
         return Path(model_dir)
     uri = str(model_dir)
-    fs, root = _fs(uri)
+    fs, root = url_to_fs(uri)
     try:
         fs.invalidate_cache(root)
         text = fs.cat_file(f"{root}/{SPEC_FILE}")

@@ -1,5 +1,6 @@
 """Typed, validated specs. Parsing does no I/O beyond reading the file it is given."""
 
+from cauce.spec._duration import parse_duration
 from cauce.spec._parse import load_job, parse_job
 from cauce.spec._sections import parse_memory
 from cauce.spec._spark import spark_conf_pairs, with_spark_conf
@@ -40,6 +41,7 @@ __all__ = [
     "check_trials",
     "load_job",
     "number_problem",
+    "parse_duration",
     "parse_job",
     "parse_memory",
     "parse_tracking",

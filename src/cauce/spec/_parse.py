@@ -10,13 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from cauce._util.yamlfile import load_yaml_file
+from cauce._util.yamlfile import load_yaml_file, locate
+from cauce.errors import SpecError
 from cauce.spec._sections import JobParser
 from cauce.spec._spark import spark_settings
 from cauce.spec._tracking import parse_tracking
 from cauce.spec._tune_parse import parse_tune
-from cauce.spec._types import JobSpec
+from cauce.spec._types import JobSpec, RestartPolicy, RoleSpec
 from cauce.spec._values import kind_of, short_repr
 
 __all__ = ["load_job", "parse_job"]
@@ -42,81 +44,85 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 def load_job(path: str | os.PathLike[str]) -> JobSpec:
-    """Read and validate a job file. Relative ``workdir`` is taken from the file's folder."""
+    """Read and validate a job file. Relative ``workdir`` is taken from the file's folder.
+    Every mistake of the file is reported at once (:class:`SpecErrors`), each with its line."""
     file = Path(path)
-    data = load_yaml_file(file, what="job file")
-    return parse_job(data, source=str(file), base_dir=file.resolve().parent)
+    lines: dict[str, int] = {}
+    data = load_yaml_file(file, what="job file", lines=lines)
+    try:
+        return parse_job(data, source=str(file), base_dir=file.resolve().parent)
+    except SpecError as exc:
+        raise locate(exc, lines) from None
 
 
 def parse_job(
     data: object, *, source: str = "", base_dir: str | os.PathLike[str] | None = None
 ) -> JobSpec:
-    """Validate a job given as a mapping (the parsed YAML)."""
-    p = JobParser(source)
+    """Validate a job given as a mapping (the parsed YAML); every mistake at once."""
+    p = JobParser(source, collects=True)
     if not isinstance(data, Mapping):
         raise p.error("", f"must be a mapping of job fields, got {kind_of(data)}")
     p.check_keys(data, _JOB_KEYS, "")
-
-    name = data.get("name")
-    if name is None:
-        stem = Path(source).stem if source else "job"
-        if not _NAME_RE.match(stem):
-            raise p.error(
-                "name",
-                f"is not set and the file name {short_repr(stem)} is not a valid job name: add "
-                "name: with 1-63 letters, digits, '.', '_' or '-'",
-            )
-        name = stem
-    name = p.string(name, "name")
-    if not _NAME_RE.match(name):
-        raise p.error(
-            "name",
-            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-            f"got {short_repr(name)}",
-        )
+    name = p.collect(lambda: _name(p, data, source), "job")
 
     # The one upward import of spec/: the framework registry owns the frameworks' names and
     # roles, and the boundary checks a job against it. Late, so that frameworks/ may import spec.
     from cauce.frameworks import FRAMEWORKS, get_framework
 
-    framework = p.string(data.get("framework", "none"), "framework")
-    if framework not in FRAMEWORKS:
-        raise p.error(
-            "framework", f"must be one of {', '.join(FRAMEWORKS)}, got {short_repr(framework)}"
-        )
+    def framework_of() -> str:
+        framework = p.string(data.get("framework", "none"), "framework")
+        if framework not in FRAMEWORKS:
+            raise p.error(
+                "framework", f"must be one of {', '.join(FRAMEWORKS)}, got {short_repr(framework)}"
+            )
+        return framework
 
-    command = p.command(data.get("command"), "command") if "command" in data else None
-    env = p.env(data.get("env"), "env")
-    workdir = p.string(data.get("workdir", "."), "workdir")
-    if base_dir is not None and not os.path.isabs(workdir):
-        workdir = os.path.normpath(os.path.join(os.fspath(base_dir), workdir))
-    restart = p.restart(data.get("restart"), "restart")
-    timeout = (
-        p.positive_number(data["timeout"], "timeout") if data.get("timeout") is not None else None
-    )
-    hang = (
-        p.positive_number(data["hang_timeout"], "hang_timeout")
-        if "hang_timeout" in data and data["hang_timeout"] is not None
+    framework = p.collect(framework_of, "")
+    command = (
+        p.collect(lambda: p.command(data["command"], "command"), None)
+        if "command" in data
         else None
     )
-    grace = p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0)
-    cluster = p.cluster(data["cluster"]) if data.get("cluster") is not None else None
-    spark = spark_settings(data.get("spark"), "spark", source)
-    tensorboard = p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None
-    tracking = parse_tracking(data["tracking"], source) if "tracking" in data else None
-
-    roles = p.roles(data.get("roles"), get_framework(framework))
-    p.gang_size(roles)
-    for role in roles:
-        if role.command is None and command is None:
-            raise p.error(
-                f"roles.{role.name}.command",
-                "is missing: give a top-level 'command' or one per role",
-            )
+    no_env: tuple[tuple[str, str], ...] = ()
+    env = p.collect(lambda: p.env(data.get("env"), "env"), no_env)
+    workdir = p.collect(lambda: p.string(data.get("workdir", "."), "workdir"), ".")
+    if base_dir is not None and not os.path.isabs(workdir):
+        workdir = os.path.normpath(os.path.join(os.fspath(base_dir), workdir))
+    restart = p.collect(lambda: p.restart(data.get("restart"), "restart"), RestartPolicy())
+    timeout = p.collect(lambda: _optional_duration(p, data, "timeout"), None)
+    hang = p.collect(lambda: _optional_duration(p, data, "hang_timeout"), None)
+    grace = p.collect(
+        lambda: p.number(data.get("grace_period", 10.0), "grace_period", minimum=0.0), 10.0
+    )
+    cluster = p.collect(
+        lambda: p.cluster(data["cluster"]) if data.get("cluster") is not None else None, None
+    )
+    spark = p.collect(lambda: spark_settings(data.get("spark"), "spark", source), no_env)
+    tensorboard = p.collect(
+        lambda: p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None,
+        None,
+    )
+    tracking = p.collect(
+        lambda: parse_tracking(data["tracking"], source) if "tracking" in data else None, None
+    )
+    roles: tuple[RoleSpec, ...] = ()
+    if framework:  # the roles are checked against the framework's
+        roles = p.collect(lambda: p.roles(data.get("roles"), get_framework(framework)), ())
+    p.collect(lambda: p.gang_size(roles), None)
+    if "command" not in data:
+        for role in roles:
+            if role.command is None:
+                p.errors.append(
+                    p.error(
+                        f"roles.{role.name}.command",
+                        "is missing: give a top-level 'command' or one per role",
+                    )
+                )
     tune = None
     if data.get("tune") is not None:
         task_ids = [f"{role.name}-{i}" for role in roles for i in range(role.instances)]
-        tune = parse_tune(data["tune"], task_ids=task_ids, source=source)
+        tune = p.collect(lambda: parse_tune(data["tune"], task_ids=task_ids, source=source), None)
+    p.raise_errors()
     return JobSpec(
         name=name,
         framework=framework,
@@ -135,3 +141,29 @@ def parse_job(
         tensorboard=tensorboard,
         tracking=tracking,
     )
+
+
+def _name(p: JobParser, data: Mapping[Any, Any], source: str) -> str:
+    name = data.get("name")
+    if name is None:
+        stem = Path(source).stem if source else "job"
+        if not _NAME_RE.match(stem):
+            raise p.error(
+                "name",
+                f"is not set and the file name {short_repr(stem)} is not a valid job name: add "
+                "name: with 1-63 letters, digits, '.', '_' or '-'",
+            )
+        name = stem
+    name = p.string(name, "name")
+    if not _NAME_RE.match(name):
+        raise p.error(
+            "name",
+            f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"got {short_repr(name)}",
+        )
+    return name
+
+
+def _optional_duration(p: JobParser, data: Mapping[Any, Any], key: str) -> float | None:
+    value = data.get(key)
+    return None if value is None else p.duration(value, key, above=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from cauce.errors import SpecError
@@ -31,7 +32,7 @@ __all__ = ["JobParser", "parse_memory"]
 
 _ROLE_KEYS = ("instances", "command", "resources", "env", "tracked")
 _RESOURCE_KEYS = ("cpus", "memory", "gpus")
-_RESTART_KEYS = ("max_restarts", "backoff", "max_backoff")
+_RESTART_KEYS = ("max_restarts", "backoff", "max_backoff", "never_on")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -144,7 +145,7 @@ class JobParser(FieldParser):
     def number(
         self, value: object, path: str, *, minimum: float, maximum: float = MAX_PAUSE
     ) -> float:
-        return self.real(value, path, minimum=minimum, maximum=maximum, unit=" seconds")
+        return self.duration(value, path, minimum=minimum, maximum=maximum)
 
     def positive_number(
         self, value: object, path: str, unit: str = " seconds", maximum: float = MAX_SECONDS
@@ -217,19 +218,44 @@ class JobParser(FieldParser):
                 f"must be a mapping like {{max_restarts: 2, backoff: 5}}, got {short_repr(value)}",
             )
         self.check_keys(value, _RESTART_KEYS, path)
+        default = RestartPolicy()
         return RestartPolicy(
-            max_restarts=self.integer(
-                value.get("max_restarts", 0), f"{path}.max_restarts", minimum=0
+            max_restarts=self.collect(
+                partial(
+                    self.integer, value.get("max_restarts", 0), f"{path}.max_restarts", minimum=0
+                ),
+                default.max_restarts,
             ),
-            backoff=self.number(value.get("backoff", 1.0), f"{path}.backoff", minimum=0.0),
-            max_backoff=self.number(
-                value.get("max_backoff", 60.0), f"{path}.max_backoff", minimum=0.0
+            backoff=self.collect(
+                partial(self.number, value.get("backoff", 1.0), f"{path}.backoff", minimum=0.0),
+                default.backoff,
             ),
+            max_backoff=self.collect(
+                partial(
+                    self.number, value.get("max_backoff", 60.0), f"{path}.max_backoff", minimum=0.0
+                ),
+                default.max_backoff,
+            ),
+            never_on=self.collect(
+                partial(self.exit_codes, value.get("never_on", [126, 127]), f"{path}.never_on"),
+                default.never_on,
+            ),
+        )
+
+    def exit_codes(self, value: object, path: str) -> tuple[int, ...]:
+        """A list of exit codes (1-255), like ``[2, 126, 127]``."""
+        if not isinstance(value, list):
+            raise self.error(
+                path, f"must be a list of exit codes like [2, 126, 127], got {kind_of(value)}"
+            )
+        return tuple(
+            self.integer(code, f"{path}[{i}]", minimum=1, maximum=255)
+            for i, code in enumerate(value)
         )
 
     def resources(self, value: object, path: str) -> Resources:
         if value is None:
-            return Resources()
+            return Resources(cpus_declared=False)
         if not isinstance(value, Mapping):
             raise self.error(
                 path,
@@ -237,15 +263,26 @@ class JobParser(FieldParser):
                 f"{short_repr(value)}",
             )
         self.check_keys(value, _RESOURCE_KEYS, path)
-        cpus = self.positive_number(
-            value.get("cpus", 1),
-            f"{path}.cpus",
-            unit=" (fractions like 0.5 are allowed)",
-            maximum=MAX_CPUS,
+        cpus = self.collect(
+            partial(
+                self.positive_number,
+                value.get("cpus", 1),
+                f"{path}.cpus",
+                unit=" (fractions like 0.5 are allowed)",
+                maximum=MAX_CPUS,
+            ),
+            1.0,
         )
-        memory = parse_memory(value.get("memory", 0), f"{path}.memory", self.source)
-        gpus = self.integer(value.get("gpus", 0), f"{path}.gpus", minimum=0, maximum=MAX_GPUS)
-        return Resources(cpus=cpus, memory=memory, gpus=gpus)
+        memory = self.collect(
+            partial(parse_memory, value.get("memory", 0), f"{path}.memory", self.source), 0
+        )
+        gpus = self.collect(
+            partial(
+                self.integer, value.get("gpus", 0), f"{path}.gpus", minimum=0, maximum=MAX_GPUS
+            ),
+            0,
+        )
+        return Resources(cpus=cpus, memory=memory, gpus=gpus, cpus_declared="cpus" in value)
 
     def roles(self, value: object, framework: Framework) -> tuple[RoleSpec, ...]:
         if value is None:
@@ -258,43 +295,55 @@ class JobParser(FieldParser):
             )
         roles: list[RoleSpec] = []
         for name, body in value.items():
-            path = f"roles.{name}"
-            if not isinstance(name, str) or not _ROLE_RE.match(name):
-                raise self.error(
-                    path,
-                    "is not a valid role name: use lower-case letters, digits and '_', "
-                    "starting with a letter",
-                )
-            if body is None:
-                body = {}
-            if not isinstance(body, Mapping):
-                raise self.error(
-                    path, f"must be a mapping like {{instances: 2}}, got {short_repr(body)}", body
-                )
-            self.check_keys(body, _ROLE_KEYS, path)
-            instances = self.integer(body.get("instances", 1), f"{path}.instances", minimum=1)
-            command = (
-                self.command(body["command"], f"{path}.command") if "command" in body else None
-            )
-            tracked = body.get("tracked", name not in framework.untracked)
-            if not isinstance(tracked, bool):
-                raise self.error(
-                    f"{path}.tracked", f"must be true or false, got {short_repr(tracked)}"
-                )
-            roles.append(
-                RoleSpec(
-                    name=name,
-                    instances=instances,
-                    command=command,
-                    resources=self.resources(body.get("resources"), f"{path}.resources"),
-                    env=self.env(body.get("env"), f"{path}.env"),
-                    tracked=tracked,
-                )
-            )
-        for path, message in framework.check_roles(roles)[:1]:
+            role = self.collect(partial(self.role, name, body, framework), None)
+            if role is not None:
+                roles.append(role)
+        if len(roles) < len(value):
+            return tuple(roles)  # checks of the whole would only repeat the roles' mistakes
+        for path, message in framework.check_roles(roles)[:1]:  # the others follow from it
             raise self.error(path, message)
         if not any(role.tracked for role in roles):
             raise self.error(
                 "roles", "has no tracked role: the job would never finish; set tracked: true"
             )
         return tuple(roles)
+
+    def role(self, name: object, body: object, framework: Framework) -> RoleSpec:
+        path = f"roles.{name}"
+        if not isinstance(name, str) or not _ROLE_RE.match(name):
+            raise self.error(
+                path,
+                "is not a valid role name: use lower-case letters, digits and '_', "
+                "starting with a letter",
+            )
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise self.error(
+                path, f"must be a mapping like {{instances: 2}}, got {short_repr(body)}", body
+            )
+        self.check_keys(body, _ROLE_KEYS, path)
+        instances = self.collect(
+            partial(self.integer, body.get("instances", 1), f"{path}.instances", minimum=1), 1
+        )
+        command = None
+        if "command" in body:
+            command = self.collect(partial(self.command, body["command"], f"{path}.command"), None)
+        tracked = body.get("tracked", name not in framework.untracked)
+        if not isinstance(tracked, bool):
+            self.refuse(
+                self.error(f"{path}.tracked", f"must be true or false, got {short_repr(tracked)}")
+            )
+            tracked = True
+        no_env: tuple[tuple[str, str], ...] = ()
+        return RoleSpec(
+            name=name,
+            instances=instances,
+            command=command,
+            resources=self.collect(
+                partial(self.resources, body.get("resources"), f"{path}.resources"),
+                Resources(cpus_declared=False),
+            ),
+            env=self.collect(partial(self.env, body.get("env"), f"{path}.env"), no_env),
+            tracked=tracked,
+        )

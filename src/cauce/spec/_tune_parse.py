@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from cauce.spec._tune import (
@@ -56,7 +57,10 @@ _METRIC_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,120}$")
 def parse_tune(value: object, *, task_ids: Sequence[str] = (), source: str = "") -> TuneSpec:
     """Validate the ``tune:`` section. ``task_ids`` are the gang's tasks (``worker-0``, ...),
     for checking ``objective.task``."""
-    return _TuneParser(source).tune(value, tuple(task_ids))
+    parser = _TuneParser(source, collects=True)
+    spec = parser.tune(value, tuple(task_ids))
+    parser.raise_errors()
+    return spec
 
 
 class _TuneParser(SpaceParser):
@@ -74,19 +78,38 @@ class _TuneParser(SpaceParser):
                 "tune.space",
                 "is missing: add space: {lr: {type: loguniform, low: 0.0001, high: 0.1}}",
             )
-        objective = self.objective(data["objective"], task_ids)
+        objective = self.collect(
+            partial(self.objective, data["objective"], task_ids), Objective("?", "min")
+        )
         space = self.space(data["space"])
-        sampler = self.sampler(data.get("sampler"))
-        pruner = self.pruner(data.get("pruner"))
-        parallel = self.integer(data.get("parallel", 1), "tune.parallel", minimum=1)
-        max_failures = self.integer(
-            data.get("max_failures", DEFAULT_MAX_FAILURES), "tune.max_failures", minimum=0
+        sampler = self.collect(partial(self.sampler, data.get("sampler")), SamplerSpec())
+        pruner = self.collect(partial(self.pruner, data.get("pruner")), PrunerSpec())
+        parallel = self.collect(
+            partial(self.integer, data.get("parallel", 1), "tune.parallel", minimum=1), 1
         )
-        grace = self.number(
-            data.get("prune_grace", DEFAULT_PRUNE_GRACE), "tune.prune_grace", maximum=MAX_PAUSE
+        max_failures = self.collect(
+            partial(
+                self.integer,
+                data.get("max_failures", DEFAULT_MAX_FAILURES),
+                "tune.max_failures",
+                minimum=0,
+            ),
+            DEFAULT_MAX_FAILURES,
         )
-        if grace < 0:
-            raise self.error("tune.prune_grace", f"must be >= 0 seconds, got {grace:g}", grace)
+        grace = self.collect(
+            partial(
+                self.duration,
+                data.get("prune_grace", DEFAULT_PRUNE_GRACE),
+                "tune.prune_grace",
+                minimum=0,
+                maximum=MAX_PAUSE,
+            ),
+            DEFAULT_PRUNE_GRACE,
+        )
+        no_start: tuple[Mapping[str, Choice], ...] = ()
+        start = self.collect(partial(self.start, data.get("start"), space), no_start)
+        if self.errors:  # the checks below are of the whole search; its parts come first
+            return TuneSpec(objective=objective, space=space)
         spec = TuneSpec(
             objective=objective,
             space=space,
@@ -95,7 +118,7 @@ class _TuneParser(SpaceParser):
             pruner=pruner,
             max_failures=max_failures,
             prune_grace=grace,
-            start=self.start(data.get("start"), space),
+            start=start,
         )
         if sampler.type == "grid":
             for param in space:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from cauce.spec._tune import PARAM_TYPES, Choice, ParamSpec
@@ -76,24 +77,32 @@ class SpaceParser(FieldParser):
         params: list[ParamSpec] = []
         env_names: dict[str, str] = {}
         for name, body in data.items():
-            path = f"tune.space.{name}"
-            if not isinstance(name, str) or not _PARAM_NAME_RE.match(name):
-                raise self.error(
-                    path,
-                    "is not a valid parameter name: use letters, digits and '_', starting with "
-                    "a letter or '_' (it becomes CAUCE_PARAM_<NAME> and {name} in the command)",
-                    name,
-                )
-            param = self.param(name, body, path)
+            param = self.collect(partial(self.named_param, name, body), None)
+            if param is None:
+                continue
             other = env_names.get(param.env_name)
             if other is not None:
-                raise self.error(
-                    path,
-                    f"clashes with tune.space.{other}: both become {param.env_name}; rename one",
+                self.refuse(
+                    self.error(
+                        f"tune.space.{name}",
+                        f"clashes with tune.space.{other}: both become {param.env_name}; "
+                        "rename one",
+                    )
                 )
-            env_names[param.env_name] = name
+            env_names[param.env_name] = str(name)
             params.append(param)
         return tuple(params)
+
+    def named_param(self, name: object, body: object) -> ParamSpec:
+        path = f"tune.space.{name}"
+        if not isinstance(name, str) or not _PARAM_NAME_RE.match(name):
+            raise self.error(
+                path,
+                "is not a valid parameter name: use letters, digits and '_', starting with "
+                "a letter or '_' (it becomes CAUCE_PARAM_<NAME> and {name} in the command)",
+                name,
+            )
+        return self.param(name, body, path)
 
     def param(self, name: str, value: object, path: str) -> ParamSpec:
         data = self.mapping(value, path, "{type: uniform, low: 0.0, high: 1.0}")

@@ -9,11 +9,16 @@ from cauce.spec._tune import TuneSpec
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task of a role needs. ``memory`` is in bytes, 0 meaning "not stated"."""
+    """What one task of a role needs. ``memory`` is in bytes, 0 meaning "not stated".
+
+    ``cpus_declared`` is False when the spec did not state ``cpus``: the task counts as one CPU
+    for its threads and for Spark, but a local host is not refused for having fewer CPUs than
+    tasks (like ``torchrun --nproc-per-node N``, it is oversubscribed, with a note)."""
 
     cpus: float = 1.0
     memory: int = 0
     gpus: int = 0
+    cpus_declared: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,14 @@ class RoleSpec:
 @dataclass(frozen=True)
 class RestartPolicy:
     """Restart the whole gang up to ``max_restarts`` times, waiting ``backoff`` seconds before
-    the first restart and doubling the wait each time, up to ``max_backoff``."""
+    the first restart and doubling the wait each time, up to ``max_backoff``. A task failure
+    whose exit code is in ``never_on`` is permanent (126: not executable, 127: not found, as a
+    shell says): the job fails at once, whatever restarts are left."""
 
     max_restarts: int = 0
     backoff: float = 1.0
     max_backoff: float = 60.0
+    never_on: tuple[int, ...] = (126, 127)
 
     def delay(self, restart_number: int) -> float:
         """Seconds to wait before restart number ``restart_number`` (1-based)."""

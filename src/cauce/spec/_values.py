@@ -14,11 +14,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from cauce._util.yamlfile import short_repr
-from cauce.errors import SpecError
+from cauce.errors import SpecError, SpecErrors
 
 __all__ = [
     "CLUSTER_PREFIXES",
@@ -60,6 +60,7 @@ MAX_TUNE_VALUE = 1e15
 #: Cluster addresses a spec may name (besides "local").
 CLUSTER_PREFIXES = ("spark://", "local[", "yarn", "k8s://")
 
+_T = TypeVar("_T")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _LOCAL_MASTER = re.compile(r"^local\[(\*|[1-9][0-9]{0,5})(,[0-9]{1,3})?\]$")
 
@@ -147,24 +148,69 @@ def kind_of(value: object) -> str:
 
 
 class FieldParser:
-    """What every section parser of a spec shares: errors that name the file, known keys."""
+    """What every section parser of a spec shares: errors that name the file, known keys.
 
-    def __init__(self, source: str) -> None:
+    A parser that ``collects`` keeps going after a mistake: :meth:`collect` runs the check of
+    one field and keeps its error in ``errors``, unknown keys are kept there too, and the
+    caller raises them all at the end (:meth:`raise_errors`), one line each.
+    """
+
+    def __init__(self, source: str, *, collects: bool = False) -> None:
         self.source = source
+        self.collects = collects
+        self.errors: list[SpecError] = []
+        self._meant: set[str] = set()  # the known keys that misspelt keys stand for
 
     def error(self, path: str, message: str, value: object = None) -> SpecError:
         return SpecError(path, message, value=value, source=self.source)
 
+    def collect(self, check: Callable[[], _T], default: _T) -> _T:
+        """``check()``; or, if it refuses, ``default`` and its error kept for the end (raised
+        at once by a parser that does not collect)."""
+        try:
+            return check()
+        except SpecError as exc:
+            if not self.collects:
+                raise
+            self.errors.append(exc)
+            return default
+
+    def refuse(self, error: SpecError) -> None:
+        """Keep ``error`` for the end (or raise it, in a parser that does not collect)."""
+        if not self.collects:
+            raise error
+        self.errors.append(error)
+
+    def raise_errors(self) -> None:
+        """Raise what :meth:`collect` kept, all at once; nothing if it kept nothing. A key
+        reported as misspelt is not reported as missing too."""
+        SpecErrors.raise_any(
+            [
+                error
+                for error in self.errors
+                if not (error.path in self._meant and error.message.startswith("is missing"))
+            ]
+        )
+
     def check_keys(self, data: Mapping[Any, Any], known: Sequence[str], path: str) -> None:
-        """Refuse an unknown key by name, with the closest known one."""
+        """Refuse every unknown key by name, each with the closest known one."""
+        found = []
         for key in data:
             if key not in known:
                 where = f"{path}.{key}" if path else str(key)
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise self.error(
-                    where, f"is not a known field; {hint}known fields: {', '.join(known)}"
+                if close and close[0] not in data:
+                    self._meant.add(f"{path}.{close[0]}" if path else close[0])
+                found.append(
+                    self.error(
+                        where, f"is not a known field; {hint}known fields: {', '.join(known)}"
+                    )
                 )
+        if self.collects:
+            self.errors.extend(found)  # an unknown key is left out; the rest is still checked
+        else:
+            SpecErrors.raise_any(found)
 
     def real(self, value: object, path: str, **bounds: Any) -> float:
         """A finite number within ``bounds`` (those of :func:`number_problem`)."""
@@ -172,6 +218,23 @@ class FieldParser:
         if problem:
             raise self.error(path, problem, value)
         return float(value)  # type: ignore[arg-type]
+
+    def duration(
+        self,
+        value: object,
+        path: str,
+        *,
+        minimum: float | None = None,
+        above: float | None = None,
+        maximum: float = MAX_SECONDS,
+    ) -> float:
+        """Seconds, from a number or a text like ``90s``, ``10m``, ``1h30m``."""
+        from cauce.spec._duration import duration_problem
+
+        seconds, problem = duration_problem(value, minimum=minimum, above=above, maximum=maximum)
+        if problem:
+            raise self.error(path, problem, value)
+        return seconds
 
     def integer(self, value: object, path: str, *, minimum: int, maximum: int = MAX_COUNT) -> int:
         problem = integer_problem(value, minimum=minimum, maximum=maximum)

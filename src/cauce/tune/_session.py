@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cauce.cluster import cluster_address, get_cluster, open_cluster
-from cauce.gang import check_workdir, gang_request
+from cauce.gang import gang_request, preflight
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
 from cauce.tracking import RunLink, StudyTracking, open_study_tracking
@@ -85,11 +85,11 @@ def run_study(
     assert spec.tune is not None
     import_optuna()
     address = cluster_address(cluster, spec)
-    check_workdir(spec)
-    # What would fail every trial fails the study at once, before a trial is asked. The probe
-    # also keeps a Spark application up for the trials' clusters, until the study ends.
+    # What would fail every trial (a missing workdir or command, a gang that can never fit)
+    # fails the study at once, before a trial is asked. The probe also keeps a Spark
+    # application up for the trials' clusters, until the study ends.
     with open_cluster(address, spec) as probe:
-        probe.check(gang_request(spec, f"{name}-check"))
+        preflight(spec, probe, gang_request(spec, f"{name}-check"), os.environ)
         store = open_store(history)
         storage: RDBStorage | None = None
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,8 +24,9 @@ from cauce.cluster.api import (
 from cauce.cluster.spark._gang import GangSubmission, SparkGang
 from cauce.cluster.spark._links import DEFAULT_LINK_TIMEOUT
 from cauce.cluster.spark._session import SharedSpark, acquire
-from cauce.errors import PlacementError, SpecError
+from cauce.errors import PlacementError
 from cauce.frameworks import GangLayout, contract_names, task_env
+from cauce.spec import parse_duration
 
 __all__ = [
     "DEFAULT_LINK_TIMEOUT",
@@ -43,22 +43,12 @@ __all__ = [
 PLACEHOLDER_HOST = "<executor>"
 PLACEHOLDER_GPU = "<gpu>"
 DEFAULT_PLACEMENT_TIMEOUT = 120.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
-_UNIT = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 #: Driver variables that say nothing about an executor; it gets its own.
 _DRIVER_ONLY = frozenset({"PATH", "PYTHONUNBUFFERED", "PWD", "OLDPWD", "SHLVL", "_"})
 #: Where the shared storage is and who may use it: the driver's go to every task, so that the
 #: tasks read and write what the driver does (docs/spark.md, "Shared storage").
 _STORAGE: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _STORAGE += ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-
-
-def parse_duration(text: str, key: str) -> float:
-    """``"90"``, ``"90s"``, ``"2min"`` -> seconds."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise SpecError(key, f"must be a duration > 0 like 120, 90s or 2min, got {text!r}")
-    return float(match.group(1)) * _UNIT[match.group(2) or ""]
 
 
 def barrier_check_settings(placement_timeout: float) -> dict[str, str]:

@@ -13,7 +13,6 @@ task on its host (a host cut off the network, its executor frozen): each gets th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from cauce.cluster.api import OutputSink, TaskExit, TaskLaunch, TaskPlace
-from cauce.cluster.spark._wire import PING, Channel, keep_alive, ping_interval
+from cauce.cluster.spark._wire import PING, Acceptor, Channel, keep_alive, ping_interval
 
 __all__ = ["DEFAULT_LINK_TIMEOUT", "LOST", "TaskLinks"]
 
@@ -48,7 +47,6 @@ class _Task:
     thread: threading.Thread | None = None
     pid: int | None = None
     started: float | None = None  # driver's monotonic time of the command's start
-    host: str = ""  # where the command runs, once started
     pinged: float = 0.0  # driver's monotonic time of the last ping sent
     exited: bool = False
     control_sent: bool = False
@@ -83,15 +81,10 @@ class TaskLinks:
             os.makedirs(os.path.dirname(launch.log_path) or ".", exist_ok=True)
             log = open(launch.log_path, "ab")  # noqa: SIM115 - closed by close()
             self._tasks[launch.task_id] = _Task(launch, log)
-        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-        self._server = socket.create_server(
-            (bind_host, 0), family=family, backlog=len(launches) + 8
+        self._acceptor = Acceptor(
+            bind_host, self._accept, name="cauce-spark-accept", backlog=len(launches) + 8
         )
-        self._server.settimeout(_TICK)
-        self.port: int = self._server.getsockname()[1]
-        self._accepting = threading.Thread(target=self._accept, name="cauce-spark-accept")
-        self._accepting.daemon = True
-        self._accepting.start()
+        self.port: int = self._acceptor.port
 
     # --- state -------------------------------------------------------------------------------
 
@@ -151,16 +144,9 @@ class TaskLinks:
 
     # --- from the tasks ----------------------------------------------------------------------
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(None)
-            threading.Thread(target=self._serve, args=(Channel(sock),), daemon=True).start()
+    def _accept(self, sock: socket.socket) -> None:
+        sock.settimeout(None)
+        threading.Thread(target=self._serve, args=(Channel(sock),), daemon=True).start()
 
     def _serve(self, channel: Channel) -> None:
         channel.sock.settimeout(_HELLO_TIMEOUT)  # a peer that says nothing is not a task
@@ -206,7 +192,6 @@ class TaskLinks:
         elif "started" in message:
             with self._lock:
                 state.pid, state.started = int(message["started"]), time.monotonic()
-                state.host = str(message.get("host", ""))
                 state.place = _place(message)
                 self._changed.notify_all()
             gpus = ",".join(str(g) for g in message.get("gpus", [])) or "-"
@@ -252,9 +237,11 @@ class TaskLinks:
         link closed. Other tasks on that host are lost by their own silence, if they are."""
         with self._lock:
             state = self._tasks[task_id]
-            host = state.host
+            host = state.place.host if state.place is not None else ""
             names = ", ".join(
-                t for t, s in self._tasks.items() if s is state or (host and s.host == host)
+                t
+                for t, s in self._tasks.items()
+                if s is state or (host and s.place is not None and s.place.host == host)
             )
         where = f" on host {host}" if host else ""
         self._lost.set()
@@ -301,9 +288,7 @@ class TaskLinks:
 
     def close(self) -> None:
         self._closed.set()
-        with contextlib.suppress(OSError):
-            self._server.close()
-        self._accepting.join(timeout=5.0)
+        self._acceptor.close()
         with self._lock:
             for state in self._tasks.values():
                 if state.channel is not None:
@@ -317,5 +302,5 @@ def _place(started: dict[str, Any]) -> TaskPlace:
     """The ``started`` message of a task as where it runs."""
     gpus = tuple(str(g) for g in started.get("gpus", []))
     return TaskPlace(
-        str(started.get("host")), int(started.get("port", 0)), gpus, int(started["started"])
+        str(started.get("host", "")), int(started.get("port", 0)), gpus, int(started["started"])
     )

@@ -17,7 +17,6 @@ import json
 import logging
 import secrets
 import socket
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from cauce.cluster._ports import free_ports
 from cauce.cluster.spark._executors import first_line
 from cauce.cluster.spark._session import SharedSpark
+from cauce.cluster.spark._wire import Acceptor
 from cauce.errors import ClusterError
 
 __all__ = ["Landing", "Listener", "probe", "storage_path", "written_by"]
@@ -57,37 +57,20 @@ class Listener:
     heard: list[str] = field(default_factory=list)  # hosts that connected with the token
 
     def __post_init__(self) -> None:
-        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
-        self._server = socket.create_server((self.bind, 0), family=family, backlog=64)
-        self._server.settimeout(0.2)
-        self.port: int = self._server.getsockname()[1]
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="cauce-probe", daemon=True)
-        self._thread.start()
+        self._acceptor = Acceptor(self.bind, self._answer, name="cauce-probe")
+        self.port: int = self._acceptor.port
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with sock:
-                sock.settimeout(_CONNECT_TIMEOUT)
-                with contextlib.suppress(OSError):
-                    token, _, host = (
-                        sock.recv(512).decode("utf-8", "replace").strip().partition(" ")
-                    )
-                    if token == self.token:
-                        self.heard.append(host)
-                        sock.sendall(b"ok\n")
+    def _answer(self, sock: socket.socket) -> None:
+        with sock:
+            sock.settimeout(_CONNECT_TIMEOUT)
+            with contextlib.suppress(OSError):
+                token, _, host = sock.recv(512).decode("utf-8", "replace").strip().partition(" ")
+                if token == self.token:
+                    self.heard.append(host)
+                    sock.sendall(b"ok\n")
 
     def close(self) -> None:
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._server.close()
-        self._thread.join(timeout=5.0)
+        self._acceptor.close()
 
 
 def probe(

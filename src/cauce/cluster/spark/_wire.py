@@ -32,9 +32,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PING", "Channel", "connect", "keep_alive", "ping_interval"]
+__all__ = ["PING", "Acceptor", "Channel", "connect", "keep_alive", "ping_interval"]
 
 #: The heartbeat message, both ways.
 PING: dict[str, Any] = {"ping": 1}
@@ -90,6 +91,49 @@ class Channel:
             self.sock.shutdown(socket.SHUT_RDWR)
         self._reader.close()
         self.sock.close()
+
+
+class Acceptor:
+    """A TCP server on a daemon thread that hands each connection to ``handle`` until closed.
+
+    ``handle`` runs on the accepting thread: it must return promptly (answer, or start a thread
+    of its own for a long conversation).
+    """
+
+    def __init__(
+        self,
+        bind: str,
+        handle: Callable[[socket.socket], None],
+        *,
+        name: str,
+        backlog: int = 64,
+        tick: float = 0.2,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self._server = socket.create_server((bind, 0), family=family, backlog=backlog)
+        self._server.settimeout(tick)
+        self.port: int = self._server.getsockname()[1]
+        self._handle = handle
+        self.closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.closed.is_set():
+            try:
+                sock, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._handle(sock)
+
+    def close(self) -> None:
+        """Stop accepting; connections already handed over are their handlers' to close."""
+        self.closed.set()
+        with contextlib.suppress(OSError):
+            self._server.close()
+        self._thread.join(timeout=5.0)
 
 
 def ping_interval(link_timeout: float) -> float:

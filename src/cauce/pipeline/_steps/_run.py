@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cauce._util.remote import is_uri
 from cauce.errors import GangFailed
 from cauce.pipeline._console import PipelineConsole
 from cauce.pipeline._context import StepContext, StepKind, job_of
-from cauce.pipeline._steps._uris import exists, is_uri, read_json, write_json
+from cauce.pipeline._steps._uris import exists, read_json, write_json
 
 __all__ = ["KIND"]
 

@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.files import atomic_write_json
+from cauce._util.remote import is_uri, url_to_fs
 from cauce.pipeline._context import StepContext
 
-__all__ = ["exists", "is_uri", "location", "read_json", "write_json"]
-
-
-def is_uri(value: object) -> bool:
-    return isinstance(value, str) and "://" in value and not value.startswith("file://")
+__all__ = ["exists", "location", "read_json", "write_json"]
 
 
 def location(ctx: StepContext, value: object) -> Path | str:
@@ -23,9 +20,7 @@ def location(ctx: StepContext, value: object) -> Path | str:
 
 
 def _fs(uri: str) -> tuple[Any, str]:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     fs.invalidate_cache(path)
     return fs, path
 

@@ -1,0 +1,49 @@
+"""Who may read the portal: anyone on this host when it listens on loopback only; with a token
+(``--token`` or ``$CAUCE_UI_TOKEN``), whoever shows it, as a bearer header or as the cookie
+the login form sets. Tokens are compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
+
+from cauce._util.net import is_loopback
+from cauce.errors import SpecError
+
+__all__ = ["COOKIE", "check_bind", "is_loopback", "token_ok"]
+
+COOKIE = "cauce_ui_token"
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this host without a token (a usage error: exit 2)."""
+    if not is_loopback(host) and not token:
+        raise SpecError(
+            "--host",
+            f"{host} would show the history to the network without a token: give one with "
+            "--token TOKEN or $CAUCE_UI_TOKEN, or keep the default --host 127.0.0.1",
+            value=host,
+        )
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def token_ok(headers: Mapping[str, str], token: str | None) -> bool:
+    """Whether a request shows the token (always, when there is none)."""
+    if not token:
+        return True
+    auth = headers.get("Authorization", "")
+    if auth.lower().startswith("bearer ") and _same(auth[7:].strip(), token):
+        return True
+    raw = headers.get("Cookie", "")
+    if raw:
+        try:
+            cookie = SimpleCookie(raw)
+        except CookieError:
+            return False
+        if COOKIE in cookie and _same(cookie[COOKIE].value, token):
+            return True
+    return False

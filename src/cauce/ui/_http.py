@@ -1,0 +1,60 @@
+"""Requests and responses of the portal, independent of the server that carries them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+__all__ = ["NotFound", "Request", "Response", "html_response", "json_response", "not_found"]
+
+
+class NotFound(Exception):
+    """Answered 404: no such page, job, task, study or file."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    @classmethod
+    def parse(cls, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Request:
+        path, _, query = target.partition("?")
+        return cls(method, path, parse_qs(query), headers, body)
+
+    def arg(self, name: str, default: str = "") -> str:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def int_arg(self, name: str, default: int) -> int:
+        try:
+            return int(self.arg(name, str(default)))
+        except ValueError:
+            return default
+
+
+@dataclass
+class Response:
+    status: int
+    content_type: str
+    body: bytes | Iterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def html_response(text: str, status: int = 200) -> Response:
+    return Response(status, "text/html; charset=utf-8", text.encode())
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    data = json.dumps(value, separators=(",", ":"), default=str).encode()
+    return Response(status, "application/json", data)
+
+
+def not_found(what: str = "not found") -> NotFound:
+    return NotFound(what)
