@@ -279,25 +279,27 @@ def main() -> int:
             ]
         speed: dict[str, list[float]] = {name: [] for name in launchers}
         wall: dict[str, list[float]] = {name: [] for name in launchers}
-        for round_ in range(args.warmup + args.runs):
-            warm = round_ < args.warmup
-            for name, argv in launchers.items():
-                results.unlink(missing_ok=True)
-                run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=folder))
-                # torchrun's tasks have no cauce run folder: give each run a fresh one, or the
-                # script would resume from the previous run's checkpoints (cauce makes one).
-                run_env = {**env, "CAUCE_RUN_DIR": str(run_dir)} if name == "torchrun" else env
-                samples, took = _run(argv, run_env, results)
-                label = "warm-up" if warm else f"run {round_ - args.warmup + 1}/{args.runs}"
-                print(
-                    f"{label:>9}  {name:<8} {samples:10,.0f} samples/s  ({took:6.2f} s in all)",
-                    flush=True,
-                )
-                if not warm:
-                    speed[name].append(samples)
-                    wall[name].append(took)
-                shutil.rmtree(run_dir, ignore_errors=True)
-        server.stop()
+        try:  # the MLflow server stops, also when a run fails
+            for round_ in range(args.warmup + args.runs):
+                warm = round_ < args.warmup
+                for name, argv in launchers.items():
+                    results.unlink(missing_ok=True)
+                    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=folder))
+                    # torchrun's tasks have no cauce run folder: give each run a fresh one, or the
+                    # script would resume from the previous run's checkpoints (cauce makes one).
+                    run_env = {**env, "CAUCE_RUN_DIR": str(run_dir)} if name == "torchrun" else env
+                    samples, took = _run(argv, run_env, results)
+                    label = "warm-up" if warm else f"run {round_ - args.warmup + 1}/{args.runs}"
+                    print(
+                        f"{label:>9}  {name:<8} {samples:10,.0f} samples/s  ({took:6.2f} s in all)",
+                        flush=True,
+                    )
+                    if not warm:
+                        speed[name].append(samples)
+                        wall[name].append(took)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+        finally:
+            server.stop()
 
         micro = folder / "micro"
         micro.mkdir()
