@@ -58,6 +58,9 @@ AIMS: dict[str, dict[str, Aim]] = {
     },
     "train_overhead": {
         "ratio": Aim("cauce / torchrun, training samples/s", "at least 0.975", _at_least(0.975)),
+        "ratio_mlflow": Aim(
+            "cauce with / without MLflow tracking, samples/s", "at least 0.97", _at_least(0.97)
+        ),
     },
     "tune": {
         "overhead": Aim(

@@ -9,6 +9,12 @@ samples per second to its results file: that throughput, not the launch, is comp
 alternate a, b, a, b, ... after ``--warmup`` discarded rounds; ``ratio`` is
 median(cauce samples/s) / median(torchrun samples/s): 1 means no overhead, below 1 slower.
 
+(c) ``cauce run`` of the same job with MLflow tracking on (``tracking:`` pointed at a local
+``mlflow server``, SQLite store, started before the runs and stopped after them): every report
+goes to MLflow from the driver. ``ratio_mlflow`` is median(samples/s with tracking) /
+median(samples/s of (a)): what tracking costs the training loop (aim: at least 0.97). Without
+mlflow installed, (c) is skipped and ``ratio_mlflow`` is null.
+
 Then two microbenchmarks, in this process: the time of one ``cauce.report`` call with a
 driver's progress and control files set (as in a task) and without (a no-op), and of one
 ``cauce.checkpoint.save`` of the flights model and Adam state against a plain ``torch.save`` of
@@ -20,14 +26,17 @@ the same state into the same folder. The last line printed is one JSON object of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +86,11 @@ def _dataset(given: str | None, folder: Path) -> Path:
     return out
 
 
-def _job_file(folder: Path, args: list[str]) -> Path:
+def _job_file(folder: Path, args: list[str], tracking: str = "") -> Path:
     # A list command, so that cauce runs the interpreter directly as torchrun does (no /bin/sh).
     command = json.dumps([sys.executable, str(TRAIN), *args])
-    job = folder / "train.yaml"
+    job = folder / ("train-mlflow.yaml" if tracking else "train.yaml")
+    extra = f"tracking: {{uri: {json.dumps(tracking)}, experiment: bench-train}}\n"
     job.write_text(
         "name: bench-train\n"
         "framework: pytorch\n"
@@ -89,10 +99,52 @@ def _job_file(folder: Path, args: list[str]) -> Path:
         "  worker:\n"
         "    instances: 2\n"
         "    resources: {cpus: 1}\n"
-        "hang_timeout: 120\n",
+        "hang_timeout: 120\n" + (extra if tracking else ""),
         encoding="utf-8",
     )
     return job
+
+
+class _MlflowServer:
+    """``mlflow server`` on 127.0.0.1 (SQLite store, local artifacts) for case (c); None's
+    ``uri`` is empty when mlflow is not installed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.uri = ""
+        program = Path(sys.executable).with_name("mlflow")
+        if not program.exists():
+            print("mlflow is not installed: no MLflow case", flush=True)
+            return
+        from cauce.cluster import free_ports
+
+        port = free_ports(1)[0]
+        argv = [str(program), "server", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--workers", "1"]
+        argv += ["--artifacts-destination", str(folder / "mlflow-artifacts")]
+        with open(folder / "mlflow.log", "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    self.uri = f"http://127.0.0.1:{port}"
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"error: mlflow server did not start; see {folder / 'mlflow.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self.proc = None
 
 
 def _run(argv: list[str], env: dict[str, str], results: Path) -> tuple[float, float]:
@@ -207,6 +259,7 @@ def main() -> int:
         train_args = ["--data", str(data), "--epochs", str(args.epochs), "--no-baseline"]
         train_args += ["--results", str(results)]
         job = _job_file(folder, train_args)
+        server = _MlflowServer(folder)
         launchers = {
             "cauce": [_tool("cauce"), "run", str(job)],
             "torchrun": [
@@ -218,26 +271,35 @@ def main() -> int:
                 *train_args,
             ],
         }
+        if server.uri:
+            launchers["cauce_mlflow"] = [
+                _tool("cauce"),
+                "run",
+                str(_job_file(folder, train_args, server.uri)),
+            ]
         speed: dict[str, list[float]] = {name: [] for name in launchers}
         wall: dict[str, list[float]] = {name: [] for name in launchers}
-        for round_ in range(args.warmup + args.runs):
-            warm = round_ < args.warmup
-            for name, argv in launchers.items():
-                results.unlink(missing_ok=True)
-                run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=folder))
-                # torchrun's tasks have no cauce run folder: give each run a fresh one, or the
-                # script would resume from the previous run's checkpoints (cauce makes one).
-                run_env = {**env, "CAUCE_RUN_DIR": str(run_dir)} if name == "torchrun" else env
-                samples, took = _run(argv, run_env, results)
-                label = "warm-up" if warm else f"run {round_ - args.warmup + 1}/{args.runs}"
-                print(
-                    f"{label:>9}  {name:<8} {samples:10,.0f} samples/s  ({took:6.2f} s in all)",
-                    flush=True,
-                )
-                if not warm:
-                    speed[name].append(samples)
-                    wall[name].append(took)
-                shutil.rmtree(run_dir, ignore_errors=True)
+        try:  # the MLflow server stops, also when a run fails
+            for round_ in range(args.warmup + args.runs):
+                warm = round_ < args.warmup
+                for name, argv in launchers.items():
+                    results.unlink(missing_ok=True)
+                    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=folder))
+                    # torchrun's tasks have no cauce run folder: give each run a fresh one, or the
+                    # script would resume from the previous run's checkpoints (cauce makes one).
+                    run_env = {**env, "CAUCE_RUN_DIR": str(run_dir)} if name == "torchrun" else env
+                    samples, took = _run(argv, run_env, results)
+                    label = "warm-up" if warm else f"run {round_ - args.warmup + 1}/{args.runs}"
+                    print(
+                        f"{label:>9}  {name:<8} {samples:10,.0f} samples/s  ({took:6.2f} s in all)",
+                        flush=True,
+                    )
+                    if not warm:
+                        speed[name].append(samples)
+                        wall[name].append(took)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+        finally:
+            server.stop()
 
         micro = folder / "micro"
         micro.mkdir()
@@ -246,9 +308,14 @@ def main() -> int:
 
     cauce_speed, torch_speed = (statistics.median(speed[n]) for n in ("cauce", "torchrun"))
     ratio = cauce_speed / torch_speed
+    mlflow_speed = statistics.median(speed["cauce_mlflow"]) if speed.get("cauce_mlflow") else None
+    ratio_mlflow = mlflow_speed / cauce_speed if mlflow_speed is not None else None
     print(f"median   cauce    {cauce_speed:10,.0f} samples/s")
     print(f"median   torchrun {torch_speed:10,.0f} samples/s")
     print(f"ratio    cauce/torchrun = {ratio:.3f} (throughput; 1 = no overhead)")
+    if mlflow_speed is not None and ratio_mlflow is not None:
+        print(f"median   cauce with MLflow tracking {mlflow_speed:10,.0f} samples/s")
+        print(f"ratio    with MLflow / without = {ratio_mlflow:.3f}")
     print(
         f"cauce.report: {figures_report['report_us']:.1f} us a call under a driver, "
         f"{figures_report['report_no_driver_us']:.1f} us without; "
@@ -271,7 +338,9 @@ def main() -> int:
         "torchrun_wall_median_s": round(statistics.median(wall["torchrun"]), 3),
         **figures_report,
         **figures_checkpoint,
+        "cauce_mlflow_runs_samples_per_s": [round(s, 1) for s in speed.get("cauce_mlflow", [])],
         "ratio": round(ratio, 4),
+        "ratio_mlflow": round(ratio_mlflow, 4) if ratio_mlflow is not None else None,
         **machine.finish(),
     }
     print(json.dumps(figures))

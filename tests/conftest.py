@@ -12,7 +12,13 @@ import pytest
 
 #: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
 #: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
-pytest_plugins = ["flights_fixtures", "multihost_fixtures", "spark_fixtures", "ui_fixtures"]
+pytest_plugins = [
+    "flights_fixtures",
+    "mlflow_fixtures",
+    "multihost_fixtures",
+    "spark_fixtures",
+    "ui_fixtures",
+]
 
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 

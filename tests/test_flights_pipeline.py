@@ -23,21 +23,26 @@ import pytest
 import yaml
 
 from flights_fixtures import EXAMPLE, needs_flights
+from flights_tracking import check_pipeline_runs
 from helpers import cauce, cauce_popen, gone
+from mlflow_fixtures import HAVE_MLFLOW, MlflowServer
 
 pytestmark = [needs_flights, pytest.mark.slow]
 
 STEPS = ("prepare", "tune", "train", "evaluate", "serve")
 
 
-def _copy(folder: Path, trials: int) -> Path:
-    """examples/flights in ``folder``, the study cut to ``trials`` trials, 2 at a time."""
+def _copy(folder: Path, trials: int, tracking: str = "") -> Path:
+    """examples/flights in ``folder``, the study cut to ``trials`` trials, 2 at a time; MLflow
+    tracking to the server at ``tracking`` if given."""
     folder.mkdir(parents=True)
     for name in ("features.py", "train.py", "baseline.py", "train.yaml", "tune.yaml"):
         shutil.copy(EXAMPLE / name, folder / name)
     spec = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text(encoding="utf-8"))
     spec["steps"]["tune"].update(trials=trials, parallel=2)
     spec["steps"]["serve"]["port"] = 0  # --serve: a free port, not 8080
+    if tracking:
+        spec["tracking"] = {"uri": tracking, "experiment": "flights"}
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
@@ -56,10 +61,13 @@ def _skipped(stderr: str) -> set[str]:
     }
 
 
+@pytest.mark.timeout(600)  # three pipeline runs, two --serve runs, and the MLflow checks
 def test_flights_pipeline_runs_caches_and_reruns_on_a_changed_feature(
-    tmp_path: Path, cauce_env: dict[str, str]
+    tmp_path: Path, cauce_env: dict[str, str], request: pytest.FixtureRequest
 ) -> None:
-    pipeline = _copy(tmp_path / "flights", trials=2)
+    # The first run tracked in MLflow (when installed): checked below, after cauce's own checks.
+    mlflow: MlflowServer | None = request.getfixturevalue("mlflow_server") if HAVE_MLFLOW else None
+    pipeline = _copy(tmp_path / "flights", trials=2, tracking=mlflow.uri if mlflow else "")
     first = cauce(["run", str(pipeline)], cauce_env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     assert _skipped(first.stderr) == set()
@@ -104,6 +112,10 @@ def test_flights_pipeline_runs_caches_and_reruns_on_a_changed_feature(
     served = state["serve"]["prediction"]["probability"][0]
     assert served == pytest.approx(offline, rel=1e-6)
     assert evaluate["example"]["prediction"] == pytest.approx(offline, rel=1e-6)
+    # MLflow: the runs, the registered model with its lineage, served from the registry
+    if mlflow is not None:
+        from_registry = check_pipeline_runs(mlflow.uri, cauce_env, state, record)
+        assert from_registry == pytest.approx(offline, rel=1e-6)
     # the summary: rows, best parameters, AUC against the baseline, the model, a curl
     out = first.stdout
     assert "train 273,355, validation 26,971, test 27,020 rows" in out

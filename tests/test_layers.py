@@ -39,6 +39,7 @@ ORDER = (
     "data",
     "cauce",  # the facade: the package root and cauce._api
     "gang",
+    "tracking",
     "frameworks",
     "cluster",
     "history",

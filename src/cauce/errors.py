@@ -17,6 +17,7 @@ __all__ = [
     "PlacementError",
     "SpecError",
     "SpecErrors",
+    "TrackingError",
 ]
 
 
@@ -126,3 +127,9 @@ class GangFailed(CauceError):
         self.root_cause = root_cause
         self.status = status
         super().__init__(f"job {job_id} {status}: {root_cause}")
+
+
+class TrackingError(CauceError):
+    """MLflow tracking or its registry cannot be used as asked: the client is not installed,
+    a ``models:/`` URI names no model version, a spool cannot be replayed. A tracking server
+    that fails during a job is never this error: the job goes on (see ``cauce.tracking``)."""

@@ -30,6 +30,7 @@ _COMMANDS = (
     "cauce.cli._tune",
     "cauce.cli._serve",
     "cauce.cli._tensorboard",
+    "cauce.cli._mlflow",
     "cauce.cli._doctor",
     "cauce.cli._ui",
 )

@@ -31,6 +31,7 @@ from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
+from cauce.gang._tracking import DriverTracking, JobTracking, RunLink
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -56,10 +57,11 @@ class JobDriver:
         params: Mapping[str, object] | None = None,
         on_metrics: Callable[[list[MetricRow]], None] | None = None,
         kind: str = "job",
+        tracking: JobTracking | RunLink | None = None,
     ) -> None:
         """``params`` reach every task as ``cauce.context().params`` (``CAUCE_PARAMS``);
         ``on_metrics`` is called from the driver's thread with each batch of reported values
-        (the tuner's hook); ``kind`` is recorded in the history ("job", "trial", ...)."""
+        (the tuner's hook); ``kind`` ("job", "trial", ...) is recorded; ``tracking``: MLflow."""
         self.spec = spec
         self.cluster = cluster
         self.store = store
@@ -95,6 +97,7 @@ class JobDriver:
         )
         self._last_sign: dict[str, float] = {}  # task -> monotonic time of its last progress
         self._task_started: float = 0.0
+        self.tracking = DriverTracking(tracking)  # a run the caller opened, or its parent
         self._asked_to_stop = ""  # why, once ask_to_stop was called (a tuner pruned the trial)
 
     def dry_run(self) -> str:
@@ -125,11 +128,8 @@ class JobDriver:
         )
 
     def _task_environ(self) -> dict[str, str]:
-        env = dict(self.environ)
-        env["CAUCE_RUN_DIR"] = str(self.run_dir)
-        env["CAUCE_HISTORY"] = self.store.url
-        env["CAUCE_CONTROL_FILE"] = str(self.control_file)
-        return env
+        run = {"CAUCE_RUN_DIR": str(self.run_dir), "CAUCE_HISTORY": self.store.url}
+        return self.environ | run | {"CAUCE_CONTROL_FILE": str(self.control_file)}
 
     # --- steering from other threads -----------------------------------------------------------
 
@@ -154,6 +154,7 @@ class JobDriver:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
+        self.tracking.open(self)
         self.record.submitted(
             self.spec,
             kind=self.kind,
@@ -169,6 +170,7 @@ class JobDriver:
                 return self._run()
         finally:
             self._cleanup()
+            self.tracking.close(self.console)
 
     def _on_signal(self, signum: int) -> None:
         self._events.put(m.StopRequested(f"interrupted ({signal.Signals(signum).name})"))
@@ -279,6 +281,7 @@ class JobDriver:
         rows, alive = self.progress.poll(tasks)
         if rows:
             self.store.add_metrics(self.job_id, rows)
+            self.tracking.metrics(rows)
             if self.on_metrics is not None:
                 self.on_metrics(rows)
         now = time.monotonic()
@@ -383,9 +386,9 @@ class JobDriver:
             finish = m.Finish(JobStatus.PRUNED, finish.failure, finish.reason)
             cause = "\n".join(filter(None, (self._asked_to_stop, cause)))
         attempts = self._machine.attempt + 1
-        self.record.finished(
-            finish.status, cause, attempts=attempts, restarts=self._machine.restarts
-        )
+        restarts = self._machine.restarts
+        self.record.finished(finish.status, cause, attempts=attempts, restarts=restarts)
+        self.tracking.finished(str(finish.status), cause, attempts, restarts, self.log_dir)
         return JobResult(
             job_id=self.job_id,
             status=finish.status,

@@ -18,6 +18,7 @@ from cauce.errors import CauceError, SpecError
 from cauce.pipeline._console import PipelineConsole
 from cauce.pipeline._state import digest, hash_files
 from cauce.spec import JobSpec, load_job, with_spark_conf
+from cauce.tracking import PipelineTracking
 
 if TYPE_CHECKING:
     from cauce.pipeline._spec import PipelineSpec, StepSpec
@@ -62,6 +63,7 @@ class StepContext:
     show_output: bool = False
     code: str = ""  # the hash of the code a job step runs (see code_hash)
     extra: dict[str, Any] = field(default_factory=dict)
+    tracking: PipelineTracking | None = None  # MLflow: the pipeline's run, if tracked
 
     def path(self, value: str) -> Path:
         """A path from the pipeline file's folder (absolute ones as they are)."""

@@ -27,6 +27,7 @@ from cauce.pipeline._refs import resolve
 from cauce.pipeline._spec import PipelineSpec
 from cauce.pipeline._state import StateStore, digest
 from cauce.pipeline._steps import KINDS
+from cauce.tracking import PipelineTracking, open_pipeline_tracking
 
 __all__ = ["PipelineResult", "StepOutcome", "pipeline_home", "run_pipeline"]
 
@@ -89,6 +90,9 @@ def run_pipeline(
         raise CauceError(f"--serve: pipeline {spec.name} has no serve step")
     console = console or PipelineConsole()
     folder = pipeline_home(spec.name, root)
+    tracking = open_pipeline_tracking(
+        spec.tracking, os.environ, folder, spec.name, warn=console.line
+    )
     state = StateStore(folder)
     out = PipelineResult(spec.name, str(folder))
     began = time.monotonic()
@@ -99,6 +103,7 @@ def run_pipeline(
         state.locked(spec.name),
         contextlib.closing(console),  # the bar goes, also on errors
         _last_run(spec, folder, out) as failing,
+        _tracked(tracking),
     ):
         for step in spec.steps:
             failing[0] = step.name
@@ -120,6 +125,7 @@ def run_pipeline(
                 force=forcing,
                 serve_forever=serve,
                 show_output=show_output,
+                tracking=tracking,
             )
             code = ctx.code = code_hash(ctx) if kind.runs_job else ""
             ctx.key = digest(
@@ -166,6 +172,18 @@ def run_pipeline(
             )
     out.seconds = time.monotonic() - began
     return out
+
+
+@contextlib.contextmanager
+def _tracked(tracking: PipelineTracking | None) -> Iterator[None]:
+    """End the pipeline's MLflow run (if it has one) as the steps end: finished or failed."""
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if tracking is not None:
+            tracking.close(ok)
 
 
 @contextlib.contextmanager

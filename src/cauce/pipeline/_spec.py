@@ -17,6 +17,7 @@ from typing import Any
 from cauce._util.yamlfile import load_yaml_file, locate
 from cauce.errors import SpecError, SpecErrors
 from cauce.pipeline._steps import KINDS
+from cauce.spec import TrackingSpec, parse_tracking
 
 __all__ = [
     "REF_RE",
@@ -29,6 +30,7 @@ __all__ = [
 
 #: A step named like a kind (or ``train``, a ``run`` step) needs no ``kind:``.
 _ALIASES = {"train": "run"}
+_KEYS = ("name", "steps", "tracking")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _PART = r"[A-Za-z0-9_-]+"
@@ -55,6 +57,8 @@ class PipelineSpec:
     #: The folder relative paths start from (the file's), absolute.
     folder: str
     source: str = ""
+    #: The ``tracking:`` section (MLflow): one parent run for the steps; None when absent.
+    tracking: TrackingSpec | None = None
 
     def step(self, name: str) -> StepSpec:
         for step in self.steps:
@@ -102,8 +106,8 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
     if not isinstance(raw, Mapping):
         raise SpecError("", "must be a mapping with name: and steps:", source=source)
     errors = [
-        SpecError(key, "is not a pipeline key" + _suggest(key, ("name", "steps")), source=source)
-        for key in sorted(str(key) for key in set(raw) - {"name", "steps"})
+        SpecError(key, "is not a pipeline key" + _suggest(key, _KEYS), source=source)
+        for key in sorted(str(key) for key in set(raw) - set(_KEYS))
     ]
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -145,8 +149,13 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
             continue
         kinds[step.name] = step.kind
         steps.append(step)
+    tracking = None
+    try:
+        tracking = parse_tracking(raw["tracking"], source) if "tracking" in raw else None
+    except SpecError as exc:
+        errors.append(exc)
     SpecErrors.raise_any(errors)
-    return PipelineSpec(str(name), tuple(steps), folder, source)
+    return PipelineSpec(str(name), tuple(steps), folder, source, tracking)
 
 
 def _step(

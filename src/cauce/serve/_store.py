@@ -42,7 +42,14 @@ def upload_model(folder: Path, uri: str) -> None:
 
 
 def local_model_dir(model_dir: str | Path) -> Path:
-    """``model_dir`` itself when it is a local folder; a local copy of it when it is a URI."""
+    """``model_dir`` itself when it is a local folder; a local copy of it when it is a URI, or
+    a version of MLflow's model registry (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``)."""
+    from cauce.tracking import is_registry_uri, registry_model_dir
+
+    if is_registry_uri(model_dir):
+        from cauce.history import cauce_home
+
+        return registry_model_dir(str(model_dir), cauce_home() / "cache" / "models", SPEC_FILE)
     if not is_uri(model_dir):
         return Path(model_dir)
     uri = str(model_dir)

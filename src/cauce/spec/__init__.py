@@ -4,6 +4,7 @@ from cauce.spec._duration import parse_duration
 from cauce.spec._parse import load_job, parse_job
 from cauce.spec._sections import parse_memory
 from cauce.spec._spark import spark_conf_pairs, with_spark_conf
+from cauce.spec._tracking import parse_tracking
 from cauce.spec._tune import (
     Objective,
     ParamSpec,
@@ -13,7 +14,14 @@ from cauce.spec._tune import (
     check_trials,
 )
 from cauce.spec._tune_parse import parse_tune
-from cauce.spec._types import JobSpec, Resources, RestartPolicy, RoleSpec, TensorBoardSpec
+from cauce.spec._types import (
+    JobSpec,
+    Resources,
+    RestartPolicy,
+    RoleSpec,
+    TensorBoardSpec,
+    TrackingSpec,
+)
 from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, number_problem
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "RoleSpec",
     "SamplerSpec",
     "TensorBoardSpec",
+    "TrackingSpec",
     "TuneSpec",
     "check_trials",
     "load_job",
@@ -35,6 +44,7 @@ __all__ = [
     "parse_duration",
     "parse_job",
     "parse_memory",
+    "parse_tracking",
     "parse_tune",
     "spark_conf_pairs",
     "with_spark_conf",

@@ -16,6 +16,7 @@ from cauce._util.yamlfile import load_yaml_file, locate
 from cauce.errors import SpecError
 from cauce.spec._sections import JobParser
 from cauce.spec._spark import spark_settings
+from cauce.spec._tracking import parse_tracking
 from cauce.spec._tune_parse import parse_tune
 from cauce.spec._types import JobSpec, RestartPolicy, RoleSpec
 from cauce.spec._values import kind_of, short_repr
@@ -37,6 +38,7 @@ _JOB_KEYS = (
     "tune",
     "spark",
     "tensorboard",
+    "tracking",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -100,6 +102,9 @@ def parse_job(
         lambda: p.tensorboard(data["tensorboard"], base_dir) if "tensorboard" in data else None,
         None,
     )
+    tracking = p.collect(
+        lambda: parse_tracking(data["tracking"], source) if "tracking" in data else None, None
+    )
     roles: tuple[RoleSpec, ...] = ()
     if framework:  # the roles are checked against the framework's
         roles = p.collect(lambda: p.roles(data.get("roles"), get_framework(framework)), ())
@@ -134,6 +139,7 @@ def parse_job(
         tune=tune,
         spark=spark,
         tensorboard=tensorboard,
+        tracking=tracking,
     )
 
 

@@ -112,9 +112,7 @@ class _TuneParser(SpaceParser):
         )
         no_start: tuple[Mapping[str, Choice], ...] = ()
         start = self.collect(partial(self.start, data.get("start"), space), no_start)
-        entrypoint = self.collect(
-            partial(self.entrypoint, data.get("entrypoint"), task_ids), None
-        )
+        entrypoint = self.collect(partial(self.entrypoint, data.get("entrypoint"), task_ids), None)
         if self.errors:  # the checks below are of the whole search; its parts come first
             return TuneSpec(objective=objective, space=space)
         spec = TuneSpec(

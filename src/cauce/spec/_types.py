@@ -64,6 +64,20 @@ class TensorBoardSpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """The ``tracking:`` section (MLflow): where runs go. ``uri`` wins over
+    ``$MLFLOW_TRACKING_URI`` and ``experiment`` over ``$MLFLOW_EXPERIMENT_NAME``; None leaves
+    them to the environment. ``enabled`` False (``tracking: false``) turns tracking off even
+    when ``$MLFLOW_TRACKING_URI`` is set. ``model`` names the registered model a pipeline's
+    train step makes a version of (the pipeline's name when None)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    model: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A validated job: one gang of tasks, grouped in roles."""
 
@@ -93,6 +107,9 @@ class JobSpec:
     spark: tuple[tuple[str, str], ...] = ()
     #: The ``tensorboard:`` section; None when the job has none.
     tensorboard: TensorBoardSpec | None = None
+    #: The ``tracking:`` section (MLflow); None when the job has none (then
+    #: ``$MLFLOW_TRACKING_URI``, if set, turns tracking on).
+    tracking: TrackingSpec | None = None
 
     def role(self, name: str) -> RoleSpec:
         for role in self.roles:

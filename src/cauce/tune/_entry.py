@@ -36,6 +36,7 @@ def tune(
     home: str | os.PathLike[str] | None = None,
     console: TuneConsole | None = None,
     poll_interval: float = 0.25,
+    tracking_parent: Any = None,
 ) -> StudyResult:
     """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, or the path of
     its YAML file) until ``trials`` trials have completed or been pruned.
@@ -43,7 +44,9 @@ def tune(
     ``trials`` and ``parallel`` override the spec's; ``study`` names the study (default: the
     job's name): running again with the same name continues it. ``poll_interval`` is how often
     each trial's reports are read (and the pruner asked). Failed trials are reported in the
-    result, not raised; a bad spec raises :class:`~cauce.SpecError`.
+    result, not raised; a bad spec raises :class:`~cauce.SpecError`. With MLflow tracking (the
+    spec's ``tracking:`` or ``$MLFLOW_TRACKING_URI``) the study is a run, its trials child runs;
+    ``tracking_parent`` (a :class:`cauce.tracking.RunLink`) hangs the study's run under another.
     """
     from cauce.tune._session import run_study
 
@@ -57,6 +60,7 @@ def tune(
         home=Path(home) if home is not None else None,
         console=console,
         poll_interval=poll_interval,
+        tracking_parent=tracking_parent,
     )
 
 

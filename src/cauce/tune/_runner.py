@@ -27,6 +27,7 @@ from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
 from cauce.history import HistoryStore, JobStatus
 from cauce.spec import JobSpec, TuneSpec
+from cauce.tracking import JobTracking, StudyTracking
 from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
 from cauce.tune._owner import TunerId
 from cauce.tune._params import objective_task, trial_spec
@@ -65,6 +66,7 @@ class StudyRunner:
         parallel: int,
         poll_interval: float = 0.25,
         notice: str = "",
+        tracking: StudyTracking | None = None,
     ) -> None:
         """``notice``: what the entry step tells people once, at the start (``parallel``
         capped at what the host fits)."""
@@ -97,6 +99,8 @@ class StudyRunner:
         self._others = 0
         self._counted_at = -math.inf
         self._verdicts: VerdictServer | None = None
+        self.tracking = tracking  # MLflow: the study's run; each trial a child run
+        self._tracked: dict[int, JobTracking] = {}
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -220,6 +224,12 @@ class StudyRunner:
         cluster = None
         try:
             cluster = self.make_cluster()  # one per trial, closed when the trial ends
+            spec = trial_spec(self.spec, self.tune, params)
+            if self.tracking is not None:
+                tracked = self.tracking.trial(
+                    spec, self.home / "runs" / job_id, job_id, trial.number
+                )
+                self._tracked[trial.number] = tracked
             driver = JobDriver(
                 spec,
                 cluster,
@@ -231,6 +241,7 @@ class StudyRunner:
                 on_metrics=run.on_metrics,
                 kind="trial",
                 poll_interval=self.poll_interval,
+                tracking=self._tracked.get(trial.number),
             )
         except Exception as exc:
             if cluster is not None:
@@ -274,6 +285,11 @@ class StudyRunner:
         finally:  # after the tell: the trial is recorded as ended first
             if run.driver is not None:
                 _close(run.driver.cluster)
+        tracked = self._tracked.pop(run.number, None)
+        if self.tracking is not None and tracked is not None:
+            self.tracking.trial_ended(
+                tracked, outcome.state, value=outcome.value, pruned_step=run.pruned_step
+            )
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())

@@ -15,6 +15,7 @@ from cauce.errors import ClusterError
 from cauce.gang import gang_request, preflight
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
+from cauce.tracking import RunLink, StudyTracking, open_study_tracking
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
@@ -84,6 +85,7 @@ def run_study(
     home: Path | None,
     console: TuneConsole | None,
     poll_interval: float,
+    tracking_parent: RunLink | None = None,
 ) -> StudyResult:
     spec, target, width, name = resolve_study(job, trials, parallel, study)
     assert spec.tune is not None
@@ -126,6 +128,7 @@ def run_study(
                 cluster = get_cluster(address, spark_conf=dict(spec.spark))
                 return cluster if pool is None else PooledCluster(cluster, pool)
 
+            tracking = _study_tracking(spec, name, home, tracking_parent)
             runner = StudyRunner(
                 spec=spec,
                 tune=spec.tune,
@@ -139,8 +142,13 @@ def run_study(
                 parallel=width,
                 poll_interval=poll_interval,
                 notice=notice,
+                tracking=tracking,
             )
-            return runner.run()
+            result = runner.run()
+            if tracking is not None:
+                best = result.best
+                tracking.close(result.status, {"trial": best.number} if best else None)
+            return result
         finally:
             if pool is not None:
                 pool.close()
@@ -172,6 +180,15 @@ def _hosts(cluster: Cluster) -> list[HostCapacity]:
     except ClusterError as exc:
         logger.debug("cannot describe the cluster: %s", exc)
         return []
+
+
+def _study_tracking(
+    spec: JobSpec, name: str, home: Path | None, parent: RunLink | None
+) -> StudyTracking | None:
+    folder = (home if home is not None else cauce_home()) / "studies" / name
+    return open_study_tracking(
+        spec, os.environ, folder, name, warn=lambda text: logger.warning("%s", text), parent=parent
+    )
 
 
 def read_trials(study: str, history: str | None) -> list[TrialInfo]:

@@ -35,8 +35,9 @@ class _JobConsole:
 
 def run(ctx: StepContext) -> dict[str, Any]:
     from cauce.cluster import cluster_address, open_cluster
-    from cauce.gang import JobDriver
+    from cauce.gang import JobDriver, new_job_id
     from cauce.history import open_store
+    from cauce.tracking import open_job_tracking
 
     spec = job_of(ctx)
     params = ctx.config.get("params") or {}
@@ -63,9 +64,17 @@ def run(ctx: StepContext) -> dict[str, Any]:
         f"running {spec.source} on {address}"
         + (f" with {', '.join(f'{k}={v}' for k, v in params.items())}" if params else ""),
     )
+    job_id = new_job_id(spec.name)
+    tracking = None
+    if ctx.tracking is not None:  # the job's run, under the pipeline's; closed at the end
+        run_dir = ctx.cauce_home / "runs" / job_id
+        tracking = open_job_tracking(
+            spec, {}, run_dir, job_id, kind="job", warn=ctx.console.line, parent=ctx.tracking.link()
+        )
     with (
         open_cluster(address, spec) as backend,
         contextlib.closing(open_store(ctx.history)) as store,
+        contextlib.closing(tracking or _NoRun()),
     ):
         driver = JobDriver(
             spec,
@@ -75,13 +84,42 @@ def run(ctx: StepContext) -> dict[str, Any]:
             console=_JobConsole(ctx.console, ctx.show_output),
             params=dict(params),
             on_metrics=on_metrics,
+            job_id=job_id,
+            tracking=tracking,
         )
         result = driver.run()
         tasks = store.get_tasks(result.job_id)
         first = tasks[0].task_id if tasks else ""
         reported = {r.name: r.value for r in store.get_metrics(result.job_id) if r.task_id == first}
-    if not result.ok:
-        raise GangFailed(result.job_id, result.root_cause, status=result.status)
+        if not result.ok:
+            raise GangFailed(result.job_id, result.root_cause, status=result.status)
+        done = _outputs(ctx, result, reported, params)
+        recorded = _record_lineage(ctx, done)
+        if ctx.tracking is not None and tracking is not None and "lineage" in recorded:
+            from cauce import __version__
+
+            model = _first_model(recorded["outputs"])
+            ctx.tracking.log_model(tracking, model, recorded["lineage"], __version__)
+    return recorded
+
+
+class _NoRun:
+    def close(self) -> None:
+        pass
+
+
+def _first_model(outputs: Mapping[str, str]) -> str:
+    """The first model folder among the outputs, on this host (a URI's local copy)."""
+    from cauce.serve import SPEC_FILE, local_model_dir
+
+    found = next(p for p in outputs.values() if exists(f"{p.rstrip('/')}/{SPEC_FILE}"))
+    return str(local_model_dir(found))
+
+
+def _outputs(
+    ctx: StepContext, result: Any, reported: dict[str, float], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The job's outputs checked and read (JSON files parsed), as the step's result."""
     run_dir = Path(result.run_dir)
     outputs: dict[str, str] = {}
     parsed: dict[str, Any] = {}
@@ -105,7 +143,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         + (f" after {result.restarts} restart(s)" if result.restarts else "")
         + "".join(f"; {k}: {v}" for k, v in outputs.items()),
     )
-    done = {
+    return {
         "job_id": result.job_id,
         "run_dir": str(run_dir),
         "outputs": outputs,
@@ -113,7 +151,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "metrics": reported,
         "params": dict(params),
     }
-    return _record_lineage(ctx, done)
 
 
 def _needs_all(ctx: StepContext) -> list[str]:

@@ -65,6 +65,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         history=ctx.history,
         home=ctx.cauce_home,
         console=_TuneBar(ctx.console, target),
+        tracking_parent=ctx.tracking.link() if ctx.tracking is not None else None,
     )
     if result.status == "interrupted":  # Ctrl-C or SIGTERM: the study continues next run
         raise KeyboardInterrupt

@@ -1,0 +1,82 @@
+"""``models:/NAME/VERSION`` and ``models:/NAME@ALIAS``: a registered model version's files,
+downloaded once to a cache folder on this host (``CACHE/NAME/VERSION``; an alias is resolved
+to its version first, so that moving it serves the new version). The registry is the one at
+``$MLFLOW_TRACKING_URI`` (``$MLFLOW_REGISTRY_URI`` if set). What the folder holds is checked
+by the caller: cauce serves its own model format only, never a pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from cauce._util.files import swap_dir
+from cauce.errors import TrackingError
+
+__all__ = ["is_registry_uri", "registry_model_dir"]
+
+_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
+
+
+def is_registry_uri(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("models:/")
+
+
+def registry_model_dir(
+    uri: str, cache: Path, marker: str, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The local folder of the model version ``uri`` names, holding ``marker``."""
+    env = os.environ if environ is None else environ
+    match = _URI_RE.match(uri)
+    if match is None:
+        raise TrackingError(
+            f"{uri}: not a registry URI; give models:/NAME/VERSION or models:/NAME@ALIAS"
+        )
+    server = env.get("MLFLOW_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI")
+    if not server:
+        raise TrackingError(
+            f"{uri}: set MLFLOW_TRACKING_URI to the MLflow server whose registry holds it"
+        )
+    from cauce.tracking._client import load_mlflow
+
+    mlflow = load_mlflow()
+    client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = str(client.get_model_version_by_alias(name, match["alias"]).version)
+        else:
+            version = str(client.get_model_version(name, match["version"]).version)
+        source = client.get_model_version_download_uri(name, version)
+    except mlflow.exceptions.MlflowException as exc:
+        first = (str(exc).strip().splitlines() or ["not found"])[0][:300]
+        raise TrackingError(f"{uri}: not found in the registry at {server}: {first}") from None
+    folder = cache / "mlflow" / name / version
+    if (folder / marker).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=folder.parent))
+    try:
+        try:
+            got = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=str(tmp), tracking_uri=server
+                )
+            )
+        except Exception as exc:  # the artifact store's own errors (HTTP, files)
+            raise TrackingError(
+                f"{uri}: version {version} cannot be downloaded from {source}: {exc}"
+            ) from exc
+        if not (got / marker).is_file():
+            raise TrackingError(
+                f"{uri}: version {version} ({source}) has no {marker}: not a cauce model "
+                "(cauce serves its own format only; save it with cauce.serve.save_model)"
+            )
+        swap_dir(got, folder)  # tmp itself or a folder in it
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

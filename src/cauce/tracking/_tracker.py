@@ -1,0 +1,211 @@
+"""One MLflow run, fed by its owner and sent by a thread of its own.
+
+The owner (the job's driver, a tuner, a pipeline) queues operations and never waits for the
+network: the sender thread takes what is queued, merges consecutive batches (all the metrics
+the driver read since the last send go in one ``log_batch``), and sends. The first failure
+(the server is down, an HTTP error) is warned of once; from then on the tracker is offline and
+every operation, the failed one first, is appended to the spool file (JSON lines) with the run
+it belongs to, so that ``cauce mlflow sync`` replays it. A tracking outage never fails a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cauce.spec import TrackingSpec
+from cauce.tracking._client import SENDER_THREAD
+from cauce.tracking.api import RunLink, Target, resolve_target
+
+__all__ = ["Tracker", "open_tracker"]
+
+logger = logging.getLogger(__name__)
+
+_CLOSE = None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """A run of ``target`` named ``name``, created at once (asynchronously).
+
+    Thread safety: the queuing methods may be called from any thread; ``close`` from the owner
+    only, once. ``warn`` is called at most once, from the sender thread.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        spool: Path,
+        *,
+        name: str,
+        tags: Mapping[str, str],
+        parent: str | None = None,
+        reuse: tuple[str, str] | None = None,
+        warn: Callable[[str], None],
+        hint: str = "",
+    ) -> None:
+        self.target = target
+        self.spool = spool
+        self.run_id: str | None = None
+        self.sent = 0
+        self.failures = 0
+        self.error = ""
+        self._warn = warn
+        self._hint = hint
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._created = threading.Event()
+        create: dict[str, Any] = {"op": "create", "name": name, "tags": dict(tags)}
+        create |= {"time": now_ms(), "parent": parent, "reuse": list(reuse) if reuse else None}
+        self._queue.put(create)
+        self._thread = threading.Thread(target=self._main, name=SENDER_THREAD, daemon=True)
+        self._thread.start()
+
+    # --- queuing (any thread) ------------------------------------------------------------------
+
+    def log(
+        self,
+        metrics: Iterable[tuple[str, float, int, int]] = (),
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> None:
+        """Metrics as (key, value, timestamp in ms, step), params and tags: one batch."""
+        op: dict[str, Any] = {"op": "batch", "metrics": [list(m) for m in metrics]}
+        op["params"] = [[k, str(v)] for k, v in (params or {}).items()]
+        op["tags"] = [[k, str(v)] for k, v in (tags or {}).items()]
+        if op["metrics"] or op["params"] or op["tags"]:
+            self._queue.put(op)
+
+    def artifacts(self, path: str, artifact_path: str | None = None) -> None:
+        self._queue.put({"op": "artifacts", "path": path, "artifact_path": artifact_path})
+
+    def text(self, text: str, file: str) -> None:
+        self._queue.put({"op": "text", "text": text, "file": file})
+
+    def register(self, name: str, artifact_path: str, tags: Mapping[str, object]) -> None:
+        """A version of registered model ``name`` from this run's ``artifact_path``."""
+        op = {"op": "register", "name": name, "artifact_path": artifact_path}
+        self._queue.put(op | {"tags": [[k, str(v)] for k, v in tags.items()]})
+
+    def end(self, status: str) -> None:
+        """``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self._queue.put({"op": "end", "status": status, "time": now_ms()})
+
+    def wait_created(self, timeout: float = 60.0) -> str | None:
+        """The run's id once created (None if it could not be: the server is down)."""
+        self._created.wait(timeout)
+        return self.run_id
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Send what is queued (up to ``timeout`` seconds) and stop the sender thread."""
+        self._queue.put(_CLOSE)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("MLflow sender still busy after %.0f s; left behind", timeout)
+
+    # --- the sender thread ---------------------------------------------------------------------
+
+    def _next(self, held: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The next operation, consecutive batches merged into one."""
+        op = held.pop() if held else self._queue.get()
+        if op is None or op["op"] != "batch":
+            return op
+        merged: dict[str, list[Any]] = {key: list(op[key]) for key in ("metrics", "params", "tags")}
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return {"op": "batch", **merged}
+            if more is None or more["op"] != "batch":
+                held.append(more)
+                return {"op": "batch", **merged}
+            for key in ("metrics", "params", "tags"):
+                merged[key].extend(more[key])
+
+    def _main(self) -> None:
+        session = None
+        held: list[dict[str, Any] | None] = []
+        try:
+            while True:
+                op = self._next(held)
+                if op is None:
+                    return
+                if self.error:
+                    self._keep(op)
+                    continue
+                try:
+                    if session is None:
+                        from cauce.tracking._client import Session
+
+                        session = Session(self.target)
+                    self.run_id = session.apply(op, self.run_id)
+                    self.sent += 1
+                except Exception as exc:  # any failure of the server or client: go offline
+                    self._offline(exc)
+                    self._keep(op)
+                if op["op"] == "create":
+                    self._created.set()
+        finally:
+            self._created.set()
+
+    def _offline(self, exc: BaseException) -> None:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        self.error = first
+        logger.info("MLflow tracking at %s failed", self.target.uri, exc_info=True)
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        head = {"op": "target", "uri": self.target.uri, "experiment": self.target.experiment}
+        self._append(head | {"run_id": self.run_id})
+        self._warn(
+            f"warning: MLflow tracking at {self.target.uri} failed ({first}); the job goes on, "
+            f"what is not sent is kept in {self.spool}{self._hint}"
+        )
+
+    def _keep(self, op: dict[str, Any]) -> None:
+        self.failures += 1
+        self._append(op)
+
+    def _append(self, op: dict[str, Any]) -> None:
+        with open(self.spool, "a", encoding="utf-8") as file:
+            file.write(json.dumps(op, separators=(",", ":")) + "\n")
+
+
+def open_tracker(
+    tracking: TrackingSpec | None,
+    environ: Mapping[str, str],
+    default_experiment: str,
+    spool: Path,
+    *,
+    parent: RunLink | None,
+    name: str,
+    tags: Mapping[str, str],
+    warn: Callable[[str], None],
+    hint: str,
+    reuse: tuple[str, str] | None = None,
+) -> Tracker | None:
+    """A run under ``parent`` (in its target) or where ``tracking`` and ``environ`` say (see
+    :func:`resolve_target`); None when tracking is off."""
+    target = (
+        parent.target
+        if parent is not None
+        else resolve_target(tracking, environ, default_experiment)
+    )
+    if target is None:
+        return None
+    return Tracker(
+        target,
+        spool,
+        name=name,
+        tags=tags,
+        parent=parent.run_id if parent is not None else None,
+        reuse=reuse,
+        warn=warn,
+        hint=hint,
+    )

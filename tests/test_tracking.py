@@ -1,0 +1,122 @@
+"""MLflow tracking (cauce.tracking) against a real ``mlflow server`` (tests/mlflow_fixtures.py):
+the spec's ``tracking:`` section, an outage in the middle of a job that the job survives, and
+``cauce mlflow sync`` replaying what was not sent. The flights pipeline's runs, registered model
+and ``cauce serve models:/...`` are checked in tests/test_flights_pipeline.py."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import cauce, cauce_popen, py, write_job
+from mlflow_fixtures import MlflowServer, needs_mlflow
+
+
+def test_the_tracking_section_is_validated_and_the_spec_wins_over_the_environment() -> None:
+    from cauce.errors import SpecError
+    from cauce.spec import TrackingSpec, parse_job
+    from cauce.tracking import Target, resolve_target
+
+    base = {"command": "true"}
+    with pytest.raises(SpecError, match=r"tracking\.urii is not a known field; did you mean 'uri'"):
+        parse_job({**base, "tracking": {"urii": "http://x"}})
+    with pytest.raises(SpecError, match=r"tracking\.experiment must be a non-empty string"):
+        parse_job({**base, "tracking": {"experiment": 3}})
+    spec = parse_job({**base, "tracking": {"uri": "http://spec:5000"}})
+    env = {"MLFLOW_TRACKING_URI": "http://env:5000", "MLFLOW_EXPERIMENT_NAME": "from-env"}
+    assert resolve_target(spec.tracking, env, "job") == Target("http://spec:5000", "from-env")
+    assert resolve_target(None, env, "job") == Target("http://env:5000", "from-env")
+    assert resolve_target(None, {}, "job") is None
+    assert resolve_target(TrackingSpec(enabled=False), env, "job") is None
+    assert parse_job({**base, "tracking": False}).tracking == TrackingSpec(enabled=False)
+    with pytest.raises(SpecError, match=r"tracking.uri is not set and neither is \$MLFLOW"):
+        resolve_target(TrackingSpec(experiment="e"), {}, "job")
+
+
+def test_without_mlflow_jobs_run_and_tracking_asks_for_the_extra(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """mlflow blocked from import: a job without tracking runs; one with it fails at once."""
+    plain = write_job(tmp_path, "name: plain\ncommand: 'true'\n", "plain.yaml")
+    tracked = write_job(
+        tmp_path, "name: tracked\ncommand: 'true'\ntracking: {uri: http://127.0.0.1:9}\n"
+    )
+    blocked = "import sys; sys.modules['mlflow'] = None; from cauce.cli.main import main; "
+    for job, code in ((plain, 0), (tracked, 1)):
+        argv = [sys.executable, "-c", blocked + f"sys.exit(main(['run', {str(job)!r}]))"]
+        done = subprocess.run(
+            argv, env=cauce_env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == code, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: MLflow tracking needs the mlflow client, which is not installed: "
+        "pip install 'cauce[mlflow]'"
+    )
+
+
+@needs_mlflow
+@pytest.mark.slow
+def test_a_tracking_outage_warns_once_and_sync_replays_what_was_not_sent(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    import mlflow
+
+    server = MlflowServer(tmp_path / "mlflow")
+    server.start()
+    try:
+        gate = tmp_path / "gate"
+        job = write_job(
+            tmp_path,
+            f"""
+            name: outage
+            command: {py("gated_reports.py", gate)}
+            tracking: {{uri: "{server.uri}", experiment: outage}}
+            """,
+        )
+        # The spec's uri wins over the environment's (which points at nothing).
+        env = {**cauce_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+        running = cauce_popen(["run", str(job)], env)
+        client = mlflow.MlflowClient(server.uri)
+        deadline = time.monotonic() + 90
+        run = None
+        while time.monotonic() < deadline and running.poll() is None:
+            experiment = client.get_experiment_by_name("outage")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and len(client.get_metric_history(runs[0].info.run_id, "loss")) == 3:
+                run = runs[0]
+                break
+            time.sleep(0.3)
+        assert run is not None, "the first 3 reports never reached MLflow"
+        server.stop(kill=True)  # the outage, in the middle of the job
+        gate.touch()
+        _, err = running.communicate(timeout=120)
+        assert running.returncode == 0, err
+        warnings = [line for line in err.splitlines() if "warning" in line.lower()]
+        assert len(warnings) == 1, err
+        assert "warning: MLflow tracking" in warnings[0]
+        job_id = re.search(r"job (\S+): 1 tasks", err)[1]  # type: ignore[index]
+        assert f"cauce mlflow sync {job_id}" in warnings[0]
+        spool = Path(cauce_env["CAUCE_HOME"]) / "runs" / job_id / "mlflow-spool.jsonl"
+        assert spool.is_file()
+
+        server.start()  # the same store, the same port
+        synced = cauce(["mlflow", "sync", job_id], cauce_env, timeout=120)
+        assert synced.returncode == 0, synced.stderr
+        assert not spool.exists() and spool.with_name(spool.name + ".synced").exists()
+        run = client.get_run(run.info.run_id)
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(s, 1.0 / (s + 1)) for s in range(6)]
+        assert run.info.status == "FINISHED"
+        tags = run.data.tags
+        assert tags["cauce.job_id"] == job_id and tags["cauce.status"] == "succeeded"
+        assert tags["cauce.attempts"] == "1" and tags["cauce.cluster"] == "local"
+        assert run.data.params["spec.name"] == "outage"
+        logs = [a.path for a in client.list_artifacts(run.info.run_id, "logs")]
+        assert logs == ["logs/worker-0.log"]
+    finally:
+        server.stop()
