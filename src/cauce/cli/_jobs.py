@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cauce.cli._format import FORMATS, emit, job_json, metric_json, show_json
 from cauce.cli._options import env_option
 from cauce.errors import HistoryError
 from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
@@ -26,6 +27,7 @@ def register(sub: Any) -> None:
     )
     jobs = sub.add_parser("jobs", parents=[history], help="list recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    jobs.add_argument("--format", choices=FORMATS, default="table", help="output format")
     jobs.set_defaults(func=cmd_jobs)
 
     show = sub.add_parser(
@@ -36,6 +38,7 @@ def register(sub: Any) -> None:
     show.add_argument(
         "job_id", help="a job id, or a unique prefix of one; or a model folder (cauce-model.json)"
     )
+    show.add_argument("--format", choices=FORMATS, default="table", help="output format")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", parents=[history], help="a job's task logs")
@@ -100,6 +103,8 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     store = open_store(args.history)
+    if args.format == "json":
+        return emit([job_json(_refresh(store, j)) for j in store.list_jobs(limit=args.limit)])
     rows = [["ID", "NAME", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]]
     for job in store.list_jobs(limit=args.limit):
         job = _refresh(store, job)
@@ -159,6 +164,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     store = open_store(args.history)
     job = _refresh(store, store.get_job(args.job_id))
+    if args.format == "json":
+        return emit(show_json(store, job, _models_of(job.run_dir)))
     out = sys.stdout
     out.write(f"job:       {job.id}\n")
     out.write(f"name:      {job.name} ({job.framework})\n")
@@ -212,8 +219,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    import json
-
     store = open_store(args.history)
     job = store.get_job(args.job_id)
     rows = store.get_metrics(job.id, args.task)
@@ -221,22 +226,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         rows = [row for row in rows if row.name in args.name]
     out = sys.stdout
     if args.format == "json":
-        for row in rows:
-            record = {
-                "task": row.task_id,
-                "attempt": row.attempt,
-                "step": row.step,
-                "time": row.ts,
-                "name": row.name,
-                "value": row.value,
-            }
-            out.write(json.dumps(record) + "\n")
-        return 0
+        return emit([metric_json(row) for row in rows])
     if args.format == "csv":
         out.write("task,attempt,step,time,name,value\n")
         for row in rows:
             out.write(
-                f"{row.task_id},{row.attempt},{row.step},{row.ts:.3f},{row.name},{row.value!r}\n"
+                f"{row.task_id},{row.attempt + 1},{row.step},{row.ts:.3f},{row.name},"
+                f"{row.value!r}\n"
             )
         return 0
     if not rows:
