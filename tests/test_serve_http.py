@@ -228,9 +228,10 @@ def test_raw_schema_missing_and_unknown_fields(client: httpx.Client, offline: An
     r = client.post(f"/v2/models/{MODEL}/predict", json=[extra])
     assert r.status_code == 200, r.text
     assert r.headers["cauce-ignored-fields"] == "arr_delay, and 1 more"
-    assert "cauce-ignored-fields" not in client.post(
-        f"/v2/models/{MODEL}/predict", json=[record]
-    ).headers
+    assert (
+        "cauce-ignored-fields"
+        not in client.post(f"/v2/models/{MODEL}/predict", json=[record]).headers
+    )
 
 
 def test_oversized_body_is_413(client: httpx.Client) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from cauce.cli._colour import paint
 from cauce.cli._format import emit, pipeline_json, result_json
 from cauce.cli._options import env_default, env_option
 from cauce.errors import GangFailed, SpecError
@@ -167,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         extra = f" after {result.restarts} restart(s)" if result.restarts else ""
         console.status(f"job {result.job_id} succeeded{extra}")
         return 0
-    sys.stderr.write(f"error: job {result.job_id} {result.status}: {result.root_cause}\n")
+    error = paint("error:", "red", sys.stderr)
+    sys.stderr.write(f"{error} job {result.job_id} {result.status}: {result.root_cause}\n")
     if result.restarts:
-        sys.stderr.write(f"error: ({result.restarts} restart(s) were tried)\n")
+        sys.stderr.write(f"{error} ({result.restarts} restart(s) were tried)\n")
     return 130 if result.status == "killed" else 1

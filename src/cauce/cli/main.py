@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cauce.cli._colour import paint
 from cauce.cli._options import env_default, env_option
 from cauce.errors import CauceError
 
@@ -30,6 +31,7 @@ _COMMANDS = (
     "cauce.cli._serve",
     "cauce.cli._tensorboard",
     "cauce.cli._doctor",
+    "cauce.cli._completion",
 )
 
 
@@ -72,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except CauceError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"{paint('error:', 'red', sys.stderr)} {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+        sys.stderr.write(f"{paint('error:', 'red', sys.stderr)} interrupted\n")
         return 130
     except BrokenPipeError:
         # `cauce logs ... | head`: the reader went away; that is not an error.
