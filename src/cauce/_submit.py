@@ -18,7 +18,6 @@ import os
 import pickle
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,35 +29,19 @@ from cauce._util.yamlfile import load_yaml_file
 from cauce.errors import CauceError, ClusterError, HistoryError, SpecError
 from cauce.gang import JobResult, new_job_id
 from cauce.history import (
-    HistoryStore,
     JobRow,
     JobStatus,
     MetricRow,
     cauce_home,
+    driver_alive,
     open_store,
-    process_stamp,
+    refresh_job,
 )
 from cauce.spec import JobSpec, load_job, parse_job
 
-__all__ = ["Job", "driver_alive", "refresh_job", "submit"]
+__all__ = ["Job", "submit"]
 
 _POLL_S = 0.2
-
-
-def driver_alive(job: JobRow) -> bool | None:
-    """True/False for a job whose driver runs on this host; None when it runs elsewhere."""
-    if job.host != socket.gethostname() or job.driver_pid is None:
-        return None
-    return process_stamp(job.driver_pid) == job.driver_start
-
-
-def refresh_job(store: HistoryStore, job: JobRow) -> JobRow:
-    """``job``, marked lost first when it is active but its driver died without a word."""
-    if job.status.active and driver_alive(job) is False:
-        cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
-        store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
-        return store.get_job(job.id)
-    return job
 
 
 def _line(task_id: str, raw: bytes, prefix: bool) -> str:

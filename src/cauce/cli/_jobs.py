@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -15,7 +14,9 @@ from typing import Any
 from cauce.cli._format import FORMATS, emit, job_json, metric_json, show_json
 from cauce.cli._options import env_option
 from cauce.errors import HistoryError
-from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
+from cauce.history import HistoryStore, JobRow, open_store
+from cauce.history import driver_alive as _driver_alive
+from cauce.history import refresh_job as _refresh
 
 __all__ = ["register"]
 
@@ -64,22 +65,6 @@ def register(sub: Any) -> None:
         "--wait", type=float, default=30.0, help="seconds to wait for it to stop (default 30)"
     )
     kill.set_defaults(func=cmd_kill)
-
-
-def _driver_alive(job: JobRow) -> bool | None:
-    """True/False for a driver on this host; None when it runs elsewhere."""
-    if job.host != socket.gethostname() or job.driver_pid is None:
-        return None
-    return process_stamp(job.driver_pid) == job.driver_start
-
-
-def _refresh(store: HistoryStore, job: JobRow) -> JobRow:
-    """Mark an active job whose driver died without a word (kill -9) as lost."""
-    if job.status.active and _driver_alive(job) is False:
-        cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
-        store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
-        return store.get_job(job.id)
-    return job
 
 
 def _duration(job: JobRow) -> str:
