@@ -113,10 +113,9 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
 
     if args.dry_run or args.conf or args.param:
         which = "--dry-run" if args.dry_run else "--conf" if args.conf else "--param"
-        raise SpecError(
-            which,
-            "is for job files; give a pipeline's Spark settings in its jobs' spark: sections",
-        )
+        spark = "give a pipeline's Spark settings in its jobs' spark: sections"
+        fix = spark if which != "--param" else "give a step's parameters in its params: section"
+        raise SpecError(which, f"is for job files; {fix}")
     spec = load_pipeline(args.job)
     console = PipelineConsole()
     try:
