@@ -68,10 +68,9 @@ class _WrongMethod(InvalidInput):
 def _endpoint(scope: Scope, name: str, method: str, allowed: str) -> None:
     """Name the endpoint (a metrics label); 405 if the method is not the one it takes."""
     scope["cauce.endpoint"] = name
-    if method != allowed:
-        raise _WrongMethod(
-            f"method {method} is not allowed on {scope['path']}; use {allowed}", allowed
-        )
+    if method not in allowed.split(", "):
+        use = allowed.replace(", ", " or ")
+        raise _WrongMethod(f"method {method} is not allowed on {scope['path']}; use {use}", allowed)
 
 
 def _is_open(parts: list[str]) -> bool:
@@ -282,11 +281,12 @@ class ServeApp:
         if action == ["infer"]:
             _endpoint(scope, "infer", method, "POST")
             return await self._infer(scope, receive)
-        if action == ["predict"] and method == "GET":
-            _endpoint(scope, "predict_schema", method, "GET")
-            return Response(200, self._raw_schema, [(b"content-type", b"application/json")])
         if action == ["predict"]:
-            _endpoint(scope, "predict", method, "POST")
+            _endpoint(
+                scope, "predict_schema" if method == "GET" else "predict", method, "GET, POST"
+            )
+            if method == "GET":
+                return Response(200, self._raw_schema, [(b"content-type", b"application/json")])
             return await self._predict(scope, receive)
         return error_response(404, no_route)
 
