@@ -49,6 +49,18 @@ def cauce_popen(
     )
 
 
+def match_schema(doc: object, name: str) -> None:
+    """Fail unless ``doc`` (a parsed ``--format json`` output) matches docs/schemas/NAME.json."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "docs" / "schemas" / f"{name}.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+    assert not errors, f"{name}.json: {errors[:5]}"
+
+
 def write_job(folder: Path, text: str, name: str = "job.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")

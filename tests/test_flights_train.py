@@ -71,7 +71,8 @@ class Run:
 
     def metrics(self) -> list[dict[str, Any]]:
         done = cauce(["metrics", self.job_id, "--format", "json"], self.env)
-        return [json.loads(line) for line in done.stdout.splitlines()]
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows
 
     def epochs(self) -> dict[tuple[str, int], list[int]]:
         """The epochs each task reported, per attempt."""
@@ -148,7 +149,7 @@ def test_network_reaches_the_baseline(clean: Run) -> None:
     assert Path(printed[3]) == clean.run_dir / "model"
     # every rank reported every epoch, once
     epochs = list(range(EPOCHS))
-    assert clean.epochs() == {("worker-0", 0): epochs, ("worker-1", 0): epochs}
+    assert clean.epochs() == {("worker-0", 1): epochs, ("worker-1", 1): epochs}
     print(f"\ntest AUC: network {model_auc:.4f}, baseline {baseline_auc:.4f}")
 
 
@@ -198,9 +199,9 @@ def test_rank_killed_mid_epoch_resumes_from_checkpoint(
     assert "step-000000000 (epoch 0 done)" in run.stdout  # resumed after epoch 0
     show = cauce(["show", run.job_id], run.env).stdout
     assert "attempts:  2 (restarts: 1)" in show
-    # attempt 0 finished epoch 0 only; attempt 1 did the others: the configured ones, once each
-    expected = {(t, 0): [0] for t in ("worker-0", "worker-1")}
-    expected |= {(t, 1): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
+    # attempt 1 finished epoch 0 only; attempt 2 did the others: the configured ones, once each
+    expected = {(t, 1): [0] for t in ("worker-0", "worker-1")}
+    expected |= {(t, 2): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
     assert run.epochs() == expected
     _same_metrics(run, clean)
 
@@ -256,8 +257,8 @@ def test_rank_killed_mid_checkpoint_resumes_from_the_one_before(
         f"step-{e:09d}" for e in range(EPOCHS - 3, EPOCHS)
     ]
     assert "attempts:  2 (restarts: 1)" in cauce(["show", run.job_id], run.env).stdout
-    expected = {(t, 0): [0] for t in ("worker-0", "worker-1")}
-    expected |= {(t, 1): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
+    expected = {(t, 1): [0] for t in ("worker-0", "worker-1")}
+    expected |= {(t, 2): list(range(1, EPOCHS)) for t in ("worker-0", "worker-1")}
     assert run.epochs() == expected
     _same_metrics(run, clean)
 

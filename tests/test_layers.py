@@ -6,7 +6,8 @@ The order, top to bottom, is DESIGN.md's, with the four top-level modules placed
 import:
 
 - ``cauce.__main__`` runs the CLI: on top, above ``cli``.
-- ``cauce`` (the package root) and ``cauce._api`` are the facade: ``run`` and ``plan`` open a
+- ``cauce`` (the package root), ``cauce._api`` and ``cauce._submit`` / ``cauce._detached``
+  (``submit`` and its driver process) are the facade: ``run`` and ``plan`` open a
   cluster, drive a gang and record it, and the root re-exports runtime and spec names. They
   sit right above ``gang``; the layers above may use them (``serve`` reads ``__version__``).
 - ``cauce._console`` (the progress console that run, tune and pipeline render through) imports
@@ -47,7 +48,14 @@ ORDER = (
     "spec",
     "base",  # cauce._util, cauce.errors, cauce._console
 )
-_GROUP_OF_TOP = {"_api": "cauce", "_util": "base", "errors": "base", "_console": "base"}
+_GROUP_OF_TOP = {
+    "_api": "cauce",
+    "_submit": "cauce",
+    "_detached": "cauce",
+    "_util": "base",
+    "errors": "base",
+    "_console": "base",
+}
 
 _CLUSTER_TYPES = (
     "the cluster contract carries the gang layout (GangLayout, TaskSlot: frameworks/api.py) "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from data_fixtures import write_csv
-from helpers import cauce, write_job
+from helpers import cauce, match_schema, write_job
 from pipeline_fixtures import statuses as _statuses
 from pipeline_fixtures import write_small as _write
 
@@ -37,7 +37,7 @@ def test_runs_then_skips_what_did_not_change(tmp_path: Path, cauce_env: dict[str
     assert "pipeline small: 3 steps, 3 ran, 0 up to date" in first.stdout
 
     began = time.monotonic()
-    second = cauce(["run", str(pipeline)], cauce_env)
+    second = cauce(["run", str(pipeline), "--format", "json"], cauce_env)
     took = time.monotonic() - began
     assert second.returncode == 0, second.stderr
     assert _statuses(second.stderr) == {
@@ -45,7 +45,15 @@ def test_runs_then_skips_what_did_not_change(tmp_path: Path, cauce_env: dict[str
         "train": "skipped",
         "after": "skipped",
     }
-    assert "3 steps, 0 ran, 3 up to date" in second.stdout
+    summary = json.loads(second.stdout)  # the summary, for scripts
+    match_schema(summary, "pipeline")
+    assert summary["pipeline"] == "small"
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [
+        ("prepare", "skipped"),
+        ("train", "skipped"),
+        ("after", "skipped"),
+    ]
+    assert summary["steps"][2]["result"]["job_id"] == after["job_id"]
     assert _state(cauce_env, "after")["result"]["job_id"] == after["job_id"]
     assert took < 15, f"an all-cached run took {took:.1f} s"
 

@@ -206,7 +206,7 @@ def test_reports_reach_history(tmp_path: Path, cauce_env: dict[str, str]) -> Non
     assert done.returncode == 0, done.stderr
     job_id = done.stderr.split("job ", 1)[1].split(":", 1)[0]
     metrics = cauce(["metrics", job_id, "--format", "json"], cauce_env)
-    rows = [json.loads(line) for line in metrics.stdout.splitlines()]
+    rows = json.loads(metrics.stdout)
     assert len(rows) == 2 * 2 * 5
     assert {r["task"] for r in rows} == {"worker-0", "worker-1"}
     losses = [r["value"] for r in rows if r["task"] == "worker-0"]

@@ -131,7 +131,7 @@ def test_preprocess_codes_scales_and_fills(saved: Path) -> None:
         ([{"flight": 1, "distance": 1, "temp": 1}], "record 0: feature 'carrier' is missing"),
         (
             [{"carrier": "AA", "flight": 1, "distance": 1, "temp": 1}, {"carrier": "AA"}],
-            "record 1: feature 'flight' is missing",
+            "record 1: features 'flight', 'distance', 'temp' are missing",
         ),
         (
             [{"carrier": "AA", "flight": 1, "distance": "far", "temp": 1}],

@@ -204,6 +204,36 @@ def test_bad_records_name_the_feature(client: httpx.Client) -> None:
         assert r.status_code == 400, r.text
 
 
+def test_raw_schema_missing_and_unknown_fields(client: httpx.Client, offline: Any) -> None:
+    """GET .../predict lists the raw fields with types and nullability; a record that lacks
+    several gets one 400 naming them all; unknown fields are ignored and named in a header."""
+    r = client.get(f"/v2/models/{MODEL}/predict")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert (doc["name"], doc["unknown_fields"]) == (MODEL, "ignored")
+    fields = {f["name"]: f for f in doc["fields"]}
+    record = _records(1, seed=7)[0]
+    assert set(fields) == set(record)
+    assert fields["carrier"]["kind"] == "categorical" and fields["carrier"]["type"] == "string"
+    assert fields["distance"]["type"] == "number"
+    assert all(f["nullable"] and f["required"] for f in fields.values())
+    # Every field may be null, as the schema says.
+    r = client.post(f"/v2/models/{MODEL}/predict", json=[dict.fromkeys(record)])
+    assert r.status_code == 200, r.text
+    lacking = {k: v for k, v in record.items() if k not in ("carrier", "distance", "wx_temp")}
+    r = client.post(f"/v2/models/{MODEL}/predict", json=[record, lacking])
+    assert r.status_code == 400
+    assert r.json()["error"] == "record 1: features 'carrier', 'distance', 'wx_temp' are missing"
+    extra = {**record, "arr_delay": 12, "tail\nnum": "N1"}
+    r = client.post(f"/v2/models/{MODEL}/predict", json=[extra])
+    assert r.status_code == 200, r.text
+    assert r.headers["cauce-ignored-fields"] == "arr_delay, and 1 more"
+    assert (
+        "cauce-ignored-fields"
+        not in client.post(f"/v2/models/{MODEL}/predict", json=[record]).headers
+    )
+
+
 def test_oversized_body_is_413(client: httpx.Client) -> None:
     big = b"[" + b"0," * (_MAX_BODY // 2) + b"0]"
     r = client.post(f"/v2/models/{MODEL}/infer", content=big)

@@ -47,6 +47,7 @@ def test_cpu_package_is_valid(model: Path, tmp_path: Path) -> None:
         "k8s/deployment.yaml",
         "k8s/hpa.yaml",
         "k8s/service.yaml",
+        "wheels/cauce-0.1.0-py3-none-any.whl",  # the tests run cauce from its checkout
     ]
     assert (tmp_path / "out/model/cauce-model.json").is_file()
     docs = _load(tmp_path / "out")
@@ -68,6 +69,35 @@ def test_cpu_package_is_valid(model: Path, tmp_path: Path) -> None:
     assert 'ENTRYPOINT ["cauce", "serve", "/models/flights-synthetic"]' in dockerfile
     assert "COPY --chown=10001 model/ /models/flights-synthetic/" in dockerfile
     assert "CAUCE_SERVE_HOST=0.0.0.0" in dockerfile
+
+
+def test_package_from_a_checkout_installs_its_wheel(
+    model: Path, tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """cauce runs from this checkout (no index has its version): the image installs a wheel of
+    it, copied into the build context; the manifests have no YAML anchors."""
+    import zipfile
+
+    done = cauce(["package", str(model), "--out", str(tmp_path / "o")], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    wheels = sorted((tmp_path / "o/wheels").glob("*.whl"))
+    assert [w.name for w in wheels] == ["cauce-0.1.0-py3-none-any.whl"]
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = wheel.namelist()
+    assert "cauce/serve/_package.py" in names and "cauce/cli/main.py" in names
+    dockerfile = (tmp_path / "o/Dockerfile").read_text()
+    assert f"COPY wheels/{wheels[0].name} /tmp/wheels/{wheels[0].name}" in dockerfile
+    assert f'pip install "/tmp/wheels/{wheels[0].name}[serve]"' in dockerfile
+    assert "cauce[serve]==" not in dockerfile
+    assert "!wheels/" in (tmp_path / "o/.dockerignore").read_text().splitlines()
+    for path in (tmp_path / "o/k8s").glob("*.yaml"):
+        text = path.read_text()
+        assert "&id" not in text and "*id" not in text, text
+    # With a requirement given, no wheel: the image installs what was asked for.
+    args = ["package", str(model), "--out", str(tmp_path / "o"), "--cauce-requirement", "cauce"]
+    assert cauce(args, cauce_env, timeout=60).returncode == 0
+    assert not (tmp_path / "o/wheels").exists()
+    assert 'ARG CAUCE_REQUIREMENT="cauce"' in (tmp_path / "o/Dockerfile").read_text()
 
 
 def test_cuda_package_asks_for_gpus(model: Path, tmp_path: Path) -> None:
@@ -201,7 +231,12 @@ def test_kserve_inference_service_is_valid(
 
     written = package(model, tmp_path / "out", kserve=True, replicas=2, namespace="ml")
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
-    assert names == [".dockerignore", "Dockerfile", "k8s/inferenceservice.yaml"]
+    assert names == [
+        ".dockerignore",
+        "Dockerfile",
+        "k8s/inferenceservice.yaml",
+        "wheels/cauce-0.1.0-py3-none-any.whl",
+    ]
     doc = yaml.safe_load((tmp_path / "out/k8s/inferenceservice.yaml").read_text())
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in isvc_validator.iter_errors(doc)]
     assert errors == []

@@ -73,8 +73,8 @@ def test_cli_run_on_spark(
     logs = cauce(["logs", job, "--task", "worker-1"], env).stdout
     assert "cauce: worker-1 runs on 127.0.0.1 port" in logs
     assert "worker-1: done, weight" in logs
-    metrics = cauce(["metrics", job, "--format", "json"], env).stdout.splitlines()
-    assert len([json.loads(line) for line in metrics]) == 2 * 5
+    metrics = cauce(["metrics", job, "--format", "json"], env).stdout
+    assert len(json.loads(metrics)) == 2 * 5
     assert spark_cluster.tasks_left() == []
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from flights_fixtures import EXAMPLE, needs_flights
-from helpers import ROOT, cauce, cauce_popen, write_job
+from helpers import ROOT, cauce, cauce_popen, match_schema, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +55,7 @@ def trials_json(env: dict[str, str], study: str) -> list[dict[str, Any]]:
     done = cauce(["trials", study, "--format", "json"], env)
     assert done.returncode == 0, done.stderr
     found: list[dict[str, Any]] = json.loads(done.stdout)
+    match_schema(found, "trials")
     return found
 
 
@@ -126,6 +127,9 @@ def test_twelve_trials_two_at_a_time_prune_and_report_the_best(cauce_env: dict[s
 
     listed = cauce(["trials"], cauce_env)
     assert listed.returncode == 0 and "s12" in listed.stdout and "min val_loss" in listed.stdout
+    studies = json.loads(cauce(["trials", "--format", "json"], cauce_env).stdout)
+    match_schema(studies, "studies")
+    assert [(s["study"], s["best"]["number"]) for s in studies] == [("s12", best["number"])]
 
 
 @needs_flights

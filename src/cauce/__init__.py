@@ -2,8 +2,8 @@
 a cluster engine.
 
 What task code calls (``context``, ``report``, ``checkpoint``...) is imported at once and is
-light; the launcher's entry points (``run``, ``plan``, ``JobResult``) are imported on first use,
-so that ``import cauce`` in every task does not pay for SQLAlchemy.
+light; the launcher's entry points (``run``, ``submit``, ``Job``, ``plan``, ``JobResult``) are
+imported on first use, so that ``import cauce`` in every task does not pay for SQLAlchemy.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -22,11 +22,18 @@ from cauce.spec import JobSpec, load_job, parse_job
 
 if TYPE_CHECKING:
     from cauce._api import plan, run
+    from cauce._submit import Job, submit
     from cauce.gang import JobResult
 
 __version__ = "0.1.0"
 
-_LAZY = {"plan": "cauce._api", "run": "cauce._api", "JobResult": "cauce.gang"}
+_LAZY = {
+    "plan": "cauce._api",
+    "run": "cauce._api",
+    "submit": "cauce._submit",
+    "Job": "cauce._submit",
+    "JobResult": "cauce.gang",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +53,7 @@ __all__ = [
     "DataError",
     "GangFailed",
     "HistoryError",
+    "Job",
     "JobResult",
     "JobSpec",
     "PlacementError",
@@ -60,4 +68,5 @@ __all__ = [
     "plan",
     "report",
     "run",
+    "submit",
 ]

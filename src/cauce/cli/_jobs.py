@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cauce.cli._format import FORMATS, emit, job_json, metric_json, show_json
 from cauce.cli._options import env_option
 from cauce.cli._select import JOB_REF, STATUSES, find_job, since_time, statuses_of
 from cauce.errors import HistoryError, SpecError
-from cauce.history import HistoryStore, JobRow, JobStatus, open_store, process_stamp
+from cauce.history import HistoryStore, JobRow, open_store
+from cauce.history import driver_alive as _driver_alive
+from cauce.history import refresh_job as _refresh
 
 __all__ = ["register"]
 
@@ -39,6 +41,7 @@ def register(sub: Any) -> None:
         help="only jobs started in the last DURATION (90s, 10m, 1h, 2d) or since a date or "
         "time (2026-11-30, '2026-11-30 14:00')",
     )
+    jobs.add_argument("--format", choices=FORMATS, default="table", help="output format")
     jobs.set_defaults(func=cmd_jobs)
 
     show = sub.add_parser(
@@ -47,6 +50,7 @@ def register(sub: Any) -> None:
         help="a job's tasks, attempts, cause and model lineage; or a model folder's lineage",
     )
     show.add_argument("job_id", help=f"{JOB_REF}; or a model folder (cauce-model.json)")
+    show.add_argument("--format", choices=FORMATS, default="table", help="output format")
     show.set_defaults(func=cmd_show)
 
     logs = sub.add_parser("logs", parents=[history], help="a job's task logs")
@@ -74,22 +78,6 @@ def register(sub: Any) -> None:
     kill.set_defaults(func=cmd_kill)
 
 
-def _driver_alive(job: JobRow) -> bool | None:
-    """True/False for a driver on this host; None when it runs elsewhere."""
-    if job.host != socket.gethostname() or job.driver_pid is None:
-        return None
-    return process_stamp(job.driver_pid) == job.driver_start
-
-
-def _refresh(store: HistoryStore, job: JobRow) -> JobRow:
-    """Mark an active job whose driver died without a word (kill -9) as lost."""
-    if job.status.active and _driver_alive(job) is False:
-        cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
-        store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
-        return store.get_job(job.id)
-    return job
-
-
 def _duration(job: JobRow) -> str:
     if job.started_at is None:
         return "-"
@@ -114,8 +102,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise SpecError("--limit", f"must be >= 1, got {args.limit}")
     statuses, since = statuses_of(args.status), since_time(args.since)
     store = open_store(args.history)
-    rows = [["ID", "NAME", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]]
     found = store.list_jobs(limit=args.limit, name=args.name, statuses=statuses, since=since)
+    if args.format == "json":
+        return emit([job_json(_refresh(store, j)) for j in found])
+    rows = [["ID", "NAME", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]]
     for job in found:
         job = _refresh(store, job)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
@@ -175,6 +165,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     store = open_store(args.history)
     job = _refresh(store, find_job(store, args.job_id))
+    if args.format == "json":
+        return emit(show_json(store, job, _models_of(job.run_dir)))
     out = sys.stdout
     out.write(f"job:       {job.id}\n")
     out.write(f"name:      {job.name} ({job.framework})\n")
@@ -231,8 +223,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    import json
-
     store = open_store(args.history)
     job = find_job(store, args.job_id)
     rows = store.get_metrics(job.id, args.task)
@@ -240,22 +230,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         rows = [row for row in rows if row.name in args.name]
     out = sys.stdout
     if args.format == "json":
-        for row in rows:
-            record = {
-                "task": row.task_id,
-                "attempt": row.attempt,
-                "step": row.step,
-                "time": row.ts,
-                "name": row.name,
-                "value": row.value,
-            }
-            out.write(json.dumps(record) + "\n")
-        return 0
+        return emit([metric_json(row) for row in rows])
     if args.format == "csv":
         out.write("task,attempt,step,time,name,value\n")
         for row in rows:
             out.write(
-                f"{row.task_id},{row.attempt},{row.step},{row.ts:.3f},{row.name},{row.value!r}\n"
+                f"{row.task_id},{row.attempt + 1},{row.step},{row.ts:.3f},{row.name},"
+                f"{row.value!r}\n"
             )
         return 0
     if not rows:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from cauce.cli._colour import paint
+from cauce.cli._format import emit, pipeline_json, result_json
 from cauce.cli._options import env_default, env_option
 from cauce.errors import GangFailed, SpecError
 from cauce.spec import with_spark_conf
@@ -58,6 +60,21 @@ def register(sub: Any) -> None:
         flag=True,
         help="do not echo task output on the console (it still goes to the logs)",
     )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run one configuration of a job with a tune: section, outside any study: a value "
+        "for each parameter of its space (repeatable), e.g. --param lr=0.01 --param batch=64",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: print how the job ended, or the pipeline's summary, as one JSON document "
+        "on stdout (docs/scripting.md)",
+    )
     pipeline = parser.add_argument_group("pipelines")
     pipeline.add_argument(
         "--force",
@@ -94,11 +111,11 @@ def _is_pipeline_file(path: str) -> bool:
 def run_pipeline_file(args: argparse.Namespace) -> int:
     from cauce.pipeline import PipelineConsole, load_pipeline, run_pipeline, summary
 
-    if args.dry_run or args.conf:
-        raise SpecError(
-            "--dry-run" if args.dry_run else "--conf",
-            "is for job files; give a pipeline's Spark settings in its jobs' spark: sections",
-        )
+    if args.dry_run or args.conf or args.param:
+        which = "--dry-run" if args.dry_run else "--conf" if args.conf else "--param"
+        spark = "give a pipeline's Spark settings in its jobs' spark: sections"
+        fix = spark if which != "--param" else "give a step's parameters in its params: section"
+        raise SpecError(which, f"is for job files; {fix}")
     spec = load_pipeline(args.job)
     console = PipelineConsole()
     try:
@@ -116,6 +133,8 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
             raise
         sys.stderr.write(f"error: {exc}\n")  # Ctrl-C, SIGTERM or cauce kill: as `cauce run`
         return 130
+    if args.format == "json":
+        return emit(pipeline_json(result))
     from cauce.ui import portal_hint
 
     lines = summary(result, serving=args.serve)
@@ -137,16 +156,23 @@ def run(args: argparse.Namespace) -> int:
         )
 
     job = with_spark_conf(cauce.load_job(args.job), args.conf, env_default("CAUCE_SPARK_CONF"))
+    if args.param:
+        from cauce.tune import with_params
+
+        job = with_params(job, args.param)
     if args.dry_run:
         sys.stdout.write(cauce.plan(job, cluster=args.cluster, history=args.history) + "\n")
         return 0
-    console = PrintConsole(quiet=args.quiet)
+    console = PrintConsole(quiet=args.quiet or args.format == "json")
     result = cauce.run(job, cluster=args.cluster, history=args.history, console=console)
+    if args.format == "json":
+        emit(result_json(result))
     if result.ok:
         extra = f" after {result.restarts} restart(s)" if result.restarts else ""
         console.status(f"job {result.job_id} succeeded{extra}")
         return 0
-    sys.stderr.write(f"error: job {result.job_id} {result.status}: {result.root_cause}\n")
+    error = paint("error:", "red", sys.stderr)
+    sys.stderr.write(f"{error} job {result.job_id} {result.status}: {result.root_cause}\n")
     if result.restarts:
-        sys.stderr.write(f"error: ({result.restarts} restart(s) were tried)\n")
+        sys.stderr.write(f"{error} ({result.restarts} restart(s) were tried)\n")
     return 130 if result.status == "killed" else 1

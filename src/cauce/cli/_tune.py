@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
+from cauce.cli._format import FORMATS, emit
 from cauce.cli._jobs import table
 from cauce.cli._options import env_option
 
@@ -88,9 +88,7 @@ def register(sub: Any) -> None:
         description="Without STUDY, list the studies; with it, list its trials.",
     )
     trials.add_argument("study", nargs="?", help="a study name (see 'cauce trials')")
-    trials.add_argument(
-        "--format", choices=("table", "json"), default="table", help="output format"
-    )
+    trials.add_argument("--format", choices=FORMATS, default="table", help="output format")
     trials.set_defaults(func=cmd_trials)
 
 
@@ -139,8 +137,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 }
                 for s in found
             ]
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-            return 0
+            return emit(rows)
         if not found:
             sys.stdout.write("no studies yet; run one with: cauce tune JOB.yaml\n")
             return 0
@@ -167,8 +164,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
         return 0
     found_trials = trials(args.study, history=args.history)
     if args.format == "json":
-        sys.stdout.write(json.dumps([_trial_dict(t) for t in found_trials], indent=2) + "\n")
-        return 0
+        return emit([_trial_dict(t) for t in found_trials])
     from cauce.tune import describe_params, first_line
 
     shown: list[tuple[str, ...]] = [
@@ -204,7 +200,7 @@ def _value(value: float | None) -> str:
 def _trial_dict(trial: Any) -> dict[str, Any]:
     return {
         "number": trial.number,
-        "state": trial.state,
+        "state": str(trial.state),
         "value": trial.value,
         "step": trial.step,
         "params": dict(trial.params),

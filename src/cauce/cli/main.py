@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cauce.cli._colour import paint
 from cauce.cli._options import env_default, env_option
 from cauce.errors import CauceError
 
@@ -33,6 +34,7 @@ _COMMANDS = (
     "cauce.cli._mlflow",
     "cauce.cli._doctor",
     "cauce.cli._ui",
+    "cauce.cli._completion",
 )
 
 
@@ -89,10 +91,11 @@ def _main(argv: Sequence[str] | None) -> int:
         code: int = args.func(args)
     except CauceError as exc:
         # one line per problem (every mistake of a spec file is reported at once)
-        sys.stderr.writelines(f"error: {line}\n" for line in str(exc).splitlines() or [""])
+        label = paint("error:", "red", sys.stderr)
+        sys.stderr.writelines(f"{label} {line}\n" for line in str(exc).splitlines() or [""])
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+        sys.stderr.write(f"{paint('error:', 'red', sys.stderr)} interrupted\n")
         return 130
     except BrokenPipeError:
         # `cauce logs ... | head`: the reader went away; that is not an error.

@@ -6,6 +6,7 @@ import shlex
 import time
 from typing import TYPE_CHECKING
 
+from cauce._util.sizes import format_bytes
 from cauce.cluster.api import SHELL_NOTE, GangRequest, Waiting
 from cauce.gang._plan import AttemptPlan
 from cauce.gang._preflight import preflight
@@ -14,7 +15,10 @@ from cauce.spec import JobSpec
 if TYPE_CHECKING:
     from cauce.gang._driver import JobDriver
 
-__all__ = ["plan_dry_run", "render_dry_run"]
+__all__ = ["JOB_ID_PLACEHOLDER", "plan_dry_run", "render_dry_run"]
+
+#: What the plan shows where the job id goes: a dry run starts no job, so it has none.
+JOB_ID_PLACEHOLDER = "<job-id>"
 
 
 def render_dry_run(
@@ -38,7 +42,8 @@ def render_dry_run(
         lines.append(
             f"{launch.task_id}: host {slot.host} port {slot.port} "
             f"gpus {','.join(slot.gpus) or '-'} cpus {res.cpus:g} "
-            f"memory {res.memory or '-'}{'' if slot.tracked else ' (untracked)'}"
+            f"memory {format_bytes(res.memory) if res.memory else '-'}"
+            f"{'' if slot.tracked else ' (untracked)'}"
         )
         lines.append(f"  command: {shlex.join(launch.argv)}")
         lines.append(f"  cwd: {launch.cwd}")
@@ -72,4 +77,9 @@ def plan_dry_run(driver: JobDriver) -> str:
         finally:
             got.release()
         text = render_dry_run(driver.spec, driver.request, driver.cluster.name, plan, note=note)
+        # The id made for the plan will never name a job: say where the real one goes instead.
+        text = (
+            text.replace(driver.job_id, JOB_ID_PLACEHOLDER)
+            + f"\n{JOB_ID_PLACEHOLDER}: the job's id, chosen when it runs (NAME-DATE-TIME-XXXX)"
+        )
     return "\n".join([text, *notes])

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from cauce._util.procs import start_time
+from cauce.history._liveness import driver_alive, refresh_job
 from cauce.history._status import JobStatus, TaskStatus
 from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
@@ -18,8 +19,10 @@ __all__ = [
     "TaskRow",
     "TaskStatus",
     "cauce_home",
+    "driver_alive",
     "open_store",
     "process_stamp",
+    "refresh_job",
 ]
 
 

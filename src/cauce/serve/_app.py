@@ -42,6 +42,7 @@ from cauce.serve._http import (
 from cauce.serve._loading import load_for_serving
 from cauce.serve._metrics import ServeMetrics
 from cauce.serve._openapi import openapi
+from cauce.serve._records import ignored_header, raw_schema
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve.api import InvalidInput, QueueFull, ServeSettings
 
@@ -67,10 +68,9 @@ class _WrongMethod(InvalidInput):
 def _endpoint(scope: Scope, name: str, method: str, allowed: str) -> None:
     """Name the endpoint (a metrics label); 405 if the method is not the one it takes."""
     scope["cauce.endpoint"] = name
-    if method != allowed:
-        raise _WrongMethod(
-            f"method {method} is not allowed on {scope['path']}; use {allowed}", allowed
-        )
+    if method not in allowed.split(", "):
+        use = allowed.replace(", ", " or ")
+        raise _WrongMethod(f"method {method} is not allowed on {scope['path']}; use {use}", allowed)
 
 
 def _is_open(parts: list[str]) -> bool:
@@ -116,6 +116,7 @@ class ServeApp:
         self._datatypes = {t.name: t.datatype for t in self.spec.outputs}
         self._name_version = (self.spec.name, self.spec.version)
         self._metadata = orjson.dumps(self.spec.metadata())
+        self._raw_schema = orjson.dumps(raw_schema(self.spec))
         self._openapi = orjson.dumps(openapi(self.spec, token=bool(settings.token)))
         self._token = settings.token.encode() if settings.token else None
 
@@ -281,7 +282,11 @@ class ServeApp:
             _endpoint(scope, "infer", method, "POST")
             return await self._infer(scope, receive)
         if action == ["predict"]:
-            _endpoint(scope, "predict", method, "POST")
+            _endpoint(
+                scope, "predict_schema" if method == "GET" else "predict", method, "GET, POST"
+            )
+            if method == "GET":
+                return Response(200, self._raw_schema, [(b"content-type", b"application/json")])
             return await self._predict(scope, receive)
         return error_response(404, no_route)
 
@@ -326,12 +331,14 @@ class ServeApp:
         model, batcher = self._accept(scope)
         try:
             records = loads(await read_body(scope, receive, self.settings.max_body_bytes))
-            inputs = model.preprocess(records)
+            ignored: set[str] = set()
+            inputs = model.preprocess(records, ignored)
             rows = model.check(inputs)
         except BaseException:
             batcher.forget()
             raise
         outputs = await batcher.submit(inputs, rows)
+        extra = [ignored_header(ignored)] if ignored else []
         return json_response(
             200,
             {
@@ -339,4 +346,5 @@ class ServeApp:
                 "model_version": self.spec.version,
                 "outputs": {name: outputs[name] for name in self._output_names},
             },
+            *extra,
         )

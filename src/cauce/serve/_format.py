@@ -193,11 +193,14 @@ class LoadedModel:
     def preprocessor(self) -> Preprocessor | None:
         return self._pre
 
-    def preprocess(self, records: object) -> dict[str, npt.NDArray[Any]]:
-        """Raw feature records (``list[dict]``) to input arrays; raises FeatureError."""
+    def preprocess(
+        self, records: object, unknown: set[str] | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Raw feature records (``list[dict]``) to input arrays; raises FeatureError. Fields
+        that are not features are ignored, their names put in ``unknown``."""
         if self._pre is None:
             raise InvalidInput(f"model {self.name!r} was saved without preprocessing", status=404)
-        return self._pre.records(records)
+        return self._pre.records(records, unknown)
 
     def check(self, inputs: Mapping[str, npt.NDArray[Any]]) -> int:
         """Check names, datatypes, shapes and category codes; returns the batch size."""

@@ -192,6 +192,16 @@ def _schemas(spec: ModelSpec) -> dict[str, Any]:
             },
         },
         "Record": _record_schema(spec),
+        "RawSchema": {
+            "type": "object",
+            "required": ["name", "version", "fields", "unknown_fields"],
+            "properties": {
+                "name": {"const": spec.name},
+                "version": {"type": "string"},
+                "fields": {"type": "array", "items": {"type": "object"}},
+                "unknown_fields": {"const": "ignored"},
+            },
+        },
         "PredictRequest": {
             "oneOf": [
                 records,
@@ -267,12 +277,15 @@ def openapi(spec: ModelSpec, *, token: bool) -> dict[str, Any]:
             "InferenceResponse",
             _infer_example(spec),
         ),
-        "/predict": post(
-            "raw records, preprocessed as saved",
-            "PredictRequest",
-            "PredictResponse",
-            [dict.fromkeys(spec.preprocessing.features)] if spec.preprocessing else [],
-        ),
+        "/predict": {
+            **post(
+                "raw records, preprocessed as saved",
+                "PredictRequest",
+                "PredictResponse",
+                [dict.fromkeys(spec.preprocessing.features)] if spec.preprocessing else [],
+            ),
+            **get("the raw record's fields, their types and nullability", "RawSchema", "404"),
+        },
     }
     paths: dict[str, Any] = {
         "/v2/health/live": get("live", "Live", secure=False),

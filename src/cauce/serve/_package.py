@@ -4,6 +4,7 @@ Written into OUT::
 
     Dockerfile          python slim image, torch + cauce[serve], the model under /models/NAME
     .dockerignore
+    wheels/             cauce built from its checkout, when it runs from one (see _wheel.py)
     model/              a copy of the model directory (the build context holds everything)
     k8s/deployment.yaml readiness /v2/health/ready, liveness /v2/health/live, requests, GPUs,
                         the token from a Secret (secretKeyRef), never the token itself
@@ -13,8 +14,9 @@ Written into OUT::
                         InferenceService whose predictor is the image, speaking the Open
                         Inference Protocol, with the same probes, resources and token
 
-The manifests are plain dicts dumped as YAML; the tests check them against the Kubernetes API's
-JSON schemas. Building the image needs docker (not run by cauce or its tests).
+The manifests are plain dicts dumped as YAML (no anchors nor aliases); the tests check them
+against the Kubernetes API's JSON schemas. Building the image needs docker (not run by cauce
+or its tests).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from typing import Any
 
 import yaml
 
+from cauce.serve._dockerfile import dockerfile
 from cauce.serve._spec import ModelSpec, read_spec
+from cauce.serve._wheel import wheel_into
 from cauce.serve.api import ServeError, SettingsError
 
 __all__ = ["inference_service", "manifests", "package"]
 
-_TORCH_VERSION = "2.13.0"
 _PORT_NAME = "http"
 
 
@@ -51,37 +54,11 @@ def _memory_for(model_bytes: int) -> str:
     return f"{mib}Mi"
 
 
-def dockerfile(spec: ModelSpec, *, port: int, device: str, cauce_requirement: str) -> str:
-    gpu_note = (
-        "# The default torch wheel for Linux carries its CUDA libraries; the node needs the\n"
-        "# NVIDIA driver and container toolkit (nvidia.com/gpu resources).\n"
-        if device == "cuda"
-        else "# For a smaller CPU-only image, pass --build-arg TORCH_PIP_ARGS='--index-url URL'\n"
-        "# with the URL of a CPU-only torch wheel index.\n"
-    )
-    return (
-        "# syntax=docker/dockerfile:1\n"
-        f"# Serves model {spec.name!r} version {spec.version!r} with `cauce serve` "
-        "(written by `cauce package`).\n"
-        "ARG BASE_IMAGE=python:3.11-slim\n"
-        "FROM ${BASE_IMAGE}\n"
-        "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1\n"
-        f"{gpu_note}"
-        f"ARG TORCH_VERSION={_TORCH_VERSION}\n"
-        'ARG TORCH_PIP_ARGS=""\n'
-        f'ARG CAUCE_REQUIREMENT="{cauce_requirement}"\n'
-        'RUN pip install ${TORCH_PIP_ARGS} "torch==${TORCH_VERSION}" \\\n'
-        ' && pip install "${CAUCE_REQUIREMENT}"\n'
-        "RUN useradd --create-home --uid 10001 cauce\n"
-        f"COPY --chown=10001 model/ /models/{spec.name}/\n"
-        "USER 10001\n"
-        "ENV CAUCE_SERVE_HOST=0.0.0.0 \\\n"
-        f"    CAUCE_SERVE_PORT={port} \\\n"
-        f"    CAUCE_SERVE_DEVICE={device}\n"
-        f"EXPOSE {port}\n"
-        "STOPSIGNAL SIGTERM\n"
-        f'ENTRYPOINT ["cauce", "serve", "/models/{spec.name}"]\n'
-    )
+class _NoAliases(yaml.SafeDumper):
+    """Writes a value shared by two places twice, never as a YAML anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _auth_env(token_secret: str | None) -> dict[str, Any]:
@@ -310,6 +287,10 @@ def package(
     The server needs a token (it listens on 0.0.0.0): the Deployment reads it from key
     ``token`` of the Secret ``token_secret`` (default ``cauce-NAME-token``), which the manifests
     only name; no token is ever written. ``insecure=True`` serves without one.
+
+    Without ``cauce_requirement``, a cauce run from a source checkout puts a wheel of that
+    checkout in ``out/wheels/`` and the image installs it; one from a package index has the
+    image install ``cauce[serve]`` of the same version.
     """
     import cauce
 
@@ -340,10 +321,21 @@ def package(
     model_bytes = sum(p.stat().st_size for p in model_copy.iterdir() if p.is_file())
     requirement = cauce_requirement or f"cauce[serve]=={cauce.__version__}"
     written = [folder / "Dockerfile", folder / ".dockerignore"]
+    shutil.rmtree(folder / "wheels", ignore_errors=True)
+    wheel = wheel_into(folder / "wheels") if cauce_requirement is None else None
+    if wheel is not None:
+        written.append(wheel)
     written[0].write_text(
-        dockerfile(spec, port=port, device=device, cauce_requirement=requirement), encoding="utf-8"
+        dockerfile(
+            spec,
+            port=port,
+            device=device,
+            cauce_requirement=requirement,
+            wheel=None if wheel is None else wheel.name,
+        ),
+        encoding="utf-8",
     )
-    written[1].write_text("*\n!model/\n", encoding="utf-8")
+    written[1].write_text("*\n!model/\n!wheels/\n", encoding="utf-8")
     settings: dict[str, Any] = {
         "image": image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
         "device": device,
@@ -364,6 +356,6 @@ def package(
         (folder / "k8s" / stale).unlink(missing_ok=True)  # from a package of the other kind
     for file_name, doc in docs.items():
         path = folder / "k8s" / file_name
-        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        path.write_text(yaml.dump(doc, Dumper=_NoAliases, sort_keys=False), encoding="utf-8")
         written.append(path)
     return written

@@ -4,7 +4,9 @@ A categorical value gets its code (position in the vocabulary + 1); null, NaN an
 not in the vocabulary get 0. A numeric value that is null or NaN becomes the feature's fill
 value; then every numeric value is scaled as ``(x - mean) / std``. A record that lacks a
 feature, or holds a value of the wrong kind (a list where a number belongs), raises
-:class:`~cauce.serve.api.FeatureError` naming the feature and the record.
+:class:`~cauce.serve.api.FeatureError` naming the feature and the record (every feature the
+record lacks, when it lacks several). Fields that are not features are ignored; ``records``
+collects their names for the caller to report.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ class Preprocessor:
         self._mean = np.array([f.mean for f in pre.numeric], dtype=np.float64)
         self._std = np.array([f.std for f in pre.numeric], dtype=np.float64)
         self._fill = np.array([f.fill_value for f in pre.numeric], dtype=np.float64)
+        self._known = frozenset(pre.features)
         #: Largest valid code of each categorical column (the vocabulary's length).
         self.max_codes = np.array([len(f.vocabulary) for f in pre.categorical], dtype=np.int64)
 
-    def records(self, body: object) -> dict[str, npt.NDArray[Any]]:
-        """Records as a list of objects, or ``{"records": [...]}``."""
+    def records(self, body: object, unknown: set[str] | None = None) -> dict[str, npt.NDArray[Any]]:
+        """Records as a list of objects, or ``{"records": [...]}``; the names of fields that
+        are not features go into ``unknown`` (they are ignored)."""
         if isinstance(body, dict) and set(body) == {"records"}:
             body = body["records"]
         if not isinstance(body, list):
@@ -57,13 +61,11 @@ class Preprocessor:
         for i, record in enumerate(body):
             if not isinstance(record, dict):
                 raise InvalidInput(f"record {i} must be an object, got {_kind(record)}")
+            if len(record) != len(self._known) or not self._known.issuperset(record):
+                self._check_fields(record, i, unknown)
             for j, (name, lookup) in enumerate(self._lookups):
-                if name not in record:
-                    raise FeatureError(name, i, "is missing")
                 codes[i, j] = self._code(lookup, record[name], name, i)
             for j, (name, fill) in enumerate(self._numeric):
-                if name not in record:
-                    raise FeatureError(name, i, "is missing")
                 raw[i, j] = self._number(record[name], fill, name, i)
         out = self.assemble(codes, raw)
         if self._numeric:
@@ -74,6 +76,18 @@ class Preprocessor:
                     self._numeric[j][0], i, f"is {raw[i, j]!r}: out of range for FP32 once scaled"
                 )
         return out
+
+    def _check_fields(self, record: dict[str, Any], i: int, unknown: set[str] | None) -> None:
+        missing = [name for name in self.pre.features if name not in record]
+        if len(missing) == 1:
+            raise FeatureError(missing[0], i, "is missing")
+        if missing:
+            names = ", ".join(map(repr, missing))
+            raise FeatureError(
+                missing[0], i, "", message=f"record {i}: features {names} are missing"
+            )
+        if unknown is not None:
+            unknown.update(name for name in record if name not in self._known)
 
     def columns(self, cols: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> dict[str, Any]:
         """Columns of equal length (lists, NumPy or pandas), one per feature."""

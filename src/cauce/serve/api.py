@@ -84,13 +84,16 @@ class InvalidInput(ServeError):
 class FeatureError(InvalidInput):
     """A raw record lacks a feature, or holds a value of the wrong kind.
 
-    ``feature`` names the feature; ``record`` is the index of the record (from 0).
+    ``feature`` names the feature (the first, when a record lacks several); ``record`` is the
+    index of the record (from 0). ``message`` replaces the usual ``record R: feature F PROBLEM``.
     """
 
-    def __init__(self, feature: str, record: int, problem: str) -> None:
+    def __init__(
+        self, feature: str, record: int, problem: str, *, message: str | None = None
+    ) -> None:
         self.feature = feature
         self.record = record
-        super().__init__(f"record {record}: feature {feature!r} {problem}")
+        super().__init__(message or f"record {record}: feature {feature!r} {problem}")
 
 
 class SettingsError(ServeError):

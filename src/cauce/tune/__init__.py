@@ -17,6 +17,7 @@ from cauce.spec import (
 )
 from cauce.tune._display import describe_params, first_line, make_console
 from cauce.tune._entry import resolve_study, studies, trials, tune
+from cauce.tune._fixed import with_params
 from cauce.tune._optuna import import_optuna, quiet_optuna
 from cauce.tune.api import (
     StudyInfo,
@@ -51,4 +52,5 @@ __all__ = [
     "studies",
     "trials",
     "tune",
+    "with_params",
 ]

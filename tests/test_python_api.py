@@ -1,0 +1,92 @@
+"""The Python API from a notebook: a real Jupyter kernel (nbclient) runs
+tests/data/python-api.ipynb, which submits a 2-rank job, waits for it and reads its metrics;
+then a cell that waits on a sleeping job is interrupted as a notebook's stop button does, and
+the job is stopped with every process of it gone. docs/python-api.md's examples run in
+test_doc_commands.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import ROOT, cauce
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+NOTEBOOK = ROOT / "tests" / "data" / "python-api.ipynb"
+
+_REPORT = "import cauce; [cauce.report(s, acc=s / 10) for s in range(5)]"
+_TWO = f"""
+name: two
+command: {sys.executable} -c "{_REPORT}; print('done', cauce.context().rank)"
+roles: {{worker: {{instances: 2, resources: {{cpus: 0.5}}}}}}
+"""
+_SLEEPY = f"""
+name: sleepy
+command: {sys.executable} -c "import time; open('sleeping', 'w').close(); time.sleep(600)"
+roles: {{worker: {{instances: 2, resources: {{cpus: 0.5}}}}}}
+grace_period: 2
+"""
+
+
+def _wait_for(path: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_notebook_submits_waits_reads_metrics_and_interrupts(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "two.yaml").write_text(_TWO)
+    (tmp_path / "sleepy.yaml").write_text(_SLEEPY)
+    shutil.copy(NOTEBOOK, tmp_path / "nb.ipynb")
+    notebook = nbformat.read(tmp_path / "nb.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    with client.setup_kernel(env=cauce_env, cwd=str(tmp_path)):
+        first = client.execute_cell(notebook.cells[1], 1)
+        text = "".join(o.get("text", "") for o in first.outputs)
+        assert "succeeded 10 values; ['[worker-0] done 0', '[worker-1] done 1']" in text, text
+        assert client.km is not None
+        kernel = client.km.provisioner.pid  # type: ignore[union-attr]
+
+        def stop_button() -> None:
+            """What a notebook's interrupt does to an ipykernel: SIGINT to the kernel."""
+            _wait_for(tmp_path / "sleeping", 120)  # the job runs, the cell waits on it
+            os.kill(kernel, signal.SIGINT)
+
+        pressing = threading.Thread(target=stop_button, daemon=True)
+        pressing.start()
+        with pytest.raises(nbclient.exceptions.CellExecutionError, match="KeyboardInterrupt"):
+            client.execute_cell(notebook.cells[2], 2)
+        pressing.join(10)
+
+    jobs = json.loads(cauce(["jobs", "--format", "json"], cauce_env).stdout)
+    assert [(j["name"], j["status"]) for j in jobs] == [
+        ("sleepy", "killed"),
+        ("notebook", "succeeded"),
+    ]
+    show = json.loads(cauce(["show", jobs[0]["id"], "--format", "json"], cauce_env).stdout)
+    pids = [show["driver_pid"], *(t["pid"] for t in show["tasks"])]
+    assert len(pids) == 3 and all(pids)
+    left = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert left == [], f"processes of the interrupted job still alive: {left}"
