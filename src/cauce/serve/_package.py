@@ -25,6 +25,7 @@ import math
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve._wheel import wheel_into
 from cauce.serve.api import ServeError, SettingsError
 
-__all__ = ["inference_service", "manifests", "package"]
+__all__ = ["Pods", "inference_service", "manifests", "package"]
 
 _PORT_NAME = "http"
 
@@ -98,41 +99,45 @@ def _server_env(port: int, device: str, grace_s: int, token_secret: str | None) 
     ]
 
 
+@dataclass(frozen=True)
+class Pods:
+    """How the packaged server runs on Kubernetes: the options of ``cauce package`` that the
+    manifests of either kind (Deployment and friends, or a KServe InferenceService) carry."""
+
+    image: str
+    device: str
+    gpus: int
+    replicas: int
+    max_replicas: int
+    cpu: str
+    memory: str
+    port: int
+    namespace: str | None
+    grace_s: int = 30
+    token_secret: str | None = None
+
+
 _SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True}
 _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def manifests(
-    spec: ModelSpec,
-    *,
-    image: str,
-    device: str,
-    gpus: int,
-    replicas: int,
-    max_replicas: int,
-    cpu: str,
-    memory: str,
-    port: int,
-    namespace: str | None,
-    grace_s: int = 30,
-    token_secret: str | None = None,
-) -> dict[str, dict[str, Any]]:
+def manifests(spec: ModelSpec, pods: Pods) -> dict[str, dict[str, Any]]:
     """The Deployment, Service and HorizontalPodAutoscaler, by file name. The server's token
     comes from key ``token`` of the Secret ``token_secret``; ``None``: no token (insecure)."""
     name = _k8s_name(f"cauce-{spec.name}")
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
     meta: dict[str, Any] = {"name": name, "labels": labels}
-    if namespace:
-        meta["namespace"] = namespace
+    if pods.namespace:
+        meta["namespace"] = pods.namespace
     pod_extra: dict[str, Any] = {}
-    if device == "cuda":
+    if pods.device == "cuda":
         pod_extra["tolerations"] = [dict(_GPU_TOLERATION)]
     container = {
         "name": "server",
-        "image": image,
-        "ports": [{"name": _PORT_NAME, "containerPort": port, "protocol": "TCP"}],
-        "env": _server_env(port, device, grace_s, token_secret),
-        "resources": _resources(device, gpus, cpu, memory),
+        "image": pods.image,
+        "ports": [{"name": _PORT_NAME, "containerPort": pods.port, "protocol": "TCP"}],
+        "env": _server_env(pods.port, pods.device, pods.grace_s, pods.token_secret),
+        "resources": _resources(pods.device, pods.gpus, pods.cpu, pods.memory),
         "readinessProbe": _probe("/v2/health/ready", _PORT_NAME, 5, 3),
         "livenessProbe": {**_probe("/v2/health/live", _PORT_NAME, 10, 3), "initialDelaySeconds": 5},
         "startupProbe": _probe("/v2/health/live", _PORT_NAME, 2, 30),
@@ -145,20 +150,20 @@ def manifests(
         "kind": "Deployment",
         "metadata": meta,
         "spec": {
-            "replicas": replicas,
+            "replicas": pods.replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {
                     "labels": labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(port),
+                        "prometheus.io/port": str(pods.port),
                         "prometheus.io/path": "/metrics",
                     },
                 },
                 "spec": {
                     "containers": [container],
-                    "terminationGracePeriodSeconds": grace_s + 15,
+                    "terminationGracePeriodSeconds": pods.grace_s + 15,
                     **pod_extra,
                 },
             },
@@ -171,7 +176,7 @@ def manifests(
         "spec": {
             "type": "ClusterIP",
             "selector": labels,
-            "ports": [{"name": _PORT_NAME, "port": port, "targetPort": _PORT_NAME}],
+            "ports": [{"name": _PORT_NAME, "port": pods.port, "targetPort": _PORT_NAME}],
         },
     }
     hpa = {
@@ -180,8 +185,8 @@ def manifests(
         "metadata": meta,
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": replicas,
-            "maxReplicas": max_replicas,
+            "minReplicas": pods.replicas,
+            "maxReplicas": pods.max_replicas,
             "metrics": [
                 {
                     "type": "Resource",
@@ -196,21 +201,7 @@ def manifests(
     return {"deployment.yaml": deployment, "service.yaml": service, "hpa.yaml": hpa}
 
 
-def inference_service(
-    spec: ModelSpec,
-    *,
-    image: str,
-    device: str,
-    gpus: int,
-    replicas: int,
-    max_replicas: int,
-    cpu: str,
-    memory: str,
-    port: int,
-    namespace: str | None,
-    grace_s: int = 30,
-    token_secret: str | None = None,
-) -> dict[str, Any]:
+def inference_service(spec: ModelSpec, pods: Pods) -> dict[str, Any]:
     """A KServe ``InferenceService`` (serving.kserve.io/v1beta1) whose predictor is the image as
     a custom container speaking the Open Inference Protocol (``PROTOCOL=v2``, which KServe reads
     from the first container's env). Knative, under KServe's serverless mode, accepts neither a
@@ -224,34 +215,34 @@ def inference_service(
             "model.cauce.dev/name": spec.name,
             "model.cauce.dev/version": str(spec.version),
             "serving.kserve.io/enable-prometheus-scraping": "true",
-            "prometheus.kserve.io/port": str(port),
+            "prometheus.kserve.io/port": str(pods.port),
             "prometheus.kserve.io/path": "/metrics",
         },
     }
-    if namespace:
-        meta["namespace"] = namespace
+    if pods.namespace:
+        meta["namespace"] = pods.namespace
     container = {
         "name": "kserve-container",
-        "image": image,
-        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "image": pods.image,
+        "ports": [{"containerPort": pods.port, "protocol": "TCP"}],
         "env": [
-            *_server_env(port, device, grace_s, token_secret),
+            *_server_env(pods.port, pods.device, pods.grace_s, pods.token_secret),
             {"name": "PROTOCOL", "value": "v2"},
         ],
-        "resources": _resources(device, gpus, cpu, memory),
-        "readinessProbe": _probe("/v2/health/ready", port, 5, 3),
+        "resources": _resources(pods.device, pods.gpus, pods.cpu, pods.memory),
+        "readinessProbe": _probe("/v2/health/ready", pods.port, 5, 3),
         # No startup probe under Knative: the liveness probe waits for the model to load.
-        "livenessProbe": {**_probe("/v2/health/live", port, 10, 6), "initialDelaySeconds": 10},
+        "livenessProbe": {**_probe("/v2/health/live", pods.port, 10, 6), "initialDelaySeconds": 10},
         "securityContext": dict(_SECURITY),
     }
     predictor: dict[str, Any] = {
-        "minReplicas": replicas,
-        "maxReplicas": max_replicas,
+        "minReplicas": pods.replicas,
+        "maxReplicas": pods.max_replicas,
         "scaleMetric": "cpu",
         "scaleTarget": 70,
         "containers": [container],
     }
-    if device == "cuda":
+    if pods.device == "cuda":
         predictor["tolerations"] = [dict(_GPU_TOLERATION)]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -336,22 +327,22 @@ def package(
         encoding="utf-8",
     )
     written[1].write_text("*\n!model/\n!wheels/\n", encoding="utf-8")
-    settings: dict[str, Any] = {
-        "image": image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
-        "device": device,
-        "gpus": gpus,
-        "replicas": replicas,
-        "max_replicas": max_replicas,
-        "cpu": cpu,
-        "memory": memory or _memory_for(model_bytes),
-        "port": port,
-        "namespace": namespace,
-        "token_secret": None if insecure else token_secret,
-    }
+    pods = Pods(
+        image=image or f"cauce-{_k8s_name(spec.name)}:{spec.version}",
+        device=device,
+        gpus=gpus,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        cpu=cpu,
+        memory=memory or _memory_for(model_bytes),
+        port=port,
+        namespace=namespace,
+        token_secret=None if insecure else token_secret,
+    )
     if kserve:
-        docs = {"inferenceservice.yaml": inference_service(spec, **settings)}
+        docs = {"inferenceservice.yaml": inference_service(spec, pods)}
     else:
-        docs = manifests(spec, **settings)
+        docs = manifests(spec, pods)
     for stale in ("deployment.yaml", "service.yaml", "hpa.yaml", "inferenceservice.yaml"):
         (folder / "k8s" / stale).unlink(missing_ok=True)  # from a package of the other kind
     for file_name, doc in docs.items():
