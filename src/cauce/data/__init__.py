@@ -16,6 +16,7 @@ from cauce.data._shard import Shard, shard
 from cauce.data.api import (
     ColumnInfo,
     DataError,
+    DataNotFound,
     FileInfo,
     InputInfo,
     Manifest,
@@ -26,6 +27,7 @@ from cauce.data.api import (
 __all__ = [
     "ColumnInfo",
     "DataError",
+    "DataNotFound",
     "FileInfo",
     "InputInfo",
     "Manifest",

@@ -23,6 +23,7 @@ from cauce.serve.api import (
     InvalidInput,
     ModelFormatError,
     NumericFeature,
+    OutputExists,
     Preprocessing,
     QueueFull,
     ServeError,
@@ -35,9 +36,11 @@ if TYPE_CHECKING:
     from cauce.serve._app import ServeApp
     from cauce.serve._format import LoadedModel, load_model, save_model
     from cauce.serve._package import package
-    from cauce.serve._predict import arrow_inputs, predict_dataset
+    from cauce.serve._predict import predict_dataset, scored_model
     from cauce.serve._ready import server_url
+    from cauce.serve._scoring import arrow_inputs
     from cauce.serve._server import serve
+    from cauce.serve._spark_udf import spark_udf
     from cauce.serve._spec import SPEC_FILE, ModelSpec, read_spec
     from cauce.serve._store import local_model_dir
 
@@ -51,6 +54,7 @@ __all__ = [
     "ModelFormatError",
     "ModelSpec",
     "NumericFeature",
+    "OutputExists",
     "Preprocessing",
     "QueueFull",
     "ServeApp",
@@ -65,8 +69,10 @@ __all__ = [
     "predict_dataset",
     "read_spec",
     "save_model",
+    "scored_model",
     "serve",
     "server_url",
+    "spark_udf",
 ]
 
 _LAZY = {
@@ -77,7 +83,9 @@ _LAZY = {
     "serve": "cauce.serve._server",
     "package": "cauce.serve._package",
     "predict_dataset": "cauce.serve._predict",
-    "arrow_inputs": "cauce.serve._predict",
+    "arrow_inputs": "cauce.serve._scoring",
+    "scored_model": "cauce.serve._predict",
+    "spark_udf": "cauce.serve._spark_udf",
     "server_url": "cauce.serve._ready",
     "local_model_dir": "cauce.serve._store",
     "ModelSpec": "cauce.serve._spec",
