@@ -63,7 +63,12 @@ def scoring_session(master: str | None, app_name: str) -> Iterator[Any]:
         # Python workers on this host run this interpreter (and find cauce), unless the
         # user chose one; SparkContext reads the variable when it starts.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = spark_session(master, app_name, {"spark.ui.enabled": "false"}, loopback=True)
+    session = spark_session(
+        master,
+        app_name,
+        {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
+        loopback=True,
+    )
     try:
         yield session
     finally:

@@ -4,7 +4,8 @@ The source is a folder that Parquet, JSON or CSV files arrive in (each file whol
 elsewhere and rename it in, as Spark's file source expects). Its schema is the model's
 signature: the raw features, typed as the model reads them (categorical: string, or long for
 integer vocabularies; numeric: double); for Parquet, the first file already in the folder when
-the stream starts adds its other columns (an id, a label), carried to the sink as they are.
+the stream starts gives the schema (its own types and its other columns, an id or a label,
+carried to the sink as they are).
 
 The sink is Parquet in append mode with Spark's file-sink log (``OUTPUT/_spark_metadata``):
 together with the checkpoint, every row is in the committed output exactly once, whatever
@@ -77,9 +78,11 @@ def _schema(session: Any, spec: ModelSpec, source: str, fmt: str) -> Any:
     first = fs.parquet_files(fs.root)[:1] if fs.exists(fs.root) else []
     if not first:
         return schema
+    # The file's own types (Parquet columns are read as written; the scoring casts them), and
+    # every feature the model needs, so that a file without one fails by its name.
     seen = session.read.parquet(hadoop_uri(fs, first[0])).schema
-    features = set(schema.fieldNames())
-    return T.StructType([f if f.name not in features else schema[f.name] for f in seen])
+    missing = [f for f in schema.fields if f.name not in seen.fieldNames()]
+    return T.StructType([*seen.fields, *missing])
 
 
 def committed_files(output: str) -> list[str]:
@@ -129,10 +132,13 @@ def stream_predict(
     spec = read_spec(folder)
     say = progress or (lambda line: log.info("%s", line))
     stopping: list[int] = []
+    # The signal handlers go in after the session: PySpark's SparkContext installs its own
+    # SIGINT handler (cancel every job, raise KeyboardInterrupt), which would cut a batch short.
     with (
-        handle_signals((signal.SIGINT, signal.SIGTERM), stopping.append),
         scoring_session(spark_master, "cauce-predict-stream") as session,
+        handle_signals((signal.SIGINT, signal.SIGTERM), stopping.append),
     ):
+        session.sparkContext.setLogLevel("ERROR")  # the progress lines below say what happens
         source, sink = resolve(input), resolve(output)
         source.makedirs(source.root)
         reader = session.readStream.schema(_schema(session, spec, input, fmt)).format(fmt)
@@ -152,6 +158,11 @@ def stream_predict(
         )
         say(f"streaming {input} ({fmt}) into {output}; checkpoint {checkpoint}; Ctrl-C stops")
         return _watch(query, say, stopping, stop)
+
+
+def _first_line(exc: object) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _watch(
@@ -176,9 +187,14 @@ def _watch(
             rate = n / (ms / 1000) if ms else 0.0
             say(f"batch {seen}: {n:,} rows in {ms:,.0f} ms ({rate:,.0f} rows/s)")
 
-    while query.isActive and not stopping and not (stop and stop()):
-        query.awaitTermination(0.5)
-        report()
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        while query.isActive and not stopping and not (stop and stop()):
+            query.awaitTermination(0.5)
+            report()
+    except StreamingQueryException as exc:
+        raise ServeError(f"the stream failed: {_first_line(exc)}") from exc
     if query.isActive:
         deadline = time.monotonic() + 600
         while query.status["isTriggerActive"] and time.monotonic() < deadline:
@@ -187,7 +203,7 @@ def _watch(
     report()
     failed = query.exception()
     if failed is not None:
-        raise ServeError(f"the stream failed: {str(failed).splitlines()[0]}")
+        raise ServeError(f"the stream failed: {_first_line(failed)}")
     names = {int(signal.SIGINT): "Ctrl-C", int(signal.SIGTERM): "SIGTERM"}
     how = names.get(stopping[0] if stopping else 0, "request")
     say(f"stopped on {how} after {batches} batches, {rows:,} rows; the checkpoint is consistent")
