@@ -140,11 +140,11 @@ def predict_spark(  # noqa: PLR0917 (one caller, predict_dataset)
     batch_size: int,
     overwrite: bool,
 ) -> int:
-    from pyspark.errors import PySparkException
-
     inputs = [hadoop_uri(source.fs, f) for f in source.files]
     target = hadoop_uri(out, out.root)
     with scoring_session(master, "cauce-predict") as session:
+        from pyspark.errors import PySparkException
+
         existed = _hadoop_exists(session, target)
         if existed and not overwrite:
             raise OutputExists(out.uri)
