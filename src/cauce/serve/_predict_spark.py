@@ -1,16 +1,18 @@
 """``cauce predict --engine spark``: ``mapInPandas`` over the input's partitions.
 
-The model folder is shipped to the executors with ``SparkContext.addFile`` and loaded once per
-Python worker (``_scoring.cached_model``). Paths go to Spark as Hadoop URIs, so that Spark's
-own filesystems read and write them: ``hdfs://`` and ``file://`` as they are, ``s3://`` as
-``s3a://`` (which needs Hadoop's S3A connector, ``hadoop-aws``, on Spark's classpath). Spark's
-commit protocol publishes the output when the job succeeds; a failed job leaves none.
+The model folder is shipped to the executors as a zip (``SparkContext.addArchive``) and
+loaded once per Python worker (``_scoring.cached_model``). Paths go to Spark as Hadoop URIs,
+so that Spark's own filesystems read and write them: ``hdfs://`` and ``file://`` as they are,
+``s3://`` as ``s3a://`` (which needs Hadoop's S3A connector, ``hadoop-aws``, on Spark's
+classpath). Spark's commit protocol publishes the output when the job succeeds; a failed job
+leaves none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import sys
@@ -75,16 +77,37 @@ def scoring_session(master: str | None, app_name: str) -> Iterator[Any]:
         session.stop()
 
 
-def ship_model(session: Any, folder: Path) -> str:
-    """Send the model folder to every executor (once per application); its name there."""
-    folder = folder.absolute()
+def _archive(folder: Path, sha256: str) -> Path:
+    """The model folder as a zip named after its archive's hash, written once per host."""
+    import tempfile
+    import zipfile
+
+    from cauce._util.files import atomic_write_bytes
+
+    target = Path(tempfile.gettempdir()) / "cauce-models" / f"model-{sha256[:24]}.zip"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+            for file in sorted(folder.rglob("*")):
+                if file.is_file():
+                    zf.write(file, file.relative_to(folder).as_posix())
+        atomic_write_bytes(target, buffer.getvalue())
+    return target
+
+
+def ship_model(session: Any, folder: Path, sha256: str) -> str:
+    """Send the model folder to every executor (once per application) as a zip archive that
+    Spark unpacks there (``SparkContext.addArchive``: a local folder cannot be added to a
+    cluster application); its name for ``SparkFiles.get``."""
+    archive = _archive(folder.absolute(), sha256)
     sc = session.sparkContext
     shipped: set[str] = getattr(sc, "_cauce_models", set())
-    if str(folder) not in shipped:
-        sc.addFile(str(folder), recursive=True)
-        shipped.add(str(folder))
+    if archive.name not in shipped:
+        sc.addArchive(str(archive))
+        shipped.add(archive.name)
         sc._cauce_models = shipped
-    return folder.name
+    return archive.name
 
 
 def executor_model(name: str, sha256: str) -> Any:
@@ -109,7 +132,7 @@ def scored_frame(session: Any, frame: Any, folder: Path, spec: ModelSpec, batch_
     columns carry the model's id and lineage as field metadata (``cauce.model``)."""
     from pyspark.sql import types as T
 
-    name = ship_model(session, folder)
+    name = ship_model(session, folder, spec.sha256)
     produced = {t.name for t in spec.outputs}
     meta = model_metadata(spec, str(folder))
     fields = [f for f in frame.schema.fields if f.name not in produced]

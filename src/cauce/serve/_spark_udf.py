@@ -7,9 +7,9 @@
 A ``pandas_udf``: Spark hands it Arrow batches (``spark.sql.execution.arrow.maxRecordsPerBatch``
 rows), which go through the model's own preprocessing and the model, exactly as ``cauce
 predict`` and the server's ``/predict`` do. The model folder is shipped to the executors once
-(``SparkContext.addFile``) and loaded once per executor Python worker, kept in a module-level
-cache keyed by the model's path and id; PySpark reuses its Python workers, so later batches
-and later queries find it loaded.
+(a zip, ``SparkContext.addArchive``) and loaded once per executor Python worker, kept in a
+module-level cache keyed by the model's path and id; PySpark reuses its Python workers, so
+later batches and later queries find it loaded.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def spark_udf(spark: Any, model: str | os.PathLike[str], *, batch_size: int = 81
             "the model with preprocessing="
         )
     features = tuple(spec.preprocessing.features)
-    name = ship_model(spark, folder)
+    name = ship_model(spark, folder, spec.sha256)
     sha256 = spec.sha256
     fields = spark_output_fields(spec)
     single = len(fields) == 1
