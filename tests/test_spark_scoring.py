@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,8 +53,13 @@ def _records(table: pa.Table, features: list[str]) -> list[dict[str, Any]]:
             for r in rows]  # fmt: skip
 
 
-def test_udf_on_the_cluster_equals_predict_and_the_server(
-    model: Path, flights: Path, scored: pa.Table, spark_cluster: Any, tmp_path: Path
+def test_udf_on_the_cluster_equals_predict_and_the_server(  # noqa: PLR0917 (fixtures)
+    model: Path,
+    flights: Path,
+    scored: pa.Table,
+    spark_cluster: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
@@ -62,6 +68,9 @@ def test_udf_on_the_cluster_equals_predict_and_the_server(
     from cauce.data import read_manifest
 
     loads = tmp_path / "loads.txt"
+    # The executors' Python: PySpark reads the variable (not spark.pyspark.python) outside
+    # spark-submit, as in a user's notebook.
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(spark_cluster.master).appName("udf-test")
     conf = {
         **spark_cluster.conf,
@@ -81,7 +90,9 @@ def test_udf_on_the_cluster_equals_predict_and_the_server(
         score = cauce.serve.spark_udf(spark, model)
         with_p = frame.withColumn("p", score(*score.features))
         both = with_p.withColumn("q", score(F.struct(*score.features))).select(*KEY, "p", "q")
-        got = both.toPandas()
+        # (written, then read here: toPandas warns on pandas 3 and leaves a socket to the GC)
+        both.write.parquet(str(tmp_path / "udf"))
+        got = pq.read_table(tmp_path / "udf").to_pandas()
     finally:
         spark.stop()
     want = scored.select([*KEY, "probability"]).to_pandas()
@@ -165,7 +176,8 @@ def test_stream_scores_every_row_once_across_a_kill_and_ctrl_c(
         os.rename(tmp_path / f".{i}.parquet", source / f"f{i:02d}.parquet")
 
     args = ["predict", str(model), "--stream", "--input", str(source), "--output", str(sink),
-            "--checkpoint", str(ckpt), "--spark-master", "local[2]", "--trigger", "0.5"]  # fmt: skip
+            "--checkpoint", str(ckpt), "--spark-master", "local[2]",
+            "--trigger", "0.5"]  # fmt: skip
     drop(0)
     first = Stream(args, cauce_env)
     first.wait_for("streaming ")

@@ -120,12 +120,12 @@ def mllib_scores(
             scored = fitted.transform(test).select(
                 F.col(label), vector_to_array(F.col("probability"))[1].alias("p")
             )
-            frame: Any = scored.toPandas()
+            table: Any = scored.toArrow()  # toPandas warns on pandas 3
             found.append(
                 BaselineScores(
                     BASELINES[kind],
-                    frame[label].to_numpy(dtype=np.float64),
-                    frame["p"].to_numpy(dtype=np.float64),
+                    table[label].to_numpy().astype(np.float64),
+                    table["p"].to_numpy().astype(np.float64),
                     rows,
                     time.monotonic() - began,
                 )
