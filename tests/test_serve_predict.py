@@ -174,7 +174,7 @@ def test_cli_scores_a_split_keeps_lineage_and_refuses_to_overwrite(
     )
     assert rows == read_manifest(flights).rows["validation"]
     assert pq.read_metadata(out / "part-00000.parquet").num_rows == rows
-    assert json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"cauce.input"]) == {
+    assert json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"cauce:input"]) == {
         "dataset": str(flights),
         "content_hash": read_manifest(flights).content_hash,
         "split": "validation",

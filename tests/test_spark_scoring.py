@@ -166,7 +166,7 @@ def rows(scored: pa.Table) -> Iterator[pa.Table]:
 def test_stream_scores_every_row_once_across_a_kill_and_ctrl_c(
     model: Path, scored: pa.Table, rows: pa.Table, tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
-    from cauce.serve._stream import committed_files
+    from cauce.serve import committed_files
 
     source, sink, ckpt = tmp_path / "in", tmp_path / "out", tmp_path / "ckpt"
     source.mkdir()

@@ -304,7 +304,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from cauce.serve import SettingsError, predict_dataset
 
     if args.stream:
-        from cauce.serve._stream import stream_predict
+        from cauce.serve import stream_predict
 
         if not args.checkpoint:
             raise SettingsError("--stream needs --checkpoint DIR, where the stream keeps its state")

@@ -10,6 +10,7 @@ See docs/data.md.
 """
 
 from cauce.data._context import PrepareContext
+from cauce.data._fs import Fs, resolve
 from cauce.data._manifest import read_manifest
 from cauce.data._prepare import prepare
 from cauce.data._shard import Shard, shard
@@ -29,6 +30,7 @@ __all__ = [
     "DataError",
     "DataNotFound",
     "FileInfo",
+    "Fs",
     "InputInfo",
     "Manifest",
     "PrepareContext",
@@ -37,5 +39,6 @@ __all__ = [
     "SplitInfo",
     "prepare",
     "read_manifest",
+    "resolve",
     "shard",
 ]

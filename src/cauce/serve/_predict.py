@@ -4,7 +4,7 @@ The input is a Parquet file or folder, or a prepared dataset and one of its spli
 (``split="test"``); local paths and fsspec URIs (``s3://``, ``hdfs://``, ``file://``) alike.
 The output folder holds Parquet files with every input column and one column per model output
 (1-D outputs as numbers, wider ones as fixed-size lists), and the model's id and lineage in the
-files' metadata (key ``cauce.model``, see :func:`scored_model`). An existing output is refused
+files' metadata (key ``cauce:model``, see :func:`scored_model`). An existing output is refused
 unless ``overwrite``; a failed run leaves no output behind.
 
 - ``duckdb``: this process reads the input in batches (DuckDB's Parquet reader, in file order,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.files import swap_dir
-from cauce.data._fs import Fs, resolve
+from cauce.data import Fs, read_manifest, resolve
 from cauce.data.api import MANIFEST_NAME, DataError, DataNotFound
 from cauce.serve._scoring import arrow_inputs, model_metadata, with_outputs
 from cauce.serve._spec import ModelSpec, read_spec
@@ -57,11 +57,9 @@ def scoring_input(
 ) -> ScoringInput:
     """The files of ``input`` (a Parquet file or folder), or of ``split`` of the prepared
     dataset ``input``. Raises :class:`DataNotFound` (exit 2) when there is nothing to read."""
-    from cauce.data._manifest import load
-
     fs = resolve(input, storage_options)
     if split is not None:
-        manifest = load(fs)
+        manifest = read_manifest(input, storage_options=storage_options)
         info = manifest.split(split)
         files = tuple(fs.join(f.path) for f in info.files)
         lineage = {
@@ -75,7 +73,7 @@ def scoring_input(
         raise DataNotFound(f"--input {input}: no such file or directory", path=input)
     if fs.exists(fs.join(MANIFEST_NAME)):
         try:
-            splits = ", ".join(load(fs).splits)
+            splits = ", ".join(read_manifest(input, storage_options=storage_options).splits)
         except DataError:
             splits = ""  # not a manifest of ours: a folder of Parquet files like any other
         if splits:
@@ -133,7 +131,7 @@ def _write_local(
     model = load_model(folder)
     metadata = {
         **model_metadata(spec, str(folder)),
-        "cauce.input": json.dumps(dict(source.lineage), sort_keys=True),
+        "cauce:input": json.dumps(dict(source.lineage), sort_keys=True),
     }
     con = duckdb.connect()
     rows = 0
@@ -195,12 +193,12 @@ def scored_model(path: str) -> dict[str, Any]:
         raise DataNotFound(f"{path}: holds no Parquet file", path=path)
     with fs.fs.open(files[0], "rb") as f:
         meta = pq.ParquetFile(f).metadata.metadata or {}
-    if b"cauce.model" in meta:
-        found: dict[str, Any] = json.loads(meta[b"cauce.model"])
+    if b"cauce:model" in meta:
+        found: dict[str, Any] = json.loads(meta[b"cauce:model"])
         return found
     spark = json.loads(meta.get(b"org.apache.spark.sql.parquet.row.metadata", b"{}"))
     for field in spark.get("fields", []):
-        if "cauce.model" in field.get("metadata", {}):
-            found = json.loads(field["metadata"]["cauce.model"])
+        if "cauce:model" in field.get("metadata", {}):
+            found = json.loads(field["metadata"]["cauce:model"])
             return found
-    raise DataError(f"{path}: no cauce.model metadata (not written by cauce predict)", path=path)
+    raise DataError(f"{path}: no cauce:model metadata (not written by cauce predict)", path=path)

@@ -30,7 +30,7 @@ from cauce.serve._spec import ModelSpec
 from cauce.serve.api import OutputExists, ServeError
 
 if TYPE_CHECKING:
-    from cauce.data._fs import Fs
+    from cauce.data import Fs
     from cauce.serve._predict import ScoringInput
 
 __all__ = ["hadoop_uri", "predict_spark", "scoring_session", "ship_model"]
@@ -129,7 +129,7 @@ def _score_pandas(name: str, sha256: str, batch_size: int, frames: Iterator[Any]
 
 def scored_frame(session: Any, frame: Any, folder: Path, spec: ModelSpec, batch_size: int) -> Any:
     """``frame`` with the model's outputs as new columns (lazy: a ``mapInPandas``). The output
-    columns carry the model's id and lineage as field metadata (``cauce.model``)."""
+    columns carry the model's id and lineage as field metadata (``cauce:model``)."""
     from pyspark.sql import types as T
 
     name = ship_model(session, folder, spec.sha256)

@@ -59,7 +59,7 @@ def model_metadata(spec: ModelSpec, path: str) -> dict[str, str]:
         "path": path,
         "lineage": spec.lineage,
     }
-    return {"cauce.model": json.dumps(info, sort_keys=True)}
+    return {"cauce:model": json.dumps(info, sort_keys=True)}
 
 
 def cached_model(path: str, sha256: str) -> LoadedModel:

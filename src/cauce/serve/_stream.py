@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.signals import handle_signals
-from cauce.data._fs import resolve
+from cauce.data import resolve
 from cauce.serve._predict_spark import hadoop_uri, scored_frame, scoring_session
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve._store import local_model_dir

@@ -165,7 +165,7 @@ def _baselines(ctx: StepContext, manifest: Any, pre: Any, label: str, split: str
         )
     from pyspark.sql import SparkSession
 
-    from cauce.serve._predict_spark import scoring_session
+    from cauce.serve import scoring_session
     from cauce.spec import CLUSTER_PREFIXES
 
     spark = ctx.cluster is not None and ctx.cluster.startswith(CLUSTER_PREFIXES)

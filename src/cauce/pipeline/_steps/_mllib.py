@@ -43,8 +43,8 @@ class BaselineScores:
 
 
 def _uris(manifest: Manifest, split: str) -> list[str]:
-    from cauce.data._fs import resolve
-    from cauce.serve._predict_spark import hadoop_uri
+    from cauce.data import resolve
+    from cauce.serve import hadoop_uri
 
     fs = resolve(manifest.root)
     return [hadoop_uri(fs, fs.join(f.path)) for f in manifest.split(split).files]

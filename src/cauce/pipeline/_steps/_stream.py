@@ -17,7 +17,7 @@ __all__ = ["KIND"]
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    from cauce.serve._stream import stream_predict
+    from cauce.serve import stream_predict
 
     cfg = ctx.config
     model = location(ctx, cfg["model"])
