@@ -163,7 +163,10 @@ def _baselines(ctx: StepContext, manifest: Any, pre: Any, label: str, split: str
             f"has no baseline {unknown[0]!r}; known: {', '.join(BASELINES)}",
             source=ctx.pipeline.source,
         )
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        raise ctx.fail("baselines train on Spark: pip install 'cauce[spark]'") from None
 
     from cauce.serve import scoring_session
     from cauce.spec import CLUSTER_PREFIXES
