@@ -105,6 +105,14 @@ AIMS: dict[str, dict[str, Aim]] = {
         "ratio_http": Aim("cauce / FastAPI + cauce's batcher, req/s, heavy, c=64", ""),
         "ratio_batching_fastapi": Aim("FastAPI + batcher / FastAPI per request, heavy, c=64", ""),
     },
+    "predict": {
+        "ratio": Aim(
+            "cauce.serve.spark_udf / mlflow.pyfunc.spark_udf, rows/s, local[2]",
+            "at least 1.5",
+            _at_least(1.5),
+        ),
+        "ratio_spark_duckdb": Aim("cauce predict, Spark local[2] / DuckDB, rows/s", ""),
+    },
     "spark_launch": {
         "ratio": Aim(
             "cauce / TorchDistributor, wall time on Spark standalone", "at most 1", _at_most(1)

@@ -2,7 +2,8 @@
 # Run the benchmarks with their peers, from a fresh clone, in one command:
 #
 #     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead tune
-#                                                    #       serve spark_launch ui (default: all)
+#                                                    #       serve spark_launch ui predict
+#                                                    #       (default: all)
 #
 # Makes .venv (scripts/setup.sh), installs the peers whose versions agree with the project's
 # into it (requirements/bench.txt, pinned in requirements/constraints.txt), builds one pinned
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(launch ingest train_overhead tune serve spark_launch ui)
+ALL=(launch ingest train_overhead tune serve spark_launch ui predict)
 #: Peer environments each benchmark needs (requirements/bench-ENV.txt).
 declare -A ENVS_OF=([ingest]="petastorm ray" [serve]="kserve")
 #: The variable through which a benchmark finds each environment's Python.
@@ -31,7 +32,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)

@@ -121,6 +121,9 @@ def test_flights_pipeline_runs_caches_and_reruns_on_a_changed_feature(
     assert "train 273,355, validation 26,971, test 27,020 rows" in out
     assert f"best val_auc {tune['best']['value']:.4f}" in out
     assert f"AUC {evaluate['metrics']['auc']:.4f} vs gradient-boosted trees" in out
+    mllib = evaluate["compare"]["MLlib logistic regression"]  # same split, same AUC code
+    assert 0.55 < mllib["auc"] < 0.95 and mllib["train_rows"] > 50_000
+    assert f"vs MLlib logistic regression {mllib['auc']:.4f}" in out
     assert str(model_dir) in out
     assert "curl -s -X POST http://127.0.0.1:8080/v2/models/flights/predict" in out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flights_fixtures import needs_flights
 from helpers import cauce
 from test_serve_support import make_models
 
@@ -132,3 +134,49 @@ def test_spark_scores_like_duckdb(
     table = _scored(tmp_path / "s")
     assert table.num_rows == 500
     np.testing.assert_allclose(table["probability"].to_numpy(), _offline(model, records), rtol=1e-5)
+
+
+@needs_flights
+@pytest.mark.slow
+def test_cli_scores_a_split_keeps_lineage_and_refuses_to_overwrite(
+    model: Path, flights: Path, tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """--split of a prepared dataset, the model's id in the output's metadata, file:// URIs,
+    and exit 2 for every refusal (existing output, whole dataset without a split, no split)."""
+    from cauce.data import DataNotFound, read_manifest
+    from cauce.serve import OutputExists, predict_dataset, read_spec, scored_model
+
+    out = tmp_path / "scored"
+    args = ["predict", str(model), "--input", flights.as_uri(), "--output", out.as_uri()]
+    done = cauce([*args, "--split", "test"], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert pq.read_metadata(out / "part-00000.parquet").num_rows == 27_020
+    info, spec = scored_model(str(out)), read_spec(model)
+    assert info["sha256"] == spec.sha256 and info["lineage"] == spec.lineage
+    assert info["id"] == f"{spec.name}:{spec.version}@{spec.sha256[:12]}"
+    before = (out / "part-00000.parquet").stat().st_mtime_ns
+    refused = cauce([*args, "--split", "test"], cauce_env, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        f"error: --output {out.as_uri()} exists; choose another or add --overwrite to replace it\n"
+    )
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == before
+    for message, split, source in (
+        ("is a prepared dataset: name a split with --split", None, flights),
+        ("no split 'tests'", "tests", flights),
+        ("no such file or directory", None, tmp_path / "nowhere"),
+    ):
+        with pytest.raises(DataNotFound, match=message) as caught:
+            predict_dataset(model, str(source), str(tmp_path / "x"), split=split)
+        assert caught.value.exit_code == OutputExists.exit_code == 2
+    rows = predict_dataset(
+        model, str(flights), str(out), split="validation", overwrite=True, batch_size=4096
+    )
+    assert rows == read_manifest(flights).rows["validation"]
+    assert pq.read_metadata(out / "part-00000.parquet").num_rows == rows
+    assert json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"cauce:input"]) == {
+        "dataset": str(flights),
+        "content_hash": read_manifest(flights).content_hash,
+        "split": "validation",
+        "rows": rows,
+    }

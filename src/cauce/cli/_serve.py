@@ -118,8 +118,33 @@ _PACKAGE: _Table = (
 )
 
 _PREDICT: _Table = (
-    ("--input", "input", str, None, "Parquet file or directory"),
-    ("--output", "output", str, None, "directory to write"),
+    (
+        "--input",
+        "input",
+        str,
+        None,
+        "Parquet file or folder, a prepared dataset with --split, or with --stream a folder "
+        "that files arrive in; paths or URIs (s3://, hdfs://, file://)",
+    ),
+    ("--output", "output", str, None, "folder to write (path or URI)"),
+    ("--split", "split", str, None, "the split of the prepared dataset --input to score"),
+    ("--overwrite", "overwrite", bool, None, "replace an existing --output (else refused)"),
+    ("--stream", "stream", bool, None, "score files as they arrive (Spark Structured Streaming)"),
+    (
+        "--checkpoint",
+        "checkpoint",
+        str,
+        None,
+        "with --stream: the stream's checkpoint folder; a restart with it goes on where it was",
+    ),
+    ("--format", "format", str, "parquet", "with --stream: the format of the arriving files"),
+    (
+        "--trigger",
+        "trigger",
+        float,
+        "1.0",
+        "with --stream: seconds between micro-batches",
+    ),
     ("--engine", "engine", str, "duckdb", "duckdb or spark (default duckdb)"),
     ("--batch-size", "batch_size", int, "8192", "rows per model run"),
 )
@@ -180,14 +205,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     package.set_defaults(func=run_package)
     predict = subparsers.add_parser(
         "predict",
-        help="score a Parquet dataset with a model (DuckDB here, or Spark)",
+        help="score a Parquet dataset with a model (DuckDB here, or Spark), or a stream",
         description=(
-            "Score every row of the Parquet file or directory --input with MODEL_DIR's "
-            "preprocessing and model; write the input's columns and the model's outputs as "
-            "Parquet files in the directory --output."
+            "Score every row of the Parquet file or folder --input (or of the split --split of "
+            "a prepared dataset) with MODEL_DIR's preprocessing and model; write the input's "
+            "columns and the model's outputs as Parquet files in the folder --output, with the "
+            "model's id and lineage in their metadata. An existing --output is refused unless "
+            "--overwrite. With --stream, score files as they arrive in --input on Spark "
+            "Structured Streaming until Ctrl-C or SIGTERM. Exit codes: 0 done, 1 failed, "
+            "2 refused (bad option, missing input or model, existing output), 130 interrupted."
         ),
     )
-    _add(predict, "CAUCE_PREDICT_", _PREDICT, {"--engine": ("duckdb", "spark")})
+    _add(
+        predict,
+        "CAUCE_PREDICT_",
+        _PREDICT,
+        {"--engine": ("duckdb", "spark"), "--format": ("parquet", "json", "csv")},
+    )
     env_option(
         predict,
         "--spark-master",
@@ -267,8 +301,30 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cauce.serve import predict_dataset
+    from cauce.serve import SettingsError, predict_dataset
 
+    if args.stream:
+        from cauce.serve import stream_predict
+
+        if not args.checkpoint:
+            raise SettingsError("--stream needs --checkpoint DIR, where the stream keeps its state")
+        import signal
+
+        ended = stream_predict(
+            args.model_dir,
+            args.input,
+            args.output,
+            args.checkpoint,
+            fmt=args.format,
+            spark_master=args.spark_master,
+            batch_size=args.batch_size,
+            trigger_s=args.trigger,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        return 130 if ended.signal == signal.SIGINT else 0
+    for flag, value in (("--checkpoint", args.checkpoint), ("--format", args.format != "parquet")):
+        if value:
+            raise SettingsError(f"{flag} is for --stream; add --stream or leave {flag} out")
     rows = predict_dataset(
         args.model_dir,
         args.input,
@@ -276,6 +332,8 @@ def run_predict(args: argparse.Namespace) -> int:
         engine=args.engine,
         spark_master=args.spark_master,
         batch_size=args.batch_size,
+        split=args.split,
+        overwrite=args.overwrite,
     )
     print(f"scored {rows:,} rows into {args.output}", file=sys.stderr)
     return 0

@@ -10,12 +10,14 @@ See docs/data.md.
 """
 
 from cauce.data._context import PrepareContext
+from cauce.data._fs import Fs, resolve
 from cauce.data._manifest import read_manifest
 from cauce.data._prepare import prepare
 from cauce.data._shard import Shard, shard
 from cauce.data.api import (
     ColumnInfo,
     DataError,
+    DataNotFound,
     FileInfo,
     InputInfo,
     Manifest,
@@ -26,7 +28,9 @@ from cauce.data.api import (
 __all__ = [
     "ColumnInfo",
     "DataError",
+    "DataNotFound",
     "FileInfo",
+    "Fs",
     "InputInfo",
     "Manifest",
     "PrepareContext",
@@ -35,5 +39,6 @@ __all__ = [
     "SplitInfo",
     "prepare",
     "read_manifest",
+    "resolve",
     "shard",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce.data._context import PrepareContext
-from cauce.data.api import DataError
+from cauce.data.api import DataError, DataNotFound
 
 BuildFn = Callable[[PrepareContext], Mapping[str, Any]]
 
@@ -30,7 +30,7 @@ def load_function(fn: BuildFn | str) -> tuple[BuildFn, str]:
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = Path(target).resolve()
         if not path.is_file():
-            raise DataError(f"{target}: no such file", path=target)
+            raise DataNotFound(f"{target}: no such file", path=target)
         mod_name = f"_cauce_prepare_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
         module = sys.modules.get(mod_name)
         if module is None:
@@ -53,7 +53,7 @@ def load_function(fn: BuildFn | str) -> tuple[BuildFn, str]:
             raise
     func = getattr(module, attr, None)
     if not callable(func):
-        raise DataError(f"{fn}: module {target!r} has no function {attr!r}")
+        raise DataNotFound(f"{fn}: module {target!r} has no function {attr!r}")
     return func, fn
 
 

@@ -20,6 +20,7 @@ from cauce.data.api import (
     MANIFEST_NAME,
     ColumnInfo,
     DataError,
+    DataNotFound,
     FileInfo,
     InputInfo,
     Manifest,
@@ -49,7 +50,7 @@ def load(fs: Fs) -> Manifest:
 
 
 def not_prepared(fs: Fs) -> DataError:
-    return DataError(
+    return DataNotFound(
         f"{fs.uri}: not a prepared dataset (no {MANIFEST_NAME}; an interrupted prepare leaves "
         "none)",
         path=fs.uri,

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from cauce.data import _manifest
 from cauce.data._fs import Fs, resolve
 from cauce.data._parquet import ARROW_ERRORS, open_parquet, plain_schema, schema_difference
-from cauce.data.api import MANIFEST_NAME, DataError, Manifest
+from cauce.data.api import MANIFEST_NAME, DataError, DataNotFound, Manifest
 
 
 @dataclass(frozen=True)
@@ -219,10 +219,10 @@ def _from_manifest(fs: Fs, m: Manifest, split: str | None) -> SplitSource:
 
 def _from_files(fs: Fs) -> SplitSource:
     if not fs.exists(fs.root):
-        raise DataError(f"{fs.uri}: no such file or directory", path=fs.uri)
+        raise DataNotFound(f"{fs.uri}: no such file or directory", path=fs.uri)
     files = fs.parquet_files(fs.root)
     if not files:
-        raise DataError(f"{fs.uri}: no Parquet files", path=fs.uri)
+        raise DataNotFound(f"{fs.uri}: no Parquet files", path=fs.uri)
     schemas = []
     groups: list[Group] = []
     for i, path in enumerate(files):

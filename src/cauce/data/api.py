@@ -28,6 +28,7 @@ __all__ = [
     "MANIFEST_NAME",
     "ColumnInfo",
     "DataError",
+    "DataNotFound",
     "Engine",
     "FileInfo",
     "InputInfo",
@@ -137,9 +138,17 @@ class Manifest:
             return self.splits[name]
         except KeyError:
             known = ", ".join(self.splits) or "none"
-            raise DataError(
+            raise DataNotFound(
                 f"{self.root}: no split {name!r} (splits: {known})", path=self.root
             ) from None
+
+
+class DataNotFound(DataError):
+    """An input named by the user (a file, a folder, a prepared dataset or its split) does not
+    exist or holds no data: refused before anything ran, exit 2 like every such refusal of
+    ``cauce prepare``, ``cauce predict`` and ``cauce serve``."""
+
+    exit_code = 2
 
 
 class Engine(Protocol):

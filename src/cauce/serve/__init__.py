@@ -23,6 +23,7 @@ from cauce.serve.api import (
     InvalidInput,
     ModelFormatError,
     NumericFeature,
+    OutputExists,
     Preprocessing,
     QueueFull,
     ServeError,
@@ -35,11 +36,15 @@ if TYPE_CHECKING:
     from cauce.serve._app import ServeApp
     from cauce.serve._format import LoadedModel, load_model, save_model
     from cauce.serve._package import package
-    from cauce.serve._predict import arrow_inputs, predict_dataset
+    from cauce.serve._predict import predict_dataset, scored_model
+    from cauce.serve._predict_spark import hadoop_uri, scoring_session
     from cauce.serve._ready import server_url
+    from cauce.serve._scoring import arrow_inputs
     from cauce.serve._server import serve
+    from cauce.serve._spark_udf import spark_udf
     from cauce.serve._spec import SPEC_FILE, ModelSpec, read_spec
     from cauce.serve._store import local_model_dir
+    from cauce.serve._stream import StreamResult, committed_files, stream_predict
 
 __all__ = [
     "DATATYPES",
@@ -51,22 +56,30 @@ __all__ = [
     "ModelFormatError",
     "ModelSpec",
     "NumericFeature",
+    "OutputExists",
     "Preprocessing",
     "QueueFull",
     "ServeApp",
     "ServeError",
     "ServeSettings",
     "SettingsError",
+    "StreamResult",
     "TensorSpec",
     "arrow_inputs",
+    "committed_files",
+    "hadoop_uri",
     "load_model",
     "local_model_dir",
     "package",
     "predict_dataset",
     "read_spec",
     "save_model",
+    "scored_model",
+    "scoring_session",
     "serve",
     "server_url",
+    "spark_udf",
+    "stream_predict",
 ]
 
 _LAZY = {
@@ -77,7 +90,14 @@ _LAZY = {
     "serve": "cauce.serve._server",
     "package": "cauce.serve._package",
     "predict_dataset": "cauce.serve._predict",
-    "arrow_inputs": "cauce.serve._predict",
+    "arrow_inputs": "cauce.serve._scoring",
+    "scored_model": "cauce.serve._predict",
+    "spark_udf": "cauce.serve._spark_udf",
+    "hadoop_uri": "cauce.serve._predict_spark",
+    "scoring_session": "cauce.serve._predict_spark",
+    "StreamResult": "cauce.serve._stream",
+    "committed_files": "cauce.serve._stream",
+    "stream_predict": "cauce.serve._stream",
     "server_url": "cauce.serve._ready",
     "local_model_dir": "cauce.serve._store",
     "ModelSpec": "cauce.serve._spec",

@@ -1,117 +1,91 @@
 """``cauce predict``: score a Parquet dataset with a served model, on DuckDB or on Spark.
 
-The output directory holds Parquet files with every input column and one column per model
-output (1-D outputs as numbers, wider ones as fixed-size lists). Preprocessing is the model's
-own, vectorized over Arrow columns: the same codes and scaling as ``/predict`` gives.
+The input is a Parquet file or folder, or a prepared dataset and one of its splits
+(``split="test"``); local paths and fsspec URIs (``s3://``, ``hdfs://``, ``file://``) alike.
+The output folder holds Parquet files with every input column and one column per model output
+(1-D outputs as numbers, wider ones as fixed-size lists), and the model's id and lineage in the
+files' metadata (key ``cauce:model``, see :func:`scored_model`). An existing output is refused
+unless ``overwrite``; a failed run leaves no output behind.
 
-- ``duckdb``: this process reads the input in batches (DuckDB's Parquet reader, in file order)
-  and writes ``part-00000.parquet``, with memory bounded by ``batch_size``.
-- ``spark``: ``mapInPandas`` over the input's partitions; the model directory is shipped to the
-  executors with ``SparkContext.addFile`` and loaded once per Python worker.
+- ``duckdb``: this process reads the input in batches (DuckDB's Parquet reader, in file order,
+  through fsspec for remote stores) and writes ``part-00000.parquet``, with memory bounded by
+  ``batch_size``: to a temporary sibling folder renamed into place (local), or to a local file
+  uploaded in one piece (object stores).
+- ``spark``: see ``_predict_spark.py``.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from cauce._util.files import swap_dir
-from cauce.serve._format import LoadedModel, load_model
-from cauce.serve._preprocess import Preprocessor
-from cauce.serve._spec import read_spec
-from cauce.serve.api import DATATYPES, FeatureError, Preprocessing, ServeError
+from cauce.data import Fs, read_manifest, resolve
+from cauce.data.api import MANIFEST_NAME, DataError, DataNotFound
+from cauce.serve._scoring import arrow_inputs, model_metadata, with_outputs
+from cauce.serve._spec import ModelSpec, read_spec
+from cauce.serve._store import local_model_dir
+from cauce.serve.api import OutputExists, ServeError
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-__all__ = ["arrow_inputs", "predict_dataset"]
+__all__ = ["ScoringInput", "arrow_inputs", "predict_dataset", "scored_model", "scoring_input"]
 
 log = logging.getLogger(__name__)
 
 
-def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
-    index = batch.schema.get_field_index(name)
-    if index < 0:
-        raise FeatureError(name, 0, "is missing: the input has no such column")
-    return batch.column(index)
+@dataclass(frozen=True)
+class ScoringInput:
+    """What to score: Parquet files (``fs``'s paths), and where they came from."""
+
+    fs: Fs
+    files: tuple[str, ...]
+    lineage: Mapping[str, Any]
+
+    @property
+    def uris(self) -> list[str]:
+        return [self.fs.display(f) for f in self.files]
 
 
-def arrow_inputs(pre: Preprocessing, batch: pa.RecordBatch) -> dict[str, npt.NDArray[Any]]:
-    """A record batch's feature columns to the model's inputs, vectorized."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n = batch.num_rows
-    codes = np.zeros((n, len(pre.categorical)), dtype=np.int64)
-    for j, feature in enumerate(pre.categorical):
-        col = _column(batch, feature.name)
-        vocab = pa.array(feature.vocabulary)
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if col.type != vocab.type:
-            try:
-                col = pc.cast(col, vocab.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                vocab = pc.cast(vocab, col.type)
-        index = pc.index_in(col, value_set=vocab)
-        codes[:, j] = pc.fill_null(pc.add(index, 1), 0).to_numpy(zero_copy_only=False)
-    raw = np.empty((n, len(pre.numeric)), dtype=np.float64)
-    for j, number in enumerate(pre.numeric):
-        col = _column(batch, number.name)
+def scoring_input(
+    input: str, split: str | None = None, storage_options: Mapping[str, Any] | None = None
+) -> ScoringInput:
+    """The files of ``input`` (a Parquet file or folder), or of ``split`` of the prepared
+    dataset ``input``. Raises :class:`DataNotFound` (exit 2) when there is nothing to read."""
+    fs = resolve(input, storage_options)
+    if split is not None:
+        manifest = read_manifest(input, storage_options=storage_options)
+        info = manifest.split(split)
+        files = tuple(fs.join(f.path) for f in info.files)
+        lineage = {
+            "dataset": manifest.root,
+            "content_hash": manifest.content_hash,
+            "split": split,
+            "rows": info.rows,
+        }
+        return ScoringInput(fs, files, lineage)
+    if not fs.exists(fs.root):
+        raise DataNotFound(f"--input {input}: no such file or directory", path=input)
+    if fs.exists(fs.join(MANIFEST_NAME)):
         try:
-            values = pc.cast(col, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise FeatureError(
-                number.name, 0, f"must be numeric, the column is {col.type}"
-            ) from None
-        raw[:, j] = values.to_numpy(zero_copy_only=False)  # nulls become NaN, then the fill
-    return Preprocessor(pre).assemble(codes, raw)
-
-
-def _raw_inputs(model: LoadedModel, batch: pa.RecordBatch) -> dict[str, npt.NDArray[Any]]:
-    """Without preprocessing: a column per input, named as the input."""
-    out = {}
-    for t in model.inputs:
-        col = _column(batch, t.name).to_numpy(zero_copy_only=False)
-        if col.dtype == object:
-            col = np.stack(col)
-        out[t.name] = np.asarray(col, dtype=DATATYPES[t.datatype])
-    return out
-
-
-def _score(model: LoadedModel, inputs: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    n = next(iter(inputs.values())).shape[0]
-    parts = [
-        model.predict({k: v[i : i + batch_size] for k, v in inputs.items()})
-        for i in range(0, n, batch_size)
-    ]
-    return {t.name: np.concatenate([p[t.name] for p in parts]) for t in model.outputs}
-
-
-def _input_files(path: str) -> list[str]:
-    p = Path(path)
-    if p.is_file():
-        return [str(p)]
-    if not p.is_dir():
-        raise ServeError(f"--input {path}: no such file or directory")
-    files = sorted(
-        str(f)
-        for f in p.rglob("*.parquet")
-        if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)
-    )
-    if not files:
-        raise ServeError(f"--input {path}: holds no .parquet file")
-    return files
+            splits = ", ".join(read_manifest(input, storage_options=storage_options).splits)
+        except DataError:
+            splits = ""  # not a manifest of ours: a folder of Parquet files like any other
+        if splits:
+            raise DataNotFound(
+                f"--input {input} is a prepared dataset: name a split with --split "
+                f"(splits: {splits})",
+                path=input,
+            )
+    found = fs.parquet_files(fs.root)
+    if not found:
+        raise DataNotFound(f"--input {input}: holds no Parquet file", path=input)
+    return ScoringInput(fs, tuple(found), {"input": input})
 
 
 def predict_dataset(
@@ -122,128 +96,109 @@ def predict_dataset(
     engine: str = "duckdb",
     spark_master: str | None = None,
     batch_size: int = 8192,
+    split: str | None = None,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """Score ``input`` (Parquet file or directory) into the directory ``output``; rows scored."""
+    """Score ``input`` (Parquet file or folder; with ``split``, a prepared dataset) into the
+    folder ``output``; returns the rows scored. Paths may be URIs (``s3://``, ``hdfs://``)."""
     if batch_size < 1:
         raise ServeError(f"batch_size must be >= 1, got {batch_size}")
-    read_spec(Path(model_dir))
-    if engine == "duckdb":
-        return _predict_duckdb(str(model_dir), input, output, batch_size)
+    if engine not in ("duckdb", "spark"):
+        raise ServeError(f"engine must be duckdb or spark, got {engine!r}")
+    folder = local_model_dir(os.fspath(model_dir))
+    spec = read_spec(folder)
+    source = scoring_input(input, split, storage_options)
+    out = resolve(output, storage_options)
     if engine == "spark":
-        return _predict_spark(str(model_dir), input, output, spark_master, batch_size)
-    raise ServeError(f"engine must be duckdb or spark, got {engine!r}")
+        from cauce.serve._predict_spark import predict_spark
+
+        return predict_spark(folder, spec, source, out, spark_master, batch_size, overwrite)
+    if out.exists(out.root) and not overwrite:
+        raise OutputExists(output)
+    return _predict_duckdb(folder, spec, source, out, batch_size)
 
 
-def _with_outputs(model: LoadedModel, batch: pa.RecordBatch, batch_size: int) -> pa.RecordBatch:
-    import pyarrow as pa
-
-    pre = model.spec.preprocessing
-    inputs = arrow_inputs(pre, batch) if pre is not None else _raw_inputs(model, batch)
-    results = _score(model, inputs, batch_size)
-    columns = dict(zip(batch.schema.names, batch.columns, strict=True))
-    for name, values in results.items():
-        if values.ndim == 1:
-            columns[name] = pa.array(values)
-        else:
-            flat = pa.array(values.reshape(-1))
-            columns[name] = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
-    return pa.RecordBatch.from_pydict(columns)
-
-
-def _predict_duckdb(model_dir: str, input: str, output: str, batch_size: int) -> int:
+def _write_local(
+    folder: Path, spec: ModelSpec, source: ScoringInput, target: Path, batch_size: int
+) -> int:
+    """Score every file into ``target/part-00000.parquet`` (DuckDB reads, in file order)."""
     import duckdb
     import pyarrow.parquet as pq
 
-    files = _input_files(input)
-    model = load_model(model_dir)
-    out = Path(output)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
+    from cauce.serve._format import load_model
+
+    model = load_model(folder)
+    metadata = {
+        **model_metadata(spec, str(folder)),
+        "cauce:input": json.dumps(dict(source.lineage), sort_keys=True),
+    }
+    con = duckdb.connect()
     rows = 0
     try:
-        con = duckdb.connect()
+        if not source.fs.local:
+            con.register_filesystem(source.fs.fs)
+        reader = con.read_parquet(source.uris).fetch_record_batch(batch_size)
+        writer = None
         try:
-            reader = con.read_parquet(files).fetch_record_batch(batch_size)
-            writer = None
-            try:
-                for batch in reader:
-                    if batch.num_rows == 0:
-                        continue
-                    scored = _with_outputs(model, batch, batch_size)
-                    if writer is None:
-                        writer = pq.ParquetWriter(str(tmp / "part-00000.parquet"), scored.schema)
-                    writer.write_batch(scored)
-                    rows += batch.num_rows
-            finally:
-                if writer is not None:
-                    writer.close()
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                scored = with_outputs(model, batch, batch_size)
+                if writer is None:
+                    schema = scored.schema.with_metadata(metadata)
+                    writer = pq.ParquetWriter(str(target / "part-00000.parquet"), schema)
+                writer.write_batch(scored)
+                rows += batch.num_rows
         finally:
-            con.close()
-        swap_dir(tmp, out)
+            if writer is not None:
+                writer.close()
+    finally:
+        con.close()
+    return rows
+
+
+def _predict_duckdb(
+    folder: Path, spec: ModelSpec, source: ScoringInput, out: Fs, batch_size: int
+) -> int:
+    if out.local:
+        final = Path(out.root)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="cauce-predict-"))
+    try:
+        rows = _write_local(folder, spec, source, tmp, batch_size)
+        if out.local:
+            swap_dir(tmp, final)
+        else:
+            out.remove_tree(out.root)
+            out.makedirs(out.root)
+            # One upload of the whole file: an object store shows all of it or nothing.
+            out.fs.put_file(str(tmp / "part-00000.parquet"), out.join("part-00000.parquet"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("scored %d rows of %s into %s", rows, input, output)
+    log.info("scored %d rows of %s into %s", rows, source.fs.uri, out.uri)
     return rows
 
 
-@functools.cache
-def _executor_model(name: str) -> LoadedModel:
-    from pyspark import SparkFiles
+def scored_model(path: str) -> dict[str, Any]:
+    """The model id and lineage that ``cauce predict`` wrote into a scored Parquet file (either
+    engine): ``{"id", "name", "version", "sha256", "path", "lineage"}``."""
+    import pyarrow.parquet as pq
 
-    return load_model(SparkFiles.get(name))
-
-
-def _score_pandas(name: str, batch_size: int, frames: Iterator[Any]) -> Iterator[Any]:
-    """Score pandas DataFrames (what ``mapInPandas`` passes) on a Spark executor."""
-    import pyarrow as pa
-
-    model = _executor_model(name)
-    for frame in frames:
-        batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
-        yield _with_outputs(model, batch, batch_size).to_pandas()
-
-
-def _predict_spark(
-    model_dir: str, input: str, output: str, master: str | None, batch_size: int
-) -> int:
-    try:
-        from pyspark.sql import SparkSession
-        from pyspark.sql import types as T
-    except ModuleNotFoundError:
-        raise ServeError("--engine spark needs pyspark: pip install 'cauce[spark]'") from None
-    from cauce.cluster.spark import spark_session
-
-    spec = read_spec(model_dir)
-    spark_types = {"FP32": T.FloatType(), "FP64": T.DoubleType(), "INT64": T.LongType(),
-                   "INT32": T.IntegerType(), "BOOL": T.BooleanType()}  # fmt: skip
-    active = SparkSession.getActiveSession()
-    owned = master is not None or active is None
-    if owned:
-        master = master or "local[2]"
-        if master.startswith("local"):
-            # Python workers on this host run this interpreter (and find cauce), unless the
-            # user chose one; SparkContext reads the variable when it starts.
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        conf = {"spark.ui.enabled": "false"}
-        session = spark_session(master, "cauce-predict", conf, loopback=True)
-    else:
-        assert active is not None
-        session = active
-    try:
-        folder = Path(model_dir).absolute()
-        session.sparkContext.addFile(str(folder), recursive=True)
-        frame = session.read.parquet(input)
-        produced = {t.name for t in spec.outputs}
-        fields = [f for f in frame.schema.fields if f.name not in produced]
-        for t in spec.outputs:
-            kind = spark_types.get(t.datatype)
-            if kind is None:
-                raise ServeError(f"--engine spark: output datatype {t.datatype} is not supported")
-            fields.append(T.StructField(t.name, kind if len(t.shape) == 1 else T.ArrayType(kind)))
-        score = functools.partial(_score_pandas, folder.name, batch_size)
-        scored = frame.mapInPandas(score, schema=T.StructType(fields))
-        scored.write.mode("overwrite").parquet(output)
-        rows: int = session.read.parquet(output).count()
-    finally:
-        if owned:
-            session.stop()
-    return rows
+    fs = resolve(path)
+    files = fs.parquet_files(fs.root)
+    if not files:
+        raise DataNotFound(f"{path}: holds no Parquet file", path=path)
+    with fs.fs.open(files[0], "rb") as f:
+        meta = pq.ParquetFile(f).metadata.metadata or {}
+    if b"cauce:model" in meta:
+        found: dict[str, Any] = json.loads(meta[b"cauce:model"])
+        return found
+    spark = json.loads(meta.get(b"org.apache.spark.sql.parquet.row.metadata", b"{}"))
+    for field in spark.get("fields", []):
+        if "cauce:model" in field.get("metadata", {}):
+            found = json.loads(field["metadata"]["cauce:model"])
+            return found
+    raise DataError(f"{path}: no cauce:model metadata (not written by cauce predict)", path=path)

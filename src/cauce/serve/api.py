@@ -22,6 +22,7 @@ __all__ = [
     "InvalidInput",
     "ModelFormatError",
     "NumericFeature",
+    "OutputExists",
     "Preprocessing",
     "QueueFull",
     "ServeError",
@@ -100,6 +101,17 @@ class SettingsError(ServeError):
     """A server setting is out of its range or inconsistent; nothing was started."""
 
     exit_code = 2
+
+
+class OutputExists(ServeError):
+    """``cauce predict``'s output is there already and ``--overwrite`` was not given: refused
+    before anything ran (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"--output {path} exists; choose another or add --overwrite to replace it")
 
 
 class QueueFull(ServeError):

@@ -106,6 +106,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ctx.fail(f"compare.{name} must be a number (an AUC), got {value!r}")
         compare[name] = {"auc": float(value), "difference": metrics["auc"] - float(value)}
+    for found in _baselines(ctx, manifest, pre, label, split_name):
+        if len(found.labels) != len(y) or not np.array_equal(np.sort(found.labels), np.sort(y)):
+            raise ctx.fail(f"{found.name} scored other rows than split {split_name}")
+        auc = roc_auc(found.labels, found.scores)
+        compare[found.name] = {
+            "auc": auc,
+            "difference": metrics["auc"] - auc,
+            "train_rows": found.train_rows,
+            "seconds": found.seconds,
+        }
     out_dir = ctx.home / ctx.step.name
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
@@ -132,6 +142,44 @@ def run(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+def _baselines(ctx: StepContext, manifest: Any, pre: Any, label: str, split: str) -> list[Any]:
+    """``baselines: [mllib_gbt, ...]``: MLlib trained on the same dataset, scored on ``split``;
+    on the pipeline's Spark cluster (``--cluster spark://...``), else on ``local[2]``."""
+    from cauce.errors import SpecError
+
+    kinds = ctx.config.get("baselines") or []
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise SpecError(
+            f"steps.{ctx.step.name}.baselines", f"must be a list of names, got {kinds!r}"
+        )
+    if not kinds:
+        return []
+    from cauce.pipeline._steps._mllib import BASELINES, mllib_scores
+
+    unknown = [k for k in kinds if k not in BASELINES]
+    if unknown:
+        raise SpecError(
+            f"steps.{ctx.step.name}.baselines",
+            f"has no baseline {unknown[0]!r}; known: {', '.join(BASELINES)}",
+            source=ctx.pipeline.source,
+        )
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        raise ctx.fail("baselines train on Spark: pip install 'cauce[spark]'") from None
+
+    from cauce.serve import scoring_session
+    from cauce.spec import CLUSTER_PREFIXES
+
+    spark = ctx.cluster is not None and ctx.cluster.startswith(CLUSTER_PREFIXES)
+    master = None if SparkSession.getActiveSession() else ctx.cluster if spark else "local[2]"
+    ctx.console.step_started(
+        ctx.step.name, f"training {', '.join(kinds)} on Spark ({master or 'the active session'})"
+    )
+    with scoring_session(master, "cauce-mllib-baseline") as session:
+        return mllib_scores(session, manifest, pre, label, kinds, test_split=split)
+
+
 def summary(label: str, result: Mapping[str, Any], serving: bool) -> list[str]:
     m = result["metrics"]
     versus = "".join(
@@ -144,7 +192,7 @@ def summary(label: str, result: Mapping[str, Any], serving: bool) -> list[str]:
 KIND = StepKind(
     "evaluate",
     run,
-    keys=("model", "dataset", "split", "label", "compare"),
+    keys=("model", "dataset", "split", "label", "compare", "baselines"),
     required=("model", "dataset", "label"),
     roots=("metrics", "example", "outputs"),
     summary=summary,
