@@ -21,7 +21,7 @@ from cauce.errors import CauceError
 from helpers import ROOT, cauce, match_schema, write_job
 
 #: Where the error classes are (``cauce`` here is the helper that runs the CLI).
-ERROR_MODULES = ("cauce.errors", "cauce.serve.api", "cauce.runtime.checkpoint")
+ERROR_MODULES = ("cauce.errors", "cauce.serve.api", "cauce.data.api", "cauce.runtime.checkpoint")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 #: Reports a metric, fails its first attempt (rank 1 exits 3), succeeds in the second.
