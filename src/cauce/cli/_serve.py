@@ -137,7 +137,7 @@ _PREDICT: _Table = (
         None,
         "with --stream: the stream's checkpoint folder; a restart with it goes on where it was",
     ),
-    ("--format", "format", str, "parquet", "with --stream: the format of the arriving files"),
+    ("--input-format", "input_format", str, "parquet", "with --stream: the arriving files' format"),
     (
         "--trigger",
         "trigger",
@@ -220,7 +220,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         predict,
         "CAUCE_PREDICT_",
         _PREDICT,
-        {"--engine": ("duckdb", "spark"), "--format": ("parquet", "json", "csv")},
+        {"--engine": ("duckdb", "spark"), "--input-format": ("parquet", "json", "csv")},
     )
     env_option(
         predict,
@@ -315,14 +315,17 @@ def run_predict(args: argparse.Namespace) -> int:
             args.input,
             args.output,
             args.checkpoint,
-            fmt=args.format,
+            fmt=args.input_format,
             spark_master=args.spark_master,
             batch_size=args.batch_size,
             trigger_s=args.trigger,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
         return 130 if ended.signal == signal.SIGINT else 0
-    for flag, value in (("--checkpoint", args.checkpoint), ("--format", args.format != "parquet")):
+    for flag, value in (
+        ("--checkpoint", args.checkpoint),
+        ("--input-format", args.input_format != "parquet"),
+    ):
         if value:
             raise SettingsError(f"{flag} is for --stream; add --stream or leave {flag} out")
     rows = predict_dataset(

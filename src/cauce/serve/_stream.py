@@ -125,7 +125,7 @@ def stream_predict(
     """Score the files arriving in ``input`` into ``output`` until SIGINT or SIGTERM (or
     ``stop()`` returns true); ``checkpoint`` keeps the stream's state for a restart."""
     if fmt not in FORMATS:
-        raise SettingsError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise SettingsError(f"--input-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not trigger_s > 0:
         raise SettingsError(f"--trigger must be > 0 seconds, got {trigger_s}")
     folder = Path(local_model_dir(os.fspath(model_dir))).absolute()

@@ -224,7 +224,6 @@ class StudyRunner:
         cluster = None
         try:
             cluster = self.make_cluster()  # one per trial, closed when the trial ends
-            spec = trial_spec(self.spec, self.tune, params)
             if self.tracking is not None:
                 tracked = self.tracking.trial(
                     spec, self.home / "runs" / job_id, job_id, trial.number
