@@ -720,3 +720,40 @@ def test_a_crashing_function_trial_takes_only_its_worker(
     assert ran_in[0] == ran_in[1] != ran_in[2] == ran_in[3]  # reused, then fresh, reused
     assert imports.read_text().split() == [str(ran_in[0]), str(ran_in[2])]
     assert not any(psutil.pid_exists(pid) for pid in set(ran_in))  # no worker outlives tune
+
+
+def test_an_entrypoint_that_dies_at_import_fails_the_study_with_its_cause(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module whose import kills the worker (a segfault, OOM, os._exit) is not retried
+    forever: the second worker in a row that dies so fails the trial, saying why."""
+    import cauce.tune as tune_package
+
+    (tmp_path / "dies.py").write_text(
+        "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
+        "os._exit(3)\n",
+        encoding="utf-8",
+    )
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        """
+        name: dies
+        command: python -c "pass"
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          entrypoint: dies:run
+          pruner: none
+          max_failures: 0
+        """,
+    )
+    before = set(psutil.Process().children(recursive=True))
+    result = tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+    assert not result.ok
+    assert [t.state for t in result.trials] == ["failed"]
+    cause = "worker for dies:run exited with code 3 while importing: cannot load the model"
+    assert cause in str(result), result
+    assert set(psutil.Process().children(recursive=True)) <= before  # no worker left

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from cauce.cluster import Reaper, group_alive
 from cauce.cluster.api import (
@@ -40,6 +41,7 @@ from cauce.cluster.api import (
     TaskLaunch,
     Waiting,
 )
+from cauce.errors import ClusterError
 from cauce.frameworks.api import GangLayout
 
 __all__ = ["PooledCluster", "WorkerPool"]
@@ -47,31 +49,34 @@ __all__ = ["PooledCluster", "WorkerPool"]
 logger = logging.getLogger(__name__)
 
 _READY_TIMEOUT = 300.0  # seconds a worker may take to import the trial's module
+_FAILED_STARTS = 2  # workers in a row that die before they are ready: the module cannot load
 
 
 class _Worker:
     """One worker process and the pool's end of its socket."""
 
-    def __init__(self, entrypoint: str, cwd: str, env: Mapping[str, str]) -> None:
+    def __init__(self, entrypoint: str, cwd: str, env: Mapping[str, str], log: Path) -> None:
+        self.log = log
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cauce.runtime._worker",
-                    "--fd",
-                    str(theirs.fileno()),
-                    entrypoint,
-                ],
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
+            with open(log, "ab") as err:  # what it says outside a trial (a crash at import)
+                self.proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "cauce.runtime._worker",
+                        "--fd",
+                        str(theirs.fileno()),
+                        entrypoint,
+                    ],
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
         except BaseException:
             mine.close()
             raise
@@ -92,6 +97,19 @@ class _Worker:
                 self.channel.settimeout(None)
             self._ready.set()
         return self.ok
+
+    def failure(self, entrypoint: str) -> str:
+        """Why the worker died before it was ready: its exit code and its last words."""
+        code = self.proc.wait()
+        try:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        said = " | ".join(line.strip() for line in lines[-5:] if line.strip())
+        return (
+            f"worker for {entrypoint} exited with code {code} while importing: "
+            f"{said or '(it said nothing)'} (log {self.log})"
+        )
 
     def _read(self) -> dict[str, object] | None:
         try:
@@ -135,9 +153,19 @@ class _Worker:
 
 class WorkerPool:
     def __init__(
-        self, entrypoint: str, *, cwd: str, env: Mapping[str, str], size: int, grace: float
+        self,
+        entrypoint: str,
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        size: int,
+        grace: float,
+        log_dir: Path,
     ) -> None:
         self.entrypoint = entrypoint
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._count = 0
         self.cwd = cwd
         self.env = dict(env)
         self.size = size
@@ -154,14 +182,18 @@ class WorkerPool:
         with self._lock:
             if self._closed:
                 return None
-            worker = _Worker(self.entrypoint, self.cwd, self.env)
+            self._count += 1
+            log = self.log_dir / f"worker-{self._count}.log"
+            worker = _Worker(self.entrypoint, self.cwd, self.env, log)
             self._reaper.watch(worker.pid)
             self._all.append(worker)
             self._idle.append(worker)
             return worker
 
     def take(self) -> _Worker:
-        """An idle worker whose module is imported (a new one if none is idle)."""
+        """An idle worker whose module is imported (a new one if none is idle); ClusterError
+        when workers in a row die before they are ready (the module cannot be imported)."""
+        failed = 0
         while True:
             with self._lock:
                 worker = self._idle.pop(0) if self._idle else None
@@ -172,7 +204,10 @@ class WorkerPool:
                 continue
             if worker.wait_ready(_READY_TIMEOUT):
                 return worker
-            self._retire(worker)  # it could not even start: the next one says why in its log
+            self._retire(worker)  # it could not even start
+            failed += 1
+            if failed >= _FAILED_STARTS:
+                raise ClusterError(worker.failure(self.entrypoint))
 
     def give_back(self, worker: _Worker, reusable: bool) -> None:
         if reusable and worker.ok:

@@ -121,7 +121,7 @@ def run_study(
             else:  # a new study: the given points first (kept in the storage, as the trials are)
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
-            pool = _worker_pool(spec, address, width)
+            pool = _worker_pool(spec, address, width, home, name)
 
             def make_cluster() -> Cluster:
                 # Each trial's cluster is its driver's: closed when the trial ends.
@@ -157,7 +157,9 @@ def run_study(
             store.close()
 
 
-def _worker_pool(spec: JobSpec, address: str, width: int) -> WorkerPool | None:
+def _worker_pool(
+    spec: JobSpec, address: str, width: int, home: Path | None, name: str
+) -> WorkerPool | None:
     """The workers that run the trials of an ``entrypoint`` on this host (None otherwise:
     trials of a command, or on a cluster of other hosts, run in fresh processes)."""
     assert spec.tune is not None
@@ -169,6 +171,7 @@ def _worker_pool(spec: JobSpec, address: str, width: int) -> WorkerPool | None:
         env={**os.environ, **dict(spec.env)},
         size=width,
         grace=spec.grace_period,
+        log_dir=(home if home is not None else cauce_home()) / "studies" / name / "workers",
     )
 
 
