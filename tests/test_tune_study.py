@@ -757,3 +757,36 @@ def test_an_entrypoint_that_dies_at_import_fails_the_study_with_its_cause(
     cause = "worker for dies:run exited with code 3 while importing: cannot load the model"
     assert cause in str(result), result
     assert set(psutil.Process().children(recursive=True)) <= before  # no worker left
+
+
+def test_a_worker_that_dies_leaving_a_child_ends_its_trial(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool sees a worker's death though a child the trial forked keeps its socket open
+    (no end of file): the trial fails with the worker's exit code and the child is ended."""
+    import cauce.tune as tune_package
+
+    (tmp_path / "forks.py").write_text(
+        "import os, time\n\n\ndef run():\n    if os.fork() == 0:\n"
+        "        time.sleep(120)\n        os._exit(0)\n    os._exit(4)\n",
+        encoding="utf-8",
+    )
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        """
+        name: forks
+        command: python -c "pass"
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          entrypoint: forks:run
+          pruner: none
+          max_failures: 0
+        """,
+    )
+    result = tune_package.tune(path, trials=1, parallel=1, poll_interval=0.2)
+    assert [t.state for t in result.trials] == ["failed"]
+    assert "exit 4" in result.trials[0].note, result.trials[0].note

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ __all__ = ["PooledCluster", "WorkerPool"]
 logger = logging.getLogger(__name__)
 
 _READY_TIMEOUT = 300.0  # seconds a worker may take to import the trial's module
+_POLL = 0.5  # seconds between checks that a silent worker is still alive
 _FAILED_STARTS = 2  # workers in a row that die before they are ready: the module cannot load
 
 
@@ -86,17 +88,31 @@ class _Worker:
         self.channel = mine
         self._in = mine.makefile("rb")
         self._ready = threading.Event()
+        self._kill_lock = threading.Lock()
+        self._killed = False
         self.ok = True
 
     def wait_ready(self, timeout: float) -> bool:
         if not self._ready.is_set():
-            self.channel.settimeout(timeout)
-            try:
-                self.ok = self._read() == {"ready": True}
-            finally:
-                self.channel.settimeout(None)
+            said = self._says(time.monotonic() + timeout)
+            self.ok = said and self._read() == {"ready": True}
             self._ready.set()
         return self.ok
+
+    def _says(self, deadline: float | None = None) -> bool:
+        """Wait until the worker writes (or closes its end); False if it died meanwhile or the
+        deadline passed. Its death is seen by polling it, not only by the end of its socket:
+        a child that a trial forked holds the socket open after the worker is gone."""
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                readable, _, _ = select.select([self.channel], [], [], _POLL)
+            except (OSError, ValueError):  # closed: killed meanwhile
+                return False
+            if readable:
+                return True
+            if self.proc.poll() is not None:
+                return False
+        return False
 
     def failure(self, entrypoint: str) -> str:
         """Why the worker died before it was ready: its exit code and its last words."""
@@ -121,34 +137,40 @@ class _Worker:
         message = json.loads(line)
         return message if isinstance(message, dict) else None
 
-    def run(self, launch: TaskLaunch) -> tuple[int, bool]:
+    def run(self, launch: TaskLaunch, grace: float) -> tuple[int, bool]:
         """Run one trial: (its exit code, whether the worker may run another)."""
         job = {"env": dict(launch.env), "cwd": launch.cwd, "log": launch.log_path}
         with contextlib.suppress(OSError):  # a worker that died says so at the read
             self.channel.sendall(json.dumps(job).encode() + b"\n")
-        answer = self._read()
+        answer = self._read() if self._says() else None
         if answer is None or not isinstance(answer.get("exit"), int):
-            self.ok = False
-            return self.proc.wait(), False  # it died: its exit code or signal is the trial's
+            self.kill(grace)  # it died: the trial's children go with it
+            return self.proc.wait(), False  # its exit code or signal is the trial's
         code = answer["exit"]
         assert isinstance(code, int)
         return code, not answer.get("retire", True)
 
     def kill(self, grace: float) -> None:
-        """End the worker and whatever it started (its process group)."""
-        self.ok = False
-        with contextlib.suppress(OSError):
-            self.channel.shutdown(socket.SHUT_RDWR)
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            end = time.monotonic() + wait
-            while group_alive(self.pid) and time.monotonic() < end:
-                time.sleep(0.02)
-            if not group_alive(self.pid):
-                break
-        self.proc.wait()
-        self.channel.close()
+        """End the worker and whatever it started (its process group). Once: a second call
+        (the pool retiring a worker that a stop killed) waits for the first and signals
+        nothing, since the group's id may by then be another process's."""
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+            self.ok = False
+            with contextlib.suppress(OSError):
+                self.channel.shutdown(socket.SHUT_RDWR)
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, sig)
+                end = time.monotonic() + wait
+                while group_alive(self.pid) and time.monotonic() < end:
+                    time.sleep(0.02)
+                if not group_alive(self.pid):
+                    break
+            self.proc.wait()
+            self.channel.close()
 
 
 class WorkerPool:
@@ -256,7 +278,7 @@ class _WorkerGang(RunningGang):
         self._thread.start()
 
     def _main(self) -> None:
-        code, reusable = self._worker.run(self._launch)
+        code, reusable = self._worker.run(self._launch, self._pool.grace)
         with self._lock:
             self._ended = True
         runtime = time.monotonic() - self._started
