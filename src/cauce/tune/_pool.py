@@ -291,10 +291,9 @@ class _WorkerGang(RunningGang):
         return {self._launch.task_id: self._worker.pid}
 
     def stop(self, grace: float) -> None:
-        with self._lock:
-            running = not self._ended
-        if running:
-            self._worker.kill(grace)  # a trial cannot be stopped but with its worker
+        with self._lock:  # held while killing: once ended, the worker may be another trial's
+            if not self._ended:
+                self._worker.kill(grace)  # a trial cannot be stopped but with its worker
         self._thread.join()
 
 
