@@ -407,3 +407,42 @@ def test_a_first_rung_of_a_single_report_is_warned_of() -> None:
     assert warning({"type": "asha", "min_steps": 3}) == ""
     assert warning({"type": "median", "warmup_steps": 3}) == ""
     assert warning("hyperband") == warning("none") == ""
+
+
+def test_a_verdict_wait_out_of_range_does_not_break_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CAUCE_VERDICT_WAIT is in the job's env: inf, nan or negative turn prompt verdicts off,
+    a huge one is capped (it made report raise OverflowError)."""
+    import socket
+    import threading
+
+    from cauce.runtime._verdict import Verdicts
+
+    name = f"cauce-test-verdict-{id(monkeypatch)}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.makefile("rb").readline()
+            conn.sendall(b"stop too slow\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    env = {
+        "CAUCE_VERDICT_ADDRESS": "@" + name,
+        "CAUCE_VERDICT_TASK": "worker-0",
+        "CAUCE_TASK_ID": "worker-0",
+        "CAUCE_VERDICT_STEPS": "from:0",
+        "CAUCE_VERDICT_METRIC": "loss",
+    }
+    try:
+        for wait, verdict in (("inf", None), ("nan", None), ("-1", None), ("1e12", "too slow")):
+            monkeypatch.setenv("CAUCE_JOB_ID", f"job-{wait}")
+            for key, value in {**env, "CAUCE_VERDICT_WAIT": wait}.items():
+                monkeypatch.setenv(key, value)
+            assert Verdicts().ask(1, {"loss": 0.5}) == verdict, wait
+    finally:
+        thread.join(5)
+        server.close()

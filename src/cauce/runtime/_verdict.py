@@ -20,6 +20,7 @@ later report through the control file, as it always did. Standard library only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 __all__ = ["Verdicts", "judged_steps"]
 
 _KEEP = 10_000  # values kept between two requests, at most
+_MAX_WAIT = 60.0  # seconds a report waits for a verdict, at most
 
 
 def judged_steps(spec: str) -> tuple[str, int, int]:
@@ -66,7 +68,9 @@ class Verdicts:
             return False  # not a trial, or not its objective task
         try:
             self._kind, self._low, self._factor = judged_steps(env["CAUCE_VERDICT_STEPS"])
-            self._wait = float(env.get("CAUCE_VERDICT_WAIT", "0.1"))
+            wait = float(env.get("CAUCE_VERDICT_WAIT", "0.1"))
+            # A job's env may set it: nan, inf, negative or huge would break or block report.
+            self._wait = min(wait, _MAX_WAIT) if math.isfinite(wait) and wait > 0 else 0.0
             self._metric = env["CAUCE_VERDICT_METRIC"]
         except (KeyError, ValueError):
             return False  # a driver of another version: no prompt verdicts
