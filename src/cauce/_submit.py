@@ -266,11 +266,17 @@ def submit(
         start_new_session=True,
     )
     assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(pickle.dumps(request))
-    process.stdin.close()
-    ready, _, _ = select.select([process.stdout], [], [], start_timeout)
-    line = process.stdout.readline() if ready else b""
-    process.stdout.close()
+    try:
+        process.stdin.write(pickle.dumps(request))
+        process.stdin.close()
+        ready, _, _ = select.select([process.stdout], [], [], start_timeout)
+        line = process.stdout.readline() if ready else b""
+    except BaseException:  # Ctrl-C before the job has a handle: no job is left running
+        process.terminate()
+        process.wait()
+        raise
+    finally:
+        process.stdout.close()
     if not line:
         if process.poll() is None:
             process.terminate()
