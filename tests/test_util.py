@@ -257,6 +257,24 @@ def test_proc_stat_of_a_process_with_parentheses_and_spaces_in_its_name(tmp_path
     assert proc_stat(proc.pid) is None and start_time(proc.pid) is None
 
 
+def test_a_zombie_has_no_start_time() -> None:
+    """A driver that exited but is not reaped yet is gone for driver_alive."""
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert start_time(proc.pid) is not None
+        proc.kill()
+        for _ in range(500):
+            got = proc_stat(proc.pid)
+            if got is not None and got.state == "Z":
+                break
+            threading.Event().wait(0.01)
+        assert got is not None and got.state == "Z"
+        assert start_time(proc.pid) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_proc_stat_counts_cpu_time() -> None:
     me = proc_stat(os.getpid())
     assert me is not None and me.pid == os.getpid() and me.state == "R"

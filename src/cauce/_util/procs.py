@@ -53,9 +53,10 @@ def proc_stat(pid: int) -> ProcStat | None:
 
 
 def start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks after boot, or None when it is gone."""
+    """The start time of ``pid`` in clock ticks after boot, or None when it is gone. A zombie
+    (exited, not yet reaped) is gone: it keeps its stat, start time included, until reaped."""
     stat = proc_stat(pid)
-    return None if stat is None else stat.start_ticks
+    return None if stat is None or stat.state == "Z" else stat.start_ticks
 
 
 def all_pids() -> list[int]:
