@@ -14,6 +14,7 @@ import select
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,12 +25,13 @@ from helpers import ROOT, cauce, match_schema, write_job
 ERROR_MODULES = ("cauce.errors", "cauce.serve.api", "cauce.data.api", "cauce.runtime.checkpoint")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: Reports a metric, fails its first attempt (rank 1 exits 3), succeeds in the second.
+#: Reports metrics (one of them infinite), fails its first attempt (rank 1 exits 3), succeeds in
+#: the second.
 _FLAKY = """
 import os, sys, cauce
 ctx = cauce.context()
 for step in range(3):
-    cauce.report(step, loss=1.0 / (step + 1))
+    cauce.report(step, loss=1.0 / (step + 1), spread=float("inf"))
 if ctx.attempt == 0 and ctx.rank == 1:
     sys.exit(3)
 print("lr", os.environ.get("CAUCE_PARAM_LR"), "batch", os.environ.get("CAUCE_PARAM_BATCH"))
@@ -60,6 +62,15 @@ def flaky(tmp_path: Path) -> Path:
     )
 
 
+def _strict_json(text: str) -> Any:
+    """``text`` parsed as JSON proper: NaN and Infinity (which json.dumps writes) are errors."""
+
+    def refuse(word: str) -> object:
+        raise ValueError(f"{word} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 @pytest.mark.slow
 def test_json_outputs_match_their_schemas(flaky: Path, cauce_env: dict[str, str]) -> None:
     """One job with a restart: run, jobs, show and metrics in JSON, attempts as in the table."""
@@ -79,16 +90,17 @@ def test_json_outputs_match_their_schemas(flaky: Path, cauce_env: dict[str, str]
     match_schema(jobs, "jobs")
     assert [j["id"] for j in jobs] == [job_id]
 
-    show = json.loads(cauce(["show", job_id, "--format", "json"], cauce_env).stdout)
+    show = _strict_json(cauce(["show", job_id, "--format", "json"], cauce_env).stdout)
     match_schema(show, "show")
     assert {(t["task"], t["attempt"]) for t in show["tasks"]} == {
         (f"worker-{r}", a) for r in (0, 1) for a in (1, 2)
     }
     assert [e["restart"] for e in show["restart_events"]] == [1]
 
-    metrics = json.loads(cauce(["metrics", job_id, "--format", "json"], cauce_env).stdout)
+    metrics = _strict_json(cauce(["metrics", job_id, "--format", "json"], cauce_env).stdout)
     match_schema(metrics, "metrics")
     assert {m["attempt"] for m in metrics} == {1, 2}
+    assert {m["value"] for m in metrics if m["name"] == "spread"} == {None}  # inf: not JSON
     table = cauce(["metrics", job_id], cauce_env).stdout.splitlines()
     shown = {(line.split()[0], int(line.split()[1])) for line in table[1:]}
     assert shown == {(m["task"], m["attempt"]) for m in metrics}  # the same numbering

@@ -3,13 +3,15 @@ scripts, in one shape (documented in docs/scripting.md, JSON Schemas in docs/sch
 
 The rules, the same for every command: one JSON document on stdout (an array for a list, an
 object for one thing), keys in ``snake_case``, times as Unix seconds (floats), durations as
-``*_s`` seconds, absent values as ``null`` (never left out), and attempts numbered from 1, as
-the tables show them (``attempt: 1`` is the first run of a task, ``2`` its first restart).
+``*_s`` seconds, absent values as ``null`` (never left out), non-finite numbers (a metric of NaN
+or infinity) as ``null`` too, and attempts numbered from 1, as the tables show them
+(``attempt: 1`` is the first run of a task, ``2`` its first restart).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -36,8 +38,19 @@ FORMATS = ("table", "json")
 def emit(doc: object, out: IO[str] | None = None) -> int:
     """Write ``doc`` as indented JSON and a newline; returns 0 (the command's exit code)."""
     stream = out or sys.stdout
-    stream.write(json.dumps(doc, indent=2, default=str) + "\n")
+    stream.write(json.dumps(_finite(doc), indent=2, default=str, allow_nan=False) + "\n")
     return 0
+
+
+def _finite(doc: object) -> object:
+    """``doc`` with NaN and infinities as None: JSON has no such numbers (``null`` instead)."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, Mapping):
+        return {key: _finite(value) for key, value in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_finite(value) for value in doc]
+    return doc
 
 
 def _duration(started: float | None, ended: float | None) -> float | None:
