@@ -722,36 +722,44 @@ def test_a_crashing_function_trial_takes_only_its_worker(
     assert not any(psutil.pid_exists(pid) for pid in set(ran_in))  # no worker outlives tune
 
 
+def _one_failing_function(
+    tmp_path: Path,
+    cauce_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    code: str,
+) -> Any:
+    """A study of ``module:run`` (source ``code``) that stops at its first failed trial."""
+    import cauce.tune as tune_package
+
+    (tmp_path / f"{module}.py").write_text(code, encoding="utf-8")
+    path = _in_process(
+        tmp_path,
+        cauce_env,
+        monkeypatch,
+        f"""
+        name: {module}
+        command: python -c "pass"
+        tune:
+          objective: {{metric: loss, direction: min}}
+          space:
+            x: {{type: uniform, low: 0, high: 1}}
+          entrypoint: {module}:run
+          pruner: none
+          max_failures: 0
+        """,
+    )
+    return tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+
+
 def test_an_entrypoint_that_dies_at_import_fails_the_study_with_its_cause(
     tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A module whose import kills the worker (a segfault, OOM, os._exit) is not retried
     forever: the second worker in a row that dies so fails the trial, saying why."""
-    import cauce.tune as tune_package
-
-    (tmp_path / "dies.py").write_text(
-        "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
-        "os._exit(3)\n",
-        encoding="utf-8",
-    )
-    path = _in_process(
-        tmp_path,
-        cauce_env,
-        monkeypatch,
-        """
-        name: dies
-        command: python -c "pass"
-        tune:
-          objective: {metric: loss, direction: min}
-          space:
-            x: {type: uniform, low: 0, high: 1}
-          entrypoint: dies:run
-          pruner: none
-          max_failures: 0
-        """,
-    )
+    code = "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
     before = set(psutil.Process().children(recursive=True))
-    result = tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
+    result = _one_failing_function(tmp_path, cauce_env, monkeypatch, "dies", code + "os._exit(3)\n")
     assert not result.ok
     assert [t.state for t in result.trials] == ["failed"]
     cause = "worker for dies:run exited with code 3 while importing: cannot load the model"
@@ -764,29 +772,10 @@ def test_a_worker_that_dies_leaving_a_child_ends_its_trial(
 ) -> None:
     """The pool sees a worker's death though a child the trial forked keeps its socket open
     (no end of file): the trial fails with the worker's exit code and the child is ended."""
-    import cauce.tune as tune_package
-
-    (tmp_path / "forks.py").write_text(
+    code = (
         "import os, time\n\n\ndef run():\n    if os.fork() == 0:\n"
-        "        time.sleep(120)\n        os._exit(0)\n    os._exit(4)\n",
-        encoding="utf-8",
+        "        time.sleep(120)\n        os._exit(0)\n    os._exit(4)\n"
     )
-    path = _in_process(
-        tmp_path,
-        cauce_env,
-        monkeypatch,
-        """
-        name: forks
-        command: python -c "pass"
-        tune:
-          objective: {metric: loss, direction: min}
-          space:
-            x: {type: uniform, low: 0, high: 1}
-          entrypoint: forks:run
-          pruner: none
-          max_failures: 0
-        """,
-    )
-    result = tune_package.tune(path, trials=1, parallel=1, poll_interval=0.2)
+    result = _one_failing_function(tmp_path, cauce_env, monkeypatch, "forks", code)
     assert [t.state for t in result.trials] == ["failed"]
     assert "exit 4" in result.trials[0].note, result.trials[0].note

@@ -223,6 +223,15 @@ def test_handle_signals_is_a_no_op_outside_the_main_thread() -> None:
 # -- procs -----------------------------------------------------------------------------------
 
 
+def _wait_for_state(pid: int, state: str) -> None:
+    for _ in range(500):
+        got = proc_stat(pid)
+        if got is not None and got.state == state:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"process {pid} is not in state {state}: {proc_stat(pid)}")
+
+
 def test_proc_stat_of_a_process_with_parentheses_and_spaces_in_its_name(tmp_path: Path) -> None:
     # comm is the file name of the executable: give it spaces and a ")"
     exe = tmp_path / "a b) (c"
@@ -245,12 +254,7 @@ def test_proc_stat_of_a_process_with_parentheses_and_spaces_in_its_name(tmp_path
         assert stat.start_ticks >= (start_time(os.getpid()) or 0)
         assert proc.pid in all_pids() and os.getpid() in all_pids()
         os.kill(proc.pid, signal.SIGSTOP)
-        for _ in range(200):
-            got = proc_stat(proc.pid)
-            if got is not None and got.state == "T":
-                break
-            threading.Event().wait(0.01)
-        assert got is not None and got.state == "T"
+        _wait_for_state(proc.pid, "T")
     finally:
         proc.kill()
         proc.wait()
@@ -263,12 +267,7 @@ def test_a_zombie_has_no_start_time() -> None:
     try:
         assert start_time(proc.pid) is not None
         proc.kill()
-        for _ in range(500):
-            got = proc_stat(proc.pid)
-            if got is not None and got.state == "Z":
-                break
-            threading.Event().wait(0.01)
-        assert got is not None and got.state == "Z"
+        _wait_for_state(proc.pid, "Z")
         assert start_time(proc.pid) is None
     finally:
         proc.kill()
