@@ -120,3 +120,38 @@ def test_a_tracking_outage_warns_once_and_sync_replays_what_was_not_sent(
         assert logs == ["logs/worker-0.log"]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_spool_cut_by_a_crash_is_mended_and_an_unwritable_spool_is_warned_of_once(
+    tmp_path: Path,
+) -> None:
+    from cauce.tracking import Tracker
+    from cauce.tracking._sync import _read
+    from cauce.tracking.api import Target
+
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text('{"op":"target","uri":"u","experiment":"e","run_id":null}\n{"op":"batc')
+    said: list[str] = []
+    target = Target("http://127.0.0.1:9", "e")
+    tracker = Tracker(target, spool, name="r", tags={}, warn=said.append)
+    tracker.end("FINISHED")
+    tracker.close()
+    ops, skipped = _read(spool)  # the cut line is left out, the new run's lines are whole
+    assert skipped == 1 and [op["op"] for op in ops] == ["target", "target", "create", "end"]
+    assert tracker.failures == 2 and len(said) == 1 and "127.0.0.1:9" in said[0]
+    glued = spool.read_text().replace('"op":"batc\n', '"op":"batc')  # as before the mending
+    spool.write_text(glued)
+    ops, skipped = _read(spool)
+    assert skipped == 1 and [op["op"] for op in ops] == ["target", "target", "create", "end"]
+
+    gone = tmp_path / "gone" / "spool.jsonl"
+    (tmp_path / "gone").write_text("a file where the spool's folder should be")
+    said.clear()
+    tracker = Tracker(target, gone, name="r", tags={}, warn=said.append)
+    for step in range(3):
+        tracker.log([("loss", 1.0, 0, step)])
+        tracker.end("FINISHED")  # no merging: one operation each
+    tracker.close()
+    assert not tracker._thread.is_alive() and tracker.dropped == 8
+    assert len(said) == 2 and "cannot be written" in said[1]

@@ -38,7 +38,7 @@ class Tracker:
     """A run of ``target`` named ``name``, created at once (asynchronously).
 
     Thread safety: the queuing methods may be called from any thread; ``close`` from the owner
-    only, once. ``warn`` is called at most once, from the sender thread.
+    only, once. ``warn`` is called at most once per kind of trouble (outage, spool).
     """
 
     def __init__(
@@ -59,7 +59,11 @@ class Tracker:
         self.sent = 0
         self.failures = 0
         self.error = ""
+        self.dropped = 0  # operations lost: the spool could not be written
         self._warn = warn
+        self._warned: set[str] = set()
+        self._spooled = False  # the spool was written by this tracker (its end checked)
+        self._spool_lock = threading.Lock()
         self._hint = hint
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._created = threading.Event()
@@ -160,21 +164,50 @@ class Tracker:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         self.error = first
         logger.info("MLflow tracking at %s failed", self.target.uri, exc_info=True)
-        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        self._say(
+            "offline",
+            f"warning: MLflow tracking at {self.target.uri} failed ({first}); the job goes on, "
+            f"what is not sent is kept in {self.spool}{self._hint}",
+        )
         head = {"op": "target", "uri": self.target.uri, "experiment": self.target.experiment}
         self._append(head | {"run_id": self.run_id})
-        self._warn(
-            f"warning: MLflow tracking at {self.target.uri} failed ({first}); the job goes on, "
-            f"what is not sent is kept in {self.spool}{self._hint}"
-        )
 
     def _keep(self, op: dict[str, Any]) -> None:
         self.failures += 1
         self._append(op)
 
     def _append(self, op: dict[str, Any]) -> None:
-        with open(self.spool, "a", encoding="utf-8") as file:
-            file.write(json.dumps(op, separators=(",", ":")) + "\n")
+        """One line of the spool; a spool that cannot be written (disk full, folder gone)
+        loses the operation, counted in ``dropped`` and warned of once."""
+        line = json.dumps(op, separators=(",", ":")) + "\n"
+        with self._spool_lock:
+            try:
+                self.spool.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.spool, "ab") as file:
+                    if not self._spooled and file.tell() > 0:  # a line cut by a crash?
+                        with open(self.spool, "rb") as old:
+                            old.seek(-1, 2)
+                            if old.read(1) != b"\n":
+                                line = "\n" + line
+                    file.write(line.encode("utf-8"))
+                self._spooled = True
+                return
+            except OSError as exc:
+                self.dropped += 1
+                reason = str(exc)
+        self._say(
+            "spool",
+            f"warning: MLflow spool {self.spool} cannot be written ({reason}); what is not "
+            "sent to MLflow is lost",
+        )
+
+    def _say(self, kind: str, message: str) -> None:
+        """``warn``, called at most once per ``kind`` of trouble (from any thread)."""
+        with self._spool_lock:
+            if kind in self._warned:
+                return
+            self._warned.add(kind)
+        self._warn(message)
 
 
 def open_tracker(
