@@ -155,3 +155,36 @@ def test_a_spool_cut_by_a_crash_is_mended_and_an_unwritable_spool_is_warned_of_o
     tracker.close()
     assert not tracker._thread.is_alive() and tracker.dropped == 8
     assert len(said) == 2 and "cannot be written" in said[1]
+
+
+def test_a_server_that_never_answers_costs_bounded_waits_and_what_is_left_is_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    from cauce.tracking import _tracker
+    from cauce.tracking.api import Target
+
+    monkeypatch.setattr(_tracker, "MAX_QUEUED", 3)
+    mute = socket.socket()  # connections are taken by the kernel, never answered
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)
+    spool = tmp_path / "spool.jsonl"
+    said: list[str] = []
+    with mute:
+        target = Target(f"http://127.0.0.1:{mute.getsockname()[1]}", "e")
+        tracker = _tracker.Tracker(target, spool, name="r", tags={}, warn=said.append)
+        for step in range(4):
+            tracker.log([("loss", 1.0, 0, step)])
+            tracker.text("x", f"f{step}")  # no merging: one operation each
+        tracker.end("FINISHED")
+        assert tracker.wait_created(0.2) is None
+        tracker.close(0.5)
+        lines = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert lines[0] == {"op": "target", "uri": target.uri, "experiment": "e", "run_id": None}
+    kept = [op["op"] for op in lines[1:]]
+    # all but the run's creation, still being sent: what did not fit, then what was queued
+    assert sorted(kept) == ["batch"] * 4 + ["end"] + ["text"] * 4
+    assert tracker.failures == len(kept)
+    assert any("is slow" in s for s in said) and any("still busy" in s for s in said)

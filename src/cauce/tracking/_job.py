@@ -84,11 +84,11 @@ class JobTracking:
         if root_cause:
             tags["cauce.root_cause"] = root_cause
         self.tracker.log(tags=tags)
+        self.tracker.end(_STATUS.get(status, "FAILED"))  # before the logs: they may be slow
         if log_dir.is_dir() and any(log_dir.iterdir()):
             self.tracker.artifacts(str(log_dir), "logs")
-        self.tracker.end(_STATUS.get(status, "FAILED"))
 
-    def close(self, timeout: float = 120.0) -> None:
+    def close(self, timeout: float = 20.0) -> None:
         self.tracker.close(timeout)
 
 
