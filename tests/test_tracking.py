@@ -135,10 +135,10 @@ def test_a_spool_cut_by_a_crash_is_mended_and_an_unwritable_spool_is_warned_of_o
     said: list[str] = []
     target = Target("http://127.0.0.1:9", "e")
     tracker = Tracker(target, spool, name="r", tags={}, warn=said.append)
-    tracker.end("FINISHED")
-    tracker.close()
+    tracker.close()  # not ended by its owner: it ends failed
     ops, skipped = _read(spool)  # the cut line is left out, the new run's lines are whole
     assert skipped == 1 and [op["op"] for op in ops] == ["target", "target", "create", "end"]
+    assert ops[-1]["status"] == "FAILED"
     assert tracker.failures == 2 and len(said) == 1 and "127.0.0.1:9" in said[0]
     glued = spool.read_text().replace('"op":"batc\n', '"op":"batc')  # as before the mending
     spool.write_text(glued)

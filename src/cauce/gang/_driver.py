@@ -155,17 +155,17 @@ class JobDriver:
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
         self.tracking.open(self)
-        self.record.submitted(
-            self.spec,
-            kind=self.kind,
-            cluster=self.cluster.name,
-            run_dir=str(self.run_dir),
-            tasks=len(self.request.tasks),
-        )
-        self.console.status(
-            f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
-        )
         try:
+            self.record.submitted(
+                self.spec,
+                kind=self.kind,
+                cluster=self.cluster.name,
+                run_dir=str(self.run_dir),
+                tasks=len(self.request.tasks),
+            )
+            self.console.status(
+                f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
+            )
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
         finally:

@@ -66,6 +66,7 @@ class Tracker:
         self.failures = 0
         self.error = ""
         self.dropped = 0  # operations lost: the spool could not be written
+        self.ended = False
         self._warn = warn
         self._warned: set[str] = set()
         self._spooled = False  # the spool was written by this tracker (its end checked)
@@ -111,6 +112,7 @@ class Tracker:
 
     def end(self, status: str) -> None:
         """``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.ended = True
         self._put({"op": "end", "status": status, "time": now_ms()})
 
     def _put(self, op: dict[str, Any]) -> None:
@@ -141,7 +143,10 @@ class Tracker:
 
     def close(self, timeout: float = 20.0) -> None:
         """Send what is queued (up to ``timeout`` seconds) and stop the sender thread; what is
-        left then goes to the spool (the operation being sent is the sender's to finish)."""
+        left then goes to the spool (the operation being sent is the sender's to finish). A run
+        its owner did not end (it failed before it could) ends ``FAILED``."""
+        if not self.ended:
+            self.end("FAILED")
         deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self._queue.put(_CLOSE, timeout=timeout)

@@ -129,22 +129,27 @@ def run_study(
                 return cluster if pool is None else PooledCluster(cluster, pool)
 
             tracking = _study_tracking(spec, name, home, tracking_parent)
-            runner = StudyRunner(
-                spec=spec,
-                tune=spec.tune,
-                study=handle,
-                storage=storage,
-                store=store,
-                home=home if home is not None else cauce_home(),
-                make_cluster=make_cluster,
-                console=console or LogConsole(),
-                target=target,
-                parallel=width,
-                poll_interval=poll_interval,
-                notice=notice,
-                tracking=tracking,
-            )
-            result = runner.run()
+            try:
+                runner = StudyRunner(
+                    spec=spec,
+                    tune=spec.tune,
+                    study=handle,
+                    storage=storage,
+                    store=store,
+                    home=home if home is not None else cauce_home(),
+                    make_cluster=make_cluster,
+                    console=console or LogConsole(),
+                    target=target,
+                    parallel=width,
+                    poll_interval=poll_interval,
+                    notice=notice,
+                    tracking=tracking,
+                )
+                result = runner.run()
+            except BaseException:
+                if tracking is not None:  # the study's run ends, failed
+                    tracking.close("failed")
+                raise
             if tracking is not None:
                 best = result.best
                 tracking.close(result.status, {"trial": best.number} if best else None)
