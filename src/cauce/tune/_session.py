@@ -15,7 +15,7 @@ from cauce.errors import ClusterError
 from cauce.gang import gang_request, preflight
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
-from cauce.tracking import RunLink, StudyTracking, open_study_tracking
+from cauce.tracking import RunLink, StudyTracking, open_study_tracking, without_tracking_env
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
@@ -171,7 +171,7 @@ def _worker_pool(spec: JobSpec, address: str, width: int) -> WorkerPool | None:
     return WorkerPool(
         spec.tune.entrypoint,
         cwd=spec.workdir,
-        env={**os.environ, **dict(spec.env)},
+        env={**without_tracking_env(os.environ), **dict(spec.env)},
         size=width,
         grace=spec.grace_period,
     )
