@@ -52,11 +52,16 @@ class _QuietRetries(logging.Filter):
 _quiet = _QuietRetries()
 
 
-def load_mlflow() -> Any:
-    """The mlflow module; :class:`TrackingError` naming the extra when it is missing."""
+def set_defaults() -> None:
+    """cauce's MLflow settings, where the user has none, in this process's environment."""
     for name, value in _ENV_DEFAULTS.items():
         if name not in os.environ:
             os.environ[name] = ADDED_ENV[name] = value
+
+
+def load_mlflow() -> Any:
+    """The mlflow module; :class:`TrackingError` naming the extra when it is missing."""
+    set_defaults()
     pool = logging.getLogger("urllib3.connectionpool")
     if _quiet not in pool.filters:
         pool.addFilter(_quiet)
