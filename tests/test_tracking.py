@@ -205,3 +205,12 @@ def test_the_mlflow_settings_cauce_sets_for_itself_are_kept_from_the_tasks(
     tasks = without_tracking_env(os.environ)
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in tasks
     assert tasks["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7" and tasks["PATH"] == os.environ["PATH"]
+
+
+def test_a_model_named_dot_dot_is_refused_before_any_server_is_asked(tmp_path: Path) -> None:
+    from cauce.errors import TrackingError
+    from cauce.tracking import registry_model_dir
+
+    for name in (".", ".."):
+        with pytest.raises(TrackingError, match="is not a model name"):
+            registry_model_dir(f"models:/{name}/1", tmp_path, "m", {})
