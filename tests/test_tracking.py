@@ -163,7 +163,7 @@ def test_a_server_that_never_answers_costs_bounded_waits_and_what_is_left_is_spo
     import json
     import socket
 
-    from cauce.tracking import _tracker
+    from cauce.tracking import JobTracking, _tracker
     from cauce.tracking.api import Target
 
     monkeypatch.setattr(_tracker, "MAX_QUEUED", 3)
@@ -178,14 +178,16 @@ def test_a_server_that_never_answers_costs_bounded_waits_and_what_is_left_is_spo
         for step in range(4):
             tracker.log([("loss", 1.0, 0, step)])
             tracker.text("x", f"f{step}")  # no merging: one operation each
-        tracker.end("FINISHED")
+        job = JobTracking(tracker)  # a pruned trial: its run is KILLED, not FAILED
+        job.finished("pruned", "", attempts=1, restarts=0, log_dir=tmp_path / "none")
         assert tracker.wait_created(0.2) is None
         tracker.close(0.5)
         lines = [json.loads(line) for line in spool.read_text().splitlines()]
     assert lines[0] == {"op": "target", "uri": target.uri, "experiment": "e", "run_id": None}
     kept = [op["op"] for op in lines[1:]]
     # all but the run's creation, still being sent: what did not fit, then what was queued
-    assert sorted(kept) == ["batch"] * 4 + ["end"] + ["text"] * 4
+    assert sorted(kept) == ["batch"] * 5 + ["end"] + ["text"] * 4
+    assert [op["status"] for op in lines if op["op"] == "end"] == ["KILLED"]
     assert tracker.failures == len(kept)
     assert any("is slow" in s for s in said) and any("still busy" in s for s in said)
 

@@ -24,7 +24,8 @@ from cauce.tracking.api import RunLink
 
 __all__ = ["JobTracking", "open_job_tracking"]
 
-_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+#: A job's status as the run's: a pruned trial (stopped early by the tuner) is KILLED, not FAILED.
+_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "pruned": "KILLED"}
 
 
 def flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
