@@ -183,10 +183,13 @@ def test_a_server_that_never_answers_costs_bounded_waits_and_what_is_left_is_spo
         assert tracker.wait_created(0.2) is None
         tracker.close(0.5)
         lines = [json.loads(line) for line in spool.read_text().splitlines()]
+    tracker._thread.join(60)  # the server gone, the run's creation fails: kept once, above
+    assert not tracker._thread.is_alive() and tracker.error
+    assert spool.read_text().splitlines() == [json.dumps(op, separators=(",", ":")) for op in lines]
     assert lines[0] == {"op": "target", "uri": target.uri, "experiment": "e", "run_id": None}
     kept = [op["op"] for op in lines[1:]]
-    # all but the run's creation, still being sent: what did not fit, then what was queued
-    assert sorted(kept) == ["batch"] * 5 + ["end"] + ["text"] * 4
+    # the run's creation (still being sent), what did not fit, then what was queued
+    assert kept[0] == "create" and sorted(kept[1:]) == ["batch"] * 5 + ["end"] + ["text"] * 4
     assert [op["status"] for op in lines if op["op"] == "end"] == ["KILLED"]
     assert tracker.failures == len(kept)
     assert any("is slow" in s for s in said) and any("still busy" in s for s in said)

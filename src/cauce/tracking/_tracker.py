@@ -80,6 +80,7 @@ class Tracker:
         self._created = threading.Event()
         create: dict[str, Any] = {"op": "create", "name": name, "tags": dict(tags)}
         create |= {"time": now_ms(), "parent": parent, "reuse": list(reuse) if reuse else None}
+        self._create = create
         self._queue.put_nowait(create)
         self._thread = threading.Thread(target=self._main, name=SENDER_THREAD, daemon=True)
         self._thread.start()
@@ -133,6 +134,8 @@ class Tracker:
             if not self._spilled:
                 self._spilled = True
                 self._append(head | {"run_id": self.run_id})
+                if self.run_id is None:  # its creation is under way: the replay creates it
+                    self._keep(self._create)
             for op in ops:
                 self._keep(op)
 
@@ -217,7 +220,8 @@ class Tracker:
                     self.sent += 1
                 except Exception as exc:  # any failure of the server or client: go offline
                     self._offline(exc)
-                    self._keep(op)
+                    if op is not self._create or not self._spilled:  # not kept already
+                        self._keep(op)
                 if op["op"] == "create":
                     self._created.set()
         finally:
@@ -232,6 +236,8 @@ class Tracker:
             f"warning: MLflow tracking at {self.target.uri} failed ({first}); the job goes on, "
             f"what is not sent is kept in {self.spool}{self._hint}",
         )
+        if self.run_id is None and self._spilled:  # the owner's segment creates the run
+            return
         head = {"op": "target", "uri": self.target.uri, "experiment": self.target.experiment}
         self._append(head | {"run_id": self.run_id})
 
