@@ -120,3 +120,102 @@ def test_a_tracking_outage_warns_once_and_sync_replays_what_was_not_sent(
         assert logs == ["logs/worker-0.log"]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_spool_cut_by_a_crash_is_mended_and_an_unwritable_spool_is_warned_of_once(
+    tmp_path: Path,
+) -> None:
+    from cauce.tracking import Tracker
+    from cauce.tracking._sync import _read
+    from cauce.tracking.api import Target
+
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text('{"op":"target","uri":"u","experiment":"e","run_id":null}\n{"op":"batc')
+    said: list[str] = []
+    target = Target("http://127.0.0.1:9", "e")
+    tracker = Tracker(target, spool, name="r", tags={}, warn=said.append)
+    tracker.close()  # not ended by its owner: it ends failed
+    ops, skipped = _read(spool)  # the cut line is left out, the new run's lines are whole
+    assert skipped == 1 and [op["op"] for op in ops] == ["target", "target", "create", "end"]
+    assert ops[-1]["status"] == "FAILED"
+    assert tracker.failures == 2 and len(said) == 1 and "127.0.0.1:9" in said[0]
+    glued = spool.read_text().replace('"op":"batc\n', '"op":"batc')  # as before the mending
+    spool.write_text(glued)
+    ops, skipped = _read(spool)
+    assert skipped == 1 and [op["op"] for op in ops] == ["target", "target", "create", "end"]
+
+    gone = tmp_path / "gone" / "spool.jsonl"
+    (tmp_path / "gone").write_text("a file where the spool's folder should be")
+    said.clear()
+    tracker = Tracker(target, gone, name="r", tags={}, warn=said.append)
+    for step in range(3):
+        tracker.log([("loss", 1.0, 0, step)])
+        tracker.end("FINISHED")  # no merging: one operation each
+    tracker.close()
+    assert not tracker._thread.is_alive() and tracker.dropped == 8
+    assert len(said) == 2 and "cannot be written" in said[1]
+
+
+def test_a_server_that_never_answers_costs_bounded_waits_and_what_is_left_is_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    from cauce.tracking import JobTracking, _tracker
+    from cauce.tracking.api import Target
+
+    monkeypatch.setattr(_tracker, "MAX_QUEUED", 3)
+    mute = socket.socket()  # connections are taken by the kernel, never answered
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)
+    spool = tmp_path / "spool.jsonl"
+    said: list[str] = []
+    with mute:
+        target = Target(f"http://127.0.0.1:{mute.getsockname()[1]}", "e")
+        tracker = _tracker.Tracker(target, spool, name="r", tags={}, warn=said.append)
+        for step in range(4):
+            tracker.log([("loss", 1.0, 0, step)])
+            tracker.text("x", f"f{step}")  # no merging: one operation each
+        job = JobTracking(tracker)  # a pruned trial: its run is KILLED, not FAILED
+        job.finished("pruned", "", attempts=1, restarts=0, log_dir=tmp_path / "none")
+        assert tracker.wait_created(0.2) is None
+        tracker.close(0.5)
+        lines = [json.loads(line) for line in spool.read_text().splitlines()]
+    tracker._thread.join(60)  # the server gone, the run's creation fails: kept once, above
+    assert not tracker._thread.is_alive() and tracker.error
+    assert spool.read_text().splitlines() == [json.dumps(op, separators=(",", ":")) for op in lines]
+    assert lines[0] == {"op": "target", "uri": target.uri, "experiment": "e", "run_id": None}
+    kept = [op["op"] for op in lines[1:]]
+    # the run's creation (still being sent), what did not fit, then what was queued
+    assert kept[0] == "create" and sorted(kept[1:]) == ["batch"] * 5 + ["end"] + ["text"] * 4
+    assert [op["status"] for op in lines if op["op"] == "end"] == ["KILLED"]
+    assert tracker.failures == len(kept)
+    assert any("is slow" in s for s in said) and any("still busy" in s for s in said)
+
+
+def test_the_mlflow_settings_cauce_sets_for_itself_are_kept_from_the_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from cauce.tracking import _client, without_tracking_env
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "x")  # restored after the test
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own: kept
+    _client.set_defaults()  # as load_mlflow does
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    tasks = without_tracking_env(os.environ)
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in tasks
+    assert tasks["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7" and tasks["PATH"] == os.environ["PATH"]
+
+
+def test_a_model_named_dot_dot_is_refused_before_any_server_is_asked(tmp_path: Path) -> None:
+    from cauce.errors import TrackingError
+    from cauce.tracking import registry_model_dir
+
+    for name in (".", ".."):
+        with pytest.raises(TrackingError, match="is not a model name"):
+            registry_model_dir(f"models:/{name}/1", tmp_path, "m", {})

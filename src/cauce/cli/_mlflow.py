@@ -58,5 +58,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     done = replay(_spool(args.job, args.history), uri=args.uri)
     runs = ", ".join(done.runs) or "none"
-    print(f"cauce mlflow sync: {done.operations} operations sent (runs {runs})", file=sys.stderr)
+    cut = f"; {done.skipped} line(s) cut by a crash left out" if done.skipped else ""
+    print(
+        f"cauce mlflow sync: {done.operations} operations sent (runs {runs}){cut}", file=sys.stderr
+    )
     return 0

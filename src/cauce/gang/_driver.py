@@ -31,7 +31,7 @@ from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
-from cauce.gang._tracking import DriverTracking, JobTracking, RunLink
+from cauce.gang._tracking import DriverTracking, JobTracking, RunLink, without_tracking_env
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
@@ -128,8 +128,8 @@ class JobDriver:
         )
 
     def _task_environ(self) -> dict[str, str]:
-        run = {"CAUCE_RUN_DIR": str(self.run_dir), "CAUCE_HISTORY": self.store.url}
-        return self.environ | run | {"CAUCE_CONTROL_FILE": str(self.control_file)}
+        run = {"CAUCE_RUN_DIR": str(self.run_dir), "CAUCE_CONTROL_FILE": str(self.control_file)}
+        return without_tracking_env(self.environ) | run | {"CAUCE_HISTORY": self.store.url}
 
     # --- steering from other threads -----------------------------------------------------------
 
@@ -155,17 +155,17 @@ class JobDriver:
         self.progress.folder.mkdir(parents=True, exist_ok=True)
         make_tensorboard_dir(self.spec, self.job_id, str(self.run_dir))
         self.tracking.open(self)
-        self.record.submitted(
-            self.spec,
-            kind=self.kind,
-            cluster=self.cluster.name,
-            run_dir=str(self.run_dir),
-            tasks=len(self.request.tasks),
-        )
-        self.console.status(
-            f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
-        )
         try:
+            self.record.submitted(
+                self.spec,
+                kind=self.kind,
+                cluster=self.cluster.name,
+                run_dir=str(self.run_dir),
+                tasks=len(self.request.tasks),
+            )
+            self.console.status(
+                f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
+            )
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
         finally:

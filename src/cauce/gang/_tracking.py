@@ -10,9 +10,9 @@ from cauce.cluster.api import Cluster, GangRequest
 from cauce.gang._console import Console
 from cauce.history import MetricRow
 from cauce.spec import JobSpec
-from cauce.tracking import JobTracking, RunLink, open_job_tracking
+from cauce.tracking import JobTracking, RunLink, open_job_tracking, without_tracking_env
 
-__all__ = ["DriverTracking", "JobTracking", "RunLink"]
+__all__ = ["DriverTracking", "JobTracking", "RunLink", "without_tracking_env"]
 
 
 class _Driver(Protocol):  # what of the JobDriver this reads

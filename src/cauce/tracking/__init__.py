@@ -15,7 +15,13 @@ from cauce.tracking._pipeline import PipelineTracking, open_pipeline_tracking
 from cauce.tracking._study import StudyTracking, open_study_tracking
 from cauce.tracking._sync import SPOOL_FILE, SyncResult, replay
 from cauce.tracking._tracker import Tracker
-from cauce.tracking.api import RunLink, Target, check_installed, resolve_target
+from cauce.tracking.api import (
+    RunLink,
+    Target,
+    check_installed,
+    resolve_target,
+    without_tracking_env,
+)
 
 __all__ = [
     "SPOOL_FILE",
@@ -34,4 +40,5 @@ __all__ = [
     "registry_model_dir",
     "replay",
     "resolve_target",
+    "without_tracking_env",
 ]

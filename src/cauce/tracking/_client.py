@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from cauce.errors import TrackingError
-from cauce.tracking.api import MISSING, Target
+from cauce.tracking.api import ADDED_ENV, MISSING, Target
 
 __all__ = ["SENDER_THREAD", "Session", "load_mlflow"]
 
@@ -30,7 +30,8 @@ PARAM_CHARS = 6000
 TAG_CHARS = 8000
 
 #: MLflow's HTTP client retries a refused connection 7 times with a doubling backoff (minutes);
-#: a tracking outage must cost a job seconds. Set only where the user has not.
+#: a tracking outage must cost a job seconds. Set only where the user has not, and kept
+#: from the tasks cauce starts (``ADDED_ENV``).
 _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -51,10 +52,16 @@ class _QuietRetries(logging.Filter):
 _quiet = _QuietRetries()
 
 
+def set_defaults() -> None:
+    """cauce's MLflow settings, where the user has none, in this process's environment."""
+    for name, value in _ENV_DEFAULTS.items():
+        if name not in os.environ:
+            os.environ[name] = ADDED_ENV[name] = value
+
+
 def load_mlflow() -> Any:
     """The mlflow module; :class:`TrackingError` naming the extra when it is missing."""
-    for name, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    set_defaults()
     pool = logging.getLogger("urllib3.connectionpool")
     if _quiet not in pool.filters:
         pool.addFilter(_quiet)

@@ -24,7 +24,8 @@ from cauce.tracking.api import RunLink
 
 __all__ = ["JobTracking", "open_job_tracking"]
 
-_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+#: A job's status as the run's: a pruned trial (stopped early by the tuner) is KILLED, not FAILED.
+_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "pruned": "KILLED"}
 
 
 def flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
@@ -84,11 +85,11 @@ class JobTracking:
         if root_cause:
             tags["cauce.root_cause"] = root_cause
         self.tracker.log(tags=tags)
+        self.tracker.end(_STATUS.get(status, "FAILED"))  # before the logs: they may be slow
         if log_dir.is_dir() and any(log_dir.iterdir()):
             self.tracker.artifacts(str(log_dir), "logs")
-        self.tracker.end(_STATUS.get(status, "FAILED"))
 
-    def close(self, timeout: float = 120.0) -> None:
+    def close(self, timeout: float = 20.0) -> None:
         self.tracker.close(timeout)
 
 

@@ -1,5 +1,6 @@
 """``models:/NAME/VERSION`` and ``models:/NAME@ALIAS``: a registered model version's files,
-downloaded once to a cache folder on this host (``CACHE/NAME/VERSION``; an alias is resolved
+downloaded once to a cache folder on this host (``CACHE/mlflow/SERVER/NAME/VERSION``, SERVER
+a short hash of the registry's URI, so that two registries do not mix; an alias is resolved
 to its version first, so that moving it serves the new version). The registry is the one at
 ``$MLFLOW_TRACKING_URI`` (``$MLFLOW_REGISTRY_URI`` if set). What the folder holds is checked
 by the caller: cauce serves its own model format only, never a pickle.
@@ -7,6 +8,7 @@ by the caller: cauce serves its own model format only, never a pickle.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -36,6 +38,8 @@ def registry_model_dir(
         raise TrackingError(
             f"{uri}: not a registry URI; give models:/NAME/VERSION or models:/NAME@ALIAS"
         )
+    if match["name"] in (".", ".."):
+        raise TrackingError(f"{uri}: {match['name']!r} is not a model name; give the model's name")
     server = env.get("MLFLOW_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI")
     if not server:
         raise TrackingError(
@@ -55,7 +59,8 @@ def registry_model_dir(
     except mlflow.exceptions.MlflowException as exc:
         first = (str(exc).strip().splitlines() or ["not found"])[0][:300]
         raise TrackingError(f"{uri}: not found in the registry at {server}: {first}") from None
-    folder = cache / "mlflow" / name / version
+    registry = hashlib.sha256(server.encode()).hexdigest()[:12]
+    folder = cache / "mlflow" / registry / name / version
     if (folder / marker).is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

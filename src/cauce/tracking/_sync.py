@@ -29,32 +29,47 @@ class SyncResult:
     spool: str
     operations: int
     runs: tuple[str, ...]
+    skipped: int = 0  # lines cut by a crash, left out
 
 
-def _read(spool: Path) -> list[dict[str, Any]]:
+def _read(spool: Path) -> tuple[list[dict[str, Any]], int]:
+    """The operations of ``spool`` and how many lines cut by a crash were skipped."""
     try:
         lines = spool.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise TrackingError(f"{spool}: no spool file here (nothing was left unsent)") from None
     ops = []
+    skipped = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             ops.append(json.loads(line))
-        except ValueError:  # a line cut by a crash: the last one, what came before is whole
-            if number != len(lines):
+            continue
+        except ValueError:
+            pass
+        # A line cut by a crash (the last one, or one the next run began after), or (written
+        # before cauce began each write on a line of its own) one with the next run's first
+        # line glued on, whose whole tail is kept.
+        tail = line.rfind('{"op":', 1)
+        try:
+            if tail <= 0:
+                raise ValueError(line)
+            ops.append(json.loads(line[tail:]))
+        except ValueError:
+            if number != len(lines) and not line.startswith('{"op":'):
                 raise TrackingError(f"{spool}:{number}: not a JSON line") from None
+        skipped += 1
     if ops and ops[0].get("op") != "target":
         raise TrackingError(f"{spool}: does not start with a target line")
-    return ops
+    return ops, skipped
 
 
 def replay(spool: Path, uri: str | None = None) -> SyncResult:
     """Send every operation of ``spool`` (to ``uri`` instead of the recorded server if given)."""
     from cauce.tracking._client import Session
 
-    ops = _read(spool)
+    ops, skipped = _read(spool)
     session: Session | None = None
     run_id: str | None = None
     runs: list[str] = []
@@ -79,4 +94,4 @@ def replay(spool: Path, uri: str | None = None) -> SyncResult:
             runs.append(run_id)
         done += 1
     os.replace(spool, spool.with_name(spool.name + ".synced"))
-    return SyncResult(str(spool), done, tuple(runs))
+    return SyncResult(str(spool), done, tuple(runs), skipped)

@@ -16,11 +16,29 @@ from dataclasses import dataclass
 from cauce.errors import SpecError, TrackingError
 from cauce.spec import TrackingSpec
 
-__all__ = ["MISSING", "RunLink", "Target", "check_installed", "resolve_target"]
+__all__ = [
+    "ADDED_ENV",
+    "MISSING",
+    "RunLink",
+    "Target",
+    "check_installed",
+    "resolve_target",
+    "without_tracking_env",
+]
 
 MISSING = (
     "MLflow tracking needs the mlflow client, which is not installed: pip install 'cauce[mlflow]'"
 )
+
+#: The MLflow settings cauce put in its own process's environment (for mlflow, which reads
+#: them there), with their values: :func:`without_tracking_env` keeps them from the tasks.
+ADDED_ENV: dict[str, str] = {}
+
+
+def without_tracking_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the MLflow settings cauce added to its own process's environment:
+    the environment for the tasks a driver or a worker pool starts."""
+    return {key: value for key, value in environ.items() if ADDED_ENV.get(key) != value}
 
 
 @dataclass(frozen=True)

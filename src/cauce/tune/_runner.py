@@ -245,6 +245,9 @@ class StudyRunner:
         except Exception as exc:
             if cluster is not None:
                 _close(cluster)
+            opened = self._tracked.pop(trial.number, None)
+            if opened is not None:  # its run ends failed
+                opened.close()
             trial.set_user_attr(USER_ATTRS["root_cause"], f"could not start: {exc}")
             self.study.tell(trial, state=_state("FAIL"))
             raise
@@ -260,6 +263,7 @@ class StudyRunner:
         run.join()
         if self._verdicts is not None:
             self._verdicts.unregister(run.job_id)
+        outcome = None
         try:
             outcome = run.outcome()
             trial = run.trial
@@ -284,11 +288,13 @@ class StudyRunner:
         finally:  # after the tell: the trial is recorded as ended first
             if run.driver is not None:
                 _close(run.driver.cluster)
-        tracked = self._tracked.pop(run.number, None)
-        if self.tracking is not None and tracked is not None:
-            self.tracking.trial_ended(
-                tracked, outcome.state, value=outcome.value, pruned_step=run.pruned_step
-            )
+            tracked = self._tracked.pop(run.number, None)
+            if tracked is not None and (self.tracking is None or outcome is None):
+                tracked.close()  # its run ends failed
+            elif tracked is not None and self.tracking is not None and outcome is not None:
+                self.tracking.trial_ended(
+                    tracked, outcome.state, value=outcome.value, pruned_step=run.pruned_step
+                )
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())

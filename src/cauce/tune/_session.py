@@ -15,7 +15,7 @@ from cauce.errors import ClusterError
 from cauce.gang import gang_request, preflight
 from cauce.history import cauce_home, open_store
 from cauce.spec import JobSpec
-from cauce.tracking import RunLink, StudyTracking, open_study_tracking
+from cauce.tracking import RunLink, StudyTracking, open_study_tracking, without_tracking_env
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
@@ -129,22 +129,27 @@ def run_study(
                 return cluster if pool is None else PooledCluster(cluster, pool)
 
             tracking = _study_tracking(spec, name, home, tracking_parent)
-            runner = StudyRunner(
-                spec=spec,
-                tune=spec.tune,
-                study=handle,
-                storage=storage,
-                store=store,
-                home=home if home is not None else cauce_home(),
-                make_cluster=make_cluster,
-                console=console or LogConsole(),
-                target=target,
-                parallel=width,
-                poll_interval=poll_interval,
-                notice=notice,
-                tracking=tracking,
-            )
-            result = runner.run()
+            try:
+                runner = StudyRunner(
+                    spec=spec,
+                    tune=spec.tune,
+                    study=handle,
+                    storage=storage,
+                    store=store,
+                    home=home if home is not None else cauce_home(),
+                    make_cluster=make_cluster,
+                    console=console or LogConsole(),
+                    target=target,
+                    parallel=width,
+                    poll_interval=poll_interval,
+                    notice=notice,
+                    tracking=tracking,
+                )
+                result = runner.run()
+            except BaseException:
+                if tracking is not None:  # the study's run ends, failed
+                    tracking.close("failed")
+                raise
             if tracking is not None:
                 best = result.best
                 tracking.close(result.status, {"trial": best.number} if best else None)
@@ -168,7 +173,7 @@ def _worker_pool(
     return WorkerPool(
         spec.tune.entrypoint,
         cwd=spec.workdir,
-        env={**os.environ, **dict(spec.env)},
+        env={**without_tracking_env(os.environ), **dict(spec.env)},
         size=width,
         grace=spec.grace_period,
         log_dir=(home if home is not None else cauce_home()) / "studies" / name / "workers",

@@ -72,9 +72,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             spec, {}, run_dir, job_id, kind="job", warn=ctx.console.line, parent=ctx.tracking.link()
         )
     with (
+        contextlib.closing(tracking or _NoRun()),  # first: closed (ended) whatever fails
         open_cluster(address, spec) as backend,
         contextlib.closing(open_store(ctx.history)) as store,
-        contextlib.closing(tracking or _NoRun()),
     ):
         driver = JobDriver(
             spec,
