@@ -3,16 +3,22 @@ runs (a stale one is ignored), the hint without a portal, and the bind check."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from cauce.errors import SpecError
-from cauce.ui import check_bind, portal_hint, portal_url
+from cauce.errors import CauceError, SpecError
+from cauce.history import HistoryStore
+from cauce.ui import UiServer, check_bind, portal_hint, portal_url, serve_ui
 from cauce.ui._portal import remove_portal, write_portal
 
 
@@ -53,3 +59,89 @@ def test_beyond_loopback_a_token_is_needed(host: str) -> None:
         check_bind(host, None)
     with pytest.raises(SpecError, match="--token TOKEN or \\$CAUCE_UI_TOKEN"):
         check_bind(host, "")
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[tuple[UiServer, HistoryStore]]:
+    """A real portal over an empty store, default mode (loopback, no token)."""
+    store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
+    server = UiServer(store, tmp_path, port=0).start()
+    try:
+        yield server, store
+    finally:
+        server.close()
+        store.close()
+
+
+def _ask(
+    url: str, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_bad_content_length_is_refused_before_any_read(ui: tuple[UiServer, HistoryStore]) -> None:
+    url = ui[0].url
+    for length, status in (("-1", 400), ("abc", 400), ("99999999", 413)):
+        got = _ask(url, "/login", "POST", {"Content-Length": length})
+        assert got[0] == status, (length, got)
+    assert _ask(url, "/login", "POST", {"Content-Length": "0"})[0] == 401
+
+
+def test_an_idle_connection_is_dropped(ui: tuple[UiServer, HistoryStore]) -> None:
+    from cauce.ui._server import _Handler
+
+    assert 0 < (_Handler.timeout or 0) <= 120
+
+
+def test_a_failed_start_frees_the_port_and_close_without_start_returns(tmp_path: Path) -> None:
+    store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
+    try:
+        UiServer(store, tmp_path, port=0).close()  # never started: must not hang
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        failed: list[BaseException] = []
+
+        def off_main() -> None:  # signal.signal refuses threads other than the main one
+            try:
+                serve_ui(store, tmp_path, port=port)
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=off_main)
+        thread.start()
+        thread.join(30)
+        assert failed and isinstance(failed[0], ValueError), failed
+        assert not any(t.name == "cauce-ui" for t in threading.enumerate())
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # the portal's socket was closed
+    finally:
+        store.close()
+
+
+def test_ipv6_loopback_binds(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
+    try:
+        try:
+            server = UiServer(store, tmp_path, host="::1", port=0).start()
+        except CauceError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+        try:
+            assert server.url.startswith("http://[::1]:")
+            assert _ask(server.url, "/api/jobs")[0] == 200
+        finally:
+            server.close()
+    finally:
+        store.close()
