@@ -79,8 +79,9 @@ def _ask(
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for key, value in (headers or {}).items():
+        given = headers or {}
+        conn.putrequest(method, path, skip_host="Host" in given, skip_accept_encoding=True)
+        for key, value in given.items():
             conn.putheader(key, value)
         conn.endheaders()
         resp = conn.getresponse()
@@ -145,3 +146,15 @@ def test_ipv6_loopback_binds(tmp_path: Path) -> None:
             server.close()
     finally:
         store.close()
+
+
+def test_without_a_token_only_this_hosts_names_are_answered(
+    ui: tuple[UiServer, HistoryStore],
+) -> None:
+    url = ui[0].url
+    port = urlsplit(url).port
+    for host in (f"127.0.0.1:{port}", "localhost:1", "LOCALHOST", "[::1]:8265"):
+        assert _ask(url, "/api/jobs", headers={"Host": host})[0] == 200, host
+    for host in ("evil.example:8265", "evil.example", "127.0.0.1.evil.example", "[::1"):
+        status, _, body = _ask(url, "/api/jobs", headers={"Host": host})
+        assert status == 403 and b"[" not in body, host

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote
 
 from cauce.history import HistoryStore
 from cauce.ui import _jobs, _pipeline_pages, _study_pages
-from cauce.ui._auth import COOKIE, token_ok
+from cauce.ui._auth import COOKIE, host_ok, token_ok
 from cauce.ui._html import e, page
 from cauce.ui._http import NotFound, Request, Response, html_response, json_response
 
@@ -25,12 +25,16 @@ _STATIC = {"ui.js": "text/javascript; charset=utf-8", "ui.css": "text/css; chars
 
 
 class Portal:
-    """Thread-safe: each request reads through its own connection."""
+    """Thread-safe: each request reads through its own connection. ``host`` is the address the
+    server listens on: without a token, only requests that name it (or loopback) are answered."""
 
-    def __init__(self, store: HistoryStore, home: Path, token: str | None = None) -> None:
+    def __init__(
+        self, store: HistoryStore, home: Path, token: str | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.store = store
         self.home = home
         self.token = token
+        self.host = host
         s, eng, h = store, store.engine, home
         routes: list[tuple[str, Callable[..., Response]]] = [
             ("/", lambda r: Response(302, "text/plain", b"", {"Location": "/jobs"})),
@@ -62,6 +66,8 @@ class Portal:
             return self._not_found(req, str(exc))
 
     def _handle(self, req: Request) -> Response:
+        if not self.token and not host_ok(req.headers, self.host):  # no DNS rebinding
+            return Response(403, "text/plain", b"this portal answers to its own address only")
         if req.path == "/login":
             return self._login(req)
         if req.path.startswith("/static/"):

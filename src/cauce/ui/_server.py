@@ -105,7 +105,7 @@ class UiServer:
         token: str | None = None,
     ) -> None:
         check_bind(host, token)
-        handler = type("Handler", (_Handler,), {"portal": Portal(store, home, token)})
+        handler = type("Handler", (_Handler,), {"portal": Portal(store, home, token, host)})
         try:
             kind = _Server6 if ":" in host else ThreadingHTTPServer
             self._httpd = kind((host, port), handler)
