@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -158,3 +158,36 @@ def test_without_a_token_only_this_hosts_names_are_answered(
     for host in ("evil.example:8265", "evil.example", "127.0.0.1.evil.example", "[::1"):
         status, _, body = _ask(url, "/api/jobs", headers={"Host": host})
         assert status == 403 and b"[" not in body, host
+
+
+def test_the_login_goes_back_to_paths_of_this_portal_only(tmp_path: Path) -> None:
+    store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
+    server = UiServer(store, tmp_path, port=0, token="s3cret").start()
+    try:
+        for target, location in (
+            ("/studies?x=1", "/studies?x=1"),
+            ("/\\evil.example", "/"),
+            ("//evil.example", "/"),
+            ("https://evil.example/", "/"),
+            ("/\r\nSet-Cookie: a=b", "/"),
+            ("/\u00e9", "/"),
+        ):
+            body = urlencode({"token": "s3cret", "next": target})
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            headers["Content-Length"] = str(len(body))
+            parts = urlsplit(server.url)
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+            try:
+                conn.request("POST", "/login", body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 303, target
+                assert resp.getheader("Location") == location, target
+                assert resp.getheader("Set-Cookie", "").startswith("cauce_ui_token=s3cret;")
+            finally:
+                conn.close()
+        status, _, page = _ask(server.url, "/login?next=/%5Cevil.example")
+        assert status == 200 and b'name="next" value="/"' in page
+    finally:
+        server.close()
+        store.close()

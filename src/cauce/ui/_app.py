@@ -106,16 +106,25 @@ class Portal:
 
     def _login(self, req: Request) -> Response:
         if req.method != "POST":
-            return html_response(_login_form(req.arg("next", "/jobs"), ""))
+            return html_response(_login_form(_local_path(req.arg("next", "/jobs")), ""))
         form = parse_qs(req.body.decode("utf-8", errors="replace"))
         given = (form.get("token") or [""])[0]
-        target = (form.get("next") or ["/jobs"])[0]
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/jobs"
+        target = _local_path((form.get("next") or ["/jobs"])[0])
         if self.token and token_ok({"Authorization": f"Bearer {given}"}, self.token):
             cookie = f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/"
             return Response(303, "text/plain", b"", {"Location": target, "Set-Cookie": cookie})
         return html_response(_login_form(target, "wrong token"), 401)
+
+
+def _local_path(target: str) -> str:
+    """``target`` if it is a path on this portal, else ``/``: one leading slash, no backslash
+    (browsers read ``/\\x`` as ``//x``, another host), no control characters (header injection)."""
+    bad = (
+        not target.isascii()
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    )
+    return target if target.startswith("/") and not target.startswith("//") and not bad else "/"
 
 
 def _login_form(target: str, error: str) -> str:
