@@ -12,12 +12,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from cauce.errors import CauceError, SpecError
-from cauce.history import HistoryStore
+from cauce.history import HistoryStore, MetricRow
 from cauce.ui import UiServer, check_bind, portal_hint, portal_url, serve_ui
 from cauce.ui._portal import remove_portal, write_portal
 
@@ -191,3 +192,25 @@ def test_the_login_goes_back_to_paths_of_this_portal_only(tmp_path: Path) -> Non
     finally:
         server.close()
         store.close()
+
+
+def _script_json(page: bytes, element_id: str) -> Any:
+    start = page.index(f'id="{element_id}">'.encode()) + len(element_id) + 6
+    return json.loads(page[start : page.index(b"</script>", start)], parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON: the page's JSON.parse would throw")
+
+
+def test_non_finite_metrics_are_null_in_the_pages_json(ui: tuple[UiServer, HistoryStore]) -> None:
+    server, store = ui
+    store.create_job(id="j-inf", name="inf", status="succeeded")
+    values = [1.0, float("inf"), float("-inf"), 0.5]  # (SQLite stores NaN as NULL: not here)
+    rows = [MetricRow("worker-0", 0, i, 1.0e9 + i, "loss", v) for i, v in enumerate(values)]
+    store.add_metrics("j-inf", rows)
+    status, _, page = _ask(server.url, "/jobs/j-inf")
+    assert status == 200
+    points = _script_json(page, "metrics-data")["loss"][0]["points"]
+    assert points == [[0, 1.0], [1, None], [2, None], [3, 0.5]]
+    assert b"p[1] !== null" in _ask(server.url, "/static/ui.js")[2]  # the chart skips them

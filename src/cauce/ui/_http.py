@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["NotFound", "Request", "Response", "html_response", "json_response", "not_found"]
+__all__ = [
+    "NotFound",
+    "Request",
+    "Response",
+    "finite",
+    "html_response",
+    "json_response",
+    "not_found",
+    "to_json",
+]
 
 
 class NotFound(Exception):
@@ -51,8 +61,25 @@ def html_response(text: str, status: int = 200) -> Response:
     return Response(status, "text/html; charset=utf-8", text.encode())
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None: JSON has no word for them (``json.dumps``
+    writes ``Infinity``, which ``JSON.parse`` refuses)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON of ``value`` (non-finite floats as null; what JSON cannot hold as text)."""
+    return json.dumps(finite(value), allow_nan=False, default=str, **kwargs)
+
+
 def json_response(value: Any, status: int = 200) -> Response:
-    data = json.dumps(value, separators=(",", ":"), default=str).encode()
+    data = to_json(value, separators=(",", ":")).encode()
     return Response(status, "application/json", data)
 
 
