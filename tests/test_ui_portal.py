@@ -214,3 +214,35 @@ def test_non_finite_metrics_are_null_in_the_pages_json(ui: tuple[UiServer, Histo
     points = _script_json(page, "metrics-data")["loss"][0]["points"]
     assert points == [[0, 1.0], [1, None], [2, None], [3, 0.5]]
     assert b"p[1] !== null" in _ask(server.url, "/static/ui.js")[2]  # the chart skips them
+
+
+def test_bad_numbers_in_a_query_are_a_400_not_a_500(
+    ui: tuple[UiServer, HistoryStore], tmp_path: Path
+) -> None:
+    optuna = pytest.importorskip("optuna")
+    server, store = ui
+    store.create_job(id="j-log", name="log", status="succeeded")
+    log_file = tmp_path / "w.log"
+    log_file.write_text("line one\nline two\n")
+    store.upsert_task(
+        "j-log", "w", 0, role="worker", role_index=0, status="succeeded", log_path=str(log_file)
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="s", storage=store.url)
+    logs = "/api/jobs/j-log/logs/w/0"
+    assert json.loads(_ask(server.url, logs + "?offset=5")[2])["text"] == "one\nline two\n"
+    for path in (
+        logs + "?offset=99999999999999999999",
+        logs + "?offset=abc",
+        logs + "?offset=%C2%B2",  # "²".isdigit() is true, int("²") fails
+        "/api/jobs?page=1e3",
+        "/api/studies/s/curves?trials=100000000000000000000",
+        "/api/studies/s/curves?trials=0,%C2%B2",
+        "/api/studies/s/curves?trials=x",
+    ):
+        status, _, body = _ask(server.url, path)
+        why = json.loads(body)["error"] if status == 400 else ""
+        assert "must be a whole number" in why or "out of range" in why, (path, status, body)
+    assert _ask(server.url, "/jobs?page=%C2%B2")[0] == 400  # an HTML page says it too
+    assert _ask(server.url, "/jobs/j-log/logs/w/%C2%B2")[0] == 404  # an attempt is a path
+    assert _ask(server.url, "/api/studies/s/curves?trials=0,1")[0] == 200

@@ -14,7 +14,7 @@ from cauce.history import HistoryStore
 from cauce.ui import _jobs, _pipeline_pages, _study_pages
 from cauce.ui._auth import COOKIE, host_ok, token_ok
 from cauce.ui._html import e, page
-from cauce.ui._http import NotFound, Request, Response, html_response, json_response
+from cauce.ui._http import BadRequest, NotFound, Request, Response, html_response, json_response
 
 __all__ = ["Portal"]
 
@@ -64,6 +64,10 @@ class Portal:
             return self._handle(req)
         except NotFound as exc:
             return self._not_found(req, str(exc))
+        except BadRequest as exc:
+            if req.path.startswith("/api/"):
+                return json_response({"error": str(exc)}, 400)
+            return html_response(page("Bad request", f"<p>{e(str(exc))}</p>"), 400)
 
     def _handle(self, req: Request) -> Response:
         if not self.token and not host_ok(req.headers, self.host):  # no DNS rebinding

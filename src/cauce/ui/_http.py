@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 __all__ = [
+    "BadRequest",
     "NotFound",
     "Request",
     "Response",
@@ -17,12 +18,31 @@ __all__ = [
     "html_response",
     "json_response",
     "not_found",
+    "parse_int",
     "to_json",
 ]
 
 
 class NotFound(Exception):
     """Answered 404: no such page, job, task, study or file."""
+
+
+class BadRequest(Exception):
+    """Answered 400: a query parameter that is not what the page takes (a number that is not)."""
+
+
+_INT_LIMIT = 2**62  # well inside SQLite's integers and a file offset
+
+
+def parse_int(text: str, what: str) -> int:
+    """``text`` as a whole number within +-2**62 (ASCII digits only: ``"²".isdigit()``)."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise BadRequest(f"{what} must be a whole number, got {text[:40]!r}")
+    value = int(text)
+    if abs(value) > _INT_LIMIT:
+        raise BadRequest(f"{what} is out of range, got {text[:40]}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,10 +63,9 @@ class Request:
         return values[0] if values else default
 
     def int_arg(self, name: str, default: int) -> int:
-        try:
-            return int(self.arg(name, str(default)))
-        except ValueError:
-            return default
+        """The parameter as a number (:class:`BadRequest` if it is not one), else ``default``."""
+        raw = self.arg(name)
+        return parse_int(raw, name) if raw else default
 
 
 @dataclass

@@ -247,7 +247,7 @@ def job_api(store: HistoryStore, req: Request, job_id: str) -> Response:
 
 def _log_path(store: HistoryStore, job_id: str, task_id: str, attempt: str) -> tuple[str, bool]:
     job = _get_job(store, job_id)
-    if not attempt.isdigit():
+    if not (attempt.isascii() and attempt.isdigit()):
         raise not_found()
     task = find_task(store, job.id, task_id, int(attempt))
     if task is None or not task.log_path:
