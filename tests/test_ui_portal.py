@@ -20,6 +20,7 @@ import pytest
 from cauce.errors import CauceError, SpecError
 from cauce.history import HistoryStore, MetricRow
 from cauce.ui import UiServer, check_bind, portal_hint, portal_url, serve_ui
+from cauce.ui._jobs import MAX_POINTS
 from cauce.ui._portal import remove_portal, write_portal
 
 
@@ -246,3 +247,22 @@ def test_bad_numbers_in_a_query_are_a_400_not_a_500(
     assert _ask(server.url, "/jobs?page=%C2%B2")[0] == 400  # an HTML page says it too
     assert _ask(server.url, "/jobs/j-log/logs/w/%C2%B2")[0] == 404  # an attempt is a path
     assert _ask(server.url, "/api/studies/s/curves?trials=0,1")[0] == 200
+
+
+def test_a_long_series_is_thinned_in_the_page_and_the_csv_streams_whole(
+    ui: tuple[UiServer, HistoryStore],
+) -> None:
+    server, store = ui
+    store.create_job(id="j-long", name="long", status="succeeded")
+    n = 5001
+    store.add_metrics("j-long", [MetricRow("w", 0, i, 1.0e9, "loss", i / 2) for i in range(n)])
+    status, _, page = _ask(server.url, "/jobs/j-long")
+    points = _script_json(page, "metrics-data")["loss"][0]["points"]
+    assert status == 200 and len(points) == MAX_POINTS
+    assert points[0] == [0, 0.0] and points[-1] == [n - 1, (n - 1) / 2]
+    assert [p[0] for p in points] == sorted({p[0] for p in points})
+    status, headers, body = _ask(server.url, "/jobs/j-long/metrics.csv")
+    assert status == 200 and headers.get("Transfer-Encoding") == "chunked"
+    lines = body.decode().splitlines()
+    assert lines[0] == "task,attempt,step,time,metric,value" and len(lines) == n + 1
+    assert lines[-1] == f"w,0,{n - 1},1000000000.000,loss,{(n - 1) / 2!r}"
