@@ -147,7 +147,7 @@ def serve_ui(
     ``$CAUCE_HOME/ui.json`` tells the CLI where it is."""
     server = UiServer(store, home, host=host, port=port, token=token)
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGTERM,):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
