@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from cauce.errors import CauceError, SpecError
+from cauce.errors import SpecError
 from cauce.history import HistoryStore, MetricRow
 from cauce.ui import UiServer, check_bind, portal_hint, portal_url, serve_ui
 from cauce.ui._jobs import MAX_POINTS
@@ -133,14 +133,14 @@ def test_a_failed_start_frees_the_port_and_close_without_start_returns(tmp_path:
 
 
 def test_ipv6_loopback_binds(tmp_path: Path) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback on this machine: {exc}")
     store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
     try:
-        try:
-            server = UiServer(store, tmp_path, host="::1", port=0).start()
-        except CauceError as exc:
-            pytest.skip(f"no IPv6 loopback here: {exc}")
+        server = UiServer(store, tmp_path, host="::1", port=0).start()
         try:
             assert server.url.startswith("http://[::1]:")
             assert _ask(server.url, "/api/jobs")[0] == 200
