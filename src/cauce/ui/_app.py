@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, unquote
 
 from cauce.history import HistoryStore
 from cauce.ui import _jobs, _pipeline_pages, _study_pages
-from cauce.ui._auth import COOKIE, token_ok
+from cauce.ui._auth import COOKIE, host_ok, token_ok
 from cauce.ui._html import e, page
-from cauce.ui._http import NotFound, Request, Response, html_response, json_response
+from cauce.ui._http import BadRequest, NotFound, Request, Response, html_response, json_response
 
 __all__ = ["Portal"]
 
@@ -25,12 +25,16 @@ _STATIC = {"ui.js": "text/javascript; charset=utf-8", "ui.css": "text/css; chars
 
 
 class Portal:
-    """Thread-safe: each request reads through its own connection."""
+    """Thread-safe: each request reads through its own connection. ``host`` is the address the
+    server listens on: without a token, only requests that name it (or loopback) are answered."""
 
-    def __init__(self, store: HistoryStore, home: Path, token: str | None = None) -> None:
+    def __init__(
+        self, store: HistoryStore, home: Path, token: str | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.store = store
         self.home = home
         self.token = token
+        self.host = host
         s, eng, h = store, store.engine, home
         routes: list[tuple[str, Callable[..., Response]]] = [
             ("/", lambda r: Response(302, "text/plain", b"", {"Location": "/jobs"})),
@@ -60,8 +64,14 @@ class Portal:
             return self._handle(req)
         except NotFound as exc:
             return self._not_found(req, str(exc))
+        except BadRequest as exc:
+            if req.path.startswith("/api/"):
+                return json_response({"error": str(exc)}, 400)
+            return html_response(page("Bad request", f"<p>{e(str(exc))}</p>"), 400)
 
     def _handle(self, req: Request) -> Response:
+        if not self.token and not host_ok(req.headers, self.host):  # no DNS rebinding
+            return Response(403, "text/plain", b"this portal answers to its own address only")
         if req.path == "/login":
             return self._login(req)
         if req.path.startswith("/static/"):
@@ -100,16 +110,25 @@ class Portal:
 
     def _login(self, req: Request) -> Response:
         if req.method != "POST":
-            return html_response(_login_form(req.arg("next", "/jobs"), ""))
+            return html_response(_login_form(_local_path(req.arg("next", "/jobs")), ""))
         form = parse_qs(req.body.decode("utf-8", errors="replace"))
         given = (form.get("token") or [""])[0]
-        target = (form.get("next") or ["/jobs"])[0]
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/jobs"
+        target = _local_path((form.get("next") or ["/jobs"])[0])
         if self.token and token_ok({"Authorization": f"Bearer {given}"}, self.token):
             cookie = f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/"
             return Response(303, "text/plain", b"", {"Location": target, "Set-Cookie": cookie})
         return html_response(_login_form(target, "wrong token"), 401)
+
+
+def _local_path(target: str) -> str:
+    """``target`` if it is a path on this portal, else ``/``: one leading slash, no backslash
+    (browsers read ``/\\x`` as ``//x``, another host), no control characters (header injection)."""
+    bad = (
+        not target.isascii()
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    )
+    return target if target.startswith("/") and not target.startswith("//") and not bad else "/"
 
 
 def _login_form(target: str, error: str) -> str:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
+from urllib.parse import urlsplit
 
 from cauce._util.net import is_loopback
 from cauce.errors import SpecError
 
-__all__ = ["COOKIE", "check_bind", "is_loopback", "token_ok"]
+__all__ = ["COOKIE", "check_bind", "host_ok", "is_loopback", "token_ok"]
 
 COOKIE = "cauce_ui_token"
 
@@ -25,6 +26,17 @@ def check_bind(host: str, token: str | None) -> None:
             "--token TOKEN or $CAUCE_UI_TOKEN, or keep the default --host 127.0.0.1",
             value=host,
         )
+
+
+def host_ok(headers: Mapping[str, str], bound: str) -> bool:
+    """Whether the ``Host`` a request names is this host (a loopback name or the one bound, any
+    port): a page whose name was rebound to 127.0.0.1 sends its own name and is refused."""
+    given = next((v for k, v in headers.items() if k.lower() == "host"), "")
+    try:
+        name = urlsplit(f"//{given.strip()}").hostname
+    except ValueError:
+        return False
+    return name is not None and name in {"127.0.0.1", "localhost", "::1", bound.strip("[]").lower()}
 
 
 def _same(given: str, token: str) -> bool:

@@ -5,11 +5,12 @@ through :func:`json_script`, which cannot close its ``<script>``."""
 from __future__ import annotations
 
 import html
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from cauce.ui._http import to_json
 
 __all__ = [
     "e",
@@ -72,7 +73,7 @@ def status_badge(status: str) -> str:
 def json_script(element_id: str, value: Any) -> str:
     """Data for the page's scripts, in a ``<script type=application/json>`` (``<`` escaped, so
     a ``</script>`` inside a name stays text)."""
-    text = json.dumps(value, separators=(",", ":"), default=str)
+    text = to_json(value, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f'<script type="application/json" id="{e(element_id)}">{text}</script>'
 

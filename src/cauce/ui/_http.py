@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["NotFound", "Request", "Response", "html_response", "json_response", "not_found"]
+__all__ = [
+    "BadRequest",
+    "NotFound",
+    "Request",
+    "Response",
+    "finite",
+    "html_response",
+    "json_response",
+    "not_found",
+    "parse_int",
+    "to_json",
+]
 
 
 class NotFound(Exception):
     """Answered 404: no such page, job, task, study or file."""
+
+
+class BadRequest(Exception):
+    """Answered 400: a query parameter that is not what the page takes (a number that is not)."""
+
+
+_INT_LIMIT = 2**62  # well inside SQLite's integers and a file offset
+
+
+def parse_int(text: str, what: str) -> int:
+    """``text`` as a whole number within +-2**62 (ASCII digits only: ``"²".isdigit()``)."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise BadRequest(f"{what} must be a whole number, got {text[:40]!r}")
+    value = int(text)
+    if abs(value) > _INT_LIMIT:
+        raise BadRequest(f"{what} is out of range, got {text[:40]}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -33,10 +63,9 @@ class Request:
         return values[0] if values else default
 
     def int_arg(self, name: str, default: int) -> int:
-        try:
-            return int(self.arg(name, str(default)))
-        except ValueError:
-            return default
+        """The parameter as a number (:class:`BadRequest` if it is not one), else ``default``."""
+        raw = self.arg(name)
+        return parse_int(raw, name) if raw else default
 
 
 @dataclass
@@ -51,8 +80,25 @@ def html_response(text: str, status: int = 200) -> Response:
     return Response(status, "text/html; charset=utf-8", text.encode())
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None: JSON has no word for them (``json.dumps``
+    writes ``Infinity``, which ``JSON.parse`` refuses)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON of ``value`` (non-finite floats as null; what JSON cannot hold as text)."""
+    return json.dumps(finite(value), allow_nan=False, default=str, **kwargs)
+
+
 def json_response(value: Any, status: int = 200) -> Response:
-    data = json.dumps(value, separators=(",", ":"), default=str).encode()
+    data = to_json(value, separators=(",", ":")).encode()
     return Response(status, "application/json", data)
 
 

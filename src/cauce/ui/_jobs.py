@@ -6,6 +6,7 @@ import csv
 import io
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from cauce.errors import HistoryError
@@ -27,6 +28,7 @@ from cauce.ui._logs import TAIL, find_task, read_from, stream, tail
 from cauce.ui._queries import duration, job_dict, jobs_page
 
 __all__ = [
+    "MAX_POINTS",
     "job_api",
     "job_page",
     "jobs_api",
@@ -34,7 +36,11 @@ __all__ = [
     "log_api",
     "log_file",
     "metrics_csv",
+    "thin",
 ]
+
+MAX_POINTS = 2000  # per series in a job's page; the CSV has them all
+_CSV_ROWS = 2000  # rows per chunk of metrics.csv
 
 _HEADERS = ("name", "status", "framework", "cluster", "started", "duration", "attempts", "restarts")
 
@@ -160,13 +166,23 @@ def _metrics(store: HistoryStore, job: JobRow) -> tuple[str, dict[str, Any]]:
         series[row.name][label].append([row.step, row.value])
     if not series:
         return "<p>no metrics reported</p>", {}
-    data = {name: [{"name": k, "points": v} for k, v in by.items()] for name, by in series.items()}
+    data = {
+        name: [{"name": k, "points": thin(v)} for k, v in by.items()] for name, by in series.items()
+    }
     charts = "".join(
         f'<figure class="chart" data-metric="{e(name)}"><figcaption>{e(name)}</figcaption></figure>'
         for name in data
     )
     csv_link = link(f"/jobs/{q(job.id)}/metrics.csv", "download CSV")
     return f'<p>{csv_link}</p><div class="charts" id="metric-charts">{charts}</div>', data
+
+
+def thin(points: list[list[float]], most: int = MAX_POINTS) -> list[list[float]]:
+    """At most ``most`` of ``points``, evenly spread, the first and the last kept."""
+    n = len(points)
+    if n <= most:
+        return points
+    return [points[round(i * (n - 1) / (most - 1))] for i in range(most)]
 
 
 def _events(store: HistoryStore, job: JobRow) -> str:
@@ -247,7 +263,7 @@ def job_api(store: HistoryStore, req: Request, job_id: str) -> Response:
 
 def _log_path(store: HistoryStore, job_id: str, task_id: str, attempt: str) -> tuple[str, bool]:
     job = _get_job(store, job_id)
-    if not attempt.isdigit():
+    if not (attempt.isascii() and attempt.isdigit()):
         raise not_found()
     task = find_task(store, job.id, task_id, int(attempt))
     if task is None or not task.log_path:
@@ -286,15 +302,24 @@ def log_file(
 
 def metrics_csv(store: HistoryStore, req: Request, job_id: str) -> Response:
     job = _get_job(store, job_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["task", "attempt", "step", "time", "metric", "value"])
-    for r in store.get_metrics(job.id):
-        writer.writerow([r.task_id, r.attempt, r.step, f"{r.ts:.3f}", r.name, repr(r.value)])
+    rows = store.get_metrics(job.id)
+
+    def chunks() -> Iterator[bytes]:  # sent chunked: never the whole CSV in memory
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["task", "attempt", "step", "time", "metric", "value"])
+        for i, r in enumerate(rows, 1):
+            writer.writerow([r.task_id, r.attempt, r.step, f"{r.ts:.3f}", r.name, repr(r.value)])
+            if i % _CSV_ROWS == 0:
+                yield out.getvalue().encode()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue().encode()
+
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.id)
     return Response(
         200,
         "text/csv; charset=utf-8",
-        out.getvalue().encode(),
+        chunks(),
         {"Content-Disposition": f'attachment; filename="{name}-metrics.csv"'},
     )

@@ -45,13 +45,14 @@ def tail(path: str, size: int = TAIL) -> tuple[str, int, bool]:
 
 def read_from(path: str, offset: int, limit: int = CHUNK) -> tuple[str, int]:
     """Up to ``limit`` bytes from ``offset``; the text and the offset after it."""
+    offset = min(max(0, offset), 2**62)  # seek overflows beyond 2**63
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, offset))
+            f.seek(offset)
             data = f.read(limit)
-    except OSError:
+    except (OSError, OverflowError):
         return "", offset
-    return data.decode("utf-8", errors="replace"), max(0, offset) + len(data)
+    return data.decode("utf-8", errors="replace"), offset + len(data)
 
 
 def stream(path: str) -> Iterator[bytes]:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Any
 
 from cauce.ui._graph import lineage_nodes, lineage_svg
 from cauce.ui._html import e, fmt_seconds, fmt_time, link, page, q, status_badge, table
-from cauce.ui._http import Request, Response, html_response, not_found
+from cauce.ui._http import Request, Response, html_response, not_found, to_json
 from cauce.ui._pipelines import Pipeline, find_pipeline, list_pipelines
 
 __all__ = ["model_page", "pipeline_page", "pipelines_list"]
@@ -113,7 +112,7 @@ def model_page(home: Path, req: Request, name: str, step: str, output: str) -> R
         for s, r in evaluations
     ]
     command = f"cauce serve {shlex.quote(model.folder)}"
-    lineage = json.dumps(spec.get("lineage", {}), indent=2, sort_keys=True, default=str)
+    lineage = to_json(spec.get("lineage", {}), indent=2, sort_keys=True)
     body = (
         "<dl class=facts>"
         f"<dt>folder</dt><dd>{e(model.folder)}</dd>"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,13 +32,20 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # head and body go in two writes: no 40 ms delayed-ACK stall
     server_version = "cauce-ui"
+    timeout = 60  # an idle keep-alive or a slow client gives its thread back after a minute
     portal: Portal  # set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.send_error(400, "bad Content-Length")
+            return
         if length > _MAX_BODY:
             self.send_error(413)
             return
@@ -79,6 +87,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = _serve
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class UiServer:
     """``cauce ui`` in a process: :meth:`start` binds and serves in a thread, :meth:`close`
     stops. ``url`` is where it answers."""
@@ -93,9 +105,10 @@ class UiServer:
         token: str | None = None,
     ) -> None:
         check_bind(host, token)
-        handler = type("Handler", (_Handler,), {"portal": Portal(store, home, token)})
+        handler = type("Handler", (_Handler,), {"portal": Portal(store, home, token, host)})
         try:
-            self._httpd = ThreadingHTTPServer((host, port), handler)
+            kind = _Server6 if ":" in host else ThreadingHTTPServer
+            self._httpd = kind((host, port), handler)
         except OSError as exc:
             raise CauceError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
@@ -114,7 +127,8 @@ class UiServer:
         return self
 
     def close(self) -> None:
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever, which must run
+            self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(5)
@@ -133,10 +147,12 @@ def serve_ui(
     ``$CAUCE_HOME/ui.json`` tells the CLI where it is."""
     server = UiServer(store, home, host=host, port=port, token=token)
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM,)}
-    server.start()
-    write_portal(server.url, store.url, home)
+    previous: dict[signal.Signals, Any] = {}
     try:
+        for sig in (signal.SIGTERM,):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        server.start()
+        write_portal(server.url, store.url, home)
         if ready is not None:
             ready(server.url)
         with contextlib.suppress(KeyboardInterrupt):

@@ -19,7 +19,7 @@ from cauce.ui._html import (
     status_badge,
     table,
 )
-from cauce.ui._http import Request, Response, html_response, json_response, not_found
+from cauce.ui._http import Request, Response, html_response, json_response, not_found, parse_int
 from cauce.ui._studies import (
     StudyRow,
     best_over_time,
@@ -126,10 +126,7 @@ def study_curves(engine: Engine, req: Request, name: str) -> Response:
     raw = req.arg("trials")
     numbers = None
     if raw:
-        try:
-            numbers = [int(n) for n in raw.split(",")][:4]
-        except ValueError:
-            raise not_found("trials must be numbers") from None
+        numbers = [parse_int(n.strip(), "trials") for n in raw.split(",")[:4]]
     found = curves(engine, study, numbers)
     return json_response([{"name": f"trial {n}", "points": pts} for n, pts in found.items()])
 

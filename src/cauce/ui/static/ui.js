@@ -31,6 +31,9 @@
   // A line chart: series = [{name, points: [[x, y], ...]}]; one circle per point.
   function chart(figure, series, opts) {
     opts = opts || {};
+    series = series.map(function (s) {  // a NaN or infinite value comes as null: not drawn
+      return { name: s.name, color: s.color, points: s.points.filter(function (p) { return p[0] !== null && p[1] !== null; }) };
+    });
     var old = figure.querySelector("svg"); if (old) old.remove();
     var W = opts.width || (figure.classList.contains("wide") ? 840 : 400), H = opts.height || 220;
     var L = 52, R = 10, T = 10, B = 34;
