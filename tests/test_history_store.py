@@ -3,6 +3,7 @@ several processes may open a new one at once) and exact job-id prefixes."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from cauce.errors import HistoryError
-from cauce.history import HistoryStore, JobStatus, TaskStatus
+from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.history.migrations import HEAD, VERSION_TABLE
 
 #: ``history.db`` as cauce 0.1.0 left it (no version table), with an Optuna study beside it:
@@ -144,5 +145,23 @@ def test_job_id_prefixes_are_exact(tmp_path: Path) -> None:
                 store.get_job(missing)
         with pytest.raises(HistoryError, match="ambiguous: ab_c-1, abxc-2"):
             store.get_job("ab")
+    finally:
+        store.close()
+
+
+def test_a_nan_metric_is_left_out_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQL has no NaN (SQLite reads it as NULL): a diverging loss must not fail the driver's
+    write of the whole batch; infinities are kept."""
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        store.create_job(id="j-1", name="j", status=JobStatus.RUNNING)
+        values = [1.0, float("nan"), float("inf"), float("nan")]
+        rows = [MetricRow("worker-0", 0, step, 0.0, "loss", v) for step, v in enumerate(values)]
+        with caplog.at_level("WARNING", logger="cauce.history.store"):
+            store.add_metrics("j-1", rows)
+        assert [(m.step, m.value) for m in store.get_metrics("j-1")] == [(0, 1.0), (2, math.inf)]
+        assert len([r for r in caplog.records if "NaN" in r.getMessage()]) == 1
     finally:
         store.close()

@@ -10,6 +10,8 @@ below are the newest revision's.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
+
+log = logging.getLogger(__name__)
 
 _meta = sa.MetaData()
 
@@ -167,6 +171,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class HistoryStore:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._nan_seen: set[tuple[str, str]] = set()  # (job, metric) whose NaN was logged
         try:
             self.engine: Engine = sa.create_engine(url, future=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -239,7 +244,21 @@ class HistoryStore:
         )
 
     def add_metrics(self, job_id: str, rows: list[MetricRow]) -> None:
-        """Many metric values in one transaction (the driver batches what tasks report)."""
+        """Many metric values in one transaction (the driver batches what tasks report). A NaN
+        (a diverging loss) is not stored, SQL has no NaN: it is logged once per metric, and the
+        job goes on; infinities are stored as they are."""
+        nan = [r for r in rows if math.isnan(r.value)]
+        for r in nan:
+            if (job_id, r.name) not in self._nan_seen:
+                self._nan_seen.add((job_id, r.name))
+                log.warning(
+                    "job %s: %s reported %s = NaN at step %d; NaN values are not stored",
+                    job_id,
+                    r.task_id,
+                    r.name,
+                    r.step,
+                )
+        rows = [r for r in rows if not math.isnan(r.value)] if nan else rows
         if not rows:
             return
         values = [
