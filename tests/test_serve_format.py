@@ -453,3 +453,17 @@ def test_a_model_on_s3_is_saved_marker_last_and_loaded_from_a_local_copy(
     s3_store.rm_file("models/tiny/cauce-model.json")
     with pytest.raises(ModelFormatError, match=r"s3://models/tiny/cauce-model.json.* is missing"):
         load_model(uri)
+
+
+def test_a_model_loads_without_the_history_store(saved: Path) -> None:
+    """A model server's image has torch and cauce[serve]: loading a model folder must not
+    import SQLAlchemy (the history store, MLflow's registry are for models:/ only)."""
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = None\n"
+        "from cauce.serve import load_model\n"
+        f"print(type(load_model({str(saved)!r})).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_uri", "url_to_fs"]
+__all__ = ["is_registry_uri", "is_uri", "url_to_fs"]
 
 
 def is_uri(value: object) -> bool:
@@ -22,3 +22,9 @@ def url_to_fs(uri: str) -> tuple[Any, str]:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, str(path).rstrip("/")
+
+
+def is_registry_uri(value: object) -> bool:
+    """True for a version of MLflow's model registry: ``models:/NAME/VERSION``,
+    ``models:/NAME@ALIAS``."""
+    return isinstance(value, str) and value.startswith("models:/")

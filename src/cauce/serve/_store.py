@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from cauce._util.files import swap_dir
-from cauce._util.remote import is_uri, url_to_fs
+from cauce._util.remote import is_registry_uri, is_uri, url_to_fs
 from cauce.serve._spec import SPEC_FILE, spec_from_json
 from cauce.serve.api import ModelFormatError
 
@@ -44,10 +44,10 @@ def upload_model(folder: Path, uri: str) -> None:
 def local_model_dir(model_dir: str | Path) -> Path:
     """``model_dir`` itself when it is a local folder; a local copy of it when it is a URI, or
     a version of MLflow's model registry (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``)."""
-    from cauce.tracking import is_registry_uri, registry_model_dir
-
     if is_registry_uri(model_dir):
+        # Only then: the tracking and history packages need SQLAlchemy, a model server not.
         from cauce.history import cauce_home
+        from cauce.tracking import registry_model_dir
 
         return registry_model_dir(str(model_dir), cauce_home() / "cache" / "models", SPEC_FILE)
     if not is_uri(model_dir):

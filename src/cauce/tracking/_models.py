@@ -17,15 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cauce._util.files import swap_dir
+from cauce._util.remote import is_registry_uri
 from cauce.errors import TrackingError
 
 __all__ = ["is_registry_uri", "registry_model_dir"]
 
 _URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
-
-
-def is_registry_uri(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("models:/")
 
 
 def registry_model_dir(
