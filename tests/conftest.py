@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import SESSION_GROUPS
+
 #: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
 #: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
 pytest_plugins = [
@@ -23,6 +25,7 @@ pytest_plugins = [
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs the suite), keep the
     tests of each shared cluster on one worker: the multi-host clusters' namespaces have fixed
@@ -47,6 +50,13 @@ def cauce_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     """Fail a test that leaves a child process (or one of its descendants) alive."""
@@ -58,7 +68,10 @@ def no_leaked_processes() -> Iterator[None]:
         left = [
             p
             for p in me.children(recursive=True)
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+            if p.pid not in before
+            and p.status() != psutil.STATUS_ZOMBIE
+            # a server a session fixture started during this test: it lives on, for the session
+            and _group(p.pid) not in SESSION_GROUPS
         ]
         if not left or time.monotonic() > deadline:
             break

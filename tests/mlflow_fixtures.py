@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SESSION_GROUPS
+
 HAVE_MLFLOW = importlib.util.find_spec("mlflow") is not None
 needs_mlflow = pytest.mark.skipif(not HAVE_MLFLOW, reason="needs mlflow (pip install mlflow)")
 
@@ -81,7 +83,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     """One tracking server for the session (started on first use)."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     server.start()
+    assert server.proc is not None
+    group = server.proc.pid  # its own session: the server and its workers
+    SESSION_GROUPS.add(group)
     try:
         yield server
     finally:
         server.stop()
+        SESSION_GROUPS.discard(group)

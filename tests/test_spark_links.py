@@ -168,7 +168,7 @@ def test_a_task_stops_its_command_when_the_driver_goes_silent(
 def test_link_timeout_setting_and_the_barrier_check_bound() -> None:
     assert SparkCluster("yarn", {"spark.cauce.linkTimeout": "45s"}).link_timeout == 45.0
     assert SparkCluster("yarn").link_timeout == 20.0
-    with pytest.raises(SpecError, match=r"spark.cauce.linkTimeout must be a duration"):
+    with pytest.raises(SpecError, match=r"spark.cauce.linkTimeout must be > 0 seconds"):
         SparkCluster("yarn", {"spark.cauce.linkTimeout": "0"})
     interval = "spark.scheduler.barrier.maxConcurrentTasksCheck.interval"
     failures = "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures"
