@@ -10,7 +10,7 @@ echo "== ruff format --check"; .venv/bin/ruff format --check $paths
 echo "== mypy"; .venv/bin/mypy src
 echo "== pytest"
 # Two workers (CI has 2 cores; most tests wait on processes); CAUCE_TEST_WORKERS=0 runs them in
-# this process. Tests of one shared cluster stay on one worker (tests/conftest.py).
+# this process. Each worker builds the shared clusters it needs (tests/conftest.py).
 workers=${CAUCE_TEST_WORKERS:-2}
 if [ "$workers" = 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
-exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=25 "$@"
+exec .venv/bin/python -m pytest -n "$workers" --durations=25 "$@"

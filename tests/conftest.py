@@ -25,19 +25,13 @@ pytest_plugins = [
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs the suite), keep the
-    tests of each shared cluster on one worker: the multi-host clusters' namespaces have fixed
-    names (two workers would build them twice and tear each other's down), and the standalone
-    Spark cluster is started once per worker that needs it."""
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        node = item.nodeid
-        if "multihost" in node or "multihost_cluster" in names:
-            item.add_marker(pytest.mark.xdist_group("multihost"))
-        elif "spark_cluster" in names or "[spark" in node or "test_spark_" in node:
-            item.add_marker(pytest.mark.xdist_group("spark"))
+# Under pytest-xdist (scripts/test.sh runs two workers) each worker that needs a multi-host
+# cluster builds its own, under names and a subnet of its own: namespaces have fixed names, and
+# pytest 9 drops xdist's group marks, so the tests of one cluster cannot be kept on one worker.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and "CAUCE_MULTIHOST_TAG" not in os.environ:
+    os.environ["CAUCE_MULTIHOST_TAG"] = f"x{int(_WORKER[2:])}"
+    os.environ["CAUCE_MULTIHOST_INDEX"] = str(20 * int(_WORKER[2:]))
 
 
 @pytest.fixture

@@ -51,8 +51,9 @@ def checkpoints(folder: Path) -> str:
 def three_hosts() -> Iterator[MultiHost]:
     """A master, three worker hosts (``w1``..``w3``, 1 core and 2 declared GPUs each), a driver
     host and an S3 store. The other tests share a two-worker cluster; these need a spare host."""
-    # its own names and subnet: the shared session cluster (default names) must live on
-    cluster = start(3, tag="f", index=3)
+    # its own names and subnet: the shared session cluster must live on
+    tag = os.environ.get("CAUCE_MULTIHOST_TAG", "") + "f"
+    cluster = start(3, tag=tag, index=int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 3)
     try:
         yield cluster
     finally:

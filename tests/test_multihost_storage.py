@@ -37,7 +37,7 @@ EPOCHS = "2"
 def cluster() -> Iterator[MultiHost]:
     """Two worker hosts of 2 cores each (two trials of 2 ranks at once), under a tag of its own
     beside the session's cluster."""
-    tag = os.environ.get("CAUCE_MULTIHOST_TAG", "") + "f"
+    tag = os.environ.get("CAUCE_MULTIHOST_TAG", "") + "g"
     index = int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 100
     found = start(2, tag=tag, index=index, cores=2, memory="3g")
     try:
