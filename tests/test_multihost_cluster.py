@@ -89,26 +89,25 @@ def _alive(pid: int) -> bool:
 
 def test_workers_registered_with_their_addresses(multihost_cluster: MultiHost) -> None:
     cluster = multihost_cluster
-    assert cluster.master == "spark://10.213.0.2:7077"
-    assert cluster.hosts["cauce-w1"] == "10.213.0.11" and cluster.hosts["cauce-d"] == "10.213.0.4"
+    at = cluster.names.address  # 10.213.0.X by default; a tag and subnet of its own under xdist
+    assert cluster.master == f"spark://{at('m')}:7077"
+    assert cluster.hosts[cluster.ns("w1")] == at("w1") and cluster.hosts[cluster.ns("d")] == at("d")
     url = f"{cluster.master_ui}/json/"
     code = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
     state = json.loads(python_on(cluster, "d", code))
     alive = {w["host"]: w for w in state["workers"] if w["state"] == "ALIVE"}
-    assert sorted(alive) == ["10.213.0.11", "10.213.0.12"]
+    assert sorted(alive) == [at("w1"), at("w2")]
     for worker in alive.values():
         assert worker["cores"] == 1 and worker["memory"] == 1024
         assert worker["resources"]["gpu"]["addresses"] == ["0", "1"]
     # Each host resolves its own name and the machine's host name to its own address, and the
     # others by their names.
-    code = (
-        "import socket; n = socket.gethostbyname; "
-        "print(n(socket.gethostname()), n('cauce-w1'), n('cauce-w2'), n('cauce-m'))"
-    )
+    names = ", ".join(f"n({cluster.ns(role)!r})" for role in ("w1", "w2", "m"))
+    code = f"import socket; n = socket.gethostbyname; print(n(socket.gethostname()), {names})"
     for host in ("d", "w1", "w2"):
         mine, *others = python_on(cluster, host, code).split()
         assert mine == cluster.hosts[cluster.ns(host)]
-        assert others == ["10.213.0.11", "10.213.0.12", "10.213.0.2"]
+        assert others == [at("w1"), at("w2"), at("m")]
     assert cluster.pids_in("d") == [] and len(cluster.pids_in("w1")) == 1
     sleeper = cluster.popen_on("d", ["sleep", "60"])  # ip netns exec execs: the pid is sleep's
     try:
@@ -157,13 +156,13 @@ def test_killed_worker_is_lost_and_starts_again(multihost_cluster: MultiHost) ->
     [before] = cluster.pids_in("w2")
     cluster.kill_worker("w2")
     deadline = time.monotonic() + 60
-    while "cauce-w2" in cluster._alive_workers(cluster.state()) or _alive(before):
+    while cluster.ns("w2") in cluster._alive_workers(cluster.state()) or _alive(before):
         assert time.monotonic() < deadline, "the master still lists the killed worker"
         time.sleep(0.3)
     cluster.start_worker("w2")
     [after] = cluster.pids_in("w2")
     assert after != before
-    assert sorted(cluster._alive_workers(cluster.state())) == ["cauce-w1", "cauce-w2"]
+    assert sorted(cluster._alive_workers(cluster.state())) == [cluster.ns("w1"), cluster.ns("w2")]
 
 
 #: A known failure under load, not of addresses (issue 12: the driver's REST read of its own
@@ -197,7 +196,8 @@ def test_cauce_runs_a_gang_across_two_hosts(multihost_cluster: MultiHost, tmp_pa
     out = run_cauce(multihost_cluster, tmp_path, job)
     assert out.startswith("exit 0\n"), out
     hosts = {line.split()[3] for line in out.splitlines() if ": host " in line}
-    assert hosts == {"10.213.0.11", "10.213.0.12"}, out  # one task on each worker host
+    at = multihost_cluster.names.address
+    assert hosts == {at("w1"), at("w2")}, out  # one task on each worker host
     masters = {line.split()[5] for line in out.splitlines() if ": host " in line}
     assert len(masters) == 1 and masters.pop().split(":")[0] in hosts, out
 
@@ -215,4 +215,4 @@ def test_horovod_rendezvous_reached_from_another_host(
     out = run_cauce(multihost_cluster, tmp_path, job)
     assert "rendezvous 127.0.0.1:" not in out, out
     assert out.startswith("exit 0\n"), out
-    assert out.count(": rendezvous 10.213.0.4:") == 2, out
+    assert out.count(f": rendezvous {multihost_cluster.names.address('d')}:") == 2, out
