@@ -127,7 +127,7 @@ def test_a_missing_output_is_an_error(tmp_path: Path, cauce_env: dict[str, str])
         (
             "  prep:\n    function: x.py:build\n",
             "steps.prep has no kind: set kind: to one of prepare, tune, run, evaluate, serve, "
-            "package (a step named 'prep' needs one)",
+            "package, stream (a step named 'prep' needs one)",
         ),
         (
             "  train:\n    job: job.yaml\n    parms: {a: 1}\n",
