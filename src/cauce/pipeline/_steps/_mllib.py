@@ -50,6 +50,23 @@ def _uris(manifest: Manifest, split: str) -> list[str]:
     return [hadoop_uri(fs, fs.join(f.path)) for f in manifest.split(split).files]
 
 
+def _frame(session: Any, manifest: Manifest, split: str, columns: list[str]) -> Any:
+    """A split as a Spark DataFrame. On shared storage (``s3://``, ...) it is read on the driver
+    through fsspec: Spark's ``s3a`` needs the hadoop-aws jar, which pyspark does not ship."""
+    from cauce._util.remote import is_uri
+
+    if not is_uri(manifest.root):
+        return session.read.parquet(*_uris(manifest, split)).select(*columns)
+    import pyarrow.parquet as pq
+
+    from cauce.data import resolve
+
+    fs = resolve(manifest.root)
+    paths = [fs.join(f.path) for f in manifest.split(split).files]
+    table = pq.ParquetDataset(paths, filesystem=fs.fs).read(columns=columns)
+    return session.createDataFrame(table.to_pandas())
+
+
 def _stages(kind: str, pre: Preprocessing, label: str, max_bins: int) -> list[Any]:
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.feature import StandardScaler, StringIndexer, VectorAssembler
@@ -100,12 +117,12 @@ def mllib_scores(
 
     fills = {n.name: float(n.fill_value) for n in pre.numeric}
     columns = [*pre.features, label]
-    train = session.read.parquet(*_uris(manifest, train_split)).select(*columns).na.fill(fills)
+    train = _frame(session, manifest, train_split, columns).na.fill(fills)
     total = manifest.split(train_split).rows
     if total > max_train_rows:
         train = train.sample(fraction=min(1.0, 1.05 * max_train_rows / total), seed=0)
     train = train.withColumn(label, F.col(label).cast("double")).cache()
-    test = session.read.parquet(*_uris(manifest, test_split)).select(*columns).na.fill(fills)
+    test = _frame(session, manifest, test_split, columns).na.fill(fills)
     test = test.withColumn(label, F.col(label).cast("double"))
     # Trees need a bin per category: the train split's distinct values (the manifest's
     # vocabularies) and one for the values it has not seen.
