@@ -28,9 +28,12 @@ args = parser.parse_args()
 ctx = cauce.context()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-# Ranks start at slightly different times: a fresh attempt must not pick up the checkpoint that
-# a faster rank has just written (a real script would agree on it across ranks with a barrier).
+# Ranks start at slightly different times (on Spark, up to a second apart): a rank of a fresh
+# attempt must not pick up a checkpoint that a faster rank of the same attempt has just written,
+# but the one the attempt before left (a real script would agree on it with a barrier).
 latest = cauce.checkpoint.load() if ctx.attempt > 0 else None
+while latest is not None and latest.meta.get("attempt") == ctx.attempt:
+    latest = cauce.checkpoint.load(step=latest.step - 1) if latest.step > 0 else None
 weight = latest.state["weight"] if latest else 0.0
 start = latest.step + 1 if latest else 0
 with open(out / f"{ctx.task_id}.log.jsonl", "a") as log:
