@@ -767,6 +767,47 @@ def test_an_entrypoint_that_dies_at_import_fails_the_study_with_its_cause(
     assert set(psutil.Process().children(recursive=True)) <= before  # no worker left
 
 
+def test_a_cluster_that_cannot_start_the_gang_fails_the_job_with_its_error(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """The pooled cluster's start raises ClusterError when workers in a row die while importing
+    the entrypoint's module: the trial's job ends as failed (not left running) with that error
+    as its root cause, which `cauce show` prints, and `cauce tune` exits 1 without a traceback."""
+    code = "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
+    (tmp_path / "dies.py").write_text(code + "os._exit(3)\n", encoding="utf-8")
+    path = write_job(
+        tmp_path,
+        """
+        name: dies
+        command: python -c "pass"
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          entrypoint: dies:run
+          pruner: none
+          max_failures: 0
+        """,
+    )
+    done = cauce(["tune", str(path), "--trials", "1", "--parallel", "1"], cauce_env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    cause = (
+        "the local cluster could not start the gang (attempt 1): worker for dies:run exited "
+        "with code 3 while importing: cannot load the model"
+    )
+    assert f"the last one: {cause}" in done.stderr, done.stderr
+    listed = cauce(["jobs", "--format", "json"], cauce_env)
+    assert listed.returncode == 0, listed.stderr
+    [job] = json.loads(listed.stdout)
+    assert (job["status"], job["root_cause"].startswith(cause)) == ("failed", True), job
+    assert job["ended_at"] is not None
+    shown = cauce(["show", job["id"]], cauce_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "status:    failed" in shown.stdout, shown.stdout
+    assert f"cause:     {cause}" in shown.stdout, shown.stdout
+
+
 def test_a_worker_that_dies_leaving_a_child_ends_its_trial(
     tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

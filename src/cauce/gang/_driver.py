@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import PlacementError
+from cauce.errors import ClusterError, PlacementError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import plan_dry_run
@@ -30,6 +30,7 @@ from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
+from cauce.gang._starting import record_crash, start_refused, wait_until_placed
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
 from cauce.gang._tracking import DriverTracking, JobTracking, RunLink, without_tracking_env
 from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
@@ -168,6 +169,10 @@ class JobDriver:
             )
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
+        except Exception as exc:  # recorded (a row is never left running), then raised
+            attempts = self._machine.attempt + 1 if self._started is not None else 0
+            record_crash(self.record, exc, attempts=attempts, restarts=self._machine.restarts)
+            raise
         finally:
             self._cleanup()
             self.tracking.close(self.console)
@@ -197,6 +202,9 @@ class JobDriver:
         stopped = self._wait_until_placed(reserve)
         return None if stopped is None else m.Finish(JobStatus.KILLED, reason=stopped.reason)
 
+    def _wait_until_placed(self, place: Callable[[], Waiting | None]) -> m.StopRequested | None:
+        return wait_until_placed(place, self._events, self.poll_interval, self.console, self.record)
+
     def _place_again(self) -> m.Finish | m.StopRequested | None:
         """Before a restart: the cluster checks again that the gang fits (a host may be gone),
         and the job waits, saying why, as before its first attempt. A Finish when the cluster
@@ -208,25 +216,6 @@ class JobDriver:
             cause = self._root_cause(self._machine.failure)
             reason = f"{cause}\nthe restart could not be placed: {exc}"
             return m.Finish(JobStatus.FAILED, reason=reason)
-
-    def _wait_until_placed(self, place: Callable[[], Waiting | None]) -> m.StopRequested | None:
-        """Call ``place`` until it places the gang (None), saying what it waits for; the stop
-        request that came meanwhile, if one did."""
-        last = ""
-        while True:
-            got = place()
-            if got is None:
-                return None
-            if got.reason != last:
-                last = got.reason
-                self.console.status(f"waiting: {got.reason}")
-                self.record.waiting(got.reason)
-            try:
-                event = self._events.get(timeout=self.poll_interval)
-            except queue.Empty:
-                continue
-            if isinstance(event, m.StopRequested):
-                return event
 
     def _run(self) -> JobResult:
         early = self._wait_for_reservation()
@@ -302,12 +291,12 @@ class JobDriver:
         match instruction:
             case m.StartAttempt(attempt=attempt):
                 again = self._place_again() if attempt > 0 else None
+                if again is None:
+                    again = self._start_attempt(attempt)  # a Finish if the cluster refuses
                 if isinstance(again, m.Finish):
                     return self._finish(again)
                 if again is not None:
                     pending.append(again)  # stopped while waiting: the machine ends the job
-                else:
-                    self._start_attempt(attempt)
             case m.StopGang(reason=reason):
                 self._record_places()
                 if self._running is not None:
@@ -329,7 +318,7 @@ class JobDriver:
                 return self._finish(instruction)
         return None
 
-    def _start_attempt(self, attempt: int) -> None:
+    def _start_attempt(self, attempt: int) -> m.Finish | None:
         assert self._reservation is not None
         rendezvous = self._horovod.for_attempt() if self._horovod is not None else None
         plan = self._build(self._reservation, attempt, rendezvous, None)
@@ -344,9 +333,14 @@ class JobDriver:
         def on_exit(done: TaskExit) -> None:
             events.put(m.TaskExited(done.task_id, done.returncode, done.runtime, attempt))
 
-        self._running = self.cluster.start(
-            plan.layout, plan.launches, self.console.output, on_exit, grace=self.spec.grace_period
-        )
+        try:
+            grace, output = self.spec.grace_period, self.console.output
+            self._running = self.cluster.start(
+                plan.layout, plan.launches, output, on_exit, grace=grace
+            )
+        except ClusterError as exc:
+            earlier = self._root_cause(self._machine.failure)
+            return start_refused(exc, attempt, self.cluster.name, earlier)
         first = self._started is None
         if self._started is None:
             self._started = time.monotonic()
@@ -356,6 +350,7 @@ class JobDriver:
         gpus = {s.task_id: ",".join(s.gpus) for s in plan.layout.slots if s.gpus}
         extra = f", GPUs {gpus}" if gpus else ""
         self.console.status(f"attempt {attempt + 1}: started {len(plan.launches)} tasks{extra}")
+        return None
 
     def _record_places(self) -> None:
         """Hosts, ports and pids that the cluster learns only as tasks start (Spark)."""

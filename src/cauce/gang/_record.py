@@ -33,6 +33,7 @@ class JobRecord:
         self.store = store
         self.job_id = job_id
         self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
+        self.ended = False  # how the job ended is recorded
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
@@ -131,4 +132,5 @@ class JobRecord:
             restarts=restarts,
             attempts=attempts,
         )
+        self.ended = True
         self.event("finished", {"status": status})
