@@ -25,13 +25,13 @@ from helpers import ROOT, cauce, match_schema, write_job
 ERROR_MODULES = ("cauce.errors", "cauce.serve.api", "cauce.data.api", "cauce.runtime.checkpoint")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: Reports metrics (one of them infinite), fails its first attempt (rank 1 exits 3), succeeds in
-#: the second.
+#: Reports metrics (one infinite, one NaN: a diverging loss), fails its first attempt (rank 1
+#: exits 3), succeeds in the second.
 _FLAKY = """
 import os, sys, cauce
 ctx = cauce.context()
 for step in range(3):
-    cauce.report(step, loss=1.0 / (step + 1), spread=float("inf"))
+    cauce.report(step, loss=1.0 / (step + 1), spread=float("inf"), diverged=float("nan"))
 if ctx.attempt == 0 and ctx.rank == 1:
     sys.exit(3)
 print("lr", os.environ.get("CAUCE_PARAM_LR"), "batch", os.environ.get("CAUCE_PARAM_BATCH"))
@@ -101,9 +101,17 @@ def test_json_outputs_match_their_schemas(flaky: Path, cauce_env: dict[str, str]
     match_schema(metrics, "metrics")
     assert {m["attempt"] for m in metrics} == {1, 2}
     assert {m["value"] for m in metrics if m["name"] == "spread"} == {None}  # inf: not JSON
+    # NaN is stored (as NULL and "nan"), not left out: every step of every task has it.
+    nan = [
+        (m["task"], m["attempt"], m["step"], m["value"]) for m in metrics if m["name"] == "diverged"
+    ]
+    loss = [(m["task"], m["attempt"], m["step"], None) for m in metrics if m["name"] == "loss"]
+    assert nan and sorted(nan) == sorted(loss), nan
     table = cauce(["metrics", job_id], cauce_env).stdout.splitlines()
     shown = {(line.split()[0], int(line.split()[1])) for line in table[1:]}
     assert shown == {(m["task"], m["attempt"]) for m in metrics}  # the same numbering
+    words = {line.split()[3]: line.split()[4] for line in table[1:]}  # metric -> its value
+    assert (words["diverged"], words["spread"]) == ("nan", "inf"), table
 
     # --param is checked against the space: exit 2 with one line naming the fix.
     for params, says in (

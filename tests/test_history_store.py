@@ -93,6 +93,10 @@ def test_a_database_of_0_1_0_is_stamped_and_its_rows_kept(tmp_path: Path) -> Non
         assert (metric.step, metric.name, metric.value) == (10, "loss", 0.25)
         store.create_job(id="new", name="new", status=JobStatus.PENDING)
         assert store.get_job("new").status is JobStatus.PENDING
+        # Revision 0002: the migrated metrics table holds a NaN beside the old row.
+        store.add_metrics(job.id, [MetricRow("worker-0", 1, 11, 1.0, "loss", math.nan)])
+        old, nan = store.get_metrics(job.id)
+        assert (old.step, old.value, nan.step, math.isnan(nan.value)) == (10, 0.25, 11, True)
     finally:
         store.close()
     HistoryStore(url).close()  # opened again: already current
@@ -102,12 +106,27 @@ def test_a_database_of_0_1_0_is_stamped_and_its_rows_kept(tmp_path: Path) -> Non
     conn.close()
 
 
-def test_a_new_database_has_the_schema_of_0_1_0(tmp_path: Path) -> None:
+def test_a_new_database_has_the_schema_of_a_migrated_one(tmp_path: Path) -> None:
+    """A new store and one of 0.1.0 migrated to HEAD have the same tables; the migration
+    changed only what its revisions say (0002: metrics.value nullable, metrics.nonfinite)."""
     old = database_of_0_1_0(tmp_path / "old.db")
+    before = schema(old)
     new = f"sqlite:///{tmp_path / 'new.db'}"
     HistoryStore(new).close()
-    assert version(tmp_path / "new.db") == [HEAD]
-    assert schema(new) == schema(old)
+    HistoryStore(old).close()
+    assert version(tmp_path / "new.db") == version(tmp_path / "old.db") == [HEAD]
+    after = schema(new)
+    assert schema(old) == after
+    assert {t: v for t, v in after.items() if t != "metrics"} == {
+        t: v for t, v in before.items() if t != "metrics"
+    }
+    assert after["metrics"][1:] == before["metrics"][1:]  # keys and indexes
+    was, now = before["metrics"][0], after["metrics"][0]
+    assert [c for c in was if c not in now] == [("value", "FLOAT", False, False)]
+    assert [c for c in now if c not in was] == [
+        ("value", "FLOAT", True, False),
+        ("nonfinite", "VARCHAR(4)", True, False),
+    ]
 
 
 def test_head_is_the_newest_migration() -> None:
@@ -149,19 +168,20 @@ def test_job_id_prefixes_are_exact(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_nan_metric_is_left_out_and_logged_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """SQL has no NaN (SQLite reads it as NULL): a diverging loss must not fail the driver's
-    write of the whole batch; infinities are kept."""
+def test_nan_and_infinite_metrics_are_stored_as_null_and_read_back(tmp_path: Path) -> None:
+    """SQL has no NaN (SQLite reads it as NULL): a value that is not finite is stored as NULL
+    with the word for it, and read back as that float, in the order reported."""
     store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
     try:
         store.create_job(id="j-1", name="j", status=JobStatus.RUNNING)
-        values = [1.0, float("nan"), float("inf"), float("nan")]
+        values = [1.0, math.nan, math.inf, -math.inf, 0.5]
         rows = [MetricRow("worker-0", 0, step, 0.0, "loss", v) for step, v in enumerate(values)]
-        with caplog.at_level("WARNING", logger="cauce.history.store"):
-            store.add_metrics("j-1", rows)
-        assert [(m.step, m.value) for m in store.get_metrics("j-1")] == [(0, 1.0), (2, math.inf)]
-        assert len([r for r in caplog.records if "NaN" in r.getMessage()]) == 1
+        store.add_metrics("j-1", rows)
+        back = [m.value for m in store.get_metrics("j-1")]
+        assert math.isnan(back[1]) and [back[0], *back[2:]] == [1.0, math.inf, -math.inf, 0.5]
+        with sqlite3.connect(tmp_path / "history.db") as conn:
+            stored = list(conn.execute("SELECT value, nonfinite FROM metrics ORDER BY id"))
+        conn.close()
+        assert stored == [(1.0, None), (None, "nan"), (None, "inf"), (None, "-inf"), (0.5, None)]
     finally:
         store.close()

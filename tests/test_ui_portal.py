@@ -207,13 +207,13 @@ def _no_constant(name: str) -> None:
 def test_non_finite_metrics_are_null_in_the_pages_json(ui: tuple[UiServer, HistoryStore]) -> None:
     server, store = ui
     store.create_job(id="j-inf", name="inf", status="succeeded")
-    values = [1.0, float("inf"), float("-inf"), 0.5]  # (SQLite stores NaN as NULL: not here)
+    values = [1.0, float("inf"), float("-inf"), float("nan"), 0.5]
     rows = [MetricRow("worker-0", 0, i, 1.0e9 + i, "loss", v) for i, v in enumerate(values)]
     store.add_metrics("j-inf", rows)
     status, _, page = _ask(server.url, "/jobs/j-inf")
     assert status == 200
     points = _script_json(page, "metrics-data")["loss"][0]["points"]
-    assert points == [[0, 1.0], [1, None], [2, None], [3, 0.5]]
+    assert points == [[0, 1.0], [1, None], [2, None], [3, None], [4, 0.5]]
     assert b"p[1] !== null" in _ask(server.url, "/static/ui.js")[2]  # the chart skips them
 
 

@@ -10,7 +10,6 @@ below are the newest revision's.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -26,8 +25,6 @@ from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
-
-log = logging.getLogger(__name__)
 
 _meta = sa.MetaData()
 
@@ -95,12 +92,17 @@ metrics = sa.Table(
     sa.Column("step", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("name", sa.String(120), nullable=False),
-    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("value", sa.Float),  # NULL when not finite: SQL has no NaN
+    sa.Column("nonfinite", sa.String(4)),  # then which it was: nan, inf or -inf
 )
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 @dataclass(frozen=True)
 class MetricRow:
+    """One reported value; ``value`` may be NaN or infinite (stored as NULL and a word)."""
+
     task_id: str
     attempt: int
     step: int
@@ -171,7 +173,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class HistoryStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._nan_seen: set[tuple[str, str]] = set()  # (job, metric) whose NaN was logged
         try:
             self.engine: Engine = sa.create_engine(url, future=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -244,21 +245,9 @@ class HistoryStore:
         )
 
     def add_metrics(self, job_id: str, rows: list[MetricRow]) -> None:
-        """Many metric values in one transaction (the driver batches what tasks report). A NaN
-        (a diverging loss) is not stored, SQL has no NaN: it is logged once per metric, and the
-        job goes on; infinities are stored as they are."""
-        nan = [r for r in rows if math.isnan(r.value)]
-        for r in nan:
-            if (job_id, r.name) not in self._nan_seen:
-                self._nan_seen.add((job_id, r.name))
-                log.warning(
-                    "job %s: %s reported %s = NaN at step %d; NaN values are not stored",
-                    job_id,
-                    r.task_id,
-                    r.name,
-                    r.step,
-                )
-        rows = [r for r in rows if not math.isnan(r.value)] if nan else rows
+        """Many metric values in one transaction (the driver batches what tasks report). A value
+        that is not finite (a diverging loss) is stored as NULL, with ``nan``, ``inf`` or
+        ``-inf`` beside it, and read back as that float."""
         if not rows:
             return
         values = [
@@ -269,7 +258,8 @@ class HistoryStore:
                 "step": r.step,
                 "ts": r.ts,
                 "name": r.name,
-                "value": r.value,
+                "value": r.value if math.isfinite(r.value) else None,
+                "nonfinite": None if math.isfinite(r.value) else repr(r.value),
             }
             for r in rows
         ]
@@ -357,11 +347,22 @@ class HistoryStore:
             metrics.c.ts,
             metrics.c.name,
             metrics.c.value,
+            metrics.c.nonfinite,
         ).where(metrics.c.job_id == job_id)
         if task_id is not None:
             query = query.where(metrics.c.task_id == task_id)
         query = query.order_by(metrics.c.id)
-        return [MetricRow(**row._mapping) for row in self._rows(query)]
+        return [
+            MetricRow(
+                row.task_id,
+                row.attempt,
+                row.step,
+                row.ts,
+                row.name,
+                row.value if row.nonfinite is None else _NONFINITE[row.nonfinite],
+            )
+            for row in self._rows(query)
+        ]
 
     def get_events(self, job_id: str) -> list[EventRow]:
         query = sa.select(events).where(events.c.job_id == job_id).order_by(events.c.id)
