@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from cauce.cluster import GangRequest, TaskRequest, Waiting
-from cauce.cluster._leases import GpuLeases
+from cauce.cluster._leases import GpuLeases, Lease
 from cauce.cluster.local import LocalCluster
 from cauce.errors import PlacementError
 from cauce.spec import Resources
@@ -107,6 +109,34 @@ def test_lease_of_a_crashed_holder_is_free_again(tmp_path: Path) -> None:
         holder.wait()
         if holder.stdout:
             holder.stdout.close()
+
+
+def test_drivers_asking_at_once_for_gpus_that_fit_never_wait(tmp_path: Path) -> None:
+    """Two drivers (threads) asking at the same moment for 2 of 4 GPUs both get them: one does
+    not lock a GPU it does not need, so the other never finds it taken for nothing. (Counting
+    every free GPU made about one in seven of them wait: `cauce tune` printed "trial 3
+    waiting: needs 2 GPUs, 1 free" under load.)"""
+    gpus = ["0", "1", "2", "3"]
+    for _ in range(200):
+        barrier = threading.Barrier(2)
+        got: list[tuple[list[Lease] | None, int]] = []
+
+        def ask(name: str, barrier: threading.Barrier = barrier, got: list[Any] = got) -> None:
+            leases = GpuLeases(str(tmp_path / "leases"))
+            barrier.wait(timeout=10)
+            got.append(leases.try_acquire(gpus, 2, name))
+
+        threads = [threading.Thread(target=ask, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert [leases is not None for leases, _ in got] == [True, True], got
+        held = [lease.gpu for leases, _ in got for lease in leases or []]
+        assert sorted(held) == gpus  # all four, none twice
+        for leases, _ in got:
+            for lease in leases or []:
+                lease.release()
 
 
 def test_declared_gpus_from_env(tmp_path: Path) -> None:

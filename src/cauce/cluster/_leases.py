@@ -54,26 +54,26 @@ class GpuLeases:
     def try_acquire(
         self, gpus: Sequence[str], count: int, holder: str
     ) -> tuple[list[Lease] | None, int]:
-        """Lease ``count`` of ``gpus``, all or none. Returns (leases or None, GPUs free now)."""
+        """Lease ``count`` of ``gpus``, all or none: (the leases, ``count``), or (None, how many
+        GPUs were free) when fewer than ``count`` are.
+
+        It stops at the ``count``-th lease: counting the other free GPUs would lock each for a
+        moment, and a driver asking at that moment would find it taken and wait for nothing
+        (two trials starting at once, each for 2 of 4 GPUs, then saw "needs 2 GPUs, 1 free")."""
         if count == 0:
             return [], len(gpus)
         self._ensure_dir()
         got: list[Lease] = []
-        free = 0
         for gpu in gpus:
             lease = self._try_one(gpu, holder)
             if lease is None:
                 continue
-            free += 1
-            if len(got) < count:
-                got.append(lease)
-            else:
-                lease.release()
-        if len(got) < count:
-            for lease in got:
-                lease.release()
-            return None, free
-        return got, free
+            got.append(lease)
+            if len(got) == count:
+                return got, count
+        for lease in got:
+            lease.release()
+        return None, len(got)
 
     def holder(self, gpu: str) -> str:
         """Who holds ``gpu`` (from the lock file's text), or "" if unknown."""
