@@ -752,14 +752,19 @@ def _one_failing_function(
     return tune_package.tune(path, trials=3, parallel=1, poll_interval=0.2)
 
 
+#: A trial module whose import kills the process that imports it (as a segfault or OOM would).
+DIES_AT_IMPORT = (
+    "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\nos._exit(3)\n"
+)
+
+
 def test_an_entrypoint_that_dies_at_import_fails_the_study_with_its_cause(
     tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A module whose import kills the worker (a segfault, OOM, os._exit) is not retried
     forever: the second worker in a row that dies so fails the trial, saying why."""
-    code = "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
     before = set(psutil.Process().children(recursive=True))
-    result = _one_failing_function(tmp_path, cauce_env, monkeypatch, "dies", code + "os._exit(3)\n")
+    result = _one_failing_function(tmp_path, cauce_env, monkeypatch, "dies", DIES_AT_IMPORT)
     assert not result.ok
     assert [t.state for t in result.trials] == ["failed"]
     cause = "worker for dies:run exited with code 3 while importing: cannot load the model"
@@ -773,8 +778,7 @@ def test_a_cluster_that_cannot_start_the_gang_fails_the_job_with_its_error(
     """The pooled cluster's start raises ClusterError when workers in a row die while importing
     the entrypoint's module: the trial's job ends as failed (not left running) with that error
     as its root cause, which `cauce show` prints, and `cauce tune` exits 1 without a traceback."""
-    code = "import os, sys\nprint('cannot load the model', file=sys.stderr, flush=True)\n"
-    (tmp_path / "dies.py").write_text(code + "os._exit(3)\n", encoding="utf-8")
+    (tmp_path / "dies.py").write_text(DIES_AT_IMPORT, encoding="utf-8")
     path = write_job(
         tmp_path,
         """
