@@ -18,7 +18,8 @@ the rank that finished last:
     imports      first line -> torch and cauce imported
     rendezvous   init_process_group
     open data    the first shard() call (the dataset's manifest, the plan)
-    epochs       the training loops (reading and decoding batches included)
+    epochs       the training loops (reading and decoding batches included: "reading" is
+                 the time spent waiting for the next batch, a part of "epochs")
     evaluation   the validation passes
     checkpoints  cauce.checkpoint.save (+ a barrier), and the final wait() for background saves
     exit         last line -> process gone (torchrun: -> torchrun returns)
@@ -30,6 +31,7 @@ median over runs, and ``ratio`` = median(cauce total) / median(torchrun total), 
 is faster). The last line printed is one JSON object with every figure.
 
     .venv/bin/python benchmarks/phases.py [--runs 5] [--epochs 3] [--quick]
+    .venv/bin/python benchmarks/phases.py --checkpoint sync --data-cache off   # without the cuts
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ _CLEARED = (
     "CAUCE_PROGRESS_FILE",
     "CAUCE_CONTROL_FILE",
     "CAUCE_CHECKPOINT_DIR",
+    "CAUCE_DATA_CACHE",
 )
 
 
@@ -135,13 +138,16 @@ def phases(
     }
     # What the rank did outside the timed parts (building the model, DDP's first broadcast).
     out["epochs"] += r["last_line"] - r["open_data"] - sum(out[k] for k in PHASES[4:7])
+    out["reading"] = sum(r["reading"])
     out["exit"] = gone - r["last_line"]
     out["recording"] = recorded - gone
     out["driver_exit"] = end - recorded
     return out
 
 
-def _run(name: str, argv: list[str], env: dict[str, str], out: Path, home: Path) -> dict[str, float]:
+def _run(
+    name: str, argv: list[str], env: dict[str, str], out: Path, home: Path
+) -> dict[str, float]:
     for old in out.glob("rank-*.json"):
         old.unlink()
     start = time.time()
@@ -155,6 +161,10 @@ def _run(name: str, argv: list[str], env: dict[str, str], out: Path, home: Path)
     return phases(ranks, start, end, gone, recorded) | {"total": end - start}
 
 
+#: Figures printed and kept beside the phases: "reading" is a part of "epochs".
+FIGURES = (*PHASES, "total", "reading")
+
+
 def _prepare(folder: Path, rows: int) -> Path:
     from cauce.data import prepare
 
@@ -166,9 +176,10 @@ def _prepare(folder: Path, rows: int) -> Path:
 
 def _table(medians: dict[str, dict[str, float]]) -> None:
     print(f"{'phase':<12} {'cauce s':>9} {'torchrun s':>11} {'cauce - torchrun':>17}")
-    for phase in (*PHASES, "total"):
+    for phase in FIGURES:
         a, b = medians["cauce"][phase], medians["torchrun"][phase]
-        print(f"{phase:<12} {a:9.3f} {b:11.3f} {a - b:+17.3f}")
+        label = "(reading)" if phase == "reading" else phase
+        print(f"{label:<12} {a:9.3f} {b:11.3f} {a - b:+17.3f}")
 
 
 def main() -> int:
@@ -180,8 +191,15 @@ def main() -> int:
     parser.add_argument(
         "--checkpoint",
         choices=("background", "sync"),
-        default="sync",
-        help="how the script saves its checkpoints (default sync)",
+        default="background",
+        help="how the script saves its checkpoints (default background)",
+    )
+    parser.add_argument(
+        "--data-cache",
+        choices=("on", "off"),
+        default="on",
+        help="shard()'s in-memory cache of decoded row groups (default on; off: "
+        "CAUCE_DATA_CACHE=0, every epoch read from the files)",
     )
     parser.add_argument(
         "--quick",
@@ -203,7 +221,9 @@ def main() -> int:
         out.mkdir()
         home = folder / "home"
         env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-        env.update(OMP_NUM_THREADS="1", CAUCE_HOME=str(home), CAUCE_LEASE_DIR=str(folder / "leases"))
+        env.update(
+            OMP_NUM_THREADS="1", CAUCE_HOME=str(home), CAUCE_LEASE_DIR=str(folder / "leases")
+        )
         script_args = ["--data", str(data), "--out", str(out), "--epochs", str(args.epochs)]
         if args.checkpoint == "background":
             script_args.append("--background")
@@ -235,7 +255,7 @@ def main() -> int:
                 shutil.rmtree(run_dir, ignore_errors=True)
 
     medians = {
-        name: {k: statistics.median(r[k] for r in results) for k in (*PHASES, "total")}
+        name: {k: statistics.median(r[k] for r in results) for k in FIGURES}
         for name, results in runs.items()
     }
     _table(medians)
@@ -247,6 +267,7 @@ def main() -> int:
         "epochs": args.epochs,
         "rows": args.rows,
         "checkpoint": args.checkpoint,
+        "data_cache": args.data_cache,
         "cauce_s": {k: round(v, 4) for k, v in medians["cauce"].items()},
         "torchrun_s": {k: round(v, 4) for k, v in medians["torchrun"].items()},
         "cauce_runs_total_s": [round(r["total"], 4) for r in runs["cauce"]],

@@ -6,7 +6,8 @@ reads ``RANK``/``WORLD_SIZE`` under torchrun), checkpoints from ``cauce.checkpoi
 ``$CAUCE_RUN_DIR/checkpoints`` (cauce sets it; the benchmark gives torchrun's ranks a fresh one
 per run). Each rank writes ``--out/rank-N.json``: Unix times (``time.time()``) at its first
 line, after its imports, after ``init_process_group``, after opening the data, and the seconds
-of each epoch's training, evaluation and checkpoint, and its last line.
+of each epoch's training (and of its waiting for batches), evaluation and checkpoint, and its
+last line.
 
 ``build`` is the function ``cauce.data.prepare`` runs to make the dataset (``phases.py`` does).
 """
@@ -94,12 +95,20 @@ def main() -> int:
     epochs: list[float] = []
     evals: list[float] = []
     saves: list[float] = []
+    reading: list[float] = []  # of the epochs: waiting for the next training batch
     accuracy = 0.0
     for epoch in range(args.epochs):
         start = time.time()
         shard = first if epoch == 0 else batches("train", epoch, shuffle=True, seed=0, even="pad")
         ddp.train()
-        for batch in shard:
+        batches_in = iter(shard)
+        waited = 0.0
+        while True:
+            asked = time.perf_counter()
+            batch = next(batches_in, None)  # reading and decoding, or cutting from memory
+            waited += time.perf_counter() - asked
+            if batch is None:
+                break
             x = torch.stack([batch[n] for n in names], dim=1)
             optimizer.zero_grad()
             loss = loss_fn(ddp(x).squeeze(1), batch["y"])
@@ -123,13 +132,16 @@ def main() -> int:
             cauce.checkpoint.save(state, step=epoch)
         dist.barrier()  # no rank goes on before the checkpoint is saved (as train.py does)
         epochs.append(mid - start)
+        reading.append(waited)
         evals.append(end - mid)
         saves.append(time.time() - end)
     if args.background:
         start = time.time()
         cauce.checkpoint.wait()  # every write on disk before the job says it is done
         saves.append(time.time() - start)
-    times.update(epochs=epochs, evaluation=evals, checkpoints=saves, accuracy=accuracy)
+    times.update(
+        epochs=epochs, reading=reading, evaluation=evals, checkpoints=saves, accuracy=accuracy
+    )
     times["last_line"] = time.time()  # what follows (leaving the group, exiting) is "exit"
     Path(args.out, f"rank-{rank}.json").write_text(json.dumps(times), encoding="utf-8")
     dist.barrier()  # leave together (see benchmarks/bin/allreduce.py)
