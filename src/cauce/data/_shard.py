@@ -169,12 +169,10 @@ class Shard:
         self._key = (source.identity, self.columns, frozenset(coded))
         self._row_bytes = _cache.CACHE.row_bytes(self._key) or max(1, source.row_bytes(columns))
         # What this rank may read over the epochs: its row groups, or any when shuffled.
-        self._groups = (
-            set(range(len(source.groups))) if shuffle else {p.group for p in self._pieces}
-        )
+        groups = set(range(len(source.groups))) if shuffle else {p.group for p in self._pieces}
         self._keep = cache_bytes > 0 and _cache.CACHE.admit(
             self._key,
-            projected=sum(source.groups[g].rows for g in self._groups) * self._row_bytes,
+            projected=sum(source.groups[g].rows for g in groups) * self._row_bytes,
             limit=cache_bytes,
             row_bytes=self._row_bytes,
             where=f"{source.where} (rank {rank} of {world_size})",
