@@ -174,6 +174,70 @@ def _prepare(folder: Path, rows: int) -> Path:
     return out
 
 
+def micro_reading(data: Path, rounds: int) -> dict[str, float]:
+    """Seconds of one training epoch's reading (rank 0 of 2, as the script reads), after a first
+    epoch: from the files every epoch (``cache=False``) and cut from memory (the default).
+    In this process, alternating; medians."""
+    from cauce.data import shard
+    from cauce.data._cache import CACHE
+
+    def epoch(number: int, cache: bool) -> float:
+        start = time.perf_counter()
+        for _ in shard(
+            data, "train", batch_size=1024, shuffle=True, seed=0, epoch=number, even="pad",
+            format="torch", rank=0, world_size=2, cache=cache,
+        ):  # fmt: skip
+            pass
+        return time.perf_counter() - start
+
+    epoch(0, False)  # imports and first reads of the files, not counted
+    first: dict[bool, list[float]] = {False: [], True: []}
+    later: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for cache in (False, True):
+            CACHE.clear()
+            first[cache].append(epoch(0, cache))
+            later[cache].extend(epoch(n, cache) for n in range(1, 4))
+    CACHE.clear()
+    return {
+        "read_first_epoch_stream_s": round(statistics.median(first[False]), 4),
+        "read_first_epoch_cached_s": round(statistics.median(first[True]), 4),
+        "read_epoch_stream_s": round(statistics.median(later[False]), 4),
+        "read_epoch_cached_s": round(statistics.median(later[True]), 4),
+    }
+
+
+def micro_checkpoint(folder: Path, saves: int, hidden: int) -> dict[str, float]:
+    """Milliseconds the training thread spends in ``cauce.checkpoint.save`` of the script's
+    model and Adam state (``--hidden`` wide), synchronous and ``background=True``."""
+    import torch
+
+    from cauce.runtime import checkpoint
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(), torch.nn.Linear(hidden, 1),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.zeros(2, 16)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    took: dict[bool, list[float]] = {False: [], True: []}
+    for step in range(saves):
+        for background in (False, True):
+            where = folder / ("background" if background else "sync")
+            start = time.perf_counter()
+            checkpoint.save(state, step, directory=where, background=background)
+            took[background].append(time.perf_counter() - start)
+            checkpoint.wait()
+    size = sum(p.stat().st_size for p in (folder / "sync").rglob("state.*")) // 3
+    return {
+        f"checkpoint_bytes_h{hidden}": size,
+        f"checkpoint_sync_ms_h{hidden}": round(statistics.median(took[False]) * 1e3, 3),
+        f"checkpoint_background_ms_h{hidden}": round(statistics.median(took[True]) * 1e3, 3),
+    }
+
+
 def _table(medians: dict[str, dict[str, float]]) -> None:
     print(f"{'phase':<12} {'cauce s':>9} {'torchrun s':>11} {'cauce - torchrun':>17}")
     for phase in FIGURES:
@@ -254,6 +318,11 @@ def main() -> int:
                     runs[name].append(figures)
                 shutil.rmtree(run_dir, ignore_errors=True)
 
+        micro = micro_reading(data, 2 if args.quick else 5)
+        for hidden in (128, 1024):
+            (folder / f"micro-{hidden}").mkdir()
+            micro |= micro_checkpoint(folder / f"micro-{hidden}", 5 if args.quick else 15, hidden)
+
     medians = {
         name: {k: statistics.median(r[k] for r in results) for k in FIGURES}
         for name, results in runs.items()
@@ -261,6 +330,17 @@ def main() -> int:
     _table(medians)
     ratio = medians["cauce"]["total"] / medians["torchrun"]["total"]
     print(f"ratio    cauce/torchrun = {ratio:.3f} (wall time of the whole job)")
+    print(
+        f"reading an epoch (rank 0 of 2, after the first): {micro['read_epoch_stream_s']:.3f} s "
+        f"from the files, {micro['read_epoch_cached_s']:.3f} s from memory; the first "
+        f"{micro['read_first_epoch_stream_s']:.3f} s, {micro['read_first_epoch_cached_s']:.3f} s"
+    )
+    for hidden in (128, 1024):
+        print(
+            f"checkpoint.save, width {hidden} ({micro[f'checkpoint_bytes_h{hidden}']:,} bytes): "
+            f"{micro[f'checkpoint_sync_ms_h{hidden}']:.2f} ms, background "
+            f"{micro[f'checkpoint_background_ms_h{hidden}']:.2f} ms on the training thread"
+        )
     figures: dict[str, Any] = {
         "benchmark": "phases",
         "runs": args.runs,
@@ -275,6 +355,7 @@ def main() -> int:
         "cauce_share_s": round(
             sum(medians["cauce"][k] for k in ("launch", "exit", "recording", "driver_exit")), 4
         ),
+        **micro,
         "ratio": round(ratio, 4),
         **machine.finish(),
     }
