@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _machine import Machine, quick_default
+from _machine import Machine, quick_default, tool
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "bin" / "phases_train.py"
@@ -77,17 +77,6 @@ _CLEARED = (
     "CAUCE_CHECKPOINT_DIR",
     "CAUCE_DATA_CACHE",
 )
-
-
-def _tool(name: str) -> str:
-    """The console script ``name`` of this interpreter's environment, else the one on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise SystemExit(f"error: {name} not found next to {sys.executable} nor on PATH")
-    return found
 
 
 def _job_file(folder: Path, args: list[str]) -> Path:
@@ -292,9 +281,9 @@ def main() -> int:
         if args.checkpoint == "background":
             script_args.append("--background")
         launchers = {
-            "cauce": [_tool("cauce"), "run", str(_job_file(folder, script_args))],
+            "cauce": [tool("cauce"), "run", str(_job_file(folder, script_args))],
             "torchrun": [
-                _tool("torchrun"),
+                tool("torchrun"),
                 "--standalone",
                 "--nproc-per-node",
                 "2",
