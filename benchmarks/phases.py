@@ -128,6 +128,8 @@ def phases(
     # What the rank did outside the timed parts (building the model, DDP's first broadcast).
     out["epochs"] += r["last_line"] - r["open_data"] - sum(out[k] for k in PHASES[4:7])
     out["reading"] = sum(r["reading"])
+    firsts = [t["first_line"] for t in ranks]
+    out["start_skew"] = max(firsts) - min(firsts)  # the ranks' first lines, apart
     out["exit"] = gone - r["last_line"]
     out["recording"] = recorded - gone
     out["driver_exit"] = end - recorded
@@ -150,8 +152,10 @@ def _run(
     return phases(ranks, start, end, gone, recorded) | {"total": end - start}
 
 
-#: Figures printed and kept beside the phases: "reading" is a part of "epochs".
-FIGURES = (*PHASES, "total", "reading")
+#: Figures printed and kept beside the phases: "reading" is a part of "epochs"; "start_skew"
+#: how far apart the ranks' first lines were (a rank that starts late keeps the other waiting
+#: in the rendezvous).
+FIGURES = (*PHASES, "total", "reading", "start_skew")
 
 
 def _prepare(folder: Path, rows: int) -> Path:
@@ -231,7 +235,7 @@ def _table(medians: dict[str, dict[str, float]]) -> None:
     print(f"{'phase':<12} {'cauce s':>9} {'torchrun s':>11} {'cauce - torchrun':>17}")
     for phase in FIGURES:
         a, b = medians["cauce"][phase], medians["torchrun"][phase]
-        label = "(reading)" if phase == "reading" else phase
+        label = f"({phase.replace('_', ' ')})" if phase in FIGURES[-2:] else phase
         print(f"{label:<12} {a:9.3f} {b:11.3f} {a - b:+17.3f}")
 
 
