@@ -25,6 +25,7 @@ class Writer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._submitting = threading.Lock()  # wait-then-start, one caller at a time
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -45,7 +46,6 @@ class Writer:
 
     def submit(self, write: Callable[[], object], what: str) -> None:
         """Run ``write`` on the writer thread once the one before is done (see :meth:`wait`)."""
-        self.wait()
 
         def run() -> None:
             try:
@@ -56,9 +56,11 @@ class Writer:
                 log.debug("background write of %s failed: %s", what, exc)
 
         thread = threading.Thread(target=run, name="cauce-checkpoint-writer", daemon=False)
-        with self._lock:
-            self._thread = thread
-        thread.start()
+        with self._submitting:
+            self.wait()
+            with self._lock:
+                self._thread = thread
+            thread.start()
 
     def at_exit(self) -> None:
         """The interpreter is leaving: a failure nobody collected is said, not lost."""
