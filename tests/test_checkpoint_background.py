@@ -70,7 +70,7 @@ def test_sigkill_mid_background_write_leaves_a_whole_checkpoint(tmp_path: Path) 
     """SIGKILL as soon as the writer thread has started: step 0, or step 1 whole; then a
     process that exits right after a background save leaves its checkpoint complete."""
     code = textwrap.dedent(WRITER)
-    size = 400_000_000
+    size = 200_000_000
     argv = [sys.executable, "-c", code, str(tmp_path), str(size), "kill"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
