@@ -13,7 +13,10 @@ cores marks itself noisy, and its figures are noisy then too.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 QUICK_ENV = "CAUCE_BENCH_QUICK"
@@ -22,6 +25,17 @@ QUICK_ENV = "CAUCE_BENCH_QUICK"
 def quick_default() -> bool:
     """Whether ``CAUCE_BENCH_QUICK`` asks for quick runs (any value but empty or ``0``)."""
     return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def tool(name: str) -> str:
+    """The console script ``name`` of this interpreter's environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"error: {name} not found next to {sys.executable} nor on PATH")
+    return found
 
 
 def can_import(python: str, module: str) -> str:

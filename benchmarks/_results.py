@@ -62,6 +62,13 @@ AIMS: dict[str, dict[str, Aim]] = {
             "cauce with / without MLflow tracking, samples/s", "at least 0.97", _at_least(0.97)
         ),
     },
+    "phases": {
+        "ratio": Aim(
+            "cauce / torchrun, wall time of a 2-rank DDP job with data and checkpoints",
+            "at most 1",
+            _at_most(1),
+        ),
+    },
     "tune": {
         "overhead": Aim(
             "cauce's added cost per trial, fraction of a 1 s trial", "under 0.1", lambda v: v < 0.1

@@ -105,9 +105,11 @@ def read_cauce(
     from cauce.data import shard
 
     rows = 0
+    # cache=False: every run reads the files, as the peers do (runs after the first would
+    # otherwise cut their batches out of what the first one kept in memory).
     for batch in shard(
         root, "train", batch_size=batch_size, shuffle=shuffle, format="torch",
-        storage_options=options,
+        storage_options=options, cache=False,
     ):  # fmt: skip
         rows += len(batch["i"])
     return rows

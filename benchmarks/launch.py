@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,23 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import Machine, quick_default
+from _machine import Machine, quick_default, tool
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "bin" / "allreduce.py"
 #: Variables of the calling shell that would change what either launcher does.
 _CLEARED = ("CAUCE_CLUSTER", "CAUCE_HISTORY", "CAUCE_GPUS", "CAUCE_QUIET", "CAUCE_LEASE_DIR")
-
-
-def _tool(name: str) -> str:
-    """The console script ``name`` of this interpreter's environment, else the one on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise SystemExit(f"error: {name} not found next to {sys.executable} nor on PATH")
-    return found
 
 
 def _job_file(folder: Path, steps: int) -> Path:
@@ -98,9 +86,9 @@ def main() -> int:
         )
         job = _job_file(folder, args.steps)
         launchers = {
-            "cauce": [_tool("cauce"), "run", str(job)],
+            "cauce": [tool("cauce"), "run", str(job)],
             "torchrun": [
-                _tool("torchrun"),
+                tool("torchrun"),
                 "--standalone",
                 "--nproc-per-node",
                 "2",

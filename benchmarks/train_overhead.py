@@ -40,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _machine import Machine, quick_default
+from _machine import Machine, quick_default, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flights"
@@ -56,17 +56,6 @@ _CLEARED = (
     "CAUCE_PROGRESS_FILE",
     "CAUCE_CONTROL_FILE",
 )
-
-
-def _tool(name: str) -> str:
-    """The console script ``name`` of this interpreter's environment, else the one on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise SystemExit(f"error: {name} not found next to {sys.executable} nor on PATH")
-    return found
 
 
 def _dataset(given: str | None, folder: Path) -> Path:
@@ -261,9 +250,9 @@ def main() -> int:
         job = _job_file(folder, train_args)
         server = _MlflowServer(folder)
         launchers = {
-            "cauce": [_tool("cauce"), "run", str(job)],
+            "cauce": [tool("cauce"), "run", str(job)],
             "torchrun": [
-                _tool("torchrun"),
+                tool("torchrun"),
                 "--standalone",
                 "--nproc-per-node",
                 "2",
@@ -273,7 +262,7 @@ def main() -> int:
         }
         if server.uri:
             launchers["cauce_mlflow"] = [
-                _tool("cauce"),
+                tool("cauce"),
                 "run",
                 str(_job_file(folder, train_args, server.uri)),
             ]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the benchmarks with their peers, from a fresh clone, in one command:
 #
-#     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead tune
-#                                                    #       serve spark_launch ui predict
+#     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead
+#                                                    #       phases tune serve spark_launch ui
+#                                                    #       predict
 #                                                    #       (default: all)
 #
 # Makes .venv (scripts/setup.sh), installs the peers whose versions agree with the project's
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(launch ingest train_overhead tune serve spark_launch ui predict)
+ALL=(launch ingest train_overhead phases tune serve spark_launch ui predict)
 #: Peer environments each benchmark needs (requirements/bench-ENV.txt).
 declare -A ENVS_OF=([ingest]="petastorm ray" [serve]="kserve")
 #: The variable through which a benchmark finds each environment's Python.
@@ -32,7 +33,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
         -h | --help)
-            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,16 @@ def cauce_env(tmp_path: Path) -> dict[str, str]:
     env["CAUCE_LEASE_DIR"] = str(tmp_path / "leases")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(autouse=True)
+def no_kept_batches() -> Iterator[None]:
+    """Drop what ``cauce.data.shard`` kept in memory (its cache across epochs) after each test:
+    a test's datasets are gone after it, and the process's memory should not grow."""
+    yield
+    cache = sys.modules.get("cauce.data._cache")
+    if cache is not None:
+        cache.CACHE.clear()
 
 
 def _group(pid: int) -> int | None:

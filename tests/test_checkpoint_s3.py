@@ -41,6 +41,23 @@ def _state_file(store: object, step: int) -> str:
     return name
 
 
+def test_background_saves_on_s3(store: object) -> None:
+    """Written on a thread, committed as a synchronous save is: state, then meta.json."""
+    for step in range(3):
+        saved = checkpoint.save({"w": step}, step, keep=2, directory=ROOT, background=True)
+        assert saved == f"{ROOT}/step-{step:09d}"
+    checkpoint.wait()
+    state = _state_file(store, 2)
+    assert _keys(store) == [
+        "step-000000001/meta.json",
+        f"step-000000001/{state}",
+        "step-000000002/meta.json",
+        f"step-000000002/{state}",
+    ]
+    latest = checkpoint.load(directory=ROOT)
+    assert latest is not None and latest.step == 2 and latest.state == {"w": 2}
+
+
 def test_save_load_keep_on_s3(store: object) -> None:
     assert checkpoint.load(directory=ROOT) is None
     assert checkpoint.latest_step(ROOT) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -42,45 +43,86 @@ def shuffled(
 ) -> Iterator[Batch]:
     """Batches drawn at random from a buffer of ``capacity`` rows, refilled as it drains.
 
-    The buffer is allocated once (per column, at the first chunk) and reused, so memory stays
-    flat whatever the length of the epoch; each batch is one gather out of it (a copy the
-    caller owns). Rows left over after a refill's whole batches stay for the next one.
+    The buffer is allocated once (at the first chunk) and reused, so memory stays flat whatever
+    the length of the epoch; each batch is one gather out of it (a copy the caller owns). Rows
+    left over after a refill's whole batches stay for the next one.
     """
     capacity = max(capacity, size)
-    buffer: Batch = {}
+    buffer: _Buffer | None = None
     filled = 0
     for chunk, rows in chunks:
-        if not buffer:
-            buffer = {k: np.empty(capacity, dtype=v.dtype) for k, v in chunk.items()}
+        if buffer is None:
+            buffer = _Buffer(chunk, capacity)
         start = 0
         while start < rows:
             take = min(rows - start, capacity - filled)
-            for name, column in chunk.items():
-                buffer[name][filled : filled + take] = column[start : start + take]
+            buffer.put(chunk, start, take, filled)
             filled += take
             start += take
             if filled == capacity:
                 order = rng.permutation(filled)
                 full = filled - filled % size
                 for begin in range(0, full, size):
-                    yield _take(buffer, order[begin : begin + size])
+                    yield buffer.take(order[begin : begin + size])
                 rest = order[full:]
-                for array in buffer.values():
-                    array[: len(rest)] = array[rest]
+                buffer.keep(rest)
                 filled = len(rest)
-    if filled:
+    if filled and buffer is not None:
         order = rng.permutation(filled)
         stop = filled - filled % size if drop_last else filled
         for begin in range(0, stop, size):
-            yield _take(buffer, order[begin : begin + size])
+            yield buffer.take(order[begin : begin + size])
+
+
+class _Buffer:
+    """The shuffle buffer. Columns of one fixed-width dtype sit side by side in one row-major
+    block, so that a batch's random rows are gathered whole (a row's values share a cache line)
+    rather than column by column: several times faster for many narrow columns. Columns of
+    Python objects are kept apart."""
+
+    def __init__(self, chunk: Batch, capacity: int) -> None:
+        self._names = list(chunk)
+        by_dtype: dict[np.dtype[Any], list[str]] = {}
+        self._loose: dict[str, np.ndarray] = {}
+        for name, column in chunk.items():
+            if column.dtype.hasobject or column.ndim != 1:
+                self._loose[name] = np.empty((capacity, *column.shape[1:]), dtype=column.dtype)
+            else:
+                by_dtype.setdefault(column.dtype, []).append(name)
+        self._blocks = [
+            (names, np.empty((capacity, len(names)), dtype=dtype))
+            for dtype, names in by_dtype.items()
+        ]
+
+    def put(self, chunk: Batch, start: int, take: int, at: int) -> None:
+        """Rows ``[start, start + take)`` of ``chunk`` into rows ``[at, at + take)``."""
+        for names, block in self._blocks:
+            for j, name in enumerate(names):
+                block[at : at + take, j] = chunk[name][start : start + take]
+        for name, array in self._loose.items():
+            array[at : at + take] = chunk[name][start : start + take]
+
+    def take(self, index: np.ndarray) -> Batch:
+        """The rows ``index``, as contiguous columns in the chunks' column order."""
+        out: Batch = {}
+        for names, block in self._blocks:
+            rows = np.ascontiguousarray(np.take(block, index, axis=0).T)
+            for j, name in enumerate(names):
+                out[name] = rows[j]
+        for name, array in self._loose.items():
+            out[name] = array[index]
+        return {name: out[name] for name in self._names}
+
+    def keep(self, rest: np.ndarray) -> None:
+        """Move the rows ``rest`` to the front, for the next refill."""
+        for _, block in self._blocks:
+            block[: len(rest)] = block[rest]
+        for array in self._loose.values():
+            array[: len(rest)] = array[rest]
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:
     return {k: v[start:stop] for k, v in batch.items()}
-
-
-def _take(batch: Batch, index: np.ndarray) -> Batch:
-    return {k: v[index] for k, v in batch.items()}
 
 
 def _concat(parts: list[Batch]) -> Batch:

@@ -10,11 +10,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from cauce.data import _cache
 from cauce.data._batching import Chunks, in_order, prefetched, shuffled
 from cauce.data._convert import Converter, Format, check_torch_types, to_torch
 from cauce.data._parquet import check_columns
 from cauce.data._plan import Even, plan
-from cauce.data._source import Group, SplitSource, open_source
+from cauce.data._source import Group, Reader, SplitSource, open_source
 from cauce.data.api import DataError, Manifest
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def shard(
     even: Even = None,
     format: Format = "numpy",
     memory_budget: int | str = "512MiB",
+    cache: bool | int | str = True,
     categorical: Literal["codes", "values"] = "codes",
     storage_options: Mapping[str, Any] | None = None,
 ) -> Shard:
@@ -62,6 +64,10 @@ def shard(
     ``rank``/``world_size`` default to ``CAUCE_RANK``/``CAUCE_WORLD_SIZE``, then
     ``RANK``/``WORLD_SIZE``, then 0/1. With ``shuffle`` the row-group order and the rows within
     a bounded buffer change with ``epoch`` and repeat for the same ``seed``.
+
+    ``cache``: keep the decoded row groups in memory for the next epochs when what this rank
+    may read fits (``True``: up to half of ``memory_budget``; a size: up to that; ``False``:
+    never; ``CAUCE_DATA_CACHE=0`` turns it off everywhere). See :mod:`._cache`.
     """
     from cauce.spec import parse_memory
 
@@ -76,6 +82,7 @@ def shard(
     if epoch < 0:
         raise DataError(f"epoch must be >= 0, got {epoch}")
     budget = parse_memory(memory_budget, "memory_budget")
+    cache_bytes = _cache.budget(cache, budget)
     rank, world_size = _rank_and_world(rank, world_size)
     source = open_source(dataset, split, storage_options)
     names = list(columns) if columns is not None else source.schema.names
@@ -114,6 +121,7 @@ def shard(
         even=even,
         format=format,
         budget=budget,
+        cache_bytes=cache_bytes,
     )
 
 
@@ -140,6 +148,7 @@ class Shard:
         even: Even,
         format: Format,
         budget: int,
+        cache_bytes: int = 0,
     ) -> None:
         self.rank, self.world_size, self.epoch = rank, world_size, epoch
         self.batch_size, self.columns, self.format = batch_size, tuple(columns), format
@@ -157,7 +166,17 @@ class Shard:
         self.num_rows = sum(p.rows for p in self._pieces)
         vocab = {c: pa.array(source.vocabularies[c]) for c in coded}
         self._convert = Converter(pa.schema([source.schema.field(c) for c in columns]), vocab)
-        self._row_bytes = max(1, source.row_bytes(columns))
+        self._key = (source.identity, self.columns, frozenset(coded))
+        self._row_bytes = _cache.CACHE.row_bytes(self._key) or max(1, source.row_bytes(columns))
+        # What this rank may read over the epochs: its row groups, or any when shuffled.
+        groups = set(range(len(source.groups))) if shuffle else {p.group for p in self._pieces}
+        self._keep = cache_bytes > 0 and _cache.CACHE.admit(
+            self._key,
+            projected=sum(source.groups[g].rows for g in groups) * self._row_bytes,
+            limit=cache_bytes,
+            row_bytes=self._row_bytes,
+            where=f"{source.where} (rank {rank} of {world_size})",
+        )
         self._piece_rows, self._buffer_rows, self._threads = spend(
             budget,
             columns=len(columns),
@@ -184,9 +203,12 @@ class Shard:
         )
 
     def __iter__(self) -> Iterator[Any]:
-        chunks = self._chunks()
-        if self._threads:  # a budget with room for a few more pieces in flight
-            chunks = prefetched(chunks, _PREFETCH)
+        if self._keep and _cache.CACHE.has_all(self._key, {p.group for p in self._pieces}):
+            chunks = self._kept()  # all in memory: no reader, no thread
+        else:
+            chunks = self._kept() if self._keep else self._chunks()
+            if self._threads:  # a budget with room for a few more pieces in flight
+                chunks = prefetched(chunks, _PREFETCH)
         if self._shuffle:
             rng = np.random.default_rng([self._seed, self.epoch, self.rank, 1])
             batches = shuffled(
@@ -204,13 +226,7 @@ class Shard:
 
     def _chunks(self) -> Chunks:
         """Decoded pieces of this rank's row groups, as NumPy columns, in plan order."""
-        reader = self._source.reader(
-            list(self.columns),
-            self._read_dictionary,
-            self._piece_rows,
-            buffer_size=self._buffer_size,
-            threads=self._threads,
-        )
+        reader = self._reader()
         pool = pa.default_memory_pool()
         decoded = 0
         try:
@@ -227,6 +243,34 @@ class Shard:
                         decoded = 0
         finally:
             reader.close()
+
+    def _kept(self) -> Chunks:
+        """:meth:`_chunks` through the cache: row groups decoded whole once, then cut from
+        memory."""
+        reader = None
+        try:
+            for piece in self._pieces:
+                parts = _cache.CACHE.get(self._key, piece.group)
+                if parts is None:
+                    if reader is None:
+                        reader = self._reader()
+                    group = self._source.groups[piece.group]
+                    where = f"{self._source.display(group.file)} row group {group.index}"
+                    parts = [self._convert(b, where) for b in reader.read(group, 0, group.rows)]
+                    _cache.CACHE.put(self._key, piece.group, parts)
+                yield from _cache.cut(parts, piece.start, piece.stop, copy=not self._shuffle)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _reader(self) -> Reader:
+        return self._source.reader(
+            list(self.columns),
+            self._read_dictionary,
+            self._piece_rows,
+            buffer_size=self._buffer_size,
+            threads=self._threads,
+        )
 
 
 def spend(

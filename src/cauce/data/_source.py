@@ -38,9 +38,12 @@ class SplitSource:
         vocabularies: Mapping[str, tuple[Any, ...]],
         where: str,
         checked: bool,
+        identity: tuple[object, ...],
     ) -> None:
         self.fs, self.files, self.groups, self.schema = fs, files, groups, schema
         self.vocabularies, self.where = vocabularies, where
+        #: What the rows are: the same identity, the same rows (the key of the decoded cache).
+        self.identity = identity
         self.rows = sum(g.rows for g in groups)
         self._checked = checked  # footers already compared with the schema
 
@@ -214,6 +217,7 @@ def _from_manifest(fs: Fs, m: Manifest, split: str | None) -> SplitSource:
         vocabularies=m.vocabularies,
         where=where,
         checked=False,
+        identity=(where, m.content_hash),
     )
 
 
@@ -225,6 +229,7 @@ def _from_files(fs: Fs) -> SplitSource:
         raise DataNotFound(f"{fs.uri}: no Parquet files", path=fs.uri)
     schemas = []
     groups: list[Group] = []
+    stamps: list[tuple[str, int, int]] = []
     for i, path in enumerate(files):
         with open_parquet(fs, path) as pf:
             schemas.append(plain_schema(pf.schema_arrow))
@@ -235,7 +240,23 @@ def _from_files(fs: Fs) -> SplitSource:
                 path=fs.display(path),
             )
         groups.extend(Group(i, j, meta.row_group(j).num_rows) for j in range(meta.num_row_groups))
+        stamps.append(_stamp(fs, path))
     schema = schemas[0]
     return SplitSource(
-        fs, files=files, groups=groups, schema=schema, vocabularies={}, where=fs.uri, checked=True
+        fs,
+        files=files,
+        groups=groups,
+        schema=schema,
+        vocabularies={},
+        where=fs.uri,
+        checked=True,
+        identity=(fs.uri, *stamps),
     )
+
+
+def _stamp(fs: Fs, path: str) -> tuple[str, int, int]:
+    """``(path, size, modification time in ns)`` of a local file; the time is 0 elsewhere."""
+    if fs.local:
+        stat = os.stat(path)
+        return path, stat.st_size, stat.st_mtime_ns
+    return path, fs.size(path), 0

@@ -8,7 +8,9 @@
 A checkpoint is a folder ``step-000000012`` in the job's checkpoint folder (the same for every
 attempt of a job, so a restart finds it). It is written under a temporary name, synced, then
 renamed: a crash mid-write leaves no folder that ``load`` would take for a checkpoint. Only rank
-0 writes, unless ``all_ranks=True``; the last ``keep`` are kept.
+0 writes, unless ``all_ranks=True``; the last ``keep`` are kept. ``save(..., background=True)``
+writes on a thread and returns at once (``cauce.checkpoint.wait()`` waits for it; see
+``_background``).
 
 The checkpoint folder may be a URI (``CAUCE_CHECKPOINT_DIR=s3://bucket/job/checkpoints``, or
 ``directory=``), for jobs whose ranks run on several hosts: there a step's ``meta.json``, written
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import io
 import json
 import logging
 import os
@@ -30,6 +34,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,10 @@ from cauce._util.files import swap_dir
 from cauce._util.remote import is_uri
 from cauce.errors import CauceError
 from cauce.runtime import _remote_checkpoint as remote
+from cauce.runtime._background import WRITER
 from cauce.runtime._context import context
 
-__all__ = ["Checkpoint", "CheckpointError", "latest_step", "load", "save"]
+__all__ = ["Checkpoint", "CheckpointError", "latest_step", "load", "save", "wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +148,26 @@ def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
     return "pickle", path
 
 
+def _serialize(state: Any) -> tuple[str, memoryview]:
+    """``(format, bytes)`` of ``state``, as :func:`_write_state` would write them."""
+    if "torch" in sys.modules:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return "torch", buffer.getbuffer()
+    return "pickle", memoryview(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _write_bytes(fmt: str, data: memoryview, folder: Path) -> tuple[str, Path]:
+    path = folder / ("state.pt" if fmt == "torch" else "state.pkl")
+    with open(path, "wb") as file:
+        file.write(data)
+    return fmt, path
+
+
 def latest_step(directory: str | os.PathLike[str] | None = None) -> int | None:
+    WRITER.join()  # a background write of this process counts once it is complete
     found = _found(_dir(directory))
     return found[-1][0] if found else None
 
@@ -154,30 +179,71 @@ def save(
     keep: int = 3,
     all_ranks: bool = False,
     directory: str | os.PathLike[str] | None = None,
+    background: bool = False,
 ) -> Path | str | None:
     """Save ``state`` as the checkpoint of ``step``; returns its folder, a URI for one in an
-    object store (None on other ranks)."""
+    object store (None on other ranks).
+
+    ``background=True`` serialises ``state`` here (a snapshot: change it as you like once this
+    returns) and writes it on a thread, with the same guarantees; it returns at once, with the
+    folder the checkpoint will be in. One write is in flight at a time: the next ``save`` waits
+    for it, and raises its error if it failed, as :func:`wait` does. The interpreter waits for
+    it at exit.
+    """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"checkpoint step must be an int >= 0, got {step!r}")
     if keep < 1:
         raise CheckpointError(f"checkpoint keep must be >= 1, got {keep!r}")
+    WRITER.wait()  # in order; a failed background write is raised here
     ctx = context()
     if not all_ranks and not ctx.is_chief:
         return None
     root = _dir(directory)
     if all_ranks:
         root = _sub(root, f"rank-{ctx.rank}")
+    meta = _meta(step)
+    write: Callable[[Path], tuple[str, Path]]
+    if background:
+        fmt, data = _serialize(state)
+        write = functools.partial(_write_bytes, fmt, data)
+    else:
+        write = functools.partial(_write_state, state)
+    final = _sub(root, f"step-{step:09d}")
     if isinstance(root, str):
-        return _save_remote(state, step, root, keep)
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root)
-    final = root / f"step-{step:09d}"
+        job: Callable[[], Path | str] = functools.partial(
+            _save_remote, write, step, root, keep, meta
+        )
+    else:
+        job = functools.partial(_save_local, write, root, keep, meta, root / f"step-{step:09d}")
+    if not background:
+        return job()
+    WRITER.submit(job, str(final))
+    return final
+
+
+def wait() -> None:
+    """Wait until this process's background checkpoint write, if any, is complete; raise the
+    :class:`CheckpointError` of one that failed (each error once)."""
+    WRITER.wait()
+
+
+def _save_local(
+    write: Callable[[Path], tuple[str, Path]],
+    root: Path,
+    keep: int,
+    meta: dict[str, Any],
+    final: Path,
+) -> Path:
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
     try:
-        fmt, _ = _write_state(state, tmp)
-        meta = {**_meta(step), "format": fmt}
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp.mkdir()
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
+    try:
+        fmt, _ = write(tmp)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "format": fmt}), encoding="utf-8")
         swap_dir(tmp, final)  # the same step may be saved again, by a restarted attempt
     except BaseException as exc:
         written = _size(tmp)
@@ -209,9 +275,11 @@ def _meta(step: int) -> dict[str, Any]:
     }
 
 
-def _save_remote(state: Any, step: int, root: str, keep: int) -> str:
+def _save_remote(
+    write: Callable[[Path], tuple[str, Path]], step: int, root: str, keep: int, meta: dict[str, Any]
+) -> str:
     try:
-        return remote.write(root, step, keep, _meta(step), lambda tmp: _write_state(state, tmp))
+        return remote.write(root, step, keep, meta, write)
     except OSError as exc:  # the store refused, or could not be reached
         raise CheckpointError(f"cannot write checkpoint of step {step} to {root}: {exc}") from exc
 
@@ -232,6 +300,7 @@ def load(
     is tried. :class:`CheckpointError` is raised only when checkpoints exist and none loads, or
     when the checkpoint of ``step`` was asked for and it cannot be read.
     """
+    WRITER.join()  # a background write of this process counts once it is complete
     root = _dir(directory)
     if rank is not None:
         root = _sub(root, f"rank-{rank}")
