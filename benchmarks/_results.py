@@ -123,6 +123,18 @@ AIMS: dict[str, dict[str, Aim]] = {
             _at_most(1),
         ),
     },
+    "pipeline": {
+        "ratio": Aim(
+            "cauce run / hand-built stack, wall time of the flights pipeline",
+            "at most 0.6 (goal 0.5)",
+            _at_most(0.6),
+        ),
+        "ratio_prepare": Aim("cauce / hand-built, prepare (DuckDB / PySpark local[2])", ""),
+        "ratio_tune": Aim("cauce / hand-built, tune (6 trials, Optuna + TorchDistributor)", ""),
+        "ratio_train": Aim("cauce / hand-built, train (2 ranks, 8 epochs)", ""),
+        "ratio_evaluate": Aim("cauce / hand-built, evaluate (with MLlib's logistic)", ""),
+        "ratio_serve": Aim("cauce / hand-built, serve one prediction (FastAPI + uvicorn)", ""),
+    },
     "ui": {
         "ratio": Aim(
             "cauce study page / optuna-dashboard study data, 1,000 trials", "at most 1", _at_most(1)

@@ -3,7 +3,7 @@
 #
 #     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead tune
 #                                                    #       serve spark_launch ui predict
-#                                                    #       (default: all)
+#                                                    #       pipeline (default: all)
 #
 # Makes .venv (scripts/setup.sh), installs the peers whose versions agree with the project's
 # into it (requirements/bench.txt, pinned in requirements/constraints.txt), builds one pinned
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(launch ingest train_overhead tune serve spark_launch ui predict)
+ALL=(launch ingest train_overhead tune serve spark_launch ui predict pipeline)
 #: Peer environments each benchmark needs (requirements/bench-ENV.txt).
 declare -A ENVS_OF=([ingest]="petastorm ray" [serve]="kserve")
 #: The variable through which a benchmark finds each environment's Python.

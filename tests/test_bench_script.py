@@ -50,7 +50,10 @@ def test_bench_refuses_bad_arguments_before_doing_anything(
 def test_bench_help_names_every_benchmark(tmp_path: Path) -> None:
     out = _bench("--help", tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
-    names = ("launch", "ingest", "train_overhead", "tune", "serve", "spark_launch", "ui", "predict")
+    names = (
+        "launch", "ingest", "train_overhead", "tune", "serve", "spark_launch", "ui", "predict",
+        "pipeline",
+    )  # fmt: skip
     for name in names:
         assert name in out.stdout
     assert "--quick" in out.stdout
