@@ -108,6 +108,82 @@ def _trials(db: Path, study_prefix: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _cauce_breakdown(db: Path) -> dict[str, Any]:
+    """Where each job's time went, from what cauce records: launch and setup (attempt started
+    -> its first epoch began: placement, interpreters, imports, rendezvous, opening the data),
+    epochs (rank 0's reported ``seconds``), the tail (last report -> ended: saving, testing,
+    exit, recording) and, for a pruned trial, the decision -> ended."""
+    jobs: dict[str, Any] = {"trials": [], "train": None}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT id, created_at, ended_at FROM jobs ORDER BY created_at")
+        for job, created, ended in list(rows):
+            events = dict(
+                con.execute(
+                    "SELECT kind, MIN(ts) FROM events WHERE job_id = ? AND task_id IS NULL"
+                    " GROUP BY kind",
+                    (job,),
+                ).fetchall()
+            )
+            reports = con.execute(
+                "SELECT ts, value FROM metrics WHERE job_id = ? AND name = 'seconds'"
+                " AND task_id = 'worker-0' ORDER BY step",
+                (job,),
+            ).fetchall()
+            if not reports or ended is None:
+                continue
+            epochs = [v for _, v in reports]
+            started = events.get("attempt_started", created)
+            entry = {
+                "wall": ended - created,
+                "launch_setup": reports[0][0] - reports[0][1] - started,
+                "epochs": len(epochs),
+                "epoch_s": statistics.median(epochs),
+                "tail": ended - reports[-1][0],
+                "pruned_to_end": ended - events["pruned"] if "pruned" in events else None,
+            }
+            if "-tune-" in job:
+                jobs["trials"].append(entry)
+            else:
+                jobs["train"] = entry
+    return jobs
+
+
+def _hand_breakdown(raw: dict[str, Any]) -> dict[str, Any]:
+    """The hand-built side's breakdown in the same terms (launch and setup together)."""
+
+    def entry(b: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "wall": b["wall"],
+            "launch_setup": b["launch"] + b["setup"],
+            "launch": b["launch"],
+            "epochs": b["epochs"],
+            "epoch_s": b["epoch_s"],
+            "tail": b["tail"],
+            "pruned_to_end": None,
+        }
+
+    return {"trials": [entry(t) for t in raw["trials"]], "train": entry(raw["train"])}
+
+
+def _breakdown_line(side: str, b: dict[str, Any]) -> str:
+    trials = b["trials"]
+
+    def med(key: str, rows: list[dict[str, Any]]) -> str:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return f"{statistics.median(values):.1f}" if values else "-"
+
+    train = b["train"] or {}
+    return (
+        f"  {side} per trial (median of {len(trials)}): launch+setup {med('launch_setup', trials)}"
+        f" s, epoch {med('epoch_s', trials)} s, tail {med('tail', trials)} s"
+        + (f" (launch alone {med('launch', trials)} s)" if side == "hand" else "")
+        + (f", pruned -> ended {med('pruned_to_end', trials)} s" if side == "cauce" else "")
+        + f"; train: launch+setup {train.get('launch_setup', 0):.1f} s,"
+        f" {train.get('epochs', 0)} epochs of {train.get('epoch_s') or 0:.1f} s,"
+        f" tail {train.get('tail', 0):.1f} s"
+    )
+
+
 def run_cauce(folder: Path, env: dict[str, str]) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="home-", dir=folder))
     total = _run(
@@ -121,6 +197,7 @@ def run_cauce(folder: Path, env: dict[str, str]) -> dict[str, Any]:
         "phases": {**{p: phases[p] for p in PHASES}, "total": total},
         "test_auc": _auc_of(evaluate["result"]),
         "trials": _trials(home / "history.db", "flights-tune"),
+        "breakdown": _cauce_breakdown(home / "history.db"),
     }
 
 
@@ -143,6 +220,7 @@ def run_hand(folder: Path, env: dict[str, str]) -> dict[str, Any]:
         "phases": {**{p: last["phases"][p] for p in PHASES}, "total": total},
         "test_auc": last["test_auc"],
         "trials": _trials(work / "optuna.db", "flights-hand"),
+        "breakdown": _hand_breakdown(last["breakdown"]),
     }
 
 
@@ -157,7 +235,8 @@ def _line(side: str, run: dict[str, Any]) -> str:
 
 def _trial_line(side: str, trials: list[dict[str, Any]]) -> str:
     parts = [
-        f"#{t['number']} {t['seconds']:.1f}s/{t['epochs']}ep{'' if t['state'] == 1 else '*'}"
+        f"#{t['number']} {t['seconds']:.1f}s/{t['epochs']}ep"
+        + ("" if t["state"] == "COMPLETE" else "*")
         for t in trials
         if t["seconds"] is not None
     ]
@@ -190,6 +269,7 @@ def main() -> int:
                 results[side].append(result)
                 print(f"run {i + 1}/{runs} " + _line(side, result), flush=True)
                 print(_trial_line(side, result["trials"]), flush=True)
+                print(_breakdown_line(side, result["breakdown"]), flush=True)
     medians = {
         side: {p: statistics.median(r["phases"][p] for r in rs) for p in (*PHASES, "total")}
         for side, rs in results.items()

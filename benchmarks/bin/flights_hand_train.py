@@ -204,7 +204,7 @@ def run(
 ) -> dict[str, Any]:
     """One training run on this rank; rank 0's return value is what ``TorchDistributor.run``
     returns. ``trial`` (study, storage, number, pruner) makes it a tuning trial."""
-    began = time.perf_counter()
+    began, started_at = time.perf_counter(), time.time()
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
     features, edges = fit_features(data, hp["bins"])
@@ -261,6 +261,7 @@ def run(
         result["baseline"] = fitted[0]
     dist.barrier()
     dist.destroy_process_group()
+    result.update(started_at=started_at, ended_at=time.time())
     return result
 
 

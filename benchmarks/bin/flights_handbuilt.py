@@ -188,10 +188,32 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
 
 
 def distributed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` on 2 ranks through TorchDistributor; rank 0's result, with when it was called and
+    when it returned (for the breakdown of benchmarks/pipeline.py)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    called = time.time()
     distributor = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False)
-    return distributor.run(fn, *args, **kwargs)
+    result = distributor.run(fn, *args, **kwargs)
+    return {**result, "called_at": called, "returned_at": time.time()}
+
+
+def breakdown(result: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's time went: launch (call -> the function's first line: torchrun, the
+    interpreters, imports), setup (rendezvous, reading the data, features), epochs, and the
+    tail (after the last epoch -> returned: saving, testing, exit)."""
+    epochs = [e["seconds"] for e in result["epochs"]]
+    launch = result["started_at"] - result["called_at"]
+    wall = result["returned_at"] - result["called_at"]
+    return {
+        "wall": wall,
+        "launch": launch,
+        "setup": result["load_seconds"],
+        "epochs": len(epochs),
+        "epoch_s": sorted(epochs)[len(epochs) // 2] if epochs else None,
+        "tail": wall - launch - result["load_seconds"] - sum(epochs),
+        "pruned": result["pruned_at"] is not None,
+    }
 
 
 def tune(data: Path, work: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -504,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
                 "best": best,
                 "trials": len(trials),
                 "pruned": pruned,
+                "breakdown": {
+                    "trials": [breakdown(t) for t in trials],
+                    "train": breakdown(trained),
+                },
             }
         ),
         flush=True,
