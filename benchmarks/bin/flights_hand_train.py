@@ -259,10 +259,13 @@ def run(
             result.update(save_and_test(data, final, features, out))
         dist.broadcast_object_list(fitted, src=size - 1)
         result["baseline"] = fitted[0]
-    dist.barrier()
-    dist.destroy_process_group()
+    # TorchDistributor keeps the result of whichever rank writes last: every rank returns
+    # rank 0's
     result.update(started_at=started_at, ended_at=time.time())
-    return result
+    box = [result]
+    dist.broadcast_object_list(box, src=0)
+    dist.destroy_process_group()
+    return dict(box[0])
 
 
 def save_and_test(data: str, net: FlightsNet, features: Features, out: str) -> dict[str, Any]:
