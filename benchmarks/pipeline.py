@@ -263,6 +263,8 @@ def main() -> int:
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     runs = 1 if args.quick else args.runs
+    # SIGTERM as Ctrl-C: the running side's process group is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("error: stopped by SIGTERM"))
     machine = Machine()
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     env.setdefault("PYTHONUNBUFFERED", "1")
