@@ -269,7 +269,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", *notes]
     lines += [
         "",
-        "Ratios: cauce / peer. For times (launch, spark_launch, tune's ratio) below 1 "
+        "Ratios: cauce / peer. For times (launch, spark_launch, pipeline, tune's ratio) below 1 "
         "is faster; for rates (ingest, train_overhead, serve) above 1 is faster.",
     ]
     return "\n".join(lines) + "\n"
