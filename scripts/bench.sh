@@ -3,7 +3,7 @@
 #
 #     bash scripts/bench.sh [--quick] [NAME...]      # NAME: launch ingest train_overhead
 #                                                    #       phases tune serve spark_launch ui
-#                                                    #       predict
+#                                                    #       predict pipeline
 #                                                    #       (default: all)
 #
 # Makes .venv (scripts/setup.sh), installs the peers whose versions agree with the project's
@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(launch ingest train_overhead phases tune serve spark_launch ui predict)
+ALL=(launch ingest train_overhead phases tune serve spark_launch ui predict pipeline)
 #: Peer environments each benchmark needs (requirements/bench-ENV.txt).
 declare -A ENVS_OF=([ingest]="petastorm ray" [serve]="kserve")
 #: The variable through which a benchmark finds each environment's Python.

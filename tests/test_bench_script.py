@@ -51,7 +51,7 @@ def test_bench_help_names_every_benchmark(tmp_path: Path) -> None:
     out = _bench("--help", tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
     names = ("launch", "ingest", "train_overhead", "phases", "tune", "serve", "spark_launch", "ui")
-    names += ("predict",)
+    names += ("predict", "pipeline")
     for name in names:
         assert name in out.stdout
     assert "--quick" in out.stdout
