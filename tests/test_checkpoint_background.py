@@ -35,6 +35,19 @@ def test_background_saves_snapshot_the_state_and_keep_order(tmp_path: Path) -> N
     assert checkpoint.load(step=2, directory=tmp_path).state == {"w": [-99, 2, 3]}  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_a_state_that_cannot_be_serialised_is_named_and_leaves_nothing(
+    tmp_path: Path, background: bool
+) -> None:
+    checkpoint.save({"w": 1}, 0, directory=tmp_path)
+    with pytest.raises(CheckpointError, match=r"cannot be serialised .*save plain data"):
+        checkpoint.save({"f": lambda: 1}, 1, directory=tmp_path, background=background)
+    checkpoint.wait()  # nothing in flight, nothing kept to raise
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000000"]
+    latest = checkpoint.load(directory=tmp_path)
+    assert latest is not None and (latest.step, latest.state) == (0, {"w": 1})
+
+
 def test_a_failed_background_write_is_raised_once(tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the checkpoint folder should be")

@@ -34,7 +34,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,16 +134,28 @@ def _size(folder: Path) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _serialising() -> Iterator[None]:
+    """A state that pickle (or torch.save) refuses is the caller's mistake: say so, and how."""
+    try:
+        yield
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"the checkpoint's state cannot be serialised ({type(exc).__name__}: {exc}); save "
+            "plain data: dicts and lists of numbers, strings, NumPy arrays, tensors, state_dict()s"
+        ) from exc
+
+
 def _write_state(state: Any, folder: Path) -> tuple[str, Path]:
     if "torch" in sys.modules:
         import torch
 
         path = folder / "state.pt"
-        with open(path, "wb") as file:  # closed here even when the disk fills, not at GC
+        with open(path, "wb") as file, _serialising():  # closed even when the disk fills
             torch.save(state, file)
         return "torch", path
     path = folder / "state.pkl"
-    with open(path, "wb") as file:
+    with open(path, "wb") as file, _serialising():
         pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
     return "pickle", path
 
@@ -154,9 +166,11 @@ def _serialize(state: Any) -> tuple[str, memoryview]:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        with _serialising():
+            torch.save(state, buffer)
         return "torch", buffer.getbuffer()
-    return "pickle", memoryview(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    with _serialising():
+        return "pickle", memoryview(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _write_bytes(fmt: str, data: memoryview, folder: Path) -> tuple[str, Path]:
