@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,9 @@ def _trials(db: Path, study_prefix: str) -> list[dict[str, Any]]:
         )
         for _, number, state, start, end, epochs in con.execute(query, (study_prefix + "%",)):
             seconds = None
-            if start and end:
-                fmt = "%Y-%m-%d %H:%M:%S.%f"
-                seconds = (
-                    time.mktime(time.strptime(end[:19], fmt[:17]))
-                    + float("0." + (end[20:] or "0"))
-                    - time.mktime(time.strptime(start[:19], fmt[:17]))
-                    - float("0." + (start[20:] or "0"))
-                )
+            if start and end:  # Optuna's "YYYY-MM-DD HH:MM:SS.ffffff"
+                delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+                seconds = delta.total_seconds()
             rows.append({"number": number, "state": state, "seconds": seconds, "epochs": epochs})
     return rows
 
