@@ -1,13 +1,14 @@
 """The Python API from a notebook: a real Jupyter kernel (nbclient) runs
 tests/data/python-api.ipynb, which submits a 2-rank job, waits for it and reads its metrics;
 then a cell that waits on a sleeping job is interrupted as a notebook's stop button does, and
-the job is stopped with every process of it gone. docs/python-api.md's examples run in
-test_doc_commands.py."""
+the job is stopped with every process of it gone. Then `cauce.Job.attach`, on jobs another
+process submitted. docs/python-api.md's examples run in test_doc_commands.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -90,3 +91,59 @@ def test_notebook_submits_waits_reads_metrics_and_interrupts(
         if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     ]
     assert left == [], f"processes of the interrupted job still alive: {left}"
+
+
+@pytest.mark.timeout(180)
+def test_a_job_submitted_by_another_process_is_attached_by_an_id_prefix(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cauce.Job.attach`: a job that another Python process submitted (that process gone) is
+    found by a unique prefix of its id, read, and stopped from here; a prefix of no job, or of
+    several, is a HistoryError that says so."""
+    import subprocess
+
+    import cauce as api
+
+    (tmp_path / "sleepy.yaml").write_text(_SLEEPY)
+    submitter = "import cauce\nprint(*(cauce.submit('sleepy.yaml').id for _ in range(2)))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", submitter],
+        cwd=tmp_path,
+        env=cauce_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.split()  # sleepy-YYYYmmdd-HHMMSS-xxxx, twice
+    shared = next(  # "sleepy-" at least: what both ids start with
+        first[:i] for i in range(len(first), 0, -1) if second.startswith(first[:i])
+    )
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+
+    job = api.Job.attach(first[: len(shared) + 1])  # the shortest prefix that is first's only
+    assert job.id == first
+    deadline = time.monotonic() + 120
+    while job.status() != "running":  # its tasks start; the process that submitted it is gone
+        assert time.monotonic() < deadline, job.row()
+        time.sleep(0.2)
+    with pytest.raises(TimeoutError):
+        job.wait(timeout=0.5)  # the job goes on
+    with pytest.raises(api.HistoryError, match=f"job id '{re.escape(shared)}' is ambiguous: "):
+        api.Job.attach(shared)
+    with pytest.raises(api.HistoryError, match=r"no job 'nothing' in .*; see 'cauce jobs'"):
+        api.Job.attach("nothing")
+
+    shown = [
+        json.loads(cauce(["show", i, "--format", "json"], cauce_env).stdout)
+        for i in done.stdout.split()
+    ]
+    pids = [pid for s in shown for pid in (s["driver_pid"], *(t["pid"] for t in s["tasks"]))]
+    assert len(pids) == 6 and all(pids)
+    assert job.kill() == "killed"
+    assert job.wait(timeout=30).status == "killed"
+    assert api.Job.attach(second).kill() == "killed"
+    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert left == [], f"processes of the attached jobs still alive: {left}"
