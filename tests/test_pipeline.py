@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import cauce as cauce_api
+from cauce.pipeline import load_pipeline, run_pipeline
 from data_fixtures import write_csv
 from helpers import cauce, match_schema, write_job
 from pipeline_fixtures import statuses as _statuses
@@ -94,7 +96,7 @@ def test_force_reruns_from_a_step(tmp_path: Path, cauce_env: dict[str, str]) -> 
 
 
 def test_a_failing_step_stops_the_pipeline_and_the_next_run_starts_there(
-    tmp_path: Path, cauce_env: dict[str, str]
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = _write(tmp_path / "p")
     count = tmp_path / "p" / "count.py"
@@ -105,6 +107,14 @@ def test_a_failing_step_stops_the_pipeline_and_the_next_run_starts_there(
     assert "error: job count-" in failed.stderr and "no good: train" in failed.stderr
     assert _statuses(failed.stderr) == {"prepare": "ran"}
     assert not (Path(cauce_env["CAUCE_HOME"]) / "pipelines/small/state/train.json").exists()
+
+    # The same from Python: GangFailed, with a note that names the step.
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+    with pytest.raises(cauce_api.GangFailed, match="no good: train") as raised:
+        run_pipeline(load_pipeline(pipeline))
+    assert raised.value.__notes__ == ["in step train of pipeline small"]
+
     count.write_text(good)
     again = cauce(["run", str(pipeline)], cauce_env)
     assert again.returncode == 0, again.stderr

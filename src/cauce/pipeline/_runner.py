@@ -74,8 +74,9 @@ def run_pipeline(
     console: PipelineConsole | None = None,
     show_output: bool = False,
 ) -> PipelineResult:
-    """Run the steps in order; returns what each did. A failing step raises (its error names
-    the step); the steps before it keep their results, so a re-run starts at the failed one.
+    """Run the steps in order; returns what each did. A failing step raises (its error has a
+    note naming the step, shown in its traceback); the steps before it keep their results, so
+    a re-run starts at the failed one.
 
     ``force`` names a step to run again with everything after it, cached or not; ``serve``
     keeps the serve step's server up until interrupted.
@@ -156,11 +157,12 @@ def run_pipeline(
             started = time.monotonic()
             try:
                 result = kind.run(ctx)
-            except (CauceError, KeyboardInterrupt):
+            except (CauceError, KeyboardInterrupt) as exc:
                 console.line(
                     f"[{step.name}] failed or stopped; the steps before it keep their results, "
                     "so the next run starts here"
                 )
+                exc.add_note(f"in step {step.name} of pipeline {spec.name}")  # in its traceback
                 raise
             took = time.monotonic() - started
             record = state.put(step.name, ctx.key, result, took)
