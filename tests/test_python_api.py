@@ -147,3 +147,39 @@ def test_a_job_submitted_by_another_process_is_attached_by_an_id_prefix(
     assert api.Job.attach(second).kill() == "killed"
     left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert left == [], f"processes of the attached jobs still alive: {left}"
+
+
+@pytest.mark.timeout(120)
+def test_run_plan_and_tune_take_a_mapping_of_the_job_fields(
+    tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `submit` does, `run`, `plan` and `tune.tune` take the job as a mapping (as in the
+    YAML, relative paths from the working folder); anything else is a TypeError naming what
+    they take."""
+    import cauce as api
+    import cauce.tune
+
+    for name in ("CAUCE_HOME", "CAUCE_LEASE_DIR"):
+        monkeypatch.setenv(name, cauce_env[name])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "score.py").write_text(
+        "import cauce\ncauce.report(0, loss=(cauce.context().params['x'] - 0.3) ** 2)\n"
+    )
+    job = {"name": "mapped", "command": f"{sys.executable} score.py"}
+    assert api.plan(job).startswith("job mapped (none): 1 tasks on cluster local")
+    assert api.run({**job, "env": {"CAUCE_PARAMS": '{"x": 0.5}'}}).ok
+    study = cauce.tune.tune(
+        {
+            **job,
+            "tune": {
+                "objective": {"metric": "loss", "direction": "min"},
+                "space": {"x": {"type": "uniform", "low": 0, "high": 1}},
+                "pruner": "none",
+            },
+        },
+        trials=2,
+        parallel=1,
+    )
+    assert study.ok and [str(t.state) for t in study.trials] == ["complete", "complete"]
+    with pytest.raises(TypeError, match="a job is a job file's path, a mapping of its fields"):
+        api.run(42)  # type: ignore[arg-type]

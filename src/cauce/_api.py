@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cauce.cluster import open_cluster
 from cauce.gang import Console, JobDriver, JobResult
 from cauce.history import cauce_home, open_store
-from cauce.spec import JobSpec, load_job
+from cauce.spec import JobSpec, job_spec
 
 __all__ = ["plan", "run"]
 
 
-def _spec(job: JobSpec | str | os.PathLike[str]) -> JobSpec:
-    return job if isinstance(job, JobSpec) else load_job(job)
-
-
 def run(
-    job: JobSpec | str | os.PathLike[str],
+    job: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
     *,
     cluster: str | None = None,
     history: str | None = None,
     home: str | os.PathLike[str] | None = None,
     console: Console | None = None,
 ) -> JobResult:
-    """Run a job (a spec or the path of its YAML file) to the end and return how it ended.
+    """Run a job (a spec, a mapping of its fields or its YAML file's path) to the end and
+    return how it ended.
 
     ``cluster`` defaults to the spec's ``cluster``, then ``$CAUCE_CLUSTER``, then ``local``.
     A gang that fails is reported in the result (``result.ok`` is False), not raised.
     """
-    spec = _spec(job)
+    spec = job_spec(job)
     with open_cluster(cluster, spec) as backend:
         store = open_store(history)
         try:
@@ -41,14 +40,14 @@ def run(
 
 
 def plan(
-    job: JobSpec | str | os.PathLike[str],
+    job: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
     *,
     cluster: str | None = None,
     history: str | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> str:
     """The resolved plan of a job (what ``cauce run --dry-run`` prints); starts nothing."""
-    spec = _spec(job)
+    spec = job_spec(job)
     with open_cluster(cluster, spec) as backend:
         store = open_store(history)
         try:

@@ -37,7 +37,7 @@ from cauce.history import (
     open_store,
     refresh_job,
 )
-from cauce.spec import JobSpec, load_job, parse_job
+from cauce.spec import JobSpec, job_spec, load_job, parse_job
 
 __all__ = ["Job", "submit"]
 
@@ -200,18 +200,16 @@ class Job:
 def _spec(
     job: JobSpec | str | os.PathLike[str] | Mapping[str, Any], overrides: dict[str, Any]
 ) -> JobSpec:
+    if not overrides:
+        return job_spec(job)
     if isinstance(job, JobSpec):
-        if overrides:
-            raise SpecError(
-                "",
-                f"cannot override {', '.join(overrides)} of a JobSpec: give the job's file "
-                "or mapping, or change the spec with dataclasses.replace",
-            )
-        return job
+        raise SpecError(
+            "",
+            f"cannot override {', '.join(overrides)} of a JobSpec: give the job's file "
+            "or mapping, or change the spec with dataclasses.replace",
+        )
     if isinstance(job, Mapping):
         return parse_job({**job, **overrides}, base_dir=os.getcwd())
-    if not overrides:
-        return load_job(job)
     file = Path(job)
     data = load_yaml_file(file, what="job file")
     if not isinstance(data, Mapping):

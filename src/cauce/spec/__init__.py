@@ -1,7 +1,7 @@
 """Typed, validated specs. Parsing does no I/O beyond reading the file it is given."""
 
 from cauce.spec._duration import parse_duration
-from cauce.spec._parse import load_job, parse_job
+from cauce.spec._parse import job_spec, load_job, parse_job
 from cauce.spec._sections import parse_memory
 from cauce.spec._spark import spark_conf_pairs, with_spark_conf
 from cauce.spec._tracking import parse_tracking
@@ -39,6 +39,7 @@ __all__ = [
     "TrackingSpec",
     "TuneSpec",
     "check_trials",
+    "job_spec",
     "load_job",
     "number_problem",
     "parse_duration",

@@ -55,6 +55,21 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
         raise locate(exc, lines) from None
 
 
+def job_spec(job: JobSpec | str | os.PathLike[str] | Mapping[str, Any]) -> JobSpec:
+    """A job as the Python API takes it: a JobSpec as it is, a mapping of its fields (as in the
+    YAML; relative paths from the working folder) validated, or a job file's path loaded."""
+    if isinstance(job, JobSpec):
+        return job
+    if isinstance(job, Mapping):
+        return parse_job(job, base_dir=os.getcwd())
+    if not isinstance(job, str | os.PathLike):
+        raise TypeError(
+            f"a job is a job file's path, a mapping of its fields or a cauce.JobSpec, "
+            f"not {type(job).__name__}"
+        )
+    return load_job(job)
+
+
 def parse_job(
     data: object, *, source: str = "", base_dir: str | os.PathLike[str] | None = None
 ) -> JobSpec:

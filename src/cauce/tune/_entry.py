@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cauce.errors import SpecError
-from cauce.spec import JobSpec, check_trials, load_job
+from cauce.spec import JobSpec, check_trials, job_spec
 from cauce.tune.api import StudyInfo, StudyResult, TrialInfo, TuneConsole
 
 __all__ = ["resolve_study", "studies", "trials", "tune"]
@@ -38,8 +39,8 @@ def tune(
     poll_interval: float = 0.25,
     tracking_parent: Any = None,
 ) -> StudyResult:
-    """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, or the path of
-    its YAML file) until ``trials`` trials have completed or been pruned.
+    """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, a mapping of
+    its fields, or the path of its YAML file) until ``trials`` trials have completed or been pruned.
 
     ``trials`` and ``parallel`` override the spec's; ``study`` names the study (default: the
     job's name): running again with the same name continues it. ``poll_interval`` is how often
@@ -79,14 +80,14 @@ def studies(*, history: str | None = None) -> list[StudyInfo]:
 
 
 def resolve_study(
-    job: JobSpec | str | os.PathLike[str],
+    job: JobSpec | str | os.PathLike[str] | Mapping[str, Any],
     trials: int | None,
     parallel: int | None,
     study: str | None,
 ) -> tuple[JobSpec, int, int, str]:
     """The spec, the target number of trials, the parallelism and the study name, checked
     (``trials``, ``parallel`` and ``study`` override the spec's)."""
-    spec = job if isinstance(job, JobSpec) else load_job(job)
+    spec = job_spec(job)
     tune = spec.tune
     if tune is None:
         raise SpecError(
