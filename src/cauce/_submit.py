@@ -108,7 +108,7 @@ class Job:
             while True:
                 result = self.result()
                 if not result.status.active:
-                    self._reap(wait=True)
+                    self._exited(self.row())
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"job {self.id} still {result.status} after {timeout:g} s")
@@ -182,10 +182,21 @@ class Job:
         while time.monotonic() < deadline:
             row = self.row()
             if not row.status.active:
-                self._reap(wait=True)
+                self._exited(row)
                 return row.status
             time.sleep(_POLL_S)
         raise HistoryError(f"job {self.id} did not stop within {timeout:g} s")
+
+    def _exited(self, row: JobRow) -> None:
+        """Once the job's end is recorded, wait (up to 30 s) for its driver to exit, so that
+        nothing of the job runs on: collected if this process started it, else (a job of
+        :meth:`attach`) watched until it is gone."""
+        if self._process is not None:
+            self._reap(wait=True)
+            return
+        deadline = time.monotonic() + 30
+        while driver_alive(row) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
 
     def _reap(self, wait: bool = False) -> None:
         """Collect the driver process (ours) once it exits, so that it leaves no zombie."""
