@@ -209,8 +209,10 @@ def test_bad_arguments(files: Path) -> None:
         shard(files, rank=0)
     with pytest.raises(DataError, match="no such file"):
         shard(files / "missing")
-    with pytest.raises(CauceError, match="memory_budget"):
-        shard(files, memory_budget="lots")
+    with pytest.raises(DataError, match="memory_budget must be a size like 4GiB"):
+        shard(files, memory_budget="lots")  # as docs/data.md says: every error a DataError
+    with pytest.raises(DataError, match="cache must be a size"):
+        shard(files, cache="a lot")
 
 
 def test_errors_are_cauce_errors() -> None:

@@ -73,6 +73,17 @@ def test_defaults_and_short_forms() -> None:
         }
     ).tune
     assert short is not None and (short.sampler.type, short.pruner.type) == ("random", "none")
+    # a mapping without type: is of the default type, with that type's keys
+    untyped = job(
+        {
+            "objective": {"metric": "loss", "direction": "min"},
+            "space": SPACE,
+            "sampler": {"seed": 4},
+            "pruner": {"max_steps": 27},
+        }
+    ).tune
+    assert untyped is not None and (untyped.sampler.type, untyped.sampler.seed) == ("tpe", 4)
+    assert (untyped.pruner.type, untyped.pruner.max_steps) == ("hyperband", 27)
 
 
 def test_a_job_without_tune_is_unchanged() -> None:

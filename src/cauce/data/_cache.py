@@ -39,10 +39,19 @@ _ON = ("", "1", "on", "true", "yes")
 Key = tuple[object, ...]
 
 
-def budget(cache: bool | int | str, memory_budget: int) -> int:
-    """Bytes the cache may hold for a reader: 0 when off, half the memory budget by default."""
+def size(value: object, name: str) -> int:
+    """A size argument of the reader (``4GiB``, bytes) in bytes; DataError if it is not one."""
+    from cauce.errors import SpecError
     from cauce.spec import parse_memory
 
+    try:
+        return parse_memory(value, name)
+    except SpecError as exc:
+        raise DataError(str(exc)) from None
+
+
+def budget(cache: bool | int | str, memory_budget: int) -> int:
+    """Bytes the cache may hold for a reader: 0 when off, half the memory budget by default."""
     setting = os.environ.get(ENV, "").strip().lower()
     if setting in _OFF:
         return 0
@@ -52,7 +61,7 @@ def budget(cache: bool | int | str, memory_budget: int) -> int:
         return memory_budget // 2
     if cache is False:
         return 0
-    return parse_memory(cache, "cache")
+    return size(cache, "cache")
 
 
 @dataclass

@@ -69,8 +69,6 @@ def shard(
     may read fits (``True``: up to half of ``memory_budget``; a size: up to that; ``False``:
     never; ``CAUCE_DATA_CACHE=0`` turns it off everywhere). See :mod:`._cache`.
     """
-    from cauce.spec import parse_memory
-
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     if format not in ("numpy", "torch"):
@@ -81,7 +79,7 @@ def shard(
         raise DataError(f"categorical must be 'codes' or 'values', got {categorical!r}")
     if epoch < 0:
         raise DataError(f"epoch must be >= 0, got {epoch}")
-    budget = parse_memory(memory_budget, "memory_budget")
+    budget = _cache.size(memory_budget, "memory_budget")
     cache_bytes = _cache.budget(cache, budget)
     rank, world_size = _rank_and_world(rank, world_size)
     source = open_source(dataset, split, storage_options)

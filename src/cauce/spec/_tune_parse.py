@@ -228,19 +228,26 @@ class _TuneParser(SpaceParser):
         return Objective(metric=metric, direction=str(direction), task=task)
 
     def typed(
-        self, value: object, path: str, example: str, keys: Mapping[str, tuple[str, ...]]
+        self,
+        value: object,
+        path: str,
+        example: str,
+        keys: Mapping[str, tuple[str, ...]],
+        default: str,
     ) -> tuple[Mapping[Any, Any], str]:
-        """A section given as its type's name, or as a mapping with ``type`` (default: the
-        first known) and that type's keys."""
+        """A section given as its type's name, or as a mapping with ``type`` (``default``, the
+        section's default type, when it is left out) and that type's keys."""
         data = self.mapping({"type": value} if isinstance(value, str) else value, path, example)
-        kind = self.kind(data.get("type", next(iter(keys))), f"{path}.type", tuple(keys))
+        kind = self.kind(data.get("type", default), f"{path}.type", tuple(keys))
         self.check_keys(data, keys[kind], path)
         return data, kind
 
     def sampler(self, value: object) -> SamplerSpec:
         if value is None:
             return SamplerSpec()
-        data, kind = self.typed(value, "tune.sampler", "tpe or {type: tpe, seed: 1}", _SAMPLER_KEYS)
+        data, kind = self.typed(
+            value, "tune.sampler", "tpe or {type: tpe, seed: 1}", _SAMPLER_KEYS, SamplerSpec().type
+        )
         seed = data.get("seed")
         if seed is not None:
             seed = self.integer(seed, "tune.sampler.seed", minimum=0, maximum=MAX_SEED)
@@ -253,7 +260,7 @@ class _TuneParser(SpaceParser):
         if value is None:
             return PrunerSpec()
         example = "asha or {type: asha, min_steps: 1}"
-        data, kind = self.typed(value, "tune.pruner", example, _PRUNER_KEYS)
+        data, kind = self.typed(value, "tune.pruner", example, _PRUNER_KEYS, PrunerSpec().type)
         default = PrunerSpec()
         min_steps = self.integer(
             data.get("min_steps", default.min_steps), "tune.pruner.min_steps", minimum=1
