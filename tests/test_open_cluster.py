@@ -12,7 +12,7 @@ import pytest
 import cauce
 from cauce.cluster import TaskExit, TaskLaunch, cluster_address, open_cluster
 from cauce.cluster.local import LocalCluster
-from cauce.errors import ClusterError
+from cauce.errors import SpecError
 from cauce.frameworks import GangLayout, TaskSlot
 
 
@@ -104,12 +104,20 @@ def test_spec_gives_spark_settings_and_a_mapping_too(home: Path) -> None:
         assert isinstance(cluster, SparkCluster) and cluster.placement_timeout == 90.0
 
 
-def test_an_unknown_address_fails_before_the_block(home: Path) -> None:
+def test_an_unknown_address_fails_before_the_block(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An address that does not parse is a spec error (exit 2), as in a job file, whether it
+    is given or comes from $CAUCE_CLUSTER; the cluster is never opened."""
     del home
     entered = False
     with (
-        pytest.raises(ClusterError, match=r"unknown cluster 'mesos://m'"),
+        pytest.raises(SpecError, match=r"^cluster must be 'local', .*, got 'mesos://m'$"),
         open_cluster("mesos://m"),
     ):
         entered = True
     assert not entered
+    monkeypatch.setenv("CAUCE_CLUSTER", "spark://master")
+    with pytest.raises(SpecError, match=r"^\$CAUCE_CLUSTER must name the Spark master as"):
+        cluster_address(None)
+    assert SpecError.exit_code == 2

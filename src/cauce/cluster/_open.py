@@ -7,17 +7,24 @@ import os
 from collections.abc import Iterator, Mapping
 
 from cauce.cluster.api import Cluster
-from cauce.errors import ClusterError
-from cauce.spec import CLUSTER_PREFIXES, JobSpec
+from cauce.errors import ClusterError, SpecError
+from cauce.spec import CLUSTER_PREFIXES, JobSpec, cluster_problem
 
 __all__ = ["cluster_address", "get_cluster", "open_cluster"]
 
 
 def cluster_address(address: str | None, spec: JobSpec | None = None) -> str:
     """The cluster to use: ``address`` when given, else the spec's ``cluster``, else
-    ``$CAUCE_CLUSTER``, else ``local``."""
+    ``$CAUCE_CLUSTER``, else ``local``. One that does not parse is a SpecError (exit 2), as
+    in a job file."""
     chosen = address or (spec.cluster if spec is not None else None)
-    return chosen or os.environ.get("CAUCE_CLUSTER") or "local"
+    where = "cluster"
+    if not chosen:
+        chosen, where = os.environ.get("CAUCE_CLUSTER") or "local", "$CAUCE_CLUSTER"
+    problem = cluster_problem(chosen)
+    if problem:
+        raise SpecError(where, problem, value=chosen)
+    return chosen
 
 
 def get_cluster(address: str | None, *, spark_conf: Mapping[str, str] | None = None) -> Cluster:

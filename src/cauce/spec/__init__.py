@@ -22,7 +22,7 @@ from cauce.spec._types import (
     TensorBoardSpec,
     TrackingSpec,
 )
-from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, number_problem
+from cauce.spec._values import CLUSTER_PREFIXES, MAX_CPUS, cluster_problem, number_problem
 
 __all__ = [
     "CLUSTER_PREFIXES",
@@ -39,6 +39,7 @@ __all__ = [
     "TrackingSpec",
     "TuneSpec",
     "check_trials",
+    "cluster_problem",
     "job_spec",
     "load_job",
     "number_problem",
