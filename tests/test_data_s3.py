@@ -65,6 +65,14 @@ def test_storage_options_instead_of_environment(
     options = {"client_kwargs": {"endpoint_url": endpoint}}
     got = ids(shard(f"s3://{BUCKET}/opts/ds", storage_options=options))
     assert got.tolist() == list(range(10))
+    # prepare: the input read, the parts written and the manifest, all through the options
+    csv = write_csv(tmp_path / "src.csv", 40)
+    s3.put(str(csv), f"{BUCKET}/opts/src.csv")  # type: ignore[attr-defined]
+    target = write_module(tmp_path / "code", f"s3://{BUCKET}/opts/src.csv")  # type: ignore[arg-type]
+    out = f"s3://{BUCKET}/opts/prepared"
+    m = prepare(target, out, storage_options=options)
+    assert m.rows == {"train": 30, "test": 10}
+    assert ids(shard(out, "test", storage_options=options)).tolist() == list(range(0, 40, 4))
     assert os.environ.get("AWS_ENDPOINT_URL") is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -25,10 +26,13 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, master: str | None = None) -> None:
+    def __init__(
+        self, master: str | None = None, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
         if master is not None:
             raise DataError("spark_master is only for engine 'spark'")
         self.version = duckdb.__version__
+        self._options = dict(storage_options or {})
         self._con: Any = ibis.duckdb.connect()
 
     @property
@@ -42,7 +46,7 @@ class DuckDBEngine:
     def read_parquet(self, name: str, uri: str) -> ir.Table:
         # Through pyarrow and fsspec, so any URI fsspec knows works without DuckDB extensions;
         # DuckDB scans the dataset lazily, with projection and filter pushdown.
-        fs = resolve(uri)
+        fs = resolve(uri, self._options)
         files = fs.parquet_files(fs.root)
         if not files:
             raise DataError(f"{uri}: no Parquet files", path=uri)
@@ -65,7 +69,7 @@ class DuckDBEngine:
             reader = self._con.to_pyarrow_batches(expr, chunk_size=min(row_group_rows, 65_536))
         except duckdb.Error as exc:
             raise DataError(f"split {split!r}: DuckDB cannot run it: {exc}") from exc
-        fs = resolve(dest)
+        fs = resolve(dest, self._options)
         fs.makedirs(fs.root)
         writer = PartWriter(
             fs,

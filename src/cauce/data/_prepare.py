@@ -88,7 +88,7 @@ def prepare(
         log.info("%s: cache hit (key %s), nothing to do", fs.uri, old.source.cache_key[:12])
         return old
 
-    eng = make_engine(engine, spark_master)
+    eng = make_engine(engine, spark_master, storage_options)
     version = ""
     try:
         ctx = PrepareContext(eng, storage_options)
@@ -153,7 +153,11 @@ def cache_key(
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
 
 
-def make_engine(name: str, spark_master: str | None) -> Engine:
+def make_engine(
+    name: str, spark_master: str | None, storage_options: Mapping[str, Any] | None = None
+) -> Engine:
+    """The engine ``name``; ``storage_options`` are the fsspec options it opens the inputs
+    it reads and the folders it writes with (the executors' too, on Spark)."""
     try:
         module_name, cls_name, extra = ENGINES[name]
     except KeyError:
@@ -165,7 +169,7 @@ def make_engine(name: str, spark_master: str | None) -> Engine:
             f"engine {name!r} needs {exc.name or 'packages that are missing'}: "
             f"pip install 'cauce[{extra}]'"
         ) from exc
-    engine: Engine = getattr(module, cls_name)(master=spark_master)
+    engine: Engine = getattr(module, cls_name)(master=spark_master, storage_options=storage_options)
     return engine
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ibis
@@ -38,8 +39,11 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, master: str | None = None) -> None:
+    def __init__(
+        self, master: str | None = None, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.version = pyspark.__version__
+        self._options = dict(storage_options or {})
         self._warehouse = ""
         active = SparkSession.getActiveSession()
         if master is None and active is not None:
@@ -98,7 +102,7 @@ class SparkEngine:
         if not through_hadoop(dest):
             # Local folders, s3://, gs://...: the executors write through pyarrow and fsspec,
             # the same files DuckDB would (see _spark_write).
-            if not self._warned and resolve(dest).local and len(self._hosts()) > 1:
+            if not self._warned and resolve(dest, self._options).local and len(self._hosts()) > 1:
                 self._warned = True
                 log.warning(
                     "output folder %s is local to the driver host; on a cluster of several "
@@ -111,6 +115,7 @@ class SparkEngine:
                 rows = write_split(
                     df,
                     dest,
+                    storage_options=self._options,
                     rows_per_file=rows_per_file,
                     row_group_rows=row_group_rows,
                     compression=compression,

@@ -44,17 +44,19 @@ def write_split(
     df: Any,
     dest: str,
     *,
+    storage_options: Mapping[str, Any] | None = None,
     rows_per_file: int,
     row_group_rows: int,
     compression: str,
 ) -> int:
-    """Write DataFrame ``df`` as part files under ``dest``; returns the rows written."""
+    """Write DataFrame ``df`` as part files under ``dest`` (opened with ``storage_options``,
+    which the executors get too); returns the rows written."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import LongType, StructField, StructType
 
-    fs = resolve(dest)
+    fs = resolve(dest, storage_options)
     target = _Target(
         fs, rows_per_file=rows_per_file, row_group_rows=row_group_rows, compression=compression
     )
