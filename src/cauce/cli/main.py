@@ -2,8 +2,10 @@
 
 Expected errors (:class:`~cauce.errors.CauceError`) print one line ``error: ...`` and exit with
 the error's code (2 for a bad spec or a gang that can never fit); anything else is a bug and
-prints a traceback. Every option can also be set by an environment variable, named in --help
-(declared with :func:`~cauce.cli._options.env_option`; an empty variable counts as unset).
+prints a traceback. An option whose help in --help ends with ``[env NAME]`` can also be set by
+that environment variable (most are declared with :func:`~cauce.cli._options.env_option`; an
+empty variable counts as unset). Not every option has one (``cauce run --dry-run``, ``--param``,
+the filters of ``cauce jobs``...): docs/running.md lists those that do.
 """
 
 from __future__ import annotations
