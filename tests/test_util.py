@@ -25,6 +25,7 @@ from cauce._util.procs import ProcStat, all_pids, proc_stat, start_time
 from cauce._util.signals import handle_signals
 from cauce._util.yamlfile import load_yaml_file, load_yaml_text
 from cauce.errors import SpecError
+from cauce.spec import parse_job
 
 # -- files -----------------------------------------------------------------------------------
 
@@ -303,6 +304,35 @@ def test_load_yaml_text_syntax_error_is_one_line() -> None:
     message = str(info.value)
     assert message.startswith("x.yaml: is not valid YAML at line ")
     assert "\n" not in message and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_numbers_in_exponent_form_are_numbers(libyaml: bool) -> None:
+    """YAML 1.1 reads 1e-4 as a string; spec files read it as YAML 1.2 does, a float (with C
+    and Python parsers alike); what is not quite a number stays a string."""
+    from cauce._util import yamlfile
+
+    text = "a: 1e-4\nb: 1e3\nc: -2.5E+2\nd: 1.0e-4\ne: .5e1\nf: 1e\ng: e5\nh: '1e3'\ni: 7\n"
+    assert yamlfile._parse(text, "f.yaml", yamlfile._loader_class(libyaml)) == {
+        "a": 0.0001,
+        "b": 1000.0,
+        "c": -250.0,
+        "d": 0.0001,
+        "e": 5.0,
+        "f": "1e",
+        "g": "e5",
+        "h": "1e3",
+        "i": 7,
+    }
+    spec = parse_job(
+        load_yaml_text(
+            "command: python t.py\ntimeout: 1e3\ntune:\n  objective: {metric: l, direction: min}"
+            "\n  space: {lr: {type: loguniform, low: 1e-4, high: 1e-1}}\n",
+            source="job.yaml",
+        )
+    )
+    assert spec.timeout == 1000.0 and spec.tune is not None
+    assert (spec.tune.param("lr").low, spec.tune.param("lr").high) == (0.0001, 0.1)
 
 
 # -- remote ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ key given twice in one mapping (YAML keeps the last silently). Values YAML itsel
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,15 +144,28 @@ class _Bounded(Composer, SafeConstructor):
         return super().construct_mapping(node, deep)
 
 
+class _Resolver(Resolver):
+    """YAML 1.1's implicit types, and numbers in exponent form as YAML 1.2 reads them: 1.1
+    wants a dot and a signed exponent (``1.0e-4``), so ``lr: 1e-4`` or ``timeout: 1e3`` would
+    be strings, the usual way of writing a learning rate refused as "not a number"."""
+
+
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def _loader_class(libyaml: bool) -> type[Any]:
     if libyaml:
         from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
-        class _CLoader(_Bounded, CParser, Resolver):
+        class _CLoader(_Bounded, CParser, _Resolver):
             def __init__(self, stream: str) -> None:
                 CParser.__init__(self, stream)
                 SafeConstructor.__init__(self)
-                Resolver.__init__(self)
+                _Resolver.__init__(self)
                 self._init_bounds()
 
         return _CLoader
@@ -160,13 +174,13 @@ def _loader_class(libyaml: bool) -> type[Any]:
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _PyLoader(_Bounded, Reader, Scanner, Parser, Resolver):
+    class _PyLoader(_Bounded, Reader, Scanner, Parser, _Resolver):
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
             Parser.__init__(self)
             SafeConstructor.__init__(self)
-            Resolver.__init__(self)
+            _Resolver.__init__(self)
             self._init_bounds()
 
     return _PyLoader
