@@ -3,8 +3,10 @@ torchrun's, permanent failures are not retried, jobs are found by name."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -173,3 +175,41 @@ def test_every_mistake_of_a_file_at_once(tmp_path: Path, cauce_env: dict[str, st
         ]
         assert [int(line.split(":")[2]) for line in lines] == [5, 6, 7, 9]
         assert "did you mean 'instances'?" in lines[0]
+
+
+def test_option_mistakes_of_the_job_commands_are_one_line_each(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """Typos in the commands that read the history: named, with what to do, never a traceback;
+    a refusal before anything ran exits 2 (docs/scripting.md)."""
+    reports = f'{sys.executable} -c "import cauce; cauce.report(0, loss=1.0)"'
+    job = write_job(tmp_path, f"name: met\ncommand: {json.dumps(reports)}\n")
+    assert cauce(["run", str(job)], cauce_env).returncode == 0
+
+    def refused(args: list[str], code: int, message: str, env: dict[str, str] = cauce_env) -> None:
+        done = cauce(args, env)
+        assert (done.returncode, done.stderr) == (code, f"error: {message}\n"), done
+
+    huge = "9" * 23
+    refused(["jobs", "--limit", huge], 2, f"--limit must be between 1 and 1,000,000, got {huge}")
+    refused(
+        ["kill", "met", "--wait", "-1"],
+        2,
+        "--wait must be a duration like 90, 90s, 10m, 1h or 1h30m, got '-1'",
+    )
+    assert cauce(["kill", "met", "--wait", "2m"], cauce_env).stdout.endswith("(succeeded)\n")
+    missing = cauce(["metrics", "met", "--task", "worker-7"], cauce_env)
+    assert missing.returncode == 1
+    assert missing.stderr.endswith(" has no task 'worker-7'; its tasks: worker-0\n")
+    unknown = cauce(["metrics", "met", "--name", "acc"], cauce_env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.endswith(" has no metric 'acc'; its metrics: loss\n")
+    home_file = tmp_path / "home-file"
+    home_file.write_text("")
+    refused(
+        ["jobs"],
+        1,
+        f"cannot use {home_file} as cauce's home (not a folder): set $CAUCE_HOME to a folder "
+        "you can write to",
+        {**cauce_env, "CAUCE_HOME": str(home_file)},
+    )

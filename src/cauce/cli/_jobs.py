@@ -18,8 +18,12 @@ from cauce.errors import HistoryError, SpecError
 from cauce.history import HistoryStore, JobRow, open_store
 from cauce.history import driver_alive as _driver_alive
 from cauce.history import refresh_job as _refresh
+from cauce.spec import parse_duration
 
 __all__ = ["register"]
+
+
+_MAX_LIMIT = 1_000_000  # rows `cauce jobs` lists at most (a bigger number is a typo)
 
 
 def register(sub: Any) -> None:
@@ -73,7 +77,9 @@ def register(sub: Any) -> None:
     kill = sub.add_parser("kill", parents=[history], help="stop a running job")
     kill.add_argument("job_id", help=JOB_REF)
     kill.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for it to stop (default 30)"
+        "--wait",
+        default="30",
+        help="how long to wait for it to stop: 30, 30s, 2m (default 30 seconds)",
     )
     kill.set_defaults(func=cmd_kill)
 
@@ -98,8 +104,8 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise SpecError("--limit", f"must be >= 1, got {args.limit}")
+    if not 1 <= args.limit <= _MAX_LIMIT:
+        raise SpecError("--limit", f"must be between 1 and {_MAX_LIMIT:,}, got {args.limit}")
     statuses, since = statuses_of(args.status), since_time(args.since)
     store = open_store(args.history)
     found = store.list_jobs(limit=args.limit, name=args.name, statuses=statuses, since=since)
@@ -226,8 +232,19 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     store = open_store(args.history)
     job = find_job(store, args.job_id)
     rows = store.get_metrics(job.id, args.task)
+    if args.task is not None and not rows:
+        tasks = sorted(row.task_id for row in store.get_tasks(job.id))
+        if args.task not in tasks:
+            known = ", ".join(tasks) or "none yet"
+            raise HistoryError(f"job {job.id} has no task {args.task!r}; its tasks: {known}")
     if args.name:
+        names = {row.name for row in rows}
         rows = [row for row in rows if row.name in args.name]
+        if names and not rows:
+            raise HistoryError(
+                f"job {job.id} has no metric {', '.join(map(repr, args.name))}; "
+                f"its metrics: {', '.join(sorted(names))}"
+            )
     out = sys.stdout
     if args.format == "json":
         return emit([metric_json(row) for row in rows])
@@ -304,6 +321,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    wait = parse_duration(args.wait, "--wait")
     store = open_store(args.history)
     job = find_job(store, args.job_id)
     if not job.status.active:
@@ -314,14 +332,14 @@ def cmd_kill(args: argparse.Namespace) -> int:
         raise HistoryError(f"job {job.id} is driven from host {job.host}; run 'cauce kill' there")
     if alive and job.driver_pid is not None:
         os.kill(job.driver_pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.wait
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             job = store.get_job(job.id)
             if not job.status.active:
                 sys.stdout.write(f"job {job.id} {job.status}\n")
                 return 0
             time.sleep(0.2)
-        raise HistoryError(f"job {job.id} did not stop within {args.wait:g} s")
+        raise HistoryError(f"job {job.id} did not stop within {wait:g} s")
     # The driver is gone (killed with SIGKILL, say); its reaper stopped the tasks.
     _refresh(store, job)
     sys.stdout.write(f"job {job.id}: its driver was already gone; marked lost\n")

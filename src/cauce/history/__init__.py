@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from cauce._util.procs import start_time
+from cauce.errors import HistoryError
 from cauce.history._liveness import driver_alive, refresh_job
 from cauce.history._status import JobStatus, TaskStatus
 from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
@@ -36,7 +37,14 @@ def open_store(url: str | None = None) -> HistoryStore:
     url = url or os.environ.get("CAUCE_HISTORY")
     if not url:
         home = cauce_home()
-        home.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there, no permission, a read-only disk
+            reason = "not a folder" if home.exists() else exc.strerror or type(exc).__name__
+            raise HistoryError(
+                f"cannot use {home} as cauce's home ({reason}): set $CAUCE_HOME to a folder "
+                "you can write to"
+            ) from None
         url = f"sqlite:///{home / 'history.db'}"
     return HistoryStore(url)
 
