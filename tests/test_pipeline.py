@@ -91,8 +91,12 @@ def test_force_reruns_from_a_step(tmp_path: Path, cauce_env: dict[str, str]) -> 
     assert forced.returncode == 0, forced.stderr
     assert _statuses(forced.stderr) == {"prepare": "skipped", "train": "skipped", "after": "ran"}
     unknown = cauce(["run", str(pipeline), "--force", "trian"], cauce_env)
-    assert unknown.returncode == 1
-    assert "--force trian: no such step (steps: prepare, train, after)" in unknown.stderr
+    assert unknown.returncode == 2  # refused, nothing ran (docs/scripting.md)
+    expected = "error: --force names no step of small: 'trian' (steps: prepare, train, after)\n"
+    assert unknown.stderr == expected
+    serving = cauce(["run", str(pipeline), "--serve"], cauce_env)
+    assert serving.returncode == 2
+    assert serving.stderr == "error: --serve needs a serve step; pipeline small has none\n"
 
 
 def test_a_failing_step_stops_the_pipeline_and_the_next_run_starts_there(
@@ -187,8 +191,13 @@ def test_job_options_and_pipeline_options_are_not_mixed(
     pipeline = _write(tmp_path / "p")
     dry = cauce(["run", "--dry-run", str(pipeline)], cauce_env)
     assert dry.returncode == 2
-    assert "--dry-run is for job files" in dry.stderr
+    assert "--dry-run is for job files; run a step's job file with --dry-run" in dry.stderr
     job = tmp_path / "p" / "job.yaml"
+    plan = cauce(["run", "--dry-run", "--format", "json", str(job)], cauce_env)
+    assert (plan.returncode, plan.stdout) == (2, "")
+    assert plan.stderr == (
+        "error: --format json is how a job ended; --dry-run prints its plan as text\n"
+    )
     forced = cauce(["run", str(job), "--force", "train"], cauce_env)
     assert forced.returncode == 2
     assert f"--force is for pipeline files (with steps:); {job} is a job file" in forced.stderr

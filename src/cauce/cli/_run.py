@@ -113,8 +113,11 @@ def run_pipeline_file(args: argparse.Namespace) -> int:
 
     if args.dry_run or args.conf or args.param:
         which = "--dry-run" if args.dry_run else "--conf" if args.conf else "--param"
-        spark = "give a pipeline's Spark settings in its jobs' spark: sections"
-        fix = spark if which != "--param" else "give a step's parameters in its params: section"
+        fix = {
+            "--dry-run": "run a step's job file with --dry-run to see its plan",
+            "--conf": "give a pipeline's Spark settings in its jobs' spark: sections",
+            "--param": "give a step's parameters in its params: section",
+        }[which]
         raise SpecError(which, f"is for job files; {fix}")
     spec = load_pipeline(args.job)
     console = PipelineConsole()
@@ -161,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
 
         job = with_params(job, args.param)
     if args.dry_run:
+        if args.format == "json":
+            raise SpecError(
+                "--format json", "is how a job ended; --dry-run prints its plan as text"
+            )
         sys.stdout.write(cauce.plan(job, cluster=args.cluster, history=args.history) + "\n")
         return 0
     console = PrintConsole(quiet=args.quiet or args.format == "json")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.files import atomic_write_text
-from cauce.errors import CauceError
+from cauce.errors import CauceError, SpecError
 from cauce.pipeline._console import PipelineConsole, format_seconds
 from cauce.pipeline._context import StepContext, code_hash
 from cauce.pipeline._refs import resolve
@@ -86,9 +86,11 @@ def run_pipeline(
     root = Path(home) if home is not None else cauce_home()
     names = [s.name for s in spec.steps]
     if force is not None and force not in names:
-        raise CauceError(f"--force {force}: no such step (steps: {', '.join(names)})")
+        raise SpecError(
+            "--force", f"names no step of {spec.name}: {force!r} (steps: {', '.join(names)})"
+        )
     if serve and not any(KINDS[s.kind].serves for s in spec.steps):
-        raise CauceError(f"--serve: pipeline {spec.name} has no serve step")
+        raise SpecError("--serve", f"needs a serve step; pipeline {spec.name} has none")
     console = console or PipelineConsole()
     folder = pipeline_home(spec.name, root)
     tracking = open_pipeline_tracking(
