@@ -18,7 +18,7 @@ import pytest
 from cauce.cluster import GangRequest, TaskRequest, Waiting
 from cauce.cluster._leases import GpuLeases, Lease
 from cauce.cluster.local import LocalCluster
-from cauce.errors import PlacementError
+from cauce.errors import PlacementError, SpecError
 from cauce.spec import Resources
 
 
@@ -143,6 +143,11 @@ def test_declared_gpus_from_env(tmp_path: Path) -> None:
     c = LocalCluster(env={"CAUCE_GPUS": "0,1,2,3"}, lease_dir=str(tmp_path))
     assert c.gpus == ("0", "1", "2", "3") and c.gpu_source == "CAUCE_GPUS"
     assert LocalCluster(env={"CAUCE_GPUS": ""}, lease_dir=str(tmp_path)).gpus == ()
+    uuids = "GPU-5e4b1c2a-0f1d-4c3e-9a7b-1234567890ab,MIG-GPU-5e4b1c2a/1/0"
+    assert len(LocalCluster(env={"CAUCE_GPUS": uuids}, lease_dir=str(tmp_path)).gpus) == 2
+    for bad in ("-1", "abc", "0,0", "0,,1"):  # -1 would hide every GPU from the tasks
+        with pytest.raises(SpecError, match=r"^CAUCE_GPUS must be a comma-separated list"):
+            LocalCluster(env={"CAUCE_GPUS": bad}, lease_dir=str(tmp_path))
 
 
 def test_declared_gpus_from_config_file(tmp_path: Path, cauce_env: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -33,16 +34,21 @@ def detect_memory() -> int:
     return 0
 
 
+#: What CUDA_VISIBLE_DEVICES takes: an index from 0, or a device's UUID.
+_GPU_ID = re.compile(r"^(?:[0-9]{1,4}|(?:GPU|MIG)-[0-9A-Za-z/-]{1,80})$")
+
+
 def parse_gpu_list(text: str, source: str = "CAUCE_GPUS") -> tuple[str, ...]:
     """``"0,1,2,3"`` -> ids; ``""`` or ``"none"`` -> no GPUs."""
     text = text.strip()
     if text.lower() in ("", "none"):
         return ()
     ids = tuple(part.strip() for part in text.split(","))
-    if any(not part for part in ids) or len(set(ids)) != len(ids):
+    if any(not _GPU_ID.match(part) for part in ids) or len(set(ids)) != len(ids):
         raise SpecError(
             source,
-            f"must be a comma-separated list of distinct GPU ids like 0,1,2,3, got {text!r}",
+            "must be a comma-separated list of distinct GPU ids like 0,1,2,3 (indexes from 0, "
+            f"or GPU-/MIG- UUIDs as nvidia-smi -L shows them), got {text!r}",
         )
     return ids
 
