@@ -149,6 +149,11 @@ def test_a_missing_output_is_an_error(tmp_path: Path, cauce_env: dict[str, str])
         ),
         ("  train:\n    args: [x]\n", "steps.train.job is required for a run step"),
         (
+            "  a:\n    kind: frobnicate\n",
+            "steps.a.kind must be one of prepare, tune, run, evaluate, serve, package, stream, "
+            "got 'frobnicate'",
+        ),
+        (
             "  train:\n    job: job.yaml\n    env:\n      X: ${steps.prepare.outputs.dataset}\n"
             "  prepare:\n    function: x.py:build\n",
             "refers to ${steps.prepare.outputs.dataset}, but step 'prepare' comes later: "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cauce._util.yamlfile import load_yaml_file, locate
+from cauce._util.yamlfile import load_yaml_file, locate, short_repr
 from cauce.errors import SpecError, SpecErrors
 from cauce.pipeline._steps import KINDS
 from cauce.spec import TrackingSpec, parse_tracking
@@ -177,12 +177,15 @@ def _step(
         raise SpecError(where, f"must be a mapping of settings, got {body!r}", source=source)
     kind = body.get("kind", _ALIASES.get(step_name, step_name))
     if not isinstance(kind, str) or kind not in KINDS:
+        if "kind" in body:
+            problem = f"must be one of {', '.join(KINDS)}, got {short_repr(kind)}"
+        else:
+            problem = (
+                f"has no kind: set kind: to one of {', '.join(KINDS)} (a step named "
+                f"{step_name!r} needs one)"
+            )
         raise SpecError(
-            f"{where}.kind" if "kind" in body else where,
-            f"has no kind: set kind: to one of {', '.join(KINDS)}"
-            + ("" if "kind" in body else f" (a step named {step_name!r} needs one)"),
-            value=kind,
-            source=source,
+            f"{where}.kind" if "kind" in body else where, problem, value=kind, source=source
         )
     allowed = ("kind", *KINDS[kind].keys)
     errors = [
