@@ -457,3 +457,51 @@ def test_a_verdict_wait_out_of_range_does_not_break_report(monkeypatch: pytest.M
     finally:
         thread.join(5)
         server.close()
+
+
+def test_a_study_refuses_exactly_the_space_changes_optuna_refuses() -> None:
+    import optuna
+
+    from cauce.tune._optuna import check_space, distributions
+
+    def space(**params: Any) -> Any:
+        return distributions(
+            job({"objective": {"metric": "loss", "direction": "min"}, "space": params}).tune
+        )
+
+    study = optuna.create_study(study_name="s", storage=optuna.storages.InMemoryStorage())
+    first = space(
+        lr={"type": "loguniform", "low": 1e-4, "high": 0.1},
+        n={"type": "int", "low": 1, "high": 4},
+        opt={"type": "choice", "values": ["sgd", "adam"]},
+    )
+    params = {"lr": 0.01, "n": 2, "opt": "adam"}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=first, value=1.0))
+    kept = {
+        "lr": {"type": "loguniform", "low": 1e-5, "high": 1.0},  # another range
+        "n": {"type": "int", "low": 2, "high": 8, "step": 2},  # another range and step
+        "opt": {"type": "choice", "values": ["sgd", "adam"]},
+    }
+    check_space(study, space(**kept))
+    check_space(study, space(lr=kept["lr"], new={"type": "uniform", "low": 0, "high": 1}))
+    refused = {
+        "lr": {"type": "uniform", "low": 1e-4, "high": 0.1},  # the log scale
+        "n": {"type": "int", "low": 1, "high": 4, "log": True},
+        "opt": {"type": "choice", "values": ["adam", "sgd"]},  # the same choices, in another order
+    }
+    for name, entry in refused.items():
+        new = space(**{**kept, name: entry})
+        with pytest.raises(ValueError):  # Optuna's own rule, at the first ask
+            optuna.distributions.check_distribution_compatibility(first[name], new[name])
+        with pytest.raises(SpecError, match=f"^tune.space.{name} is ") as caught:
+            check_space(study, new)
+        assert "keep its space, or name a new study with --study NAME" in str(caught.value)
+    with pytest.raises(SpecError) as caught:
+        check_space(study, space(opt={"type": "choice", "values": ["sgd", "adam", 1, True]}))
+    assert str(caught.value) == (
+        "tune.space.opt is {type: choice, values: [sgd, adam, 1, true]}, but the trials of study "
+        "'s' drew it from {type: choice, values: [sgd, adam]}, and a study keeps each "
+        "parameter's type, scale and choices: keep its space, or name a new study with --study "
+        "NAME"
+    )
+    assert len(study.trials) == 1

@@ -472,6 +472,47 @@ def test_parameters_reach_the_trial_three_ways(tmp_path: Path, cauce_env: dict[s
     ]
 
 
+def test_a_parameter_of_another_kind_is_refused_before_a_trial_and_a_new_range_runs(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "square.py").write_text(
+        "import cauce\ncauce.report(0, loss=float(cauce.context().params['x']) ** 2)\n",
+        encoding="utf-8",
+    )
+    text = """
+        name: space
+        command: python square.py
+        tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: SPACE
+          sampler: {type: random, seed: 1}
+        """
+    path = write_job(tmp_path, text.replace("SPACE", "{type: uniform, low: -5, high: 5}"))
+    done = cauce(["tune", str(path), "--plain", "--trials", "1"], cauce_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert optuna_states(cauce_env, "space") == {"COMPLETE": 1}
+
+    # x now an int: Optuna refuses it at the first ask; cauce refuses it before that.
+    path = write_job(tmp_path, text.replace("SPACE", "{type: int, low: 0, high: 3}"))
+    done = cauce(["tune", str(path), "--plain", "--trials", "3"], cauce_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: tune.space.x is {type: int, low: 0, high: 3}, but the trials of study 'space' "
+        "drew it from {type: uniform, low: -5, high: 5}, and a study keeps each parameter's "
+        "type, scale and choices: keep its space, or name a new study with --study NAME"
+    ]
+    assert optuna_states(cauce_env, "space") == {"COMPLETE": 1}  # no trial made, none stuck
+
+    # Another range of the same kind continues the study.
+    path = write_job(tmp_path, text.replace("SPACE", "{type: uniform, low: 0, high: 2}"))
+    done = cauce(["tune", str(path), "--plain", "--trials", "2"], cauce_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = trials_json(cauce_env, "space")
+    assert [t["state"] for t in trials] == ["complete"] * 2
+    assert 0 <= trials[1]["params"]["x"] <= 2
+
+
 def _in_process(
     tmp_path: Path, cauce_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, job: str
 ) -> Path:

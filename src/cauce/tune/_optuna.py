@@ -4,11 +4,13 @@ database, and trials read back as :class:`TrialInfo`. Optuna is imported here on
 from __future__ import annotations
 
 import importlib.util
+import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from cauce.errors import CauceError, SpecError
+from cauce.errors import CauceError, SpecError, SpecErrors
 from cauce.spec import TuneSpec
 from cauce.tune.api import TrialInfo, TrialState
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "USER_ATTRS",
+    "check_space",
+    "describe",
     "distributions",
     "import_optuna",
     "load_study",
@@ -196,9 +200,10 @@ def open_study(
     job: str,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
+    space: Mapping[str, BaseDistribution],
 ) -> optuna.Study:
-    """The study ``name``, created if needed. A study keeps the objective it was created with:
-    asking another one of it is refused."""
+    """The study ``name``, created if needed. A study keeps the objective it was created with,
+    and each parameter's kind (:func:`check_space`): asking another one of it is refused."""
     import optuna
 
     wanted: Literal["minimize", "maximize"] = "minimize" if direction == "min" else "maximize"
@@ -224,7 +229,64 @@ def open_study(
             f"is {direction} {metric}, but study {name!r} was created to {had_direction} "
             f"{had_metric}: keep its objective, or name a new study with --study NAME",
         )
+    check_space(study, space)
     return study
+
+
+def check_space(study: optuna.Study, space: Mapping[str, BaseDistribution]) -> None:
+    """Refuse a space that Optuna would refuse at the first ``ask``, before a trial is made: a
+    parameter whose distribution is not compatible with the one the study's trials used (another
+    kind or log scale, other choices; Optuna's own rule). Another range is fine, and so are
+    parameters added or removed."""
+    from optuna.distributions import check_distribution_compatibility
+
+    used: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        used.update(trial.distributions)  # the latest trial's, for the message
+    errors = []
+    for name, new in space.items():
+        old = used.get(name)
+        if old is None:
+            continue
+        try:
+            check_distribution_compatibility(old, new)
+        except ValueError:
+            errors.append(
+                SpecError(
+                    f"tune.space.{name}",
+                    f"is {describe(new)}, but the trials of study {study.study_name!r} drew it "
+                    f"from {describe(old)}, and a study keeps each parameter's type, scale and "
+                    "choices: keep its space, or name a new study with --study NAME",
+                )
+            )
+    SpecErrors.raise_any(errors)
+
+
+def describe(dist: BaseDistribution) -> str:
+    """A distribution as the ``tune.space`` entry that makes it, ``{type: int, low: 0, high: 3}``,
+    in the same words for the study's trials and for the spec."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(dist, CategoricalDistribution):
+        values = ", ".join(v if isinstance(v, str) else json.dumps(v) for v in dist.choices)
+        return f"{{type: choice, values: [{values}]}}"
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
+    kind = "int" if isinstance(dist, IntDistribution) else "loguniform" if dist.log else "uniform"
+    fields = [f"type: {kind}", f"low: {_number(dist.low)}", f"high: {_number(dist.high)}"]
+    if dist.step is not None and not (kind == "int" and dist.step == 1):
+        fields.append(f"step: {_number(dist.step)}")
+    if kind == "int" and dist.log:
+        fields.append("log: true")
+    return "{" + ", ".join(fields) + "}"
+
+
+def _number(value: float) -> str:
+    """``5`` for 5.0, as people write it in YAML; ``0.001`` as it is."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def study_meta(study: optuna.Study) -> tuple[str, str, str]:

@@ -19,6 +19,7 @@ from cauce.tracking import RunLink, StudyTracking, open_study_tracking, without_
 from cauce.tune._entry import resolve_study
 from cauce.tune._fit import fit_parallel
 from cauce.tune._optuna import (
+    distributions,
     import_optuna,
     load_study,
     make_pruner,
@@ -114,6 +115,7 @@ def run_study(
                 job=spec.name,
                 sampler=make_sampler(spec.tune, width),
                 pruner=make_pruner(spec.tune),
+                space=distributions(spec.tune),
             )
             existing = len(handle.get_trials(deepcopy=False))
             if existing:
