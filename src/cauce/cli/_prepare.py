@@ -8,6 +8,7 @@ import sys
 import time
 
 from cauce.cli._options import env_option
+from cauce.errors import SpecError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +84,14 @@ class _Cluster(argparse.Action):
 def run(args: argparse.Namespace) -> int:
     from cauce.data import prepare
 
+    if not args.out:  # "" would write into the current directory
+        raise SpecError("--out", "must name the dataset's folder (a path or URI), got ''")
+    for option, value in (
+        ("--rows-per-file", args.rows_per_file),
+        ("--row-group-rows", args.row_group_rows),
+    ):
+        if value < 1:
+            raise SpecError(option, f"must be >= 1, got {value}")
     if os.getcwd() not in sys.path:  # MODULE:FUNCTION resolves like `python -m` would
         sys.path.insert(0, os.getcwd())
     written: dict[str, int] = {}

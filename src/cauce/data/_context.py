@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from cauce.data._errors import one_line, os_reason
 from cauce.data._fs import resolve
-from cauce.data.api import DataError, Engine, InputInfo
+from cauce.data.api import DataError, DataNotFound, Engine, InputInfo
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -74,11 +75,18 @@ class PrepareContext:
                     column_types=dict(column_types or {}),
                 ),
             )
+            table.schema.names  # noqa: B018 (pyarrow keeps header bytes that are not UTF-8)
         except pa.ArrowInvalid as exc:
-            raise DataError(f"{uri}: cannot parse as CSV ({exc})", path=uri) from exc
+            raise DataError(f"{uri}: cannot parse as CSV ({one_line(exc)})", path=uri) from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{uri}: cannot parse as CSV (its first line has column names that are not "
+                "UTF-8 text)",
+                path=uri,
+            ) from exc
         digest = hashlib.sha256(data).hexdigest()
         self.inputs.append(InputInfo(name, "csv", uri, digest, table.num_rows))
-        return self._engine.register(name, table)
+        return self._register(name, table, uri=uri)
 
     def read_parquet(self, uri: str | os.PathLike[str], *, name: str | None = None) -> ir.Table:
         """Parquet file(s) at ``uri``, read by the engine itself (for inputs of any size)."""
@@ -104,7 +112,7 @@ class PrepareContext:
                     f"got {type(data).__name__}"
                 ) from exc
         self.inputs.append(InputInfo(name, "memory", "", _hash_table(data), data.num_rows))
-        return self._engine.register(name, data)
+        return self._register(name, data)
 
     def sql(self, query: str, *, dialect: str | None = None) -> ir.Table:
         """A table from SQL over the inputs registered so far, by their names.
@@ -112,9 +120,33 @@ class PrepareContext:
         ``dialect`` is the SQL dialect the query is written in (``"duckdb"``, ``"spark"``...);
         Ibis translates it for the engine. None means the engine's own.
         """
-        if dialect is None:
-            return self.con.sql(query)
-        return self.con.sql(query, dialect=dialect)
+        import sqlglot
+
+        if dialect is not None:
+            try:
+                sqlglot.Dialect.get_or_raise(dialect)
+            except ValueError as exc:
+                raise DataError(f"ctx.sql: {one_line(exc)}") from exc
+        errors: tuple[type[Exception], ...] = (*self._engine.errors, sqlglot.errors.SqlglotError)
+        try:
+            if dialect is None:
+                return self.con.sql(query)
+            return self.con.sql(query, dialect=dialect)
+        except errors as exc:
+            raise DataError(
+                f"ctx.sql: your SQL does not run on {self.engine}: {one_line(exc)} "
+                f"(query: {one_line(query, 120)})"
+            ) from exc
+
+    def _register(self, name: str, table: pa.Table, *, uri: str = "") -> ir.Table:
+        try:
+            return self._engine.register(name, table)
+        except self._engine.errors as exc:  # e.g. column names that are not valid UTF-8
+            raise DataError(
+                f"{uri or f'input {name!r}'}: {self.engine} cannot take it as a table: "
+                f"{one_line(exc)}",
+                path=uri,
+            ) from exc
 
     def categorical(self, *columns: str) -> None:
         """Declare categorical output columns: the manifest gets their vocabularies.
@@ -150,7 +182,15 @@ def read_uri(uri: str, storage_options: Mapping[str, Any]) -> bytes:
             data: bytes = f.read()
             return data
     except FileNotFoundError as exc:
-        raise DataError(f"{uri}: input not found", path=uri) from exc
+        raise DataNotFound(f"{uri}: input not found", path=uri) from exc
+    except IsADirectoryError as exc:
+        raise DataError(
+            f"{uri}: is a folder, not a file (read_csv reads one file; read_parquet reads "
+            "a folder of Parquet files)",
+            path=uri,
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot read it: {os_reason(exc)}", path=uri) from exc
 
 
 def hash_input(kind: str, uri: str, storage_options: Mapping[str, Any]) -> str:
@@ -161,7 +201,7 @@ def hash_input(kind: str, uri: str, storage_options: Mapping[str, Any]) -> str:
         fs = resolve(uri, storage_options)
         files = fs.parquet_files(fs.root)
         if not files:
-            raise DataError(f"{uri}: no Parquet files", path=uri)
+            raise DataNotFound(f"{uri}: no Parquet files", path=uri)
         digest = hashlib.sha256()
         for path in files:
             digest.update(f"{path[len(fs.root) :]}\0{fs.sha256(path)}\n".encode())

@@ -11,9 +11,10 @@ import ibis
 import pyarrow as pa
 import pyarrow.dataset as pds
 
+from cauce.data._errors import one_line
 from cauce.data._fs import resolve
 from cauce.data._writer import PartWriter
-from cauce.data.api import DataError, Progress
+from cauce.data.api import DataError, DataNotFound, Progress
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -25,6 +26,7 @@ class DuckDBEngine:
     """An in-memory DuckDB database per prepare; nothing outlives ``close``."""
 
     name = "duckdb"
+    errors: tuple[type[Exception], ...] = (duckdb.Error,)
 
     def __init__(
         self, master: str | None = None, storage_options: Mapping[str, Any] | None = None
@@ -49,8 +51,11 @@ class DuckDBEngine:
         fs = resolve(uri, self._options)
         files = fs.parquet_files(fs.root)
         if not files:
-            raise DataError(f"{uri}: no Parquet files", path=uri)
-        dataset = pds.dataset(files, format="parquet", filesystem=fs.fs)
+            raise DataNotFound(f"{uri}: no Parquet files", path=uri)
+        try:
+            dataset = pds.dataset(files, format="parquet", filesystem=fs.fs)
+        except (pa.ArrowException, OSError) as exc:  # ArrowInvalid: not Parquet (a CSV...)
+            raise DataError(f"{uri}: cannot read as Parquet ({one_line(exc)})", path=uri) from exc
         self._con.con.register(name, dataset)
         return self._con.table(name)
 
@@ -68,7 +73,7 @@ class DuckDBEngine:
         try:
             reader = self._con.to_pyarrow_batches(expr, chunk_size=min(row_group_rows, 65_536))
         except duckdb.Error as exc:
-            raise DataError(f"split {split!r}: DuckDB cannot run it: {exc}") from exc
+            raise DataError(f"split {split!r}: DuckDB cannot run it: {one_line(exc)}") from exc
         fs = resolve(dest, self._options)
         fs.makedirs(fs.root)
         writer = PartWriter(
@@ -86,7 +91,9 @@ class DuckDBEngine:
                     progress(split, reported := writer.written)
             writer.close(empty=True)
         except duckdb.Error as exc:
-            raise DataError(f"split {split!r}: DuckDB failed while running it: {exc}") from exc
+            raise DataError(
+                f"split {split!r}: DuckDB failed while running it: {one_line(exc)}"
+            ) from exc
         finally:
             writer.close()
         if progress is not None and writer.written != reported:

@@ -63,8 +63,11 @@ def hash_code(func: Callable[..., Any]) -> tuple[str, list[str]]:
         source = inspect.getsourcefile(func)
     except TypeError:
         source = None
-    if source is None:
-        raise DataError(f"{func!r}: cannot find its source file to hash (define it in a module)")
+    if source is None or not os.path.isfile(source):  # python -c's "<string>", a deleted file
+        raise DataError(
+            f"{func!r}: cannot find its source file to hash ({source or 'none'}; define it in "
+            "a module file)"
+        )
     here = Path(source).resolve()
     files = {here}
     for module in list(sys.modules.values()):

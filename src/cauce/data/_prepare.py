@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -10,11 +11,12 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cauce.data import _manifest
 from cauce.data._context import PrepareContext, hash_input
+from cauce.data._errors import os_reason
 from cauce.data._fs import Fs, resolve
 from cauce.data._loading import BuildFn, hash_code, load_function
 from cauce.data.api import (
@@ -60,10 +62,11 @@ def prepare(
     (``force=True`` runs anyway). The engine takes no part in the cache key: a dataset made on
     DuckDB is a cache hit for Spark. The new manifest replaces the old one atomically, last.
     """
-    if rows_per_file < 1 or row_group_rows < 1:
-        raise DataError(
-            f"rows_per_file and row_group_rows must be >= 1, got {rows_per_file}, {row_group_rows}"
-        )
+    for option, value in (("rows_per_file", rows_per_file), ("row_group_rows", row_group_rows)):
+        if value < 1:
+            raise DataError(f"{option} must be >= 1, got {value}")
+    if not os.fspath(out):  # "" would be the current directory
+        raise DataError("out must name the dataset's folder (a path or URI), got ''")
     func, label = load_function(fn)
     code_hash, code_files = hash_code(func)
     options = {
@@ -98,6 +101,8 @@ def prepare(
             log.info("%s: cache hit (key %s), nothing to do", fs.uri, key[:12])
             return old
         version = f"{_VERSION_PREFIX}{key[:12]}-{uuid.uuid4().hex[:8]}"
+        with _writing(fs):
+            fs.makedirs(fs.join(version))
         for split, expr in splits.items():
             log.info("%s: writing split %s with %s", fs.uri, split, eng.name)
             eng.write(
@@ -109,7 +114,8 @@ def prepare(
                 compression=compression,
                 progress=progress,
             )
-        fs.fsync_tree(fs.join(version))
+        with _writing(fs):
+            fs.fsync_tree(fs.join(version))
         source = Source(
             function=label,
             code_hash=code_hash,
@@ -121,7 +127,8 @@ def prepare(
             cache_key=key,
         )
         manifest = _manifest.describe(fs, version, list(splits), ctx.categorical_columns, source)
-        fs.write_atomic(fs.join(MANIFEST_NAME), _manifest.to_json(manifest))
+        with _writing(fs):
+            fs.write_atomic(fs.join(MANIFEST_NAME), _manifest.to_json(manifest))
     except Exception:
         if version:  # leave no orphan behind on an ordinary failure (a kill leaves one: see below)
             _remove_quietly(fs, fs.join(version))
@@ -229,6 +236,20 @@ def _unchanged_inputs(
 
 def _files_exist(fs: Fs, m: Manifest) -> bool:
     return all(fs.exists(fs.join(f.path)) for s in m.splits.values() for f in s.files)
+
+
+@contextlib.contextmanager
+def _writing(fs: Fs) -> Iterator[None]:
+    """OSErrors of writing the output (a file where the folder should be, no permission, a full
+    disk) as a :class:`DataError` naming the output."""
+    try:
+        yield
+    except OSError as exc:
+        if fs.local and os.path.isfile(fs.root):
+            reason = "it is a file, not a folder"
+        else:
+            reason = os_reason(exc)
+        raise DataError(f"cannot write to {fs.uri}: {reason}", path=fs.uri) from exc
 
 
 def _remove_quietly(fs: Fs, path: str) -> None:

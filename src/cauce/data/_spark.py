@@ -38,6 +38,7 @@ class SparkEngine:
     """
 
     name = "spark"
+    errors: tuple[type[Exception], ...] = (PySparkException,)
 
     def __init__(
         self, master: str | None = None, storage_options: Mapping[str, Any] | None = None

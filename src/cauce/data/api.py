@@ -161,6 +161,9 @@ class Engine(Protocol):
 
     name: str
     version: str
+    #: The engine's own exceptions for SQL or data it cannot take (a syntax error, an unknown
+    #: column, text that is not UTF-8); the context reports them as :class:`DataError`.
+    errors: tuple[type[Exception], ...]
 
     @property
     def con(self) -> Any:  # the Ibis backend
