@@ -51,6 +51,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _EncryptedKey(Exception):
+    """The TLS key asks for a pass phrase (never prompted for: a server has no one to ask)."""
+
+
+def _no_pass_phrase() -> str:
+    raise _EncryptedKey
+
+
 def check_exposure(settings: ServeSettings) -> None:
     """Refuse what would serve other machines without authentication, and files that will not
     do (TLS, the ready file), before anything starts."""
@@ -63,8 +71,13 @@ def check_exposure(settings: ServeSettings) -> None:
     if settings.tls_cert:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                settings.tls_cert, settings.tls_key
+                settings.tls_cert, settings.tls_key, password=_no_pass_phrase
             )
+        except _EncryptedKey:
+            raise SettingsError(
+                f"--tls-key {settings.tls_key or settings.tls_cert}: the key is encrypted: give "
+                "an unencrypted key (openssl pkey -in KEY -out PLAIN)"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(
                 f"cannot use --tls-cert {settings.tls_cert} with --tls-key {settings.tls_key}: "
@@ -73,6 +86,10 @@ def check_exposure(settings: ServeSettings) -> None:
     if settings.ready_file and not Path(settings.ready_file).parent.is_dir():
         raise SettingsError(
             f"--ready-file {settings.ready_file}: its folder does not exist; create it first"
+        )
+    if settings.ready_file and Path(settings.ready_file).is_dir():
+        raise SettingsError(
+            f"--ready-file {settings.ready_file} is a folder: give the path of a file to write"
         )
 
 
