@@ -93,6 +93,23 @@ def check_exposure(settings: ServeSettings) -> None:
         )
 
 
+def _check_device(device: str) -> None:
+    """Refuse a CUDA device that torch does not see here, before the socket is bound (torch is
+    imported only for a CUDA device: a CPU server's supervisor does without it)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    number = device.partition(":")[2] or "0"
+    if not number.isdigit():
+        raise SettingsError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(number)
+    if index >= count:
+        seen = f"sees {count} CUDA device(s)" if count else "sees no CUDA device"
+        raise SettingsError(f"--device {device}: torch {seen} here; give --device cpu")
+
+
 def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     import importlib.util
 
@@ -126,6 +143,7 @@ def serve(
         raise ServeError(f"cauce serve needs {exc.name}: pip install 'cauce[serve]'") from None
     check_exposure(settings)
     read_spec(settings.model_dir)  # a bad model directory fails here, before any process starts
+    _check_device(settings.device)
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     if on_listening is not None:
