@@ -41,11 +41,11 @@ def _store(uri: str) -> tuple[Any, str]:
         ) from None
 
 
-def _unreachable(uri: str, exc: Exception) -> ServeError:
+def _unreachable(uri: str, exc: Exception, verb: str = "read") -> ServeError:
     """A store's own error (botocore's NoCredentialsError, a connection refused...)."""
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return ServeError(
-        f"{uri}: cannot be read: {type(exc).__name__}: {first} "
+        f"{uri}: cannot be {verb}: {type(exc).__name__}: {first} "
         "(check the store's address and this host's credentials for it)"
     )
 
@@ -63,6 +63,8 @@ def upload_model(folder: Path, uri: str) -> None:
         fs.put_file(str(folder / SPEC_FILE), f"{root}/{SPEC_FILE}")  # the commit
     except OSError as exc:
         raise ModelFormatError(uri, f"cannot be written: {exc}") from exc
+    except Exception as exc:  # the store's own errors (botocore's are no OSError)
+        raise _unreachable(uri, exc, "written") from exc
 
 
 def local_model_dir(model_dir: str | Path) -> Path:
@@ -108,7 +110,7 @@ def local_model_dir(model_dir: str | Path) -> Path:
                 f"{uri}/{spec.model_file}", "is missing (named by model_file in cauce-model.json)"
             ) from None
         except OSError:
-            raise
+            raise  # this host's disk, or the store's reply: as it was before
         except Exception as exc:  # the store's own errors, as above
             raise _unreachable(uri, exc) from exc
         (tmp / SPEC_FILE).write_bytes(text)
