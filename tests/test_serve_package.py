@@ -140,7 +140,7 @@ def test_cli_package(model: Path, tmp_path: Path, cauce_env: dict[str, str]) -> 
         env,
         timeout=60,
     )
-    assert done.returncode == 1 and "replicas <= max_replicas" in done.stderr
+    assert done.returncode == 2 and "replicas <= max_replicas" in done.stderr
     done = cauce(["package", str(model), "--out", str(tmp_path / "o")], env, timeout=60)
     assert done.returncode == 0, done.stderr
     docs = _load(tmp_path / "o")

@@ -234,6 +234,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _token(args: argparse.Namespace) -> str:
     from cauce.serve.api import SettingsError, check_token
 
+    for flag, value in (("--token", args.token), ("--token-file", args.token_file)):
+        if value == "":  # given on the command line: an empty variable counts as unset
+            raise SettingsError(
+                f"{flag} is empty: give the token (or the file holding it), or leave {flag} out"
+            )
     if args.token and args.token_file:
         raise SettingsError(
             "give the token once: --token (or $CAUCE_SERVE_TOKEN) or --token-file "

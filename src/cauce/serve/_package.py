@@ -34,7 +34,7 @@ import yaml
 from cauce.serve._dockerfile import dockerfile
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve._wheel import wheel_into
-from cauce.serve.api import ServeError, SettingsError
+from cauce.serve.api import SettingsError
 
 __all__ = ["Pods", "inference_service", "manifests", "package"]
 
@@ -47,6 +47,47 @@ def _k8s_name(name: str) -> str:
     if not label or not label[0].isalpha():
         label = f"model-{label}".rstrip("-")
     return label[:63].rstrip("-")
+
+
+#: A Kubernetes quantity (cpu, memory): a positive number with an SI or binary suffix.
+_QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([eE]\d+|[KMGTPE]i|[numkMGTPE])?$")
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: An image reference: [host[:port]/]path[:tag][@sha256:digest].
+_IMAGE = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::\w[\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123: a namespace
+
+
+def _valid(value: str, pattern: re.Pattern[str]) -> bool:
+    found = pattern.match(value) if len(value) <= 255 else None
+    return found is not None and (pattern is not _QUANTITY or float(found[1]) > 0)
+
+
+def _check_options(
+    out: str | os.PathLike[str], *, device: str, gpus: int, replicas: int, max_replicas: int,
+    port: int, text: dict[str, str | None]
+) -> None:  # fmt: skip
+    """Refuse what Kubernetes or docker would refuse later, and an ``out`` that is a file."""
+    if device not in ("cpu", "cuda"):
+        raise SettingsError(f"device must be cpu or cuda, got {device!r}")
+    if not 1 <= replicas <= max_replicas:
+        raise SettingsError(f"need 1 <= replicas <= max_replicas, got {replicas}, {max_replicas}")
+    if device == "cuda" and gpus < 1:
+        raise SettingsError(f"gpus must be >= 1 with device cuda, got {gpus}")
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"port must be between 1 and 65535, got {port}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise SettingsError(f"--out {out} is a file: give a folder to write (new or existing)")
+    for what, value, pattern, example in (
+        ("cpu", text["cpu"], _QUANTITY, "1, 500m or 2.5"),
+        ("memory", text["memory"], _QUANTITY, "2Gi or 512Mi"),
+        ("image", text["image"], _IMAGE, "registry.example/flights:1"),
+        ("namespace", text["namespace"], _LABEL, "ml-serving (a DNS-1123 label)"),
+    ):
+        if value is not None and not _valid(value, pattern):
+            raise SettingsError(f"--{what} {value!r} is not valid: give one like {example}")
 
 
 def _memory_for(model_bytes: int) -> str:
@@ -295,14 +336,15 @@ def package(
                 f"token secret must be a Kubernetes name (lowercase letters, digits, '-'), "
                 f"got {token_secret!r}"
             )
-    if device not in ("cpu", "cuda"):
-        raise ServeError(f"device must be cpu or cuda, got {device!r}")
-    if not 1 <= replicas <= max_replicas:
-        raise ServeError(f"need 1 <= replicas <= max_replicas, got {replicas} and {max_replicas}")
-    if device == "cuda" and gpus < 1:
-        raise ServeError(f"gpus must be >= 1 with device cuda, got {gpus}")
-    if not 1 <= port <= 65535:
-        raise ServeError(f"port must be between 1 and 65535, got {port}")
+    _check_options(
+        out,
+        device=device,
+        gpus=gpus,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        port=port,
+        text={"cpu": cpu, "memory": memory, "image": image, "namespace": namespace},
+    )
     folder = Path(out)
     model_copy = folder / "model"
     if model_copy.exists():

@@ -51,6 +51,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _EncryptedKey(Exception):
+    """The TLS key asks for a pass phrase (never prompted for: a server has no one to ask)."""
+
+
+def _no_pass_phrase() -> str:
+    raise _EncryptedKey
+
+
 def check_exposure(settings: ServeSettings) -> None:
     """Refuse what would serve other machines without authentication, and files that will not
     do (TLS, the ready file), before anything starts."""
@@ -63,8 +71,13 @@ def check_exposure(settings: ServeSettings) -> None:
     if settings.tls_cert:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                settings.tls_cert, settings.tls_key
+                settings.tls_cert, settings.tls_key, password=_no_pass_phrase
             )
+        except _EncryptedKey:
+            raise SettingsError(
+                f"--tls-key {settings.tls_key or settings.tls_cert}: the key is encrypted: give "
+                "an unencrypted key (openssl pkey -in KEY -out PLAIN)"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(
                 f"cannot use --tls-cert {settings.tls_cert} with --tls-key {settings.tls_key}: "
@@ -74,6 +87,27 @@ def check_exposure(settings: ServeSettings) -> None:
         raise SettingsError(
             f"--ready-file {settings.ready_file}: its folder does not exist; create it first"
         )
+    if settings.ready_file and Path(settings.ready_file).is_dir():
+        raise SettingsError(
+            f"--ready-file {settings.ready_file} is a folder: give the path of a file to write"
+        )
+
+
+def _check_device(device: str) -> None:
+    """Refuse a CUDA device that torch does not see here, before the socket is bound (torch is
+    imported only for a CUDA device: a CPU server's supervisor does without it)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    number = device.partition(":")[2] or "0"
+    if not number.isdigit():
+        raise SettingsError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(number)
+    if index >= count:
+        seen = f"sees {count} CUDA device(s)" if count else "sees no CUDA device"
+        raise SettingsError(f"--device {device}: torch {seen} here; give --device cpu")
 
 
 def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
@@ -109,6 +143,7 @@ def serve(
         raise ServeError(f"cauce serve needs {exc.name}: pip install 'cauce[serve]'") from None
     check_exposure(settings)
     read_spec(settings.model_dir)  # a bad model directory fails here, before any process starts
+    _check_device(settings.device)
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     if on_listening is not None:

@@ -15,20 +15,44 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cauce._util.files import swap_dir
 from cauce._util.remote import is_registry_uri, is_uri, url_to_fs
 from cauce.serve._spec import SPEC_FILE, spec_from_json
-from cauce.serve.api import ModelFormatError
+from cauce.serve.api import ModelFormatError, ServeError, SettingsError
 
 __all__ = ["local_model_dir", "upload_model"]
 
 log = logging.getLogger(__name__)
 
 
+def _store(uri: str) -> tuple[Any, str]:
+    """The filesystem of ``uri`` and the path in it; an unknown scheme, or one whose fsspec
+    package is missing, is a refusal naming the fix."""
+    try:
+        return url_to_fs(uri)
+    except ImportError as exc:  # fsspec's own message names the package: "install gcsfs"
+        raise SettingsError(f"{uri}: {exc} (pip install it into this environment)") from None
+    except ValueError as exc:  # "Protocol not known: ftp2"
+        raise SettingsError(
+            f"{uri}: {exc}; give a local folder or a URI of a supported store "
+            "(s3://, gs://, hdfs://, file://)"
+        ) from None
+
+
+def _unreachable(uri: str, exc: Exception, verb: str = "read") -> ServeError:
+    """A store's own error (botocore's NoCredentialsError, a connection refused...)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ServeError(
+        f"{uri}: cannot be {verb}: {type(exc).__name__}: {first} "
+        "(check the store's address and this host's credentials for it)"
+    )
+
+
 def upload_model(folder: Path, uri: str) -> None:
     """Publish the model folder ``folder`` (complete, on this host) at ``uri``."""
-    fs, root = url_to_fs(uri)
+    fs, root = _store(uri)
     try:
         fs.invalidate_cache(root)
         if fs.exists(f"{root}/{SPEC_FILE}"):
@@ -39,6 +63,8 @@ def upload_model(folder: Path, uri: str) -> None:
         fs.put_file(str(folder / SPEC_FILE), f"{root}/{SPEC_FILE}")  # the commit
     except OSError as exc:
         raise ModelFormatError(uri, f"cannot be written: {exc}") from exc
+    except Exception as exc:  # the store's own errors (botocore's are no OSError)
+        raise _unreachable(uri, exc, "written") from exc
 
 
 def local_model_dir(model_dir: str | Path) -> Path:
@@ -53,7 +79,7 @@ def local_model_dir(model_dir: str | Path) -> Path:
     if not is_uri(model_dir):
         return Path(model_dir)
     uri = str(model_dir)
-    fs, root = url_to_fs(uri)
+    fs, root = _store(uri)
     try:
         fs.invalidate_cache(root)
         text = fs.cat_file(f"{root}/{SPEC_FILE}")
@@ -63,6 +89,8 @@ def local_model_dir(model_dir: str | Path) -> Path:
         ) from None
     except OSError as exc:
         raise ModelFormatError(uri, f"cannot be read: {exc}") from exc
+    except Exception as exc:  # the store's own errors (botocore's are no OSError)
+        raise _unreachable(uri, exc) from exc
     try:
         spec = spec_from_json(json.loads(text), f"{uri}/{SPEC_FILE}")
     except ValueError as exc:
@@ -81,6 +109,10 @@ def local_model_dir(model_dir: str | Path) -> Path:
             raise ModelFormatError(
                 f"{uri}/{spec.model_file}", "is missing (named by model_file in cauce-model.json)"
             ) from None
+        except OSError:
+            raise  # this host's disk, or the store's reply: as it was before
+        except Exception as exc:  # the store's own errors, as above
+            raise _unreachable(uri, exc) from exc
         (tmp / SPEC_FILE).write_bytes(text)
         swap_dir(tmp, cache)
     finally:

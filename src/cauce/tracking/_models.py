@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cauce._util.files import swap_dir
 from cauce._util.remote import is_registry_uri
-from cauce.errors import TrackingError
+from cauce.errors import SpecError, TrackingError
 
 __all__ = ["is_registry_uri", "registry_model_dir"]
 
@@ -45,7 +45,17 @@ def registry_model_dir(
     from cauce.tracking._client import load_mlflow
 
     mlflow = load_mlflow()
-    client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
+    except UnsupportedModelRegistryStoreURIException:
+        raise SpecError(
+            "",
+            f"{uri}: MLflow has no model registry at {server!r} ($MLFLOW_REGISTRY_URI or "
+            "$MLFLOW_TRACKING_URI): give an http(s):// server, a file: folder or a database "
+            "URI (sqlite://, postgresql://, mysql://, mssql://)",
+        ) from None
     name = match["name"]
     try:
         if match["alias"]:
