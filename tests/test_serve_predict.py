@@ -114,6 +114,7 @@ def test_cli_predict_refusals(
         ([file, "/proc/o"], "cannot write --output /proc/o: "),
         ([file, str(tmp_path / "no" / "o")], "create it first"),
         ([file, "o", "--batch-size", "1" + "0" * 20], "--batch-size must be 1 to 1,000,000 rows"),
+        ([folder, "o", "--stream", "--checkpoint", "c", "--batch-size", "0"], "rows, got 0"),
     ):
         done = cauce(
             ["predict", str(model), "--input", args[0], "--output", *args[1:]],
