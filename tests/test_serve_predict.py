@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,45 @@ def test_cli_predict(model: Path, dataset: Path, tmp_path: Path, cauce_env: dict
     assert done.returncode == 0, done.stderr
     assert "scored 500 rows" in done.stderr
     assert _scored(tmp_path / "o").num_rows == 500
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "o").stat().st_mode & 0o777 == 0o777 & ~umask  # a folder like any other
+
+
+def test_cli_predict_refusals(
+    model: Path, tmp_path: Path, cauce_env: dict[str, str], records: list[dict[str, Any]]
+) -> None:
+    """Bad --input, --output and options: one line, exit 2, nothing written, the input intact."""
+    pq.write_table(pa.Table.from_pylist(records[:5]), tmp_path / "in.parquet")
+    data = (tmp_path / "in.parquet").read_bytes()
+    (tmp_path / "in.csv").write_text("id\n1\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.parquet").write_bytes(data)
+    file, folder = str(tmp_path / "in.parquet"), str(tmp_path / "d")
+    for args, message in (
+        ([file, f"{tmp_path}/./in.parquet", "--overwrite"], " is --input "),
+        ([folder, str(tmp_path), "--overwrite"], " holds --input "),
+        ([folder, str(tmp_path / "d" / "o")], " is inside --input "),
+        ([str(tmp_path / "in.csv"), "o"], "in.csv is not a Parquet file ("),
+        ([file, "o", "--split", "test"], "--split needs a prepared dataset's folder"),
+        ([file, "/proc/o"], "cannot write --output /proc/o: "),
+        ([file, str(tmp_path / "no" / "o")], "create it first"),
+        ([file, "o", "--batch-size", "1" + "0" * 20], "--batch-size must be 1 to 1,000,000 rows"),
+        ([folder, "o", "--stream", "--checkpoint", "c", "--batch-size", "0"], "rows, got 0"),
+    ):
+        done = cauce(
+            ["predict", str(model), "--input", args[0], "--output", *args[1:]],
+            cauce_env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr, done.stderr
+    assert (tmp_path / "in.parquet").read_bytes() == (tmp_path / "d" / "a.parquet").read_bytes()
+    assert data == (tmp_path / "in.parquet").read_bytes()
+    assert {p.name for p in tmp_path.iterdir()} - {"home"} == {"d", "in.csv", "in.parquet"}
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["a.parquet"]
 
 
 def test_spark_missing_names_the_extra(model: Path, dataset: Path, tmp_path: Path) -> None:

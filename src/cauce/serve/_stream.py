@@ -32,6 +32,7 @@ from typing import Any
 
 from cauce._util.signals import handle_signals
 from cauce.data import resolve
+from cauce.serve._predict import check_batch_size
 from cauce.serve._predict_spark import hadoop_uri, scored_frame, scoring_session
 from cauce.serve._spec import ModelSpec, read_spec
 from cauce.serve._store import local_model_dir
@@ -128,6 +129,7 @@ def stream_predict(
         raise SettingsError(f"--input-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not trigger_s > 0:
         raise SettingsError(f"--trigger must be > 0 seconds, got {trigger_s}")
+    check_batch_size(batch_size)
     folder = Path(local_model_dir(os.fspath(model_dir))).absolute()
     spec = read_spec(folder)
     say = progress or (lambda line: log.info("%s", line))
