@@ -39,6 +39,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "end": ("status", "time"),
 }
 _CUT = '{"op":'  # how every record begins: a line cut by a crash begins so too
+_MIDDLE = "a line cut short in the middle of the file"
 
 
 @dataclass(frozen=True)
@@ -103,23 +104,24 @@ def _read(spool: Path) -> tuple[list[dict[str, Any]], int]:
         try:
             op = json.loads(line)
         except ValueError:
-            op = None
-            tail = line.rfind(_CUT, 1)
             if not ops or not line.startswith(_CUT):
                 raise _refuse(spool, number, "not a JSON line") from None
+            if cut_before:
+                raise _refuse(spool, cut_before, _MIDDLE) from None
             skipped += 1
             cut_before = number
-            if tail <= 0:
-                continue
+            tail = line.rfind(_CUT, 1)
             try:
-                op = json.loads(line[tail:])
+                op = json.loads(line[tail:]) if tail > 0 else None
             except ValueError:
-                raise _refuse(spool, number, "not a JSON line") from None
+                op = None
+            if op is None:
+                continue
         op = _record(spool, number, op)
         if not ops and op["op"] != "target":
             raise _refuse(spool, number, "does not start with a target record")
         if cut_before and op["op"] != "target":
-            raise _refuse(spool, cut_before, "a line cut short in the middle of the file")
+            raise _refuse(spool, cut_before, _MIDDLE)
         cut_before = 0
         ops.append(op)
     if not ops:
