@@ -118,3 +118,23 @@ def test_a_job_without_tensorboard(tmp_path: Path, cauce_env: dict[str, str]) ->
     bad = write_job(tmp_path, "name: b\ncommand: x\ntensorboard: {logdri: tb}\n", "bad.yaml")
     done = cauce(["run", str(bad)], cauce_env, timeout=60)
     assert done.returncode == 2 and "tensorboard.logdri is not a known field" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_address_beyond_loopback_needs_insecure_and_bad_ports_and_hosts_are_refused(
+    cauce_env: dict[str, str],
+) -> None:
+    """Checked before the job is looked up: no job needed, nothing started."""
+    cases = (
+        (["--host", "0.0.0.0"], "--host 0.0.0.0 would show the job's logs to the network"),
+        (["--port", "70000"], "argument --port: must be a port from 0 to 65535"),
+        (["--port", "-1"], "argument --port: must be a port from 0 to 65535"),
+        (["--host", "999.1.1.1", "--port", "0", "--insecure"], "--host 999.1.1.1 is not an"),
+    )
+    said_first = ""
+    for extra, said in cases:
+        done = cauce(["tensorboard", "nojob", *extra], cauce_env, timeout=60)
+        assert done.returncode == 2 and said in done.stderr, (extra, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in done.stderr
+        said_first = said_first or done.stderr
+    assert "an SSH tunnel (ssh -L 6006:127.0.0.1:6006 HOST), or pass --insecure" in said_first

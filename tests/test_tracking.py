@@ -219,3 +219,43 @@ def test_a_model_named_dot_dot_is_refused_before_any_server_is_asked(tmp_path: P
     for name in (".", ".."):
         with pytest.raises(TrackingError, match="is not a model name"):
             registry_model_dir(f"models:/{name}/1", tmp_path, "m", {})
+
+
+@pytest.mark.slow
+def test_a_file_that_is_not_a_spool_is_refused_and_never_renamed(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """``cauce mlflow sync`` on what is not a spool: one line, exit 2, the file left as it is."""
+    target = '{"op":"target","uri":"http://127.0.0.1:9","experiment":"e"}'
+    cases = {
+        "garbage.jsonl": ("garbage\n", "garbage.jsonl:1: not a JSON line"),
+        "list.jsonl": ("[1]\n", "list.jsonl:1: not a spool record"),
+        "bare.jsonl": ('{"op":"target"}\n', "bare.jsonl:1: a target record without uri"),
+        "cut.jsonl": (f'{target}\n{{"op":"batc\n{{"op":"end"', "cut.jsonl:2: a line cut short"),
+    }
+    for name, (text, _) in cases.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "folder.jsonl").mkdir()
+    cases["folder.jsonl"] = ("", "folder.jsonl: is a folder")
+    for name, (_, said) in cases.items():
+        done = cauce(["mlflow", "sync", str(tmp_path / name)], cauce_env, timeout=60)
+        assert done.returncode == 2, (name, done.stderr)
+        assert done.stderr.startswith("error: ") and said in done.stderr, (name, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert (tmp_path / name).exists() and not (tmp_path / f"{name}.synced").exists()
+
+
+@pytest.mark.slow
+@needs_mlflow
+def test_a_tracking_uri_mlflow_cannot_use_is_one_line(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text(
+        '{"op":"target","uri":"foo://bar","experiment":"e"}\n{"op":"create","name":"r","time":1}\n'
+    )
+    done = cauce(["mlflow", "sync", str(spool)], cauce_env, timeout=120)
+    assert done.returncode == 2 and "the recorded tracking URI foo://bar" in done.stderr
+    assert "not a tracking URI MLflow supports; give the server with --uri" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert spool.exists()

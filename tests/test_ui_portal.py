@@ -22,6 +22,7 @@ from cauce.history import HistoryStore, MetricRow
 from cauce.ui import UiServer, check_bind, portal_hint, portal_url, serve_ui
 from cauce.ui._jobs import MAX_POINTS
 from cauce.ui._portal import remove_portal, write_portal
+from helpers import cauce
 
 
 def test_the_portal_file_names_a_live_portal_only(tmp_path: Path) -> None:
@@ -266,3 +267,20 @@ def test_a_long_series_is_thinned_in_the_page_and_the_csv_streams_whole(
     lines = body.decode().splitlines()
     assert lines[0] == "task,attempt,step,time,metric,value" and len(lines) == n + 1
     assert lines[-1] == f"w,0,{n - 1},1000000000.000,loss,{(n - 1) / 2!r}"
+
+
+@pytest.mark.slow
+def test_cli_ports_hosts_and_tokens_are_checked_before_anything_runs(
+    cauce_env: dict[str, str],
+) -> None:
+    cases = (
+        (["--port", "70000"], "argument --port: must be a port from 0 to 65535"),
+        (["--port", "-5"], "argument --port: must be a port from 0 to 65535"),
+        (["--token", "a b"], "--token must be 1 to 4096 visible ASCII characters (no spaces)"),
+        (["--host", "999.1.1.1", "--token", "abc", "--port", "0"], "--host 999.1.1.1 is not an"),
+    )
+    for extra, said in cases:
+        done = cauce(["ui", *extra], cauce_env, timeout=60)
+        assert done.returncode == 2 and said in done.stderr, (extra, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith("error: ") and "Traceback" not in done.stderr
+        assert "choose another --port" not in done.stderr and not done.stdout

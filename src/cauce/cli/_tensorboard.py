@@ -2,7 +2,9 @@
 section, in the foreground (Ctrl-C stops it).
 
 The command prints the URL, then becomes TensorBoard (``exec``): signals and the exit code are
-TensorBoard's own, and no process of cauce stays behind it.
+TensorBoard's own, and no process of cauce stays behind it. TensorBoard has no authentication:
+an address other than loopback is refused unless ``--insecure`` says to show the job's logs to
+the network anyway.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 from typing import Any
 
 from cauce.cli._options import env_option
-from cauce.errors import CauceError, HistoryError
+from cauce.cli._ui import port_number
+from cauce.errors import CauceError, HistoryError, SpecError
 
 __all__ = ["register"]
 
@@ -42,8 +46,15 @@ def register(sub: Any) -> None:
         "--port",
         env="CAUCE_TENSORBOARD_PORT",
         default="6006",
-        type=int,
+        type=port_number,
         help="port; 0 picks a free one",
+    )
+    env_option(
+        board,
+        "--insecure",
+        env="CAUCE_TENSORBOARD_INSECURE",
+        flag=True,
+        help="listen on an address other than loopback: TensorBoard has no authentication",
     )
     board.set_defaults(func=cmd_tensorboard)
 
@@ -68,7 +79,31 @@ def job_folder(history: str | None, job_id: str) -> tuple[str, str]:
     return job.id, tensorboard_dir(TensorBoardSpec(**section), job.id, job.run_dir)
 
 
+def check_listen(host: str, port: int, insecure: bool) -> None:
+    """Refuse, before TensorBoard starts, an address beyond this host without ``--insecure``
+    and an address or port that cannot be listened on (one line each)."""
+    from cauce.ui import bind_error, is_loopback
+
+    if not (insecure or is_loopback(host)):
+        tunnel = port or 6006
+        raise SpecError(
+            "--host",
+            f"{host} would show the job's logs to the network (TensorBoard has no "
+            "authentication): keep the default 127.0.0.1 and reach it through an SSH tunnel "
+            f"(ssh -L {tunnel}:127.0.0.1:{tunnel} HOST), or pass --insecure",
+            value=host,
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise bind_error(host, port, exc) from None
+
+
 def cmd_tensorboard(args: argparse.Namespace) -> int:
+    check_listen(args.host, args.port, args.insecure)
     job, folder = job_folder(args.history, args.job_id)
     program = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or shutil.which(
         "tensorboard"

@@ -8,7 +8,20 @@ from typing import Any
 
 from cauce.cli._options import env_option
 
-__all__ = ["register"]
+__all__ = ["port_number", "register"]
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port from 0 to 65535 (0 picks a free one), got {text!r}"
+        )
+    return value
 
 
 def register(sub: Any) -> None:
@@ -20,7 +33,9 @@ def register(sub: Any) -> None:
         "another address needs a token.",
     )
     env_option(ui, "--host", env="CAUCE_UI_HOST", default="127.0.0.1", help="address to bind")
-    env_option(ui, "--port", env="CAUCE_UI_PORT", type=int, default="8265", help="port (0: any)")
+    env_option(
+        ui, "--port", env="CAUCE_UI_PORT", type=port_number, default="8265", help="port (0: any)"
+    )
     env_option(
         ui,
         "--token",
@@ -36,6 +51,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from cauce.history import cauce_home, open_store
     from cauce.ui import check_bind, serve_ui
 
+    if args.token:
+        from cauce.serve.api import check_token
+
+        check_token(args.token, "--token")  # the rule of cauce serve: it travels in a header
     check_bind(args.host, args.token)  # before the store is opened: fail fast
     store = open_store(args.history)
 

@@ -5,8 +5,16 @@ pipelines' folders. ``cauce ui`` serves it; see docs/ui.md.
     print(server.url); ...; server.close()
 """
 
-from cauce.ui._auth import check_bind, is_loopback
+from cauce.ui._auth import bind_error, check_bind, is_loopback
 from cauce.ui._portal import portal_hint, portal_url
 from cauce.ui._server import UiServer, serve_ui
 
-__all__ = ["UiServer", "check_bind", "is_loopback", "portal_hint", "portal_url", "serve_ui"]
+__all__ = [
+    "UiServer",
+    "bind_error",
+    "check_bind",
+    "is_loopback",
+    "portal_hint",
+    "portal_url",
+    "serve_ui",
+]

@@ -4,15 +4,17 @@ the login form sets. Tokens are compared in constant time."""
 
 from __future__ import annotations
 
+import errno
 import hmac
+import socket
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from cauce._util.net import is_loopback
-from cauce.errors import SpecError
+from cauce.errors import CauceError, SpecError
 
-__all__ = ["COOKIE", "check_bind", "host_ok", "is_loopback", "token_ok"]
+__all__ = ["COOKIE", "bind_error", "check_bind", "host_ok", "is_loopback", "token_ok"]
 
 COOKIE = "cauce_ui_token"
 
@@ -26,6 +28,21 @@ def check_bind(host: str, token: str | None) -> None:
             "--token TOKEN or $CAUCE_UI_TOKEN, or keep the default --host 127.0.0.1",
             value=host,
         )
+
+
+def bind_error(host: str, port: int, exc: OSError) -> CauceError:
+    """Why listening on ``host:port`` failed, as one line: a host that does not resolve or is
+    not this machine's is a usage error naming ``--host`` (exit 2); otherwise the port."""
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return SpecError(
+            "--host",
+            f"{host} is not an address of this machine ({exc.strerror or exc}): give one of "
+            "its addresses or names, or keep the default 127.0.0.1",
+            value=host,
+        )
+    return CauceError(
+        f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
+    )
 
 
 def host_ok(headers: Mapping[str, str], bound: str) -> bool:

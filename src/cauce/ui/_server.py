@@ -14,10 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cauce.errors import CauceError
 from cauce.history import HistoryStore
 from cauce.ui._app import Portal
-from cauce.ui._auth import check_bind
+from cauce.ui._auth import bind_error, check_bind
 from cauce.ui._http import Request, Response
 from cauce.ui._portal import remove_portal, write_portal
 
@@ -110,9 +109,7 @@ class UiServer:
             kind = _Server6 if ":" in host else ThreadingHTTPServer
             self._httpd = kind((host, port), handler)
         except OSError as exc:
-            raise CauceError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
-            ) from None
+            raise bind_error(host, port, exc) from None
         self._httpd.daemon_threads = True
         bound = self._httpd.server_address[1]
         shown = f"[{host}]" if ":" in host else host
