@@ -115,6 +115,7 @@ def test_cli_predict_refusals(
         ([file, str(tmp_path / "no" / "o")], "create it first"),
         ([file, "o", "--batch-size", "1" + "0" * 20], "--batch-size must be 1 to 1,000,000 rows"),
         ([folder, "o", "--stream", "--checkpoint", "c", "--batch-size", "0"], "rows, got 0"),
+        ([file, "o", "--trigger", "5"], "--trigger is for --stream; add --stream or leave"),
     ):
         done = cauce(
             ["predict", str(model), "--input", args[0], "--output", *args[1:]],

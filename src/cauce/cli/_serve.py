@@ -330,6 +330,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for flag, value in (
         ("--checkpoint", args.checkpoint),
         ("--input-format", args.input_format != "parquet"),
+        ("--trigger", args.trigger != 1.0),  # (an explicit 1.0 cannot be told from the default)
     ):
         if value:
             raise SettingsError(f"{flag} is for --stream; add --stream or leave {flag} out")
