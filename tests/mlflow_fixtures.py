@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,9 @@ class MlflowServer:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as answer:
                     if answer.status == 200:
                         return
+            except urllib.error.HTTPError as exc:  # not ready yet: drop its connection now
+                exc.close()
+                time.sleep(0.3)
             except OSError:
                 time.sleep(0.3)
         log_text = (self.folder / "server.log").read_text(errors="replace")[-3000:]

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -221,9 +222,13 @@ class MultiHost:
         """The master's JSON (``/json/``), fetched from the driver host; {} if unreachable."""
 
         def fetch() -> dict[str, Any]:
-            with urllib.request.urlopen(f"{self.master_ui}/json/", timeout=timeout) as answer:
-                found: dict[str, Any] = json.loads(answer.read())
-                return found
+            try:
+                with urllib.request.urlopen(f"{self.master_ui}/json/", timeout=timeout) as answer:
+                    found: dict[str, Any] = json.loads(answer.read())
+                    return found
+            except urllib.error.HTTPError as exc:
+                exc.close()  # it holds the connection's socket
+                return {}
 
         try:
             return net.inside(self.driver, fetch)
@@ -306,6 +311,9 @@ class MultiHost:
             try:
                 with urllib.request.urlopen(f"{self.s3}/moto-api/", timeout=2):
                     return True
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                return False
             except OSError:
                 return False
 

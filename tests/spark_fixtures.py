@@ -25,6 +25,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +198,9 @@ class StandaloneSpark:
             with urllib.request.urlopen(url, timeout=5) as response:
                 found: dict[str, Any] = json.loads(response.read())
                 return found
+        except urllib.error.HTTPError as exc:  # it holds the connection's socket
+            exc.close()
+            return {}
         except OSError:
             return {}
 

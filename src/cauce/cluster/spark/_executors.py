@@ -56,6 +56,9 @@ def read_executors(sc: Any, master: str) -> list[Executor]:
         try:
             with urllib.request.urlopen(address, timeout=_REST_TIMEOUT) as response:
                 return _from_rows(json.loads(response.read()), local)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection's socket
+            logger.debug("reading the executors from %s: %s", address, exc)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             logger.debug("reading the executors from %s: %s", address, exc)
     return _without_ui(sc, master)
