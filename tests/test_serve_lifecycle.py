@@ -254,3 +254,7 @@ def test_a_model_that_cannot_load_stops_the_server(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot serve {broken}: "), done.stderr
     assert "not a loadable TorchScript archive" in done.stderr
+    # said once by each worker that failed, or (one worker) by the server's own last line
+    failed = done.stderr.count("Application startup failed") if workers == "2" else 1
+    assert failed >= 1
+    assert done.stderr.count("not a loadable TorchScript archive") == failed, done.stderr

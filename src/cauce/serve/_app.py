@@ -169,9 +169,12 @@ class ServeApp:
             model = await self._batcher.on_model_thread(lambda: load_for_serving(self.settings))
         except Exception as exc:
             self.failure = exc
-            log.error("cannot serve %s: %s", self.settings.model_dir, exc)
+            # said once: by the caller that stops, by uvicorn (lifespan.startup.failed carries
+            # it), or here when neither does
             if self._on_fatal is not None and self._background:
                 self._on_fatal(exc)
+            elif self._background:
+                log.error("cannot serve %s: %s", self.settings.model_dir, exc)
             return
         self.model = model
 
