@@ -148,6 +148,10 @@ def test_a_missing_output_is_an_error(tmp_path: Path, cauce_env: dict[str, str])
             "steps.train.parms is not a setting of a run step; did you mean 'params'?",
         ),
         ("  train:\n    args: [x]\n", "steps.train.job is required for a run step"),
+        (  # said once: not also "job is required"
+            "  train:\n    jbo: job.yaml\n",
+            "steps.train.jbo is not a setting of a run step; did you mean 'job'?",
+        ),
         (
             "  a:\n    kind: frobnicate\n",
             "steps.a.kind must be one of prepare, tune, run, evaluate, serve, package, stream, "
@@ -188,6 +192,17 @@ def test_bad_pipelines_are_refused_before_anything_runs(
     assert message in got.stderr, got.stderr
     assert got.stderr.count("\n") == 1 and got.stderr.startswith("error: ")
     assert not (Path(cauce_env["CAUCE_HOME"]) / "pipelines").exists()
+
+
+def test_a_pipeline_without_a_name_is_told_to_add_one(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("steps:\n  train:\n    job: job.yaml\n")
+    got = cauce(["run", str(pipeline)], cauce_env)
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.startswith(f"error: {pipeline}: name is required: add name: with 1-63 ")
+    assert "None" not in got.stderr
 
 
 def test_job_options_and_pipeline_options_are_not_mixed(

@@ -94,6 +94,10 @@ def test_tensorflow_ps_is_untracked_by_default() -> None:
         (job(roles={"worker": {"resources": {"memory": "lots"}}}), "must be a size like 4GiB"),
         (job(roles={"worker": {"resources": {"gpus": -1}}}), "gpus must be >= 0, got -1"),
         ({"name": "t"}, "roles.worker.command is missing"),
+        # said once, not also "command is missing"
+        ({"name": "t", "comand": "true"}, "comand is not a known field; did you mean 'command'?"),
+        (job(space={}), "space belongs under tune: (tune.space)"),
+        (job(metric="loss"), "metric belongs under tune.objective: (tune.objective.metric)"),
         (job(restart={"max_restarts": -1}), "restart.max_restarts must be >= 0, got -1"),
         (job(timeout=-5), "timeout must be > 0 seconds, got -5"),
         (job(timeout=0), "timeout must be > 0 seconds, got 0"),

@@ -110,12 +110,21 @@ def parse_pipeline(raw: object, *, folder: str = ".", source: str = "") -> Pipel
         for key in sorted(str(key) for key in set(raw) - set(_KEYS))
     ]
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if name is None:
+        errors.append(
+            SpecError(
+                "name",
+                "is required: add name: with 1-63 letters, digits, '.', '_' or '-' (it names "
+                "the pipeline's folder and its history)",
+                source=source,
+            )
+        )
+    elif not isinstance(name, str) or not _NAME_RE.match(name):
         errors.append(
             SpecError(
                 "name",
                 f"must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or "
-                f"digit, got {name!r}",
+                f"digit, got {short_repr(name)}",
                 value=name,
                 source=source,
             )
@@ -188,19 +197,21 @@ def _step(
             f"{where}.kind" if "kind" in body else where, problem, value=kind, source=source
         )
     allowed = ("kind", *KINDS[kind].keys)
+    unknown = [str(key) for key in body if key not in allowed]
     errors = [
         SpecError(
             f"{where}.{key}",
-            f"is not a setting of a {kind} step" + _suggest(str(key), allowed),
+            f"is not a setting of a {kind} step" + _suggest(key, allowed),
             source=source,
         )
-        for key in body
-        if key not in allowed
+        for key in unknown
     ]
+    # a required key that a misspelt one stands for is said once, by the "did you mean"
+    misspelt = {m for key in unknown for m in difflib.get_close_matches(key, allowed, n=1)}
     errors += [
         SpecError(f"{where}.{key}", f"is required for a {kind} step", source=source)
         for key in KINDS[kind].required
-        if body.get(key) in (None, "")
+        if body.get(key) in (None, "") and key not in misspelt
     ]
     needs: list[str] = []
     for text, problem in _refs(dict(body)):

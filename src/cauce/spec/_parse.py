@@ -17,11 +17,18 @@ from cauce.errors import SpecError
 from cauce.spec._sections import JobParser
 from cauce.spec._spark import spark_settings
 from cauce.spec._tracking import parse_tracking
-from cauce.spec._tune_parse import parse_tune
+from cauce.spec._tune_parse import TUNE_KEYS, parse_tune
 from cauce.spec._types import JobSpec, RestartPolicy, RoleSpec
 from cauce.spec._values import kind_of, short_repr
 
 __all__ = ["load_job", "parse_job"]
+
+#: Keys of a study written at the top of a job file, with the section they belong under.
+_ELSEWHERE = {
+    **dict.fromkeys(TUNE_KEYS, "tune"),
+    "metric": "tune.objective",
+    "direction": "tune.objective",
+}
 
 _JOB_KEYS = (
     "name",
@@ -77,7 +84,7 @@ def parse_job(
     p = JobParser(source, collects=True)
     if not isinstance(data, Mapping):
         raise p.error("", f"must be a mapping of job fields, got {kind_of(data)}")
-    p.check_keys(data, _JOB_KEYS, "")
+    p.check_keys(data, _JOB_KEYS, "", under=_ELSEWHERE)
     name = p.collect(lambda: _name(p, data, source), "job")
 
     # The one upward import of spec/: the framework registry owns the frameworks' names and
@@ -124,7 +131,7 @@ def parse_job(
     if framework:  # the roles are checked against the framework's
         roles = p.collect(lambda: p.roles(data.get("roles"), get_framework(framework)), ())
     p.collect(lambda: p.gang_size(roles), None)
-    if "command" not in data:
+    if "command" not in data and not p.misspelt("command"):
         for role in roles:
             if role.command is None:
                 p.errors.append(

@@ -25,9 +25,9 @@ from cauce.spec._tune import (
 from cauce.spec._tune_space import SpaceParser, outside
 from cauce.spec._values import MAX_PAUSE, MAX_SEED, short_repr
 
-__all__ = ["parse_tune"]
+__all__ = ["TUNE_KEYS", "parse_tune"]
 
-_TUNE_KEYS = (
+TUNE_KEYS = (
     "objective",
     "space",
     "trials",
@@ -72,7 +72,7 @@ class _TuneParser(SpaceParser):
         data = self.mapping(
             value, "tune", "{objective: {metric: val_loss, direction: min}, space: {...}}"
         )
-        self.check_keys(data, _TUNE_KEYS, "tune")
+        self.check_keys(data, TUNE_KEYS, "tune")
         if "objective" not in data:
             raise self.error(
                 "tune.objective", "is missing: add objective: {metric: val_loss, direction: min}"

@@ -192,12 +192,28 @@ class FieldParser:
             ]
         )
 
-    def check_keys(self, data: Mapping[Any, Any], known: Sequence[str], path: str) -> None:
-        """Refuse every unknown key by name, each with the closest known one."""
+    def misspelt(self, path: str) -> bool:
+        """True if a misspelt key was reported as standing for ``path``."""
+        return path in self._meant
+
+    def check_keys(
+        self,
+        data: Mapping[Any, Any],
+        known: Sequence[str],
+        path: str,
+        *,
+        under: Mapping[str, str] | None = None,
+    ) -> None:
+        """Refuse every unknown key by name, each with the closest known one, or with the
+        section it belongs under (``under``: key -> section) when it is that section's key."""
         found = []
         for key in data:
             if key not in known:
                 where = f"{path}.{key}" if path else str(key)
+                home = (under or {}).get(str(key))
+                if home is not None:
+                    found.append(self.error(where, f"belongs under {home}: ({home}.{key})"))
+                    continue
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 if close and close[0] not in data:
