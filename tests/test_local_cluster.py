@@ -174,6 +174,13 @@ def test_declared_gpus_from_config_file(tmp_path: Path, cauce_env: dict[str, str
     (home / "config.yaml").write_text("local:\n  gpu: [0, 1]\n")
     done = cauce(["run", "--dry-run", str(path)], cauce_env)
     assert done.returncode == 2 and "local.gpu is not a known field" in done.stderr
+    (home / "config.yaml").write_text("local:\n  memory: 0\n")  # not "the machine's memory"
+    done = cauce(["run", "--dry-run", str(path)], cauce_env)
+    assert done.returncode == 2, done.stderr
+    assert (
+        "local.memory must be at least 1 byte, got 0; leave it out to use the machine's memory"
+        in done.stderr
+    )
 
 
 def _wait_for(folder: Path, count: int, driver: subprocess.Popen[str]) -> list[dict[str, object]]:

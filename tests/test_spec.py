@@ -93,6 +93,12 @@ def test_tensorflow_ps_is_untracked_by_default() -> None:
         ),
         (job(roles={"worker": {"resources": {"memory": "lots"}}}), "must be a size like 4GiB"),
         (job(roles={"worker": {"resources": {"gpus": -1}}}), "gpus must be >= 0, got -1"),
+        (  # 0 would read as not stated
+            job(roles={"worker": {"resources": {"memory": 0}}}),
+            "roles.worker.resources.memory must be at least 1 byte, got 0; leave it out to state "
+            "none",
+        ),
+        (job(roles={"worker": {"resources": {"memory": 0.5}}}), "at least 1 byte, got 0.5"),
         ({"name": "t"}, "roles.worker.command is missing"),
         # said once, not also "command is missing"
         ({"name": "t", "comand": "true"}, "comand is not a known field; did you mean 'command'?"),

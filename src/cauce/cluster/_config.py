@@ -62,5 +62,7 @@ def load_local_config(home: Path) -> LocalConfig:
     return LocalConfig(
         gpus=gpus,
         cpus=None if cpus is None else float(cpus),
-        memory=None if memory is None else parse_memory(memory, "local.memory", source),
+        memory=None
+        if memory is None
+        else parse_memory(memory, "local.memory", source, unset="to use the machine's memory"),
     )

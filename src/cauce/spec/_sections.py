@@ -58,8 +58,21 @@ _UNITS = {
 }
 
 
-def parse_memory(value: object, path: str = "memory", source: str = "") -> int:
-    """``"4GiB"``, ``"512M"``, ``2000000`` -> bytes."""
+def parse_memory(value: object, path: str = "memory", source: str = "", *, unset: str = "") -> int:
+    """``"4GiB"``, ``"512M"``, ``2000000`` -> bytes. With ``unset`` (what leaving the field out
+    does, "to ..."), a size under one byte is refused: it would read as not stated."""
+    size = _memory(value, path, source)
+    if unset and size < 1:
+        raise SpecError(
+            path,
+            f"must be at least 1 byte, got {short_repr(value)}; leave it out {unset}",
+            value=value,
+            source=source,
+        )
+    return size
+
+
+def _memory(value: object, path: str, source: str) -> int:
     if isinstance(value, bool):
         raise SpecError(
             path, f"must be a size like 4GiB or 512MiB, got {short_repr(value)}", source=source
@@ -274,7 +287,14 @@ class JobParser(FieldParser):
             1.0,
         )
         memory = self.collect(
-            partial(parse_memory, value.get("memory", 0), f"{path}.memory", self.source), 0
+            partial(
+                parse_memory,
+                value.get("memory", 0),
+                f"{path}.memory",
+                self.source,
+                unset="to state none" if "memory" in value else "",
+            ),
+            0,
         )
         gpus = self.collect(
             partial(
