@@ -367,6 +367,11 @@ def test_cli_refuses_more_trials_than_the_grid(tmp_path: Path, cauce_env: dict[s
     done = cauce_cli(["tune", str(path), "--trials", "5"], cauce_env)
     assert done.returncode == 2, done.stderr
     assert "--trials must be <= 2, the number of points of the grid" in done.stderr
+    # an empty study name is refused, not read as "the job's name"
+    done = cauce_cli(["tune", str(path), "--study", ""], cauce_env)
+    assert done.returncode == 2, done.stderr
+    assert "--study must be 1-63 letters, digits, '.', '_' or '-'" in done.stderr
+    assert "got ''" in done.stderr
 
 
 def test_parallel_is_capped_at_the_trials_the_host_fits() -> None:

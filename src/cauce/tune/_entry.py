@@ -103,7 +103,7 @@ def resolve_study(
     width = tune.parallel if parallel is None else parallel
     if width < 1:
         raise SpecError("--parallel", f"must be >= 1, got {width}", value=width)
-    name = study or spec.name
+    name = spec.name if study is None else study  # "" is refused, not taken as unset
     if not _STUDY_RE.match(name):
         raise SpecError(
             "--study",
