@@ -148,6 +148,11 @@ OBJ = {"metric": "loss", "direction": "min"}
             {"objective": OBJ, "space": {"o": {"type": "choice", "values": ["a", "a"]}}},
             "tune.space.o.values lists 'a' twice",
         ),
+        (  # Optuna stores True for 1 (its index of the first equal choice)
+            {"objective": OBJ, "space": {"o": {"type": "choice", "values": [1, True]}}},
+            "tune.space.o.values lists 1 and True, which are equal in Python: Optuna would "
+            "record one as the other; keep one, or quote them as strings",
+        ),
         (
             {"objective": OBJ, "space": {"o": {"low": 1}}},
             "tune.space.o.type is missing: give one of uniform, loguniform, int, choice",
@@ -502,9 +507,9 @@ def test_a_study_refuses_exactly_the_space_changes_optuna_refuses() -> None:
             check_space(study, new)
         assert "keep its space, or name a new study with --study NAME" in str(caught.value)
     with pytest.raises(SpecError) as caught:
-        check_space(study, space(opt={"type": "choice", "values": ["sgd", "adam", 1, True]}))
+        check_space(study, space(opt={"type": "choice", "values": ["sgd", "adam", 1, False]}))
     assert str(caught.value) == (
-        "tune.space.opt is {type: choice, values: [sgd, adam, 1, true]}, but the trials of study "
+        "tune.space.opt is {type: choice, values: [sgd, adam, 1, false]}, but the trials of study "
         "'s' drew it from {type: choice, values: [sgd, adam]}, and a study keeps each "
         "parameter's type, scale and choices: keep its space, or name a new study with --study "
         "NAME"

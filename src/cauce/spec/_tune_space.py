@@ -199,7 +199,16 @@ class SpaceParser(FieldParser):
             )
         seen: list[Choice] = []
         for item in value:
-            if any(type(item) is type(old) and item == old for old in seen):
-                raise self.error(f"{path}.values", f"lists {short_repr(item)} twice", value)
+            for old in seen:
+                if type(item) is type(old) and item == old:
+                    raise self.error(f"{path}.values", f"lists {short_repr(item)} twice", value)
+                if item == old:  # true == 1 == 1.0: Optuna stores the first for either
+                    raise self.error(
+                        f"{path}.values",
+                        f"lists {short_repr(old)} and {short_repr(item)}, which are equal in "
+                        "Python: Optuna would record one as the other; keep one, or quote "
+                        "them as strings",
+                        value,
+                    )
             seen.append(item)
         return tuple(seen)
