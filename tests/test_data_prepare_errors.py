@@ -1,5 +1,6 @@
 """``cauce prepare`` with a bad input, bad SQL or a bad output: one line ``error: ...`` with the
-exit code of docs/scripting.md, no traceback, and the previous dataset left as it was."""
+exit code of docs/scripting.md, no traceback, and the previous dataset left as it was (a
+function that raises: its traceback, then that line)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def binary(ctx):
 def bad_sql(ctx):
     ctx.read_csv(os.path.join(HERE, "t.csv"), name="d")
     return {"train": ctx.sql("SELEC * FROM d")}
+
+def raises(ctx):
+    raise ValueError("no column 'dep_time'")
 """
 
 # (function, --out, extra options) -> exit code and the start of the one line after "error: "
@@ -97,6 +101,19 @@ def test_cli_refuses_in_one_line_and_leaves_the_dataset_whole(
         "not UTF-8 text)"
     ]
     assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+    # the function's own exception: its traceback (the user's line in it), then one error line
+    done = cauce(["prepare", "builds.py:raises", "--out", str(work / "ds")], cauce_env, cwd=code)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", done.stderr
+    assert "raise ValueError(\"no column 'dep_time'\")" in done.stderr
+    assert "in builds.py:raises, the prepare function: nothing was written" in done.stderr
+    assert lines[-1] == (
+        "error: cauce prepare builds.py:raises failed: ValueError: no column 'dep_time' "
+        f"(traceback above); {work / 'ds'} is as it was"
+    )
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+    assert (work / "ds" / "_manifest.json").read_bytes() == kept
 
 
 def test_api_errors_name_the_problem(tmp_path: Path) -> None:

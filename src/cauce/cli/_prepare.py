@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 from cauce.cli._options import env_option
-from cauce.errors import SpecError
+from cauce.errors import CauceError, SpecError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,16 +102,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {split}: {rows:,} rows written", file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    manifest = prepare(
-        args.target,
-        args.out,
-        engine=args.engine,
-        spark_master=args.spark_master,
-        force=args.force,
-        progress=progress,
-        rows_per_file=args.rows_per_file,
-        row_group_rows=args.row_group_rows,
-    )
+    try:
+        manifest = prepare(
+            args.target,
+            args.out,
+            engine=args.engine,
+            spark_master=args.spark_master,
+            force=args.force,
+            progress=progress,
+            rows_per_file=args.rows_per_file,
+            row_group_rows=args.row_group_rows,
+        )
+    except CauceError:
+        raise
+    except Exception as exc:  # the function's own, or an engine's: its traceback, then a line
+        traceback.print_exc()
+        reason = " ".join(str(exc).split())[:300]
+        print(
+            f"error: cauce prepare {args.target} failed: {type(exc).__name__}"
+            f"{': ' + reason if reason else ''} (traceback above); {args.out} is as it was",
+            file=sys.stderr,
+        )
+        return 1
     how = (
         f"written by {manifest.source.engine} in {time.monotonic() - started:.1f} s"
         if written

@@ -29,6 +29,7 @@ from cauce.data.api import (
     Progress,
     Source,
 )
+from cauce.errors import CauceError
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,13 @@ def make_engine(
 def _call(func: BuildFn, label: str, ctx: PrepareContext) -> dict[str, Any]:
     import ibis.expr.types as ir
 
-    result = func(ctx)
+    try:
+        result = func(ctx)
+    except CauceError:
+        raise  # cauce's own (an input not found, bad SQL) says what and where already
+    except Exception as exc:
+        exc.add_note(f"in {label}, the prepare function: nothing was written")
+        raise
     if not isinstance(result, Mapping) or not result:
         raise DataError(
             f"{label} must return a non-empty dict of split name -> Ibis table, "
