@@ -349,3 +349,14 @@ def test_is_uri_and_url_to_fs() -> None:
     assert not is_uri("file:///tmp/x") and not is_uri("/tmp/x") and not is_uri(Path("/tmp"))
     fs, path = url_to_fs("memory://cauce-test/folder/")
     assert path == "/cauce-test/folder" and "memory" in fs.protocol
+
+
+def test_one_line_keeps_the_message_and_drops_the_rest() -> None:
+    from cauce._util.text import one_line
+
+    # DuckDB's echo of the query after a blank line, a terminal colour, a binary byte, a newline
+    raw = "Parser Error: syntax error\x1b[31m at\x00 or near\n  'x'\n\nLINE 1: SELEC * FROM d"
+    assert one_line(raw) == "Parser Error: syntax error at or near 'x'"
+    assert one_line(ValueError("a\tb")) == "a b"
+    assert one_line("x" * 400) == "x" * 297 + "..." and len(one_line("y" * 50, 20)) == 20
+    assert one_line("") == ""

@@ -22,6 +22,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
+from cauce._util.text import one_line
 from cauce.errors import SpecError, SpecErrors
 
 __all__ = [
@@ -121,7 +122,7 @@ class _Bounded(Composer, SafeConstructor):
             return super().construct_object(node, deep)
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise ConstructorError(
-                None, None, f"cannot read this value: {_one_line(str(exc))}", node.start_mark
+                None, None, f"cannot read this value: {one_line(exc, 200)}", node.start_mark
             ) from None
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -292,9 +293,4 @@ def _describe(exc: yaml.YAMLError) -> str:
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and context_mark is not None:
         problem = f"{context} at line {context_mark.line + 1}: {problem}"
-    return f"is not valid YAML{where}: {_one_line(problem)}"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    return f"is not valid YAML{where}: {one_line(problem, 200)}"

@@ -8,6 +8,7 @@ import sys
 import time
 import traceback
 
+from cauce._util.text import one_line
 from cauce.cli._options import env_option
 from cauce.errors import CauceError, SpecError
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     except Exception as exc:  # the function's own, or an engine's: its traceback, then a line
         traceback.print_exc()
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc)
         print(
             f"error: cauce prepare {args.target} failed: {type(exc).__name__}"
             f"{': ' + reason if reason else ''} (traceback above); {args.out} is as it was",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from cauce.data._errors import one_line, os_reason
+from cauce._util.text import one_line
+from cauce.data._errors import os_reason
 from cauce.data._fs import resolve
 from cauce.data.api import DataError, DataNotFound, Engine, InputInfo
 

@@ -11,7 +11,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.dataset as pds
 
-from cauce.data._errors import one_line
+from cauce._util.text import one_line
 from cauce.data._fs import resolve
 from cauce.data._writer import PartWriter
 from cauce.data.api import DataError, DataNotFound, Progress

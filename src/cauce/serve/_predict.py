@@ -31,6 +31,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from cauce._util.files import swap_dir
+from cauce._util.text import one_line
 from cauce.data import Fs, read_manifest, resolve
 from cauce.data.api import MANIFEST_NAME, DataError, DataNotFound
 from cauce.serve._scoring import arrow_inputs, model_metadata, with_outputs
@@ -232,7 +233,7 @@ def _unreadable(source: ScoringInput, exc: Exception) -> ServeError | DataError:
     files it cannot read (together)."""
     import duckdb
 
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = one_line(exc) or type(exc).__name__
     detail = re.sub(r"^[A-Za-z ]*Error: ", "", detail)
     given = source.lineage.get("input") or source.lineage.get("dataset")
     if isinstance(exc, duckdb.InvalidInputException):
