@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["env_default", "env_option"]
+__all__ = ["env_default", "env_option", "port_number"]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -135,3 +135,16 @@ def env_option(
     elif required and value is None:
         kwargs["required"] = True
     return parser.add_argument(*flags, default=value, help=text, **kwargs)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port from 0 to 65535 (0 picks a free one), got {text!r}"
+        )
+    return value

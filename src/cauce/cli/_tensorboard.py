@@ -17,8 +17,7 @@ import socket
 import sys
 from typing import Any
 
-from cauce.cli._options import env_option
-from cauce.cli._ui import port_number
+from cauce.cli._options import env_option, port_number
 from cauce.errors import CauceError, HistoryError, SpecError
 
 __all__ = ["register"]

@@ -6,22 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from cauce.cli._options import env_option
+from cauce.cli._options import env_option, port_number
 
-__all__ = ["port_number", "register"]
-
-
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port from 0 to 65535 (0 picks a free one), got {text!r}"
-        )
-    return value
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from cauce.errors import TrackingError
 from cauce.tracking.api import ADDED_ENV, MISSING, Target
 
-__all__ = ["SENDER_THREAD", "Session", "load_mlflow"]
+__all__ = ["SENDER_THREAD", "Session", "load_mlflow", "unsupported_uri"]
 
 #: The name of the trackers' sender threads.
 SENDER_THREAD = "cauce-mlflow"
@@ -70,6 +70,13 @@ def load_mlflow() -> Any:
     except ImportError:
         raise TrackingError(MISSING) from None
     return mlflow
+
+
+def unsupported_uri(exc: BaseException) -> bool:
+    """True if ``exc`` is MLflow's refusal of a URI it has no store for: one class per kind of
+    store (the registry's, the workspace's...), each ``Unsupported...URIException``."""
+    name = type(exc).__name__
+    return name.startswith("Unsupported") and name.endswith("URIException")
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

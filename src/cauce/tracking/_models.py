@@ -42,14 +42,14 @@ def registry_model_dir(
         raise TrackingError(
             f"{uri}: set MLFLOW_TRACKING_URI to the MLflow server whose registry holds it"
         )
-    from cauce.tracking._client import load_mlflow
+    from cauce.tracking._client import load_mlflow, unsupported_uri
 
     mlflow = load_mlflow()
-    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
-
     try:
         client = mlflow.MlflowClient(tracking_uri=server, registry_uri=server)
-    except UnsupportedModelRegistryStoreURIException:
+    except Exception as exc:
+        if not unsupported_uri(exc):
+            raise
         raise SpecError(
             "",
             f"{uri}: MLflow has no model registry at {server!r} ($MLFLOW_REGISTRY_URI or "

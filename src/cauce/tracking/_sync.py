@@ -136,7 +136,7 @@ def _first(exc: BaseException) -> str:
 def _session(spool: Path, uri: str | None, op: dict[str, Any]) -> Session:
     """A client for the segment that ``op`` (a target record) begins; a tracking URI mlflow
     cannot use is one error line (a usage error when its scheme is unknown)."""
-    from cauce.tracking._client import Session
+    from cauce.tracking._client import Session, unsupported_uri
 
     target = Target(uri or op["uri"], op["experiment"])
     where = f"--uri {uri}" if uri else f"{spool}: the recorded tracking URI {op['uri']}"
@@ -145,7 +145,7 @@ def _session(spool: Path, uri: str | None, op: dict[str, Any]) -> Session:
     except TrackingError:
         raise
     except Exception as exc:
-        if type(exc).__name__.startswith("Unsupported"):
+        if unsupported_uri(exc):
             fix = "" if uri else "; give the server with --uri URI"
             raise SpecError("", f"{where}: not a tracking URI MLflow supports{fix}") from None
         raise TrackingError(f"{where}: MLflow cannot use it: {_first(exc)}") from None
