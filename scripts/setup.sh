@@ -29,16 +29,23 @@ if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
         -r requirements/ci-nodeps.txt 2> >(grep -v "^WARNING: Location 'file:" >&2)
     echo "$stamp" > .venv/.cauce-setup
 fi
-# The portal's browser tests drive Debian's chromium through Playwright (no browser download).
-# Installed when missing and apt is there and usable (CI runs as root on Debian); else said once.
+# The portal's browser tests drive Debian's chromium through Playwright (no browser download);
+# the completion test runs zsh. Installed when missing and apt is there and usable (CI runs as
+# root on Debian); else said once.
+missing=()
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    missing+=(chromium)
+fi
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "setup: installing chromium with apt-get (for the portal's browser tests)"
+        echo "setup: installing ${missing[*]} with apt-get (the portal's browser tests, zsh completion)"
         apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-            >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
-        echo "warning: chromium not found; the portal's browser tests (tests/test_ui.py) skip" >&2
+        echo "warning: ${missing[*]} not found; tests/test_ui.py (chromium) and the zsh" \
+            "completion test skip" >&2
     fi
 fi
 .venv/bin/cauce --version

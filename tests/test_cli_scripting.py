@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,46 @@ def test_bash_completion(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     assert _words(str(script), "cauce", "completion", "") == ["bash", "zsh"]
     zsh = cauce(["completion", "zsh"], cauce_env).stdout
     assert zsh.startswith("autoload -U +X bashcompinit") and "complete -o default -F _cauce" in zsh
+
+
+#: zsh without a terminal: compinit, the script, then what zsh's bashcompinit does on Tab
+#: (``_bash_complete``): the words as COMP_WORDS, and ``compgen -F _cauce``. zsh's compgen does
+#: not filter by the word being completed (zsh's matcher does, after), so neither does this.
+_ZSH_DRIVER = """
+autoload -U +X compinit && compinit -u -D
+source "$1"; shift
+local -a words COMP_WORDS; local CURRENT COMP_CWORD
+words=("$@"); CURRENT=$#
+COMP_WORDS=("${words[@]}"); COMP_CWORD=$((CURRENT - 1))
+compgen -F _cauce -- "${words[CURRENT]}"
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("zsh") is None, reason="zsh is not installed (scripts/setup.sh installs it)"
+)
+def test_zsh_completion(tmp_path: Path, cauce_env: dict[str, str]) -> None:
+    done = cauce(["completion", "zsh"], cauce_env)
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / "cauce.zsh"
+    script.write_text(done.stdout)
+    driver = tmp_path / "driver.zsh"
+    driver.write_text(_ZSH_DRIVER)
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+
+    def words(*typed: str) -> list[str]:
+        argv = ["zsh", "-f", str(driver), str(script), "cauce", *typed]
+        got = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path, check=False
+        )
+        assert got.returncode == 0 and not got.stderr, got.stderr
+        return got.stdout.split()
+
+    assert {"run", "tune", "trials", "completion"} <= set(words(""))
+    assert words("completion", "") == ["bash", "zsh"]
+    assert words("jobs", "--format", "") == ["table", "json"]
+    assert "--dry-run" in words("run", "--d") and "--trials" not in words("run", "--d")
+    assert "--trials" in words("tune", "-")
 
 
 def _on_a_terminal(args: list[str], env: dict[str, str]) -> str:
