@@ -136,6 +136,12 @@ BAD_INFER = [
     ("negative code", _infer_body([-1, 2, 3, 1, 1, 1], GOOD_NUM), "carrier"),
     ("missing input", {"inputs": [_infer_body(GOOD_CAT, GOOD_NUM)["inputs"][0]]}, "numeric"),
     ("unknown input", _infer_body(GOOD_CAT, GOOD_NUM, cat={"name": "cats"}), "cats"),
+    (  # a raw feature sent as a tensor: sent to /predict
+        "raw feature",
+        {"inputs": [{"name": "carrier", "datatype": "BYTES", "shape": [1], "data": ["UA"]}]},
+        f"unknown input 'carrier'; the model takes ['categorical', 'numeric']; 'carrier' is a raw "
+        f"feature: send raw records to POST /v2/models/{MODEL}/predict",
+    ),
     ("unknown output", _infer_body(GOOD_CAT, GOOD_NUM, outputs=[{"name": "p"}]), "'p'"),
     ("no inputs", {"inputs": []}, "inputs"),
     ("not an object", [1, 2, 3], "object"),

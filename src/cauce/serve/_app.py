@@ -117,6 +117,8 @@ class ServeApp:
         self._name_version = (self.spec.name, self.spec.version)
         self._metadata = orjson.dumps(self.spec.metadata())
         self._raw_schema = orjson.dumps(raw_schema(self.spec))
+        pre = self.spec.preprocessing
+        self._raw_features = tuple(pre.features) if pre is not None else ()
         self._openapi = orjson.dumps(openapi(self.spec, token=bool(settings.token)))
         self._token = settings.token.encode() if settings.token else None
 
@@ -314,7 +316,12 @@ class ServeApp:
                     raise InvalidInput("Inference-Header-Content-Length must be a number")
                 length = int(raw_length)
             request = decode_infer(
-                body, length, self.spec.inputs, self._output_names, self._name_version
+                body,
+                length,
+                self.spec.inputs,
+                self._output_names,
+                self._name_version,
+                self._raw_features,
             )
             model.check_codes(request.inputs)  # names, datatypes and shapes: checked by decode
         except BaseException:

@@ -145,9 +145,11 @@ def decode_infer(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[str],
     model: tuple[str, str] = ("", ""),
+    raw: Sequence[str] = (),
 ) -> InferRequest:
     """Parse and check an ``/infer`` body against the model's tensors; ``model`` is its name and
-    version, which a ``model_name`` or ``model_version`` in the body must match."""
+    version, which a ``model_name`` or ``model_version`` in the body must match; ``raw`` the
+    raw features of its preprocessing (an input named after one was meant for ``/predict``)."""
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise InvalidInput(
@@ -177,8 +179,14 @@ def decode_infer(
         item = _obj(item, f"inputs[{i}]")
         name = item.get("name")
         if not isinstance(name, str) or name not in by_name:
+            hint = (
+                f"; {name!r} is a raw feature: send raw records to POST "
+                f"/v2/models/{model[0]}/predict"
+                if name in raw
+                else ""
+            )
             raise InvalidInput(
-                f"inputs[{i}]: unknown input {name!r}; the model takes {list(by_name)}"
+                f"inputs[{i}]: unknown input {name!r}; the model takes {list(by_name)}{hint}"
             )
         if name in arrays:
             raise InvalidInput(f"input {name!r} is given twice")
