@@ -321,7 +321,7 @@ class ServeApp:
                 self.spec.inputs,
                 self._output_names,
                 self._name_version,
-                self._raw_features,
+                raw=self._raw_features,
             )
             model.check_codes(request.inputs)  # names, datatypes and shapes: checked by decode
         except BaseException:

@@ -145,6 +145,7 @@ def decode_infer(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[str],
     model: tuple[str, str] = ("", ""),
+    *,
     raw: Sequence[str] = (),
 ) -> InferRequest:
     """Parse and check an ``/infer`` body against the model's tensors; ``model`` is its name and
