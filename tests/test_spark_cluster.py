@@ -130,7 +130,9 @@ def test_gang_larger_than_the_cluster_fails_after_the_timeout(target: Target, ho
     waited = time.monotonic() - started
     assert 4 <= waited < 60  # near the 4 s timeout; a busy host may be slow to cancel
     message = str(caught.value)
-    assert "after 4 s (spark.cauce.placementTimeout)" in message
+    # the wait as measured: 4 s, or more when the checks a second apart ran late on a busy host
+    found = re.search(r"after (\d+) s \(spark\.cauce\.placementTimeout\)", message)
+    assert found and int(found[1]) >= 4, message
     assert "needs 3 task slots, 2 free (2 executors, 2 slots in all)" in message
 
 
