@@ -44,7 +44,7 @@ def wait_for_files(
 
 def job_ids(env: dict[str, str]) -> list[str]:
     db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:  # a driver may be creating the schema
         try:
             return [row[0] for row in conn.execute("select id from jobs order by created_at")]
         except sqlite3.OperationalError as exc:  # the driver is still creating the schema
@@ -55,7 +55,7 @@ def job_ids(env: dict[str, str]) -> list[str]:
 
 def job_statuses(env: dict[str, str]) -> list[str]:
     db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:  # a driver may be creating the schema
         return [row[0] for row in conn.execute("select status from jobs")]
 
 
@@ -361,7 +361,7 @@ def test_gpu_placement_concurrent_jobs_and_waiting(
     assert len(set(gpus[ids[2]])) == 2
     # the third started only after one of the first two had ended
     db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:
         times = dict(conn.execute("select id, started_at from jobs").fetchall())
         ended = dict(conn.execute("select id, ended_at from jobs").fetchall())
     assert times[ids[2]] >= min(ended[ids[0]], ended[ids[1]]) - 0.5
