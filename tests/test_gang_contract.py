@@ -267,9 +267,9 @@ def test_root_cause_is_the_first_failed_task(target: Target, home: Path) -> None
           worker:
             command: {py("sleeper.py", pids, 300)}
           trainer:
-            command: {py("exit_with.py", 3, "--after", 2)}
+            command: {py("exit_with.py", 3, "--after", 2, "--when", pids / "worker-0.pids")}
         """,
-    )
+    )  # the trainer's 2 s count once the sleeper runs: tasks may start far apart (Spark, load)
     assert result.status == "failed"
     assert result.root_cause.startswith("trainer-0 failed first (exit 3 after"), result.root_cause
     assert "trainer-0: something went wrong, exiting with 3" in result.root_cause  # the log tail
