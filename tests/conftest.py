@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import SESSION_GROUPS
+from helpers import SESSION_GROUPS, running
 
 #: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
 #: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
@@ -62,19 +63,26 @@ def _group(pid: int) -> int | None:
         return None
 
 
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline())[:80]}"
+    except psutil.NoSuchProcess:
+        return f"{proc.pid} (ended meanwhile)"
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     """Fail a test that leaves a child process (or one of its descendants) alive."""
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     yield
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 30.0  # a process that is ending may be slow to, on a busy host
     while True:
         left = [
             p
             for p in me.children(recursive=True)
             if p.pid not in before
-            and p.status() != psutil.STATUS_ZOMBIE
+            and running(p.pid)  # a descendant may have been reaped since it was listed
             # a server a session fixture started during this test: it lives on, for the session
             and _group(p.pid) not in SESSION_GROUPS
         ]
@@ -82,7 +90,8 @@ def no_leaked_processes() -> Iterator[None]:
             break
         time.sleep(0.1)
     if left:
-        names = ", ".join(f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in left)
+        names = ", ".join(_describe(p) for p in left)
         for p in left:
-            p.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         pytest.fail(f"test left processes alive: {names}")

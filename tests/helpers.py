@@ -77,6 +77,15 @@ def py(script: str, *args: object) -> str:
     return json.dumps(shlex.join(parts))
 
 
+def free_port() -> int:
+    """A port free now for a server a test starts, drawn below the kernel's ephemeral range:
+    one found by binding port 0 comes from that range, where another process's outgoing
+    connection may take it before the server listens (cauce's ``free_ports``, see there)."""
+    from cauce.cluster import free_ports
+
+    return free_ports(1)[0]
+
+
 def running(pid: int) -> bool:
     """True while ``pid`` runs; a zombie does not."""
     import psutil

@@ -3,7 +3,6 @@ client), and an environment that points the S3 clients (s3fs, pyarrow, boto3) at
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
+from helpers import free_port
 
 #: What a task on a host with access to the store has in its environment.
 CREDENTIALS = {
@@ -25,9 +26,7 @@ CREDENTIALS = {
 def endpoint_fixture() -> Iterator[str]:
     """The URL of a moto server that lives as long as the test module."""
     pytest.importorskip("moto")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

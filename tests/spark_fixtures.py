@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import psutil
 import pytest
 
 import cauce
+from helpers import free_port
 
 GPUS_PER_WORKER = 2
 WORKERS = 2
@@ -82,13 +82,6 @@ def _pid_files(folder: Path) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return pids
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class StandaloneSpark:

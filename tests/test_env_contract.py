@@ -550,7 +550,7 @@ def kv() -> Iterator[tuple[_horovod_kv.HorovodKVServer, int]]:
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # 8 clients on a busy host
     try:
         conn.request(method, path, body=body)
         response = conn.getresponse()

@@ -267,9 +267,9 @@ def test_root_cause_is_the_first_failed_task(target: Target, home: Path) -> None
           worker:
             command: {py("sleeper.py", pids, 300)}
           trainer:
-            command: {py("exit_with.py", 3, "--after", 2)}
+            command: {py("exit_with.py", 3, "--after", 2, "--when", pids / "worker-0.pids")}
         """,
-    )
+    )  # the trainer's 2 s count once the sleeper runs: tasks may start far apart (Spark, load)
     assert result.status == "failed"
     assert result.root_cause.startswith("trainer-0 failed first (exit 3 after"), result.root_cause
     assert "trainer-0: something went wrong, exiting with 3" in result.root_cause  # the log tail
@@ -390,7 +390,7 @@ def test_stop_tears_the_gang_down(target: Target, home: Path) -> None:
     finally:
         job.close()
     assert result.status == "killed" and result.restarts == 0
-    assert gone(task_pids, within=2)
+    assert gone(task_pids)
     if target.spark is not None:
         assert target.spark.tasks_left() == []
     if isinstance(target, MultiHostTarget) and target.cluster is not None:
@@ -401,7 +401,6 @@ def test_ask_to_stop_reaches_the_tasks(target: Target, home: Path) -> None:
     """A tuner's pruning: the driver's control file makes the tasks' next report raise
     TrialPruned (on Spark it is relayed to the executors, as the reports come back)."""
     out = home.parent / "out"
-    started = time.monotonic()
     job = start(
         target,
         home,
@@ -415,13 +414,14 @@ def test_ask_to_stop_reaches_the_tasks(target: Target, home: Path) -> None:
     )
     try:
         assert job.wait_reported(timeout=120), "no report reached the driver"
+        asked = time.monotonic()  # from here: starting the gang may take long on a busy host
         job.ask_to_stop("pruned by the test")
         result, _ = job.result(timeout=60)
     finally:
         job.close()
     # The tasks ended by themselves (exit 0); a job told to stop ends as pruned (issue 14).
     assert result.status == JobStatus.PRUNED, result.root_cause
-    assert time.monotonic() - started < 60  # 300 epochs would take a minute and more
+    assert time.monotonic() - asked < 60  # 300 epochs would take a minute and more
     epochs = [line for line in (out / "worker-1.log.jsonl").read_text().splitlines()]
     assert 1 <= len(epochs) < 300
 

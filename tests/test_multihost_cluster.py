@@ -111,7 +111,7 @@ def test_workers_registered_with_their_addresses(multihost_cluster: MultiHost) -
     assert cluster.pids_in("d") == [] and len(cluster.pids_in("w1")) == 1
     sleeper = cluster.popen_on("d", ["sleep", "60"])  # ip netns exec execs: the pid is sleep's
     try:
-        deadline = time.monotonic() + 10  # `ip netns exec` has to exec it first
+        deadline = time.monotonic() + 30  # `ip netns exec` has to exec it first (busy host)
         while cluster.pids_in("d") != [sleeper.pid] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert cluster.pids_in("d") == [sleeper.pid]

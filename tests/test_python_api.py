@@ -16,10 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from helpers import ROOT, cauce
+from helpers import ROOT, cauce, gone
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
@@ -85,12 +84,9 @@ def test_notebook_submits_waits_reads_metrics_and_interrupts(
     show = json.loads(cauce(["show", jobs[0]["id"], "--format", "json"], cauce_env).stdout)
     pids = [show["driver_pid"], *(t["pid"] for t in show["tasks"])]
     assert len(pids) == 3 and all(pids)
-    left = [
-        pid
-        for pid in pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert left == [], f"processes of the interrupted job still alive: {left}"
+    # gone() polls, and takes a process reaped between two looks as gone (pid_exists and then
+    # Process() raised NoSuchProcess for one); the tasks would sleep 600 s
+    assert gone(pids), f"processes of the interrupted job still alive: {pids}"
 
 
 @pytest.mark.timeout(180)
@@ -145,8 +141,7 @@ def test_a_job_submitted_by_another_process_is_attached_by_an_id_prefix(
     assert job.kill() == "killed"
     assert job.wait(timeout=30).status == "killed"
     assert api.Job.attach(second).kill() == "killed"
-    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    assert left == [], f"processes of the attached jobs still alive: {left}"
+    assert gone(pids), f"processes of the attached jobs still alive: {pids}"
 
 
 @pytest.mark.timeout(120)

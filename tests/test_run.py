@@ -44,13 +44,19 @@ def wait_for_files(
 
 def job_ids(env: dict[str, str]) -> list[str]:
     db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:  # a driver may be creating the schema
         try:
             return [row[0] for row in conn.execute("select id from jobs order by created_at")]
         except sqlite3.OperationalError as exc:  # the driver is still creating the schema
             if "no such table" in str(exc):
                 return []
             raise
+
+
+def job_statuses(env: dict[str, str]) -> list[str]:
+    db = Path(env["CAUCE_HOME"]) / "history.db"
+    with sqlite3.connect(db, timeout=30) as conn:  # a driver may be creating the schema
+        return [row[0] for row in conn.execute("select status from jobs")]
 
 
 def test_success_echoes_prefixed_output_and_records_history(
@@ -95,13 +101,13 @@ def test_failure_reports_root_cause_and_stops_the_gang(
             command: {py("sleeper.py", pids, 300)}
           trainer:
             instances: 1
-            command: {py("exit_with.py", 3, "--after", 1.5)}
+            command: {py("exit_with.py", 3, "--after", 1.5, "--when", pids / "worker-0.pids")}
         """,
     )
     started = time.monotonic()
     done = cauce(["run", str(path)], cauce_env)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 150  # the worker sleeps 300 s: it was stopped
     assert "trainer-0 failed first (exit 3 after" in done.stderr
     assert "trainer-0: something went wrong, exiting with 3" in done.stderr  # the log tail
     [pidfile] = wait_for_files(pids, "*.pids", 1, within=1)
@@ -153,7 +159,10 @@ def test_restarts_are_counted_and_visible(tmp_path: Path, cauce_env: dict[str, s
     logs = cauce(["logs", job_id, "--task", "worker-0"], cauce_env).stdout
     # every attempt is marked in the log; a task may be stopped before it prints anything
     assert [f"=== cauce: attempt {n} of job" in logs for n in (1, 2, 3)] == [True] * 3
-    assert logs.count("starting, attempt") >= 2
+    # and each attempt's output is kept: the task that failed first had printed its line (which
+    # of the two did varies with the host's load, so both logs are read)
+    logs += cauce(["logs", job_id, "--task", "worker-1"], cauce_env).stdout
+    assert [f"starting, attempt {n}\n" in logs for n in (0, 1, 2)] == [True] * 3, logs
 
 
 def test_kill_9_of_the_driver_leaves_no_task_alive(
@@ -215,7 +224,7 @@ def test_interrupt_tears_the_gang_down(tmp_path: Path, cauce_env: dict[str, str]
         driver.kill()
     assert driver.returncode == 130, err
     assert "killed" in err and "interrupted (SIG" in err
-    assert gone(task_pids, within=2)
+    assert gone(task_pids)
     assert "restarting" not in err
 
 
@@ -255,7 +264,7 @@ def test_timeout_stops_the_job(tmp_path: Path, cauce_env: dict[str, str]) -> Non
     done = cauce(["run", str(path)], cauce_env)
     assert done.returncode == 1
     assert "timed out after 2 s" in done.stderr
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 150  # the task sleeps 300 s: it was stopped
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(
@@ -302,7 +311,7 @@ def test_gang_needing_more_gpus_than_declared_fails_at_once(
     started = time.monotonic()
     done = cauce(["run", str(path)], {**cauce_env, "CAUCE_GPUS": "0,1,2,3"})
     assert done.returncode == 2
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 90  # refused, not waiting for GPUs (it would forever)
     assert "needs 6 GPUs, this host has 4 (CAUCE_GPUS)" in done.stderr
     assert done.stderr.count("\n") == 1
 
@@ -319,10 +328,12 @@ def test_gpu_placement_concurrent_jobs_and_waiting(
     """4 declared GPUs, jobs of 2 workers x 1 GPU: two run at once on disjoint GPUs, a third
     waits and runs when one finishes."""
     env = {**cauce_env, "CAUCE_GPUS": "0,1,2,3"}
-    out = tmp_path / "envs"
+    out, gate = tmp_path / "envs", tmp_path / "gate"
+    # The tasks hold their GPUs until the gate opens: a fixed few seconds could pass before
+    # the third driver, still importing on a busy host, ever looked for GPUs.
     text = f"""
         name: gpu
-        command: {py("dump_env.py", out, 6)}
+        command: {py("dump_env.py", out, 120, gate)}
         roles:
           worker:
             instances: 2
@@ -333,6 +344,10 @@ def test_gpu_placement_concurrent_jobs_and_waiting(
     try:
         wait_for_files(out, "*.json", 4)
         third = cauce_popen(["run", str(path)], env)
+        deadline = time.monotonic() + 120
+        while "waiting" not in job_statuses(env) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        gate.touch()
         results = [p.communicate(timeout=120) for p in [*first, third]]
     finally:
         for p in first:
@@ -349,7 +364,7 @@ def test_gpu_placement_concurrent_jobs_and_waiting(
     assert len(set(gpus[ids[2]])) == 2
     # the third started only after one of the first two had ended
     db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:
         times = dict(conn.execute("select id, started_at from jobs").fetchall())
         ended = dict(conn.execute("select id, ended_at from jobs").fetchall())
     assert times[ids[2]] >= min(ended[ids[0]], ended[ids[1]]) - 0.5

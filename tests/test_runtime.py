@@ -293,7 +293,9 @@ def test_hung_task_is_stopped_and_reported(tmp_path: Path, cauce_env: dict[str, 
 def test_hang_report_names_the_stopped_task(tmp_path: Path, cauce_env: dict[str, str]) -> None:
     """Rank 1 stops itself (SIGSTOP) after a few reports; rank 0 waits for it and reports
     nothing, so its hang timeout passes first: the root cause names worker-1, the stopped one.
-    The stopped process is still stopped at teardown, and no process is left."""
+    The stopped process is still stopped at teardown, and no process is left. (hang_timeout 5:
+    rank 1 must have started, reported and stopped itself by then, which on a busy host can take
+    more than 2 s; else neither rank is stopped when rank 0's timeout passes.)"""
     out = tmp_path / "out"
     path = write_job(
         tmp_path,
@@ -302,7 +304,7 @@ def test_hang_report_names_the_stopped_task(tmp_path: Path, cauce_env: dict[str,
         command: {py("stop_rank.py", out, 1)}
         roles:
           worker: {{instances: 2}}
-        hang_timeout: 2
+        hang_timeout: 5
         grace_period: 30
         """,
     )

@@ -27,7 +27,7 @@ class FakeModel:
 
     def __call__(self, inputs: Arrays) -> Arrays:
         if self.gate is not None:
-            self.gate.wait(5)
+            self.gate.wait(60)  # set by the test within a moment; 60 s for a busy host
         x = inputs["x"]
         self.batches.append(x.shape[0])
         if (x < 0).any():
@@ -48,7 +48,7 @@ def test_a_lone_request_does_not_wait_for_a_window() -> None:
     model = FakeModel()
 
     async def main() -> float:
-        b = Batcher(model, max_batch_size=64, max_delay=1.0, max_queue=10)
+        b = Batcher(model, max_batch_size=64, max_delay=60.0, max_queue=10)
         b.start()
         started = time.perf_counter()
         out = await b.submit(_x(3), 1, expected=False)
@@ -57,7 +57,7 @@ def test_a_lone_request_does_not_wait_for_a_window() -> None:
         await b.stop()
         return took
 
-    assert run(main) < 0.5  # far below the 1 s max_delay
+    assert run(main) < 20  # far below the 60 s max_delay, even on a busy host
     assert model.batches == [1]
 
 
@@ -106,7 +106,7 @@ def test_waits_only_for_requests_known_to_be_coming() -> None:
     model = FakeModel()
 
     async def main() -> None:
-        b = Batcher(model, max_batch_size=8, max_delay=0.5, max_queue=100)
+        b = Batcher(model, max_batch_size=8, max_delay=60.0, max_queue=100)
         b.start()
         b.expect()
         b.expect()  # two requests are being read
@@ -117,13 +117,13 @@ def test_waits_only_for_requests_known_to_be_coming() -> None:
 
         started = time.perf_counter()
         await asyncio.gather(late(0.0, 1), late(0.05, 2))
-        assert time.perf_counter() - started < 0.4  # it ran when the second came, not at 0.5 s
+        assert time.perf_counter() - started < 20  # it ran when the second came, not at 60 s
         # One more is announced and then dropped (a bad request): no wait for it.
         b.expect()
         b.forget()
         started = time.perf_counter()
         await b.submit(_x(3), 1, expected=False)
-        assert time.perf_counter() - started < 0.2
+        assert time.perf_counter() - started < 20
         await b.stop()
 
     run(main)
@@ -206,7 +206,7 @@ def test_drain_waits_for_running_work() -> None:
         b.start()
         pending = [asyncio.ensure_future(b.submit(_x(i), 1, expected=False)) for i in range(3)]
         await asyncio.sleep(0)
-        assert await b.drain(5.0)
+        assert await b.drain(60.0)
         assert all(p.done() for p in pending)
         await b.stop()
 

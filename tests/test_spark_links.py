@@ -5,6 +5,7 @@ the standalone cluster: a gang waiting in Spark's barrier slot check is cancelle
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import threading
@@ -62,9 +63,11 @@ def test_a_silent_task_is_lost_with_its_host_and_runtime(tmp_path: Path) -> None
         assert [(e.task_id, e.returncode) for e in exits] == [("worker-0", LOST)]
         assert exits[0].runtime >= TIMEOUT  # its real runtime, not 0
         log = (tmp_path / "worker-0.log").read_text()
-        assert log.endswith(
-            "cauce: worker-0 on host 10.9.9.9 lost: no word from it for 1 s (link timeout "
-            "1 s); tasks on that host: worker-0\n"
+        # the silence as measured: 1 s, or more when a busy host was late to look
+        assert re.search(
+            r"cauce: worker-0 on host 10\.9\.9\.9 lost: no word from it for \d+ s \(link timeout "
+            r"1 s\); tasks on that host: worker-0\n\Z",
+            log,
         ), log
         # The driver pinged it meanwhile, then closed the link.
         received = []
@@ -157,7 +160,8 @@ def test_a_task_stops_its_command_when_the_driver_goes_silent(
         listener.join(timeout=10)
         driver.close()
     assert code == -15 and runtime >= TIMEOUT  # SIGTERM once the driver was silent
-    assert "no word from the driver for 1 s (link timeout 1 s): stopping" in capfd.readouterr().err
+    err = capfd.readouterr().err  # the silence as measured: 1 s, or more on a busy host
+    assert re.search(r"no word from the driver for \d+ s \(link timeout 1 s\): stopping", err), err
     [started] = [m for m in heard if "started" in m]
     assert not group_alive(int(str(started["started"])))  # the command and its child
     if (pids / "worker-0.pids").exists():

@@ -8,7 +8,6 @@ free port, and its JSON API, read with httpx, lists the study with its two trial
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import cauce, write_job
+from helpers import cauce, free_port, write_job
 
 pytest.importorskip("optuna_dashboard")
 httpx = pytest.importorskip("httpx")
@@ -32,13 +31,6 @@ tune:
   trials: 2
   parallel: 1
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str, proc: subprocess.Popen[bytes], within: float = 60.0) -> Any:
@@ -67,7 +59,7 @@ def test_optuna_dashboard_opens_the_history_database(
     assert history.is_file()
     dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
     assert dashboard, "optuna-dashboard is not installed beside this Python"
-    port = _free_port()
+    port = free_port()
     # The command of docs/tuning.md (optuna-dashboard "sqlite:///$CAUCE_HOME/history.db" ...).
     proc = subprocess.Popen(
         [dashboard, f"sqlite:///{history}", "--host", "127.0.0.1", "--port", str(port)],

@@ -120,8 +120,12 @@ def test_a_running_job_changes_status_and_its_log_follows_without_a_reload(
     portal: Portal, tmp_path: Path
 ) -> None:
     page = portal.page
+    # The job runs until the test has seen it running on its page (a fixed few seconds could
+    # be over before a busy host's browser got there), 120 s at most.
     (tmp_path / "wait.py").write_text(
-        "import time\nprint('started', flush=True)\ntime.sleep(4)\nprint('the end')\n"
+        "import os, time\nprint('started', flush=True)\nend = time.monotonic() + 120\n"
+        "while not os.path.exists('go') and time.monotonic() < end:\n    time.sleep(0.05)\n"
+        "print('the end')\n"
     )
     job = write_job(
         tmp_path,
@@ -144,6 +148,7 @@ def test_a_running_job_changes_status_and_its_log_follows_without_a_reload(
         row.get_by_role("link", name="live").click()
         page.locator("#job-status [data-status=running]").wait_for()
         page.evaluate("window.__same = 2")
+        (tmp_path / "go").touch()
         page.locator("pre.logtail", has_text="the end").wait_for(timeout=30_000)
         page.locator("#job-status [data-status=succeeded]").wait_for(timeout=30_000)
         assert page.evaluate("window.__same") == 2  # the same page: no reload

@@ -235,7 +235,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
                 executable_path=chromium, headless=True, args=CHROMIUM_ARGS
             )
             page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(60_000)  # a page on a busy host
             try:
                 yield Portal(found.group(1), env, folder / "home", failed, page, shots)
             finally:
