@@ -86,6 +86,24 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def job_ids(env: Mapping[str, str]) -> list[str]:
+    """The ids of the jobs in ``$CAUCE_HOME``'s history, oldest first ([] before the first)."""
+    import sqlite3
+
+    db = Path(env["CAUCE_HOME"]) / "history.db"
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)  # a driver may be creating the schema
+    try:
+        return [row[0] for row in conn.execute("select id from jobs order by created_at")]
+    except sqlite3.OperationalError as exc:  # the driver is still creating the schema
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
 def running(pid: int) -> bool:
     """True while ``pid`` runs; a zombie does not."""
     import psutil

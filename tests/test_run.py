@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import cauce, cauce_popen, gone, py, write_job
+from helpers import cauce, cauce_popen, gone, job_ids, py, write_job
 
 
 def wait_for_files(
@@ -40,17 +40,6 @@ def wait_for_files(
         out, err = driver.communicate()
         more = f"; cauce printed:\n{out}\n{err}"
     raise AssertionError(f"expected {count} files {pattern} in {folder}, got {found}{more}")
-
-
-def job_ids(env: dict[str, str]) -> list[str]:
-    db = Path(env["CAUCE_HOME"]) / "history.db"
-    with sqlite3.connect(db, timeout=30) as conn:  # a driver may be creating the schema
-        try:
-            return [row[0] for row in conn.execute("select id from jobs order by created_at")]
-        except sqlite3.OperationalError as exc:  # the driver is still creating the schema
-            if "no such table" in str(exc):
-                return []
-            raise
 
 
 def job_statuses(env: dict[str, str]) -> list[str]:
