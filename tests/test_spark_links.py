@@ -29,10 +29,10 @@ from spark_fixtures import HeldApp, StandaloneSpark, held_app
 TIMEOUT = 1.0  # the link timeout of these tests
 
 
-def links(tmp_path: Path, exits: list[TaskExit]) -> TaskLinks:
+def links(tmp_path: Path, exits: list[TaskExit], timeout: float = TIMEOUT) -> TaskLinks:
     launch = TaskLaunch("worker-0", ("true",), {}, str(tmp_path), str(tmp_path / "worker-0.log"))
     return TaskLinks(
-        [launch], "127.0.0.1", lambda t, line: None, exits.append, link_timeout=TIMEOUT
+        [launch], "127.0.0.1", lambda t, line: None, exits.append, link_timeout=timeout
     )
 
 
@@ -80,14 +80,17 @@ def test_a_silent_task_is_lost_with_its_host_and_runtime(tmp_path: Path) -> None
 
 
 def test_a_task_that_pings_is_not_lost(tmp_path: Path) -> None:
+    # 3 s: with 1 s, a stall of this process's threads of about 0.75 s (a loaded host) between
+    # a ping and its receipt would lose the task
+    timeout = 3.0
     exits: list[TaskExit] = []
-    server = links(tmp_path, exits)
+    server = links(tmp_path, exits, timeout)
     channel = hello(server)
     try:
-        deadline = time.monotonic() + 3 * TIMEOUT
+        deadline = time.monotonic() + 2 * timeout  # silent, it would be lost within this
         while time.monotonic() < deadline:
             channel.send(PING)
-            watch(server, exits, ping_interval(TIMEOUT))
+            watch(server, exits, ping_interval(timeout))
         assert exits == []
         channel.send({"exit": 0, "runtime": 3.0})
         watch(server, exits, 5.0)
