@@ -94,5 +94,7 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
             err.thread.join(timeout=5)
+            if child.stderr is not None and not err.thread.is_alive():
+                child.stderr.close()  # read to its end: closed now, not when collected
             reaper.unwatch(child.pid)
             reaper.close()
