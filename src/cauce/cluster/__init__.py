@@ -6,6 +6,7 @@ from cauce.cluster._open import cluster_address, get_cluster, open_cluster
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import Reaper
 from cauce.cluster._reaper import group_alive
+from cauce.cluster._warm import WarmStarts
 from cauce.cluster.api import (
     Cluster,
     DriverAddress,
@@ -33,6 +34,7 @@ __all__ = [
     "TaskPlace",
     "TaskRequest",
     "Waiting",
+    "WarmStarts",
     "cluster_address",
     "free_ports",
     "get_cluster",

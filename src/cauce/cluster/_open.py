@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping
 
+from cauce.cluster._warm import WarmStarts
 from cauce.cluster.api import Cluster
 from cauce.errors import ClusterError, SpecError
 from cauce.spec import CLUSTER_PREFIXES, JobSpec, cluster_problem
@@ -27,11 +28,18 @@ def cluster_address(address: str | None, spec: JobSpec | None = None) -> str:
     return chosen
 
 
-def get_cluster(address: str | None, *, spark_conf: Mapping[str, str] | None = None) -> Cluster:
+def get_cluster(
+    address: str | None,
+    *,
+    spark_conf: Mapping[str, str] | None = None,
+    warm: WarmStarts | None = None,
+) -> Cluster:
     """A new cluster object for ``address``, which the caller owns and closes (``close()``);
     :func:`open_cluster` does both. ``None`` or ``"local"`` -> this host. Spark masters
     (``spark://HOST:PORT``, ``local[N]``, ``yarn``, ``k8s://...``) need the ``spark`` extra;
-    ``spark_conf`` (``spark.*`` settings) applies to them and is ignored by the local cluster.
+    ``spark_conf`` (``spark.*`` settings) applies to them and is ignored by the local cluster;
+    ``warm``, the warm starts of ``preload:`` shared by several clusters, is the local cluster's
+    (its owner closes it).
     """
     if not address or address == "local":
         from cauce.cluster._config import load_local_config
@@ -39,7 +47,9 @@ def get_cluster(address: str | None, *, spark_conf: Mapping[str, str] | None = N
         from cauce.history import cauce_home
 
         config = load_local_config(cauce_home())
-        return LocalCluster(cpus=config.cpus, memory=config.memory, declared_gpus=config.gpus)
+        return LocalCluster(
+            cpus=config.cpus, memory=config.memory, declared_gpus=config.gpus, warm=warm
+        )
     if address.startswith(CLUSTER_PREFIXES):
         try:
             import pyspark  # noqa: F401

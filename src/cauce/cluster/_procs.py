@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from cauce._util.procs import all_pids, proc_stat
+from cauce._util.pycommand import PYTHON_FORMS, python_command
 from cauce.cluster._reaper import group_alive
+from cauce.cluster._warm import WarmProcess, WarmStartError, WarmStarts
 from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskProcesses
 
 __all__ = ["LocalGang", "Reaper"]
@@ -80,6 +82,24 @@ class Reaper:
             self._proc.wait()
 
 
+def _start(launch: TaskLaunch, warm: WarmStarts) -> subprocess.Popen[bytes] | WarmProcess:
+    """The task's process: forked by a zygote when the job preloads modules, else started."""
+    if launch.preload:
+        command = python_command(launch.argv)
+        if command is None:
+            raise WarmStartError(f"preload needs a command of the form {PYTHON_FORMS}")
+        return warm.spawn(launch, command)
+    return subprocess.Popen(
+        list(launch.argv),
+        cwd=launch.cwd,
+        env=dict(launch.env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 class _Task:
     def __init__(
         self,
@@ -87,6 +107,7 @@ class _Task:
         on_output: OutputSink,
         on_exit: Callable[[TaskExit], None],
         reaper: Reaper,
+        warm: WarmStarts,
     ) -> None:
         self.launch = launch
         self.started = time.monotonic()
@@ -96,19 +117,12 @@ class _Task:
         self._on_output = on_output
         self._on_exit = on_exit
         try:
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                list(launch.argv),
-                cwd=launch.cwd,
-                env=dict(launch.env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
+            self.proc: subprocess.Popen[bytes] | WarmProcess | None = _start(launch, warm)
+        except (OSError, WarmStartError) as exc:
             # A task that cannot start is a failed task (exit 127, as a shell says), not a
             # crash of the driver: the gang is stopped and the reason is in its log.
-            message = f"cauce: cannot start {launch.argv[0]!r} in {launch.cwd!r}: {exc.strerror}"
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            message = f"cauce: cannot start {launch.argv[0]!r} in {launch.cwd!r}: {reason}"
             self.log.write(message.encode() + b"\n")
             self.log.close()
             self.proc, self.pgid = None, -1
@@ -177,12 +191,13 @@ class LocalGang(RunningGang):
         on_output: OutputSink,
         on_exit: Callable[[TaskExit], None],
         reaper: Reaper,
+        warm: WarmStarts,
     ) -> None:
         self._reaper = reaper
         self._tasks: list[_Task] = []
         try:
             for launch in launches:
-                self._tasks.append(_Task(launch, on_output, on_exit, reaper))
+                self._tasks.append(_Task(launch, on_output, on_exit, reaper, warm))
         except BaseException:
             self.stop(grace=0.0)
             raise

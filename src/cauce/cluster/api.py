@@ -148,6 +148,9 @@ class TaskLaunch:
     env: Mapping[str, str]
     cwd: str
     log_path: str
+    #: Modules a warm start imports once for the job's Python tasks (``preload:``); a cluster
+    #: that has no warm starts starts the task as it would without
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

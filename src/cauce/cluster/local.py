@@ -20,6 +20,7 @@ from cauce.cluster._host import detect_cpus, detect_gpus, detect_memory
 from cauce.cluster._leases import GpuLeases, Lease
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import LocalGang, Reaper
+from cauce.cluster._warm import WarmStarts
 from cauce.cluster.api import (
     Cluster,
     GangRequest,
@@ -88,7 +89,10 @@ class LocalCluster(Cluster):
         lease_dir: str | None = None,
         env: Mapping[str, str] | None = None,
         declared_gpus: str | None = None,
+        warm: WarmStarts | None = None,
     ) -> None:
+        """``warm``: the warm starts (``preload:``) to use, which their owner closes (a study's,
+        shared by its trials' clusters); by default this cluster's own."""
         self.cpus = detect_cpus() if cpus is None else float(cpus)
         self.memory = detect_memory() if memory is None else int(memory)
         if gpus is None:
@@ -98,6 +102,7 @@ class LocalCluster(Cluster):
             self.gpus, self.gpu_source = tuple(gpus), "given"
         self.leases = GpuLeases(lease_dir or default_lease_dir())
         self._reaper: Reaper | None = None
+        self._warm, self._owns_warm = warm or WarmStarts(), warm is None
         self._reservations: list[_LocalReservation] = []
         self._keys = itertools.count()
 
@@ -168,7 +173,7 @@ class LocalCluster(Cluster):
         if self._reaper is None:
             self._reaper = Reaper(grace=grace)
         self._hand_leases(self._reaper)
-        return LocalGang(launches, on_output, on_exit, self._reaper)
+        return LocalGang(launches, on_output, on_exit, self._reaper, self._warm)
 
     def _hand_leases(self, reaper: Reaper) -> None:
         """The reaper holds the GPU leases of the gangs it watches too, so that if the driver
@@ -182,6 +187,8 @@ class LocalCluster(Cluster):
         self._reservations = [r for r in self._reservations if r.lease_fds]
 
     def close(self) -> None:
+        if self._owns_warm:
+            self._warm.close()
         if self._reaper is not None:
             with contextlib.suppress(OSError):
                 self._reaper.close()

@@ -155,6 +155,7 @@ def build_attempt(
                 env={**inherited, **mine},
                 cwd=spec.workdir,
                 log_path=os.path.join(log_dir, f"{task.task_id}.log"),
+                preload=spec.preload,
             )
         )
     return AttemptPlan(layout, tuple(launches), contract)

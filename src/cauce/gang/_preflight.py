@@ -13,6 +13,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
+from cauce._util.pycommand import PYTHON_FORMS, python_command
 from cauce.cluster.api import Cluster, GangRequest
 from cauce.errors import PlacementError, SpecError, SpecErrors
 from cauce.gang._plan import base_env, task_argv
@@ -72,7 +73,18 @@ def missing_commands(spec: JobSpec, environ: Mapping[str, str]) -> list[SpecErro
     errors = []
     inherited = base_env(environ).get("PATH", "")
     for role in spec.roles:
-        program = _program(task_argv(spec.command_for(role)))
+        argv = task_argv(spec.command_for(role))
+        if spec.preload and python_command(argv) is None:
+            errors.append(
+                SpecError(
+                    _field(spec, role),
+                    f"runs {argv[0]!r}, which preload cannot start warm: it needs "
+                    f"{PYTHON_FORMS}; run the script with python, or remove preload",
+                    source=spec.source,
+                )
+            )
+            continue
+        program = _program(argv)
         if program is None:
             continue
         path = dict(role.env).get("PATH") or dict(spec.env).get("PATH") or inherited
@@ -111,6 +123,8 @@ def preflight(
             raise
         raise PlacementError(f"{spec.source}: {exc}") from None
     lines = [f"note: {note}" for note in cluster.notes(request)]
+    if spec.preload and not cluster.starts_here:
+        lines.append(f"note: preload is for the local cluster; on {cluster.name} tasks start cold")
     missing = missing_commands(spec, environ) if cluster.starts_here else []
     if dry_run:
         return lines + [f"warning: {error} (the job would be refused)" for error in missing]

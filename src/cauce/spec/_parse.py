@@ -46,6 +46,7 @@ _JOB_KEYS = (
     "spark",
     "tensorboard",
     "tracking",
+    "preload",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -127,6 +128,8 @@ def parse_job(
     tracking = p.collect(
         lambda: parse_tracking(data["tracking"], source) if "tracking" in data else None, None
     )
+    no_modules: tuple[str, ...] = ()
+    preload = p.collect(lambda: p.preload(data["preload"]) if "preload" in data else (), no_modules)
     roles: tuple[RoleSpec, ...] = ()
     if framework:  # the roles are checked against the framework's
         roles = p.collect(lambda: p.roles(data.get("roles"), get_framework(framework)), ())
@@ -162,6 +165,7 @@ def parse_job(
         spark=spark,
         tensorboard=tensorboard,
         tracking=tracking,
+        preload=preload,
     )
 
 

@@ -35,6 +35,7 @@ _RESOURCE_KEYS = ("cpus", "memory", "gpus")
 _RESTART_KEYS = ("max_restarts", "backoff", "max_backoff", "never_on")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -147,6 +148,23 @@ class JobParser(FieldParser):
                 "tensorboard.report", f"must be true or false, got {short_repr(report)}", report
             )
         return TensorBoardSpec(logdir=logdir, report=report)
+
+    def preload(self, value: object) -> tuple[str, ...]:
+        """``preload: [torch, numpy]``: the modules of a warm start, each named once."""
+        if not isinstance(value, list) or not value:
+            raise self.error(
+                "preload",
+                f"must be a list of module names like [torch, numpy], got {short_repr(value)}",
+                value,
+            )
+        for i, name in enumerate(value):
+            if not isinstance(name, str) or not _MODULE_RE.fullmatch(name):
+                raise self.error(
+                    f"preload[{i}]",
+                    f"must be a module name like torch or sklearn.ensemble, got {short_repr(name)}",
+                    name,
+                )
+        return tuple(dict.fromkeys(value))
 
     def cluster(self, value: object) -> str:
         address = self.string(value, "cluster")

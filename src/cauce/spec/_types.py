@@ -110,6 +110,9 @@ class JobSpec:
     #: The ``tracking:`` section (MLflow); None when the job has none (then
     #: ``$MLFLOW_TRACKING_URI``, if set, turns tracking on).
     tracking: TrackingSpec | None = None
+    #: Modules that the local cluster imports once, in a process from which each Python task
+    #: of the job is forked (``preload:``): a warm start, without those imports per task.
+    preload: tuple[str, ...] = ()
 
     def role(self, name: str) -> RoleSpec:
         for role in self.roles:

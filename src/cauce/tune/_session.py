@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cauce.cluster import cluster_address, get_cluster, open_cluster
+from cauce.cluster import WarmStarts, cluster_address, get_cluster, open_cluster
 from cauce.cluster.api import Cluster, HostCapacity
 from cauce.errors import ClusterError
 from cauce.gang import gang_request, preflight
@@ -105,6 +105,7 @@ def run_study(
         store = open_store(history)
         storage: RDBStorage | None = None
         pool: WorkerPool | None = None
+        warm: WarmStarts | None = None
         try:
             storage = open_storage(store.url)
             handle = open_study(
@@ -124,10 +125,12 @@ def run_study(
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
             pool = _worker_pool(spec, address, width, home, name)
+            warm = WarmStarts() if spec.preload else None
 
             def make_cluster() -> Cluster:
-                # Each trial's cluster is its driver's: closed when the trial ends.
-                cluster = get_cluster(address, spark_conf=dict(spec.spark))
+                # Each trial's cluster is its driver's: closed when the trial ends. The warm
+                # starts (preload:) are the study's: every trial's tasks fork from them.
+                cluster = get_cluster(address, spark_conf=dict(spec.spark), warm=warm)
                 return cluster if pool is None else PooledCluster(cluster, pool)
 
             tracking = _study_tracking(spec, name, home, tracking_parent)
@@ -157,6 +160,8 @@ def run_study(
                 tracking.close(result.status, {"trial": best.number} if best else None)
             return result
         finally:
+            if warm is not None:
+                warm.close()
             if pool is not None:
                 pool.close()
             if storage is not None:

@@ -1,0 +1,242 @@
+"""Warm starts (``preload:``): a job's Python tasks forked from a process that imported the listed
+modules once. Real processes throughout: what a task sees is what ``python SCRIPT`` would give
+it, its end is reported as its own, and nothing outlives the job, even when the driver or the
+warm-start process is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import cauce, cauce_popen, gone, running, write_job
+
+# Imported once, in the warm-start process: records that process's pid.
+HEAVY = """
+import os
+IMPORTED_IN = os.getpid()
+"""
+
+# What a task sees, written to out/<rank>.json; its end (atexit, a non-daemon thread) to files.
+SEES = """
+import atexit, json, os, sys, threading, time
+import numpy as np
+import heavy
+
+rank = os.environ["RANK"]
+seen = {
+    "name": __name__,
+    "argv": sys.argv,
+    "cwd": os.getcwd(),
+    "path0": sys.path[0],
+    "mark": os.environ.get("MARK"),
+    "pid": os.getpid(),
+    "pgid": os.getpgid(0),
+    "imported_in": heavy.IMPORTED_IN,
+    "random": int(np.random.randint(1 << 30)),
+    "stdin": sys.stdin.read(),
+}
+with open(f"out/{rank}.json", "w") as f:
+    json.dump(seen, f)
+atexit.register(lambda: open(f"out/{rank}.atexit", "w").close())
+
+def late():
+    time.sleep(0.3)
+    open(f"out/{rank}.thread", "w").close()
+
+threading.Thread(target=late).start()
+print(f"stdout of rank {rank}")
+print(f"stderr of rank {rank}", file=sys.stderr)
+"""
+
+
+def _job(folder: Path, command: str, preload: str = "[numpy, heavy]", extra: str = "") -> Path:
+    (folder / "heavy.py").write_text(HEAVY, encoding="utf-8")
+    (folder / "out").mkdir(exist_ok=True)
+    return write_job(
+        folder,
+        f"""
+        name: warm
+        framework: pytorch
+        command: {command}
+        preload: {preload}
+        env: {{MARK: here}}
+        grace_period: 2
+        roles:
+          worker: {{instances: 2, resources: {{cpus: 0.5}}}}
+        {extra}
+        """,
+    )
+
+
+def test_a_warm_task_sees_what_python_would_give_it(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "sees.py").write_text(SEES, encoding="utf-8")
+    path = _job(tmp_path, "python sees.py --flag 'a b'")
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = [json.loads((tmp_path / "out" / f"{r}.json").read_text()) for r in (0, 1)]
+    for seen in ranks:
+        assert seen["name"] == "__main__"
+        assert seen["argv"] == ["sees.py", "--flag", "a b"]
+        assert seen["cwd"] == str(tmp_path)
+        assert seen["path0"] == os.path.realpath(tmp_path)
+        assert seen["mark"] == "here"
+        assert seen["stdin"] == ""  # /dev/null
+        assert seen["pgid"] == seen["pid"]  # its own process group, as every task
+        # imported once, before the fork: not in the task itself
+        assert seen["imported_in"] == ranks[0]["imported_in"] != seen["pid"]
+    assert ranks[0]["random"] != ranks[1]["random"]  # NumPy seeded anew in each task
+    for rank in (0, 1):  # ended as an interpreter ends: threads joined, atexit run
+        assert (tmp_path / "out" / f"{rank}.thread").exists()
+        assert (tmp_path / "out" / f"{rank}.atexit").exists()
+        assert f"[worker-{rank}] stdout of rank {rank}" in done.stdout
+        assert f"[worker-{rank}] stderr of rank {rank}" in done.stdout
+    zygote = ranks[0]["imported_in"]
+    assert gone([zygote, *(seen["pid"] for seen in ranks)])
+
+
+@pytest.mark.parametrize(
+    ("body", "command", "expected"),
+    [
+        ("import sys; sys.exit(3)", "python task.py", "exit 3"),
+        ("raise ValueError('boom')", "python task.py", "exit 1"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "python task.py", "killed by SIGKILL"),
+        ("raise ValueError('boom')", "python -m task", "exit 1"),
+    ],
+    ids=["exit-code", "exception", "signal", "module"],
+)
+def test_a_warm_task_ends_with_its_own_status(
+    tmp_path: Path, cauce_env: dict[str, str], body: str, command: str, expected: str
+) -> None:
+    (tmp_path / "task.py").write_text(
+        "import os\nif os.environ['RANK'] == '1':\n    " + body + "\n", encoding="utf-8"
+    )
+    path = _job(tmp_path, command)
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"worker-1 failed first ({expected} after" in done.stderr, done.stderr
+    if "ValueError" in body:
+        log = next((Path(cauce_env["CAUCE_HOME"]) / "runs").glob("warm-*/logs/worker-1.log"))
+        text = log.read_text()
+        assert "ValueError: boom" in text
+        assert "_zygote" not in text  # the traceback is the task's, as python prints it
+
+
+def test_a_module_that_cannot_be_preloaded_fails_the_job_naming_it(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "task.py").write_text("print('never')\n", encoding="utf-8")
+    path = _job(tmp_path, "python task.py", preload="[numpy, no_such_module_here]")
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no_such_module_here: ModuleNotFoundError" in done.stderr
+    assert "preload" in done.stderr
+    assert "never" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "preload", "expected"),
+    [
+        ("sh -c 'echo hi'", "[numpy]", "which preload cannot start warm"),
+        ("python -c 'print(1)'", "[numpy]", "which preload cannot start warm"),
+        ("python task.py", "numpy", "preload must be a list of module names"),
+        ("python task.py", "['numpy', 'not a module']", "preload[1] must be a module name"),
+    ],
+)
+def test_a_job_that_cannot_start_warm_is_refused_before_it_starts(
+    tmp_path: Path, cauce_env: dict[str, str], command: str, preload: str, expected: str
+) -> None:
+    path = _job(tmp_path, json.dumps(command), preload=preload)
+    done = cauce(["run", str(path)], cauce_env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr
+    assert not (Path(cauce_env["CAUCE_HOME"]) / "runs").exists()
+
+
+# A task that says where it is, then waits to be stopped.
+WAITS = """
+import json, os, time
+import heavy
+with open(f"out/{os.environ['RANK']}.json", "w") as f:
+    json.dump({"pid": os.getpid(), "imported_in": heavy.IMPORTED_IN}, f)
+time.sleep(120)
+"""
+
+
+def _started(folder: Path, driver: subprocess.Popen[str]) -> list[dict[str, int]]:
+    deadline = time.monotonic() + 60
+    files = [folder / "out" / f"{rank}.json" for rank in (0, 1)]
+    while not all(f.exists() and f.stat().st_size for f in files):
+        if driver.poll() is not None or time.monotonic() > deadline:
+            driver.kill()
+            out, err = driver.communicate()
+            raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
+        time.sleep(0.1)
+    return [json.loads(f.read_text()) for f in files]
+
+
+def test_a_killed_warm_start_process_fails_the_job_and_stops_its_tasks(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "waits.py").write_text(WAITS, encoding="utf-8")
+    driver = cauce_popen(["run", str(_job(tmp_path, "python waits.py"))], cauce_env)
+    tasks = _started(tmp_path, driver)
+    os.kill(tasks[0]["imported_in"], signal.SIGKILL)
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode == 1, out + err
+    assert "failed first (killed by SIGKILL" in err, err
+    assert gone([t["pid"] for t in tasks])
+
+
+def test_kill_9_of_the_driver_leaves_no_warm_task_nor_warm_start_process(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "waits.py").write_text(WAITS, encoding="utf-8")
+    driver = cauce_popen(["run", str(_job(tmp_path, "python waits.py"))], cauce_env)
+    tasks = _started(tmp_path, driver)
+    assert running(tasks[0]["imported_in"])
+    driver.kill()
+    driver.communicate()
+    # the reaper stops the tasks after the grace period; the warm-start process sees its
+    # driver gone and exits
+    assert gone([tasks[0]["imported_in"], *(t["pid"] for t in tasks)], within=30)
+
+
+TRIAL = """
+import json, os
+import heavy
+import cauce
+with open(f"out/{os.getpid()}.json", "w") as f:
+    json.dump({"pid": os.getpid(), "imported_in": heavy.IMPORTED_IN}, f)
+cauce.report(0, loss=float(cauce.context().params["x"]))
+"""
+
+
+def test_the_trials_of_a_study_fork_from_one_warm_start_process(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "trial.py").write_text(TRIAL, encoding="utf-8")
+    tune = """tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          trials: 4
+          parallel: 2
+          sampler: {type: random, seed: 0}
+          pruner: none"""
+    path = _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=tune)
+    done = cauce(["tune", str(path)], cauce_env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert len(seen) == 8  # 4 trials of 2 ranks
+    zygotes = {s["imported_in"] for s in seen}
+    assert len(zygotes) == 1, seen
+    assert not zygotes & {s["pid"] for s in seen}
+    assert gone([*zygotes, *(s["pid"] for s in seen)])
