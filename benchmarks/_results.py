@@ -93,6 +93,9 @@ AIMS: dict[str, dict[str, Aim]] = {
             "at most 0.5",
             _at_most(0.5),
         ),
+        "ratio_warm": Aim(
+            "cauce with warm starts (preload) / Optuna loop of subprocesses, wall", ""
+        ),
         "ratio_subprocess": Aim("cauce / Optuna loop of subprocesses, wall (parallel 1)", ""),
         "ratio_inprocess": Aim("cauce / Optuna in-process (the floor), wall (parallel 1)", ""),
     },

@@ -5,6 +5,8 @@ Three studies of ``--trials`` trials, one at a time, random sampler, same seed, 
 
 - ``cauce``: ``cauce.tune.tune`` with a trial script (a fresh process per trial);
 - ``reuse``: the same trial as a function (``tune.entrypoint``), in cauce's reusable workers;
+- ``warm``: the script again, each trial's process forked from a warm start that has imported
+  NumPy and cauce once for the study (``preload: [numpy, cauce]``);
 - ``loop``: Optuna's ``study.optimize``, each trial one ``subprocess.run`` of the same script.
 
 Each trial writes the time of its first line, of the end of its imports and of its last line.
@@ -18,7 +20,7 @@ trial, medians over trials:
 - exit -> recorded: from the script's last line to the trial's end in the study.
 
 ``ratio_reuse`` is the wall time of ``reuse`` over that of ``loop`` (aim: at most 0.5, imports
-paid once per worker instead of once per trial).
+paid once per worker instead of once per trial); ``ratio_warm``, that of ``warm`` over ``loop``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def run(params):
 """
 
 
-def _spec(root: Path, entrypoint: str | None) -> Any:
+def _spec(root: Path, entrypoint: str | None, preload: list[str] | None = None) -> Any:
     from cauce import parse_job
 
     tune: dict[str, Any] = {
@@ -73,14 +75,15 @@ def _spec(root: Path, entrypoint: str | None) -> Any:
     }
     if entrypoint is not None:
         tune["entrypoint"] = entrypoint
-    return parse_job(
-        {
-            "name": "cost",
-            "command": [sys.executable, str(root / "cost_trial.py")],
-            "workdir": str(root),
-            "tune": tune,
-        }
-    )
+    job: dict[str, Any] = {
+        "name": "cost",
+        "command": [sys.executable, str(root / "cost_trial.py")],
+        "workdir": str(root),
+        "tune": tune,
+    }
+    if preload:
+        job["preload"] = preload
+    return parse_job(job)
 
 
 def _figures(times_file: Path, study: Any, wall: float) -> dict[str, float]:
@@ -105,7 +108,9 @@ def _figures(times_file: Path, study: Any, wall: float) -> dict[str, float]:
     }
 
 
-def _run_cauce(root: Path, trials: int, entrypoint: str | None, tag: str) -> dict[str, float]:
+def _run_cauce(
+    root: Path, trials: int, entrypoint: str | None, tag: str, preload: list[str] | None = None
+) -> dict[str, float]:
     import optuna
 
     from cauce.tune import tune
@@ -118,7 +123,7 @@ def _run_cauce(root: Path, trials: int, entrypoint: str | None, tag: str) -> dic
     url = f"sqlite:///{home / 'history.db'}"
     began = time.perf_counter()
     result = tune(
-        _spec(root, entrypoint), trials=trials, parallel=1, history=url, home=home, console=None
+        _spec(root, entrypoint, preload), trials=trials, parallel=1, history=url, home=home, console=None
     )
     wall = time.perf_counter() - began
     if not result.ok:
@@ -162,6 +167,7 @@ def cost(trials: int, runs: int, root: Path, env: dict[str, str]) -> dict[str, A
     kinds = {
         "cauce": lambda: _run_cauce(root, trials, None, "script"),
         "reuse": lambda: _run_cauce(root, trials, "cost_fn:run", "reuse"),
+        "warm": lambda: _run_cauce(root, trials, None, "warm", ["numpy", "cauce"]),
         "loop": lambda: _run_loop(root, trials, env),
     }
     for run in kinds.values():
@@ -184,6 +190,7 @@ def cost(trials: int, runs: int, root: Path, env: dict[str, str]) -> dict[str, A
     }
     out["ratio_reuse"] = round(out["reuse"]["wall_s"] / out["loop"]["wall_s"], 3)
     out["ratio_script"] = round(out["cauce"]["wall_s"] / out["loop"]["wall_s"], 3)
+    out["ratio_warm"] = round(out["warm"]["wall_s"] / out["loop"]["wall_s"], 3)
     print(
         f"(c) per trial, medians: cauce decision -> first line "
         f"{out['cauce']['decision_to_first_line_ms']:.0f} ms (loop "
@@ -192,7 +199,8 @@ def cost(trials: int, runs: int, root: Path, env: dict[str, str]) -> dict[str, A
         f"{out['cauce']['imports_ms']:.0f} ms, exit -> recorded "
         f"{out['cauce']['exit_to_recorded_ms']:.0f} ms (loop "
         f"{out['loop']['exit_to_recorded_ms']:.0f} ms); wall cauce / loop "
-        f"{out['ratio_script']:.3f}, with reuse / loop {out['ratio_reuse']:.3f}",
+        f"{out['ratio_script']:.3f}, with reuse / loop {out['ratio_reuse']:.3f}, warm (preload) "
+        f"/ loop {out['ratio_warm']:.3f}",
         flush=True,
     )
     return out

@@ -30,8 +30,9 @@
     reaches that value, and the line says so.)
 
 (c) Cost per trial with a trial that imports NumPy, apart from the imports, and reusable
-    workers (``tune.entrypoint``) against an Optuna loop of subprocesses: see
-    ``benchmarks/_tune_cost.py``; ``ratio_reuse`` is cauce with reuse / the loop.
+    workers (``tune.entrypoint``) and warm starts (``preload:``) against an Optuna loop of
+    subprocesses: see ``benchmarks/_tune_cost.py``; ``ratio_reuse`` is cauce with reuse / the
+    loop, ``ratio_warm`` cauce with warm starts / the loop.
 
 (d) Pruners on public multi-fidelity benchmarks (mf-prior-bench's MF-Hartmann families):
     random, ASHA at several ``min_steps``, Hyperband, TPE with each, in simulated time; see
@@ -406,6 +407,7 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
             figures["c"] = cost(args.trials, args.runs, root, env)
             figures["ratio_reuse"] = figures["c"]["ratio_reuse"]
+            figures["ratio_warm"] = figures["c"]["ratio_warm"]
         if args.only in (None, "pruning"):
             figures["b"] = pruning(args, root)
             figures["ratio_curve"] = figures["b"]["ratio"]

@@ -23,6 +23,7 @@ from cauce._util.files import (
 )
 from cauce._util.locks import FileLock, read_holder_pid
 from cauce._util.procs import ProcStat, all_pids, proc_stat, start_time
+from cauce._util.pycommand import PythonCommand, python_command
 from cauce._util.signals import handle_signals
 from cauce._util.yamlfile import load_yaml_file, load_yaml_text
 from cauce.errors import SpecError
@@ -360,3 +361,26 @@ def test_one_line_keeps_the_message_and_drops_the_rest() -> None:
     assert one_line(ValueError("a\tb")) == "a b"
     assert one_line("x" * 400) == "x" * 297 + "..." and len(one_line("y" * 50, 20)) == 20
     assert one_line("") == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["python", "train.py", "-x"], PythonCommand("python", "script", "train.py", ("-x",))),
+        (
+            ["/venv/bin/python3.11", "-u", "-m", "pkg.mod", "a"],
+            PythonCommand("/venv/bin/python3.11", "module", "pkg.mod", ("a",), unbuffered=True),
+        ),
+        (["python", "-c", "print(1)"], None),
+        (["python", "-O", "train.py"], None),
+        (["python", "-m"], None),
+        (["python"], None),
+        (["pythonw", "train.py"], None),
+        (["torchrun", "train.py"], None),
+        ([], None),
+    ],
+)
+def test_python_command_reads_the_forms_a_warm_start_runs(
+    argv: list[str], expected: PythonCommand | None
+) -> None:
+    assert python_command(argv) == expected

@@ -107,7 +107,11 @@ def test_a_warm_task_sees_what_python_would_give_it(
     [
         ("import sys; sys.exit(3)", "python task.py", "exit 3"),
         ("raise ValueError('boom')", "python task.py", "exit 1"),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "python task.py", "killed by SIGKILL"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+            "python task.py",
+            "killed by SIGKILL",
+        ),
         ("raise ValueError('boom')", "python -m task", "exit 1"),
     ],
     ids=["exit-code", "exception", "signal", "module"],
@@ -170,7 +174,12 @@ time.sleep(120)
 """
 
 
-def _started(folder: Path, driver: subprocess.Popen[str]) -> list[dict[str, int]]:
+def _started(
+    folder: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], list[dict[str, int]]]:
+    """A job of WAITS, started; its driver and, once both tasks run, what they wrote."""
+    (folder / "waits.py").write_text(WAITS, encoding="utf-8")
+    driver = cauce_popen(["run", str(_job(folder, "python waits.py"))], env)
     deadline = time.monotonic() + 60
     files = [folder / "out" / f"{rank}.json" for rank in (0, 1)]
     while not all(f.exists() and f.stat().st_size for f in files):
@@ -179,15 +188,13 @@ def _started(folder: Path, driver: subprocess.Popen[str]) -> list[dict[str, int]
             out, err = driver.communicate()
             raise AssertionError(f"the tasks did not start:\n{out}\n{err}")
         time.sleep(0.1)
-    return [json.loads(f.read_text()) for f in files]
+    return driver, [json.loads(f.read_text()) for f in files]
 
 
 def test_a_killed_warm_start_process_fails_the_job_and_stops_its_tasks(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
-    (tmp_path / "waits.py").write_text(WAITS, encoding="utf-8")
-    driver = cauce_popen(["run", str(_job(tmp_path, "python waits.py"))], cauce_env)
-    tasks = _started(tmp_path, driver)
+    driver, tasks = _started(tmp_path, cauce_env)
     os.kill(tasks[0]["imported_in"], signal.SIGKILL)
     out, err = driver.communicate(timeout=60)
     assert driver.returncode == 1, out + err
@@ -198,9 +205,7 @@ def test_a_killed_warm_start_process_fails_the_job_and_stops_its_tasks(
 def test_kill_9_of_the_driver_leaves_no_warm_task_nor_warm_start_process(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
-    (tmp_path / "waits.py").write_text(WAITS, encoding="utf-8")
-    driver = cauce_popen(["run", str(_job(tmp_path, "python waits.py"))], cauce_env)
-    tasks = _started(tmp_path, driver)
+    driver, tasks = _started(tmp_path, cauce_env)
     assert running(tasks[0]["imported_in"])
     driver.kill()
     driver.communicate()

@@ -31,6 +31,8 @@ _ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
 _IMPORT_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "LD_LIBRARY_PATH")
 #: How long the imports may take (TensorFlow on a loaded host takes tens of seconds).
 READY_TIMEOUT = 300.0
+#: How long a fork may take (milliseconds normally; a zygote that does not answer is stuck).
+FORK_TIMEOUT = 60.0
 _MAX_MESSAGE = 1 << 20
 
 
@@ -122,9 +124,13 @@ class _Zygote:
                 message = self._receive()
                 if "id" in message:
                     with self._lock:
-                        event, box = self._asked.pop(message["id"])
-                    box.append(message)
-                    event.set()
+                        asked = self._asked.pop(message["id"], None)
+                    if asked is not None:
+                        asked[1].append(message)
+                        asked[0].set()
+                    elif "pid" in message:  # forked after its caller gave up waiting
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(message["pid"], signal.SIGKILL)
                 else:
                     with self._lock:
                         task = self._tasks.pop(message["pid"], None)
@@ -174,7 +180,12 @@ class _Zygote:
             with self._lock:
                 self._asked.pop(ident, None)
             raise WarmStartError(f"the warm-start process is unreachable: {exc}") from None
-        event.wait()
+        if not event.wait(FORK_TIMEOUT):
+            with self._lock:
+                self._asked.pop(ident, None)
+            raise WarmStartError(
+                f"the warm-start process did not fork the task within {FORK_TIMEOUT:g} s"
+            )
         if not box or "pid" not in box[0]:
             reason = box[0].get("error") if box else "it exited"
             raise WarmStartError(f"the warm-start process could not fork the task: {reason}")
@@ -224,7 +235,10 @@ class WarmStarts:
         )
         with self._lock:
             zygote = self._zygotes.get(key)
-            if zygote is None or not zygote.alive:
+            if zygote is not None and not zygote.alive:
+                zygote.close()
+                zygote = None
+            if zygote is None:
                 began = time.monotonic()
                 zygote = self._zygotes[key] = _Zygote(interpreter, launch.preload, launch)
                 logger.info(
