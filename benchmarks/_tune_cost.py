@@ -123,7 +123,12 @@ def _run_cauce(
     url = f"sqlite:///{home / 'history.db'}"
     began = time.perf_counter()
     result = tune(
-        _spec(root, entrypoint, preload), trials=trials, parallel=1, history=url, home=home, console=None
+        _spec(root, entrypoint, preload),
+        trials=trials,
+        parallel=1,
+        history=url,
+        home=home,
+        console=None,
     )
     wall = time.perf_counter() - began
     if not result.ok:
