@@ -183,6 +183,7 @@ def test_flights_pipeline_runs_caches_and_reruns_on_a_changed_feature(
     assert again["train"]["job_id"] != train["job_id"]
 
 
+@pytest.mark.timeout(600)  # two pipeline runs, the first killed during tuning
 def test_a_pipeline_killed_during_tuning_continues_the_study(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
