@@ -78,7 +78,8 @@ def test_a_warm_task_sees_what_python_would_give_it(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
     (tmp_path / "sees.py").write_text(SEES, encoding="utf-8")
-    path = _job(tmp_path, "python sees.py --flag 'a b'")
+    # numpy.random itself: NumPy 2 imports it on first use, and seeds it then
+    path = _job(tmp_path, "python sees.py --flag 'a b'", preload="[numpy.random, heavy]")
     done = cauce(["run", str(path)], cauce_env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     ranks = [json.loads((tmp_path / "out" / f"{r}.json").read_text()) for r in (0, 1)]

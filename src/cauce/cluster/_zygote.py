@@ -79,9 +79,9 @@ def _stdio(env: Mapping[str, str], unbuffered: bool) -> None:
 
 def _fresh_state(env: Mapping[str, str]) -> None:
     """What a fresh interpreter would not share with its siblings, set anew."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed()  # else every task draws the same "random" numbers
+    random = sys.modules.get("numpy.random")  # NumPy 2 imports it on first use, not with numpy
+    if random is not None:
+        random.seed()  # else every task draws the same "random" numbers
     torch = sys.modules.get("torch")
     threads = env.get("OMP_NUM_THREADS", "")
     if torch is not None and threads.isdigit() and int(threads) > 0:
