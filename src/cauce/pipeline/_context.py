@@ -22,6 +22,7 @@ from cauce.tracking import PipelineTracking
 
 if TYPE_CHECKING:
     from cauce.pipeline._spec import PipelineSpec, StepSpec
+    from cauce.pipeline._warmup import Warmer, Warmup
 
 __all__ = ["StepContext", "StepKind", "code_hash", "job_of"]
 
@@ -44,6 +45,8 @@ class StepKind:
     on_cluster: bool = False  # its key covers --cluster
     own_cache: bool = False  # asked every run, it sets ctx.extra["ran"]
     serves: bool = False  # --serve runs it again and keeps it up
+    # what it will need, from its settings as written: got ready while the step before runs
+    warmup: Callable[[Mapping[str, Any]], Warmup | None] | None = None
 
 
 @dataclass
@@ -64,6 +67,7 @@ class StepContext:
     code: str = ""  # the hash of the code a job step runs (see code_hash)
     extra: dict[str, Any] = field(default_factory=dict)
     tracking: PipelineTracking | None = None  # MLflow: the pipeline's run, if tracked
+    warmer: Warmer | None = None  # what was got ready for this step (see _warmup)
 
     def path(self, value: str) -> Path:
         """A path from the pipeline file's folder (absolute ones as they are)."""

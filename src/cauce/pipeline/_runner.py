@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from cauce.pipeline._refs import resolve
 from cauce.pipeline._spec import PipelineSpec
 from cauce.pipeline._state import StateStore, digest
 from cauce.pipeline._steps import KINDS
+from cauce.pipeline._warmup import Warmer, warmup_mode
 from cauce.tracking import PipelineTracking, open_pipeline_tracking
 
 __all__ = ["PipelineResult", "StepOutcome", "pipeline_home", "run_pipeline"]
@@ -91,6 +93,7 @@ def run_pipeline(
         )
     if serve and not any(KINDS[s.kind].serves for s in spec.steps):
         raise SpecError("--serve", f"needs a serve step; pipeline {spec.name} has none")
+    warmer = Warmer(warmup_mode(os.environ))
     console = console or PipelineConsole()
     folder = pipeline_home(spec.name, root)
     tracking = open_pipeline_tracking(
@@ -107,8 +110,9 @@ def run_pipeline(
         contextlib.closing(console),  # the bar goes, also on errors
         _last_run(spec, folder, out) as failing,
         _tracked(tracking),
+        contextlib.closing(warmer),  # nothing started early outlives the pipeline
     ):
-        for step in spec.steps:
+        for index, step in enumerate(spec.steps):
             failing[0] = step.name
             kind = KINDS[step.kind]
             forcing = forcing or step.name == force
@@ -129,6 +133,7 @@ def run_pipeline(
                 serve_forever=serve,
                 show_output=show_output,
                 tracking=tracking,
+                warmer=warmer,
             )
             code = ctx.code = code_hash(ctx) if kind.runs_job else ""
             ctx.key = digest(
@@ -155,7 +160,9 @@ def run_pipeline(
                 results[step.name] = previous.result
                 hashes[step.name] = previous.hash
                 out.steps.append(StepOutcome(step.name, step.kind, "skipped", 0.0, previous.result))
+                warmer.discard()  # whatever was got ready for it
                 continue
+            _arm(warmer, spec, index, folder, cluster)
             started = time.monotonic()
             try:
                 result = kind.run(ctx)
@@ -176,6 +183,35 @@ def run_pipeline(
             )
     out.seconds = time.monotonic() - began
     return out
+
+
+def _arm(warmer: Warmer, spec: PipelineSpec, index: int, folder: Path, cluster: str | None) -> None:
+    """While step ``index`` runs, get the next one ready if it says what it needs; not its
+    Spark session on a Spark master: that would hold the cluster's executors meanwhile."""
+    if index + 1 >= len(spec.steps):
+        return
+    following = spec.steps[index + 1]
+    want = KINDS[following.kind].warmup
+    plan = want(following.config) if want is not None else None
+    if plan is None:
+        return
+    if plan.spark_app is not None:
+        from cauce.spec import CLUSTER_PREFIXES
+
+        if (cluster is not None and cluster.startswith(CLUSTER_PREFIXES)) or _active_spark():
+            plan = replace(plan, spark_app=None)
+        else:
+            plan = replace(plan, spark_log=folder / following.name / "spark.log")
+    warmer.arm(plan, spec.steps[index].name)
+
+
+def _active_spark() -> bool:
+    """Whether this process runs a Spark session already (the steps use it, as it is)."""
+    if "pyspark" not in sys.modules:
+        return False
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession() is not None
 
 
 @contextlib.contextmanager

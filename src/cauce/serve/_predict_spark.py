@@ -47,9 +47,12 @@ def hadoop_uri(fs: Fs, path: str) -> str:
 
 
 @contextlib.contextmanager
-def scoring_session(master: str | None, app_name: str) -> Iterator[Any]:
+def scoring_session(
+    master: str | None, app_name: str, *, log: str | os.PathLike[str] | None = None
+) -> Iterator[Any]:
     """The active SparkSession if there is one and no ``master`` is asked for; else a new one
-    on ``master`` (default ``local[2]``), stopped on exit."""
+    on ``master`` (default ``local[2]``), stopped on exit. ``log``: where the JVM writes its
+    output if this starts it (else to this process's terminal)."""
     try:
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
@@ -70,6 +73,7 @@ def scoring_session(master: str | None, app_name: str) -> Iterator[Any]:
         app_name,
         {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
         loopback=True,
+        log=log,
     )
     try:
         yield session

@@ -239,17 +239,37 @@ def _driver_conf(chosen: DriverAddress | None, conf: Mapping[str, str]) -> dict[
 
 
 def spark_session(
-    master: str, app_name: str, conf: Mapping[str, str], *, loopback: bool = False
+    master: str,
+    app_name: str,
+    conf: Mapping[str, str],
+    *,
+    loopback: bool = False,
+    log: str | os.PathLike[str] | None = None,
 ) -> Any:
     """This process's SparkSession on ``master`` (PySpark's ``getOrCreate``): named
     ``app_name``, with ``conf`` over that. ``loopback`` keeps a ``local[N]`` driver on 127.0.0.1
     (unless ``conf`` says otherwise), for the sessions that data preparation and batch scoring
-    start on this host. Raises what PySpark raises."""
+    start on this host. ``log``: when this call starts the process's JVM, the JVM writes its
+    output (Spark's log) to this file, not to this process's terminal. Raises what PySpark
+    raises."""
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     settings = dict(_LOOPBACK) if loopback and master.startswith("local") else {}
+    settings.update(conf)
+    # PySpark starts one JVM per process, on first use, and keeps it (SparkContext._gateway).
+    if log is not None and getattr(SparkContext, "_gateway", None) is None:
+        from pyspark.java_gateway import launch_gateway
+
+        spark_conf = (
+            SparkConf().setMaster(master).setAppName(app_name).setAll(list(settings.items()))
+        )
+        with open(log, "ab") as out:  # the JVM keeps its own descriptor
+            popen = {"stdout": out, "stderr": out}
+            gateway = launch_gateway(spark_conf, popen_kwargs=popen)  # type: ignore[no-untyped-call]
+        SparkContext(conf=spark_conf, gateway=gateway)
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**settings, **conf}.items():
+    for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 

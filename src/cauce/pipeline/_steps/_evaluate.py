@@ -3,6 +3,7 @@ server would; binary classification for now (AUC, log loss, accuracy)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -10,8 +11,11 @@ from typing import Any
 from cauce._util.files import atomic_write_json
 from cauce.pipeline._context import StepContext, StepKind
 from cauce.pipeline._steps._uris import location
+from cauce.pipeline._warmup import Warmup
 
 __all__ = ["KIND", "roc_auc"]
+
+_APP = "cauce-mllib-baseline"  # the baselines' Spark application
 
 
 def roc_auc(labels: Any, scores: Any) -> float:
@@ -171,13 +175,26 @@ def _baselines(ctx: StepContext, manifest: Any, pre: Any, label: str, split: str
     from cauce.serve import scoring_session
     from cauce.spec import CLUSTER_PREFIXES
 
-    spark = ctx.cluster is not None and ctx.cluster.startswith(CLUSTER_PREFIXES)
-    master = None if SparkSession.getActiveSession() else ctx.cluster if spark else "local[2]"
-    ctx.console.step_started(
-        ctx.step.name, f"training {', '.join(kinds)} on Spark ({master or 'the active session'})"
-    )
-    with scoring_session(master, "cauce-mllib-baseline") as session:
+    with contextlib.ExitStack() as stack:
+        warm = ctx.warmer.take_spark(_APP, stack) if ctx.warmer is not None else None
+        if warm is not None:
+            session, note = warm
+            where = f"local[2], {note}"
+        else:
+            spark = ctx.cluster is not None and ctx.cluster.startswith(CLUSTER_PREFIXES)
+            master = (
+                None if SparkSession.getActiveSession() else ctx.cluster if spark else "local[2]"
+            )
+            where = master or "the active session"
+        ctx.console.step_started(ctx.step.name, f"training {', '.join(kinds)} on Spark ({where})")
+        if warm is None:
+            session = stack.enter_context(scoring_session(master, _APP))
         return mllib_scores(session, manifest, pre, label, kinds, test_split=split)
+
+
+def _warmup(config: Mapping[str, Any]) -> Warmup:
+    """While the step before runs: torch (to load the model), and the baselines' Spark."""
+    return Warmup(modules=("torch",), spark_app=_APP if config.get("baselines") else None)
 
 
 def summary(label: str, result: Mapping[str, Any], serving: bool) -> list[str]:
@@ -196,4 +213,5 @@ KIND = StepKind(
     required=("model", "dataset", "label"),
     roots=("metrics", "example", "outputs"),
     summary=summary,
+    warmup=_warmup,
 )

@@ -1,0 +1,199 @@
+"""Getting a step ready while the step before it runs.
+
+A step kind may say what it will need (:class:`Warmup`): modules to import and a ``local[2]``
+Spark session (the ``evaluate`` step's MLlib baselines: about 5 s of two cores to start, 10 s
+on a busy machine). When the step before it starts, the runner arms a :class:`Warmer`. Its
+thread waits for a spare core (``auto``: after the step's first 10 s, a core at least 3/4 idle
+for 3 s in a row, as ``/proc/stat`` counts; where there is no ``/proc/stat``, never) or not at
+all (``now``); then it imports the modules and starts the session, with Spark's log in a file
+instead of the terminal, and runs a small job in it (a JVM's first job takes 2 to 3 s longer
+than the next ones). The step takes the session when it runs, waiting if it is still starting;
+a step that is skipped, or a pipeline that stops, stops it. ``CAUCE_WARMUP=off`` turns this off.
+
+Nothing is warmed for a Spark master (``--cluster spark://...``, ``local[N]``): an application
+started early would hold the cluster's executors while the earlier steps run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cauce.errors import SpecError
+
+__all__ = ["MODES", "Warmer", "Warmup", "spare_cores", "warmup_mode"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "now", "off")
+#: What counts as a spare core, and for how long, before ``auto`` starts anything.
+SPARE_CORES = 0.75
+SPARE_SECONDS = 3.0
+#: Spare cores in a step's first seconds say little of later: its processes are starting
+#: (a job's imports take one core for a few seconds before its ranks take all of them).
+SETTLE_SECONDS = 10.0
+_SAMPLE = 0.5  # seconds between two readings of /proc/stat
+#: The longest a stopping pipeline waits for a session that is still starting.
+_JOIN_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """What a step will need: ``modules`` to import, a ``local[2]`` Spark session named
+    ``spark_app`` (if not None), its log to ``spark_log``."""
+
+    modules: tuple[str, ...] = ()
+    spark_app: str | None = None
+    spark_log: Path | None = None
+
+
+def warmup_mode(environ: Mapping[str, str]) -> str:
+    value = environ.get("CAUCE_WARMUP", "").strip().lower() or "auto"
+    if value not in MODES:
+        raise SpecError(
+            "CAUCE_WARMUP",
+            f"must be one of {', '.join(MODES)}, got {value!r}; auto starts what the next step "
+            "needs while a core is spare, now starts it at once, off never does",
+        )
+    return value
+
+
+def _cpu_times() -> tuple[float, float, int] | None:
+    """Total and idle (idle + iowait) jiffies of all CPUs, and their number; None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            lines = stat.read().splitlines()
+    except OSError:
+        return None
+    fields = [float(v) for v in lines[0].split()[1:9]]  # guest time is counted in user time
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0), max(1, cpus)
+
+
+def spare_cores(before: tuple[float, float, int], after: tuple[float, float, int]) -> float:
+    """Cores idle between two readings of :func:`_cpu_times` (0 when no time passed)."""
+    total = after[0] - before[0]
+    if total <= 0:
+        return 0.0
+    return (after[1] - before[1]) / total * after[2]
+
+
+class Warmer:
+    """Warms one step at a time (see the module's docstring); used by one runner thread."""
+
+    def __init__(
+        self, mode: str, *, reading: Callable[[], Any] = _cpu_times, settle: float = SETTLE_SECONDS
+    ) -> None:
+        self.mode = mode
+        self.settle = settle
+        self._reading = reading
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._plan: Warmup | None = None
+        self._step = ""  # the step during which it was armed
+        self._session: Any = None
+        self._stack = contextlib.ExitStack()
+        self._began = 0.0  # when the thread started the session, for the message
+        self._ready = 0.0
+
+    def arm(self, plan: Warmup, during: str) -> None:
+        """Start getting ``plan`` ready while step ``during`` runs."""
+        self.discard()
+        if self.mode == "off":
+            return
+        self._cancel = threading.Event()
+        self._plan, self._step = plan, during
+        self._thread = threading.Thread(target=self._run, name="cauce-warmup", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        plan = self._plan
+        assert plan is not None
+        if self.mode == "auto" and not self._wait_for_a_spare_core():
+            return
+        for name in plan.modules:
+            if self._cancel.is_set():
+                return
+            if importlib.util.find_spec(name.split(".")[0]) is not None:
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # the step itself will say what is wrong
+                    log.debug("warm-up: cannot import %s: %s", name, exc)
+        if plan.spark_app is None or self._cancel.is_set():
+            return
+        from cauce.serve import scoring_session
+
+        self._began = time.monotonic()
+        try:
+            if plan.spark_log is not None:
+                plan.spark_log.parent.mkdir(parents=True, exist_ok=True)
+            session = self._stack.enter_context(
+                scoring_session("local[2]", plan.spark_app, log=plan.spark_log)
+            )
+            session.range(1000).count()  # a first job costs 2 to 3 s more than the next ones
+            self._session, self._ready = session, time.monotonic()
+        except Exception as exc:  # the step starts its own session, and says what fails
+            log.debug("warm-up: cannot start Spark: %s", exc)
+
+    def _wait_for_a_spare_core(self) -> bool:
+        """True once a core has been spare for SPARE_SECONDS, counted after the step's first
+        SETTLE_SECONDS; False if cancelled first or where the CPU times cannot be read."""
+        if self._cancel.wait(self.settle):
+            return False
+        before = self._reading()
+        if before is None:
+            return False
+        spare_since: float | None = None
+        while not self._cancel.wait(_SAMPLE):
+            after = self._reading()
+            if after is None:
+                return False
+            now = time.monotonic()
+            if spare_cores(before, after) >= SPARE_CORES:
+                spare_since = spare_since if spare_since is not None else now - _SAMPLE
+                if now - spare_since >= SPARE_SECONDS:
+                    return True
+            else:
+                spare_since = None
+            before = after
+        return False
+
+    def take_spark(self, app: str, owner: contextlib.ExitStack) -> tuple[Any, str] | None:
+        """The warmed session for ``app`` and a note saying so, stopped when ``owner`` closes;
+        None if there is none (not armed for it, not started yet, and then it never will be,
+        or it failed to start)."""
+        plan, thread = self._plan, self._thread
+        if plan is None or plan.spark_app != app or thread is None:
+            return None
+        if not self._began:  # still waiting for a core, or importing: no session from here
+            self._cancel.set()
+        thread.join()
+        self._plan, self._thread = None, None
+        session, self._session = self._session, None
+        owner.enter_context(self._stack.pop_all())
+        if session is None:
+            return None
+        note = f"started during step {self._step} in {self._ready - self._began:.1f} s"
+        if plan.spark_log is not None:
+            note += f"; Spark's log: {plan.spark_log}"
+        return session, note
+
+    def discard(self) -> None:
+        """Stop what was started and not taken; wait (bounded) for a session still starting."""
+        thread, self._thread, self._plan = self._thread, None, None
+        self._cancel.set()
+        if thread is not None:
+            thread.join(_JOIN_TIMEOUT)
+        self._session = None
+        self._began = self._ready = 0.0
+        self._stack.close()
+
+    close = discard
