@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -132,6 +133,41 @@ def test_a_warm_task_ends_with_its_own_status(
         text = log.read_text()
         assert "ValueError: boom" in text
         assert "_zygote" not in text  # the traceback is the task's, as python prints it
+
+
+def test_a_hung_warm_task_shows_its_stacks_in_its_log_before_it_is_stopped(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """Rank 1 blocks in a function of its own, in a thread beside its main one; rank 0 goes on
+    beating. Found hung, rank 1 prints where each of its threads is, which the error quotes."""
+    (tmp_path / "task.py").write_text(
+        textwrap.dedent(
+            """
+            import os, threading, time
+            import cauce
+
+            def waits_for_a_peer_that_never_answers():
+                time.sleep(600)
+
+            if os.environ["RANK"] == "1":
+                threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+                waits_for_a_peer_that_never_answers()
+            for _ in range(600):
+                cauce.heartbeat()
+                time.sleep(0.2)
+            """
+        ),
+        encoding="utf-8",
+    )
+    path = _job(tmp_path, "python task.py", extra="hang_timeout: 4")
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "worker-1 hung first" in done.stderr, done.stderr
+    assert "waits_for_a_peer_that_never_answers" in done.stderr  # the log's last lines, quoted
+    log = next((Path(cauce_env["CAUCE_HOME"]) / "runs").glob("warm-*/logs/worker-1.log"))
+    text = log.read_text()
+    assert "Current thread 0x" in text and text.count("hread 0x") == 2, text  # both threads
+    assert 'File "' in text and "task.py" in text
 
 
 def test_a_module_that_cannot_be_preloaded_fails_the_job_naming_it(

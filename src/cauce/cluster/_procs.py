@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from cauce._util.procs import all_pids, proc_stat
 from cauce._util.pycommand import PYTHON_FORMS, python_command
 from cauce.cluster._reaper import group_alive
-from cauce.cluster._warm import WarmProcess, WarmStartError, WarmStarts
+from cauce.cluster._warm import STACKS_SIGNAL, WarmProcess, WarmStartError, WarmStarts
 from cauce.cluster.api import OutputSink, RunningGang, TaskExit, TaskLaunch, TaskProcesses
 
 __all__ = ["LocalGang", "Reaper"]
@@ -204,6 +204,15 @@ class LocalGang(RunningGang):
 
     def pids(self) -> dict[str, int]:
         return {t.launch.task_id: t.proc.pid for t in self._tasks if t.proc is not None}
+
+    def show_stacks(self, task_id: str) -> bool:
+        for task in self._tasks:
+            if task.launch.task_id == task_id and isinstance(task.proc, WarmProcess):
+                with contextlib.suppress(ProcessLookupError):
+                    if task.alive():
+                        os.kill(task.proc.pid, STACKS_SIGNAL)
+                        return True
+        return False
 
     def probe(self) -> dict[str, TaskProcesses]:
         leaders = {t.pgid: t.launch.task_id for t in self._tasks if t.alive()}

@@ -22,7 +22,10 @@ from typing import IO, Any
 from cauce._util.pycommand import PythonCommand
 from cauce.cluster.api import TaskLaunch
 
-__all__ = ["WarmProcess", "WarmStartError", "WarmStarts"]
+__all__ = ["STACKS_SIGNAL", "WarmProcess", "WarmStartError", "WarmStarts"]
+
+#: A warm task prints every thread's stack to its output when it gets this signal (faulthandler).
+STACKS_SIGNAL = signal.SIGUSR2
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ Standard library only, and nothing of cauce: it runs in whatever interpreter the
 import atexit
 import builtins
 import contextlib
+import faulthandler
 import importlib
 import importlib.machinery
 import io
@@ -174,6 +175,9 @@ def _child(request: Mapping[str, Any], output: int, synced: int, closing: Iterab
         os.environ.update(request["env"])
         _stdio(request["env"], request["unbuffered"])
         _fresh_state(request["env"])
+        # every thread's stack to the task's output on SIGUSR2: what the driver sends a task
+        # it found hung, before stopping it (cauce.cluster._warm.STACKS_SIGNAL)
+        faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
         code = _run(request)
     except BaseException:
         with contextlib.suppress(BaseException):

@@ -199,6 +199,11 @@ class RunningGang(abc.ABC):
         can see them (the local cluster); empty where it cannot (tasks on remote executors)."""
         return {}
 
+    def show_stacks(self, task_id: str) -> bool:
+        """Have a running task print each of its threads' stacks to its output, where the
+        cluster can (a warm task of the local cluster): True if asked."""
+        return False
+
 
 class Cluster(abc.ABC):
     """A resource manager that places gangs and starts their tasks."""

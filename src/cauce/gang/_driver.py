@@ -21,7 +21,7 @@ from cauce.errors import ClusterError, PlacementError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import plan_dry_run
-from cauce.gang._hang import first_hung
+from cauce.gang._hang import first_hung, show_stacks
 from cauce.gang._horovod import HorovodRendezvous
 from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
@@ -299,6 +299,7 @@ class JobDriver:
                     pending.append(again)  # stopped while waiting: the machine ends the job
             case m.StopGang(reason=reason):
                 self._record_places()
+                show_stacks(self._machine.failure if reason == "failure" else None, self._running)
                 if self._running is not None:
                     grace = self.spec.grace_period
                     self._running.stop(grace)

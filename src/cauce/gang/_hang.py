@@ -8,12 +8,23 @@ import time
 from collections.abc import Mapping
 
 from cauce.cluster.api import RunningGang
-from cauce.gang._machine import TaskHung, TaskSilence
+from cauce.gang._machine import Failure, TaskHung, TaskSilence
 
-__all__ = ["CPU_WINDOW", "first_hung", "silences"]
+__all__ = ["CPU_WINDOW", "first_hung", "show_stacks", "silences"]
 
 #: seconds between the two looks at the tasks' CPU time
 CPU_WINDOW = 0.5
+#: seconds for a hung task's stacks to reach its log
+STACKS_WAIT = 0.5
+
+
+def show_stacks(failure: Failure | None, running: RunningGang | None) -> None:
+    """Before a gang stopped for a hung task is stopped: that task's stacks in its log (whose
+    last lines the root cause quotes), where it can print them (a warm task, local cluster)."""
+    if failure is None or failure.returncode is not None or running is None:
+        return
+    if running.show_stacks(failure.task_id):
+        time.sleep(STACKS_WAIT)
 
 
 def first_hung(
