@@ -399,6 +399,8 @@ def test_a_crashing_trial_is_recorded_with_its_root_cause_and_the_study_goes_on(
     done = cauce(["tune", str(path)], cauce_env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "trial 0 failed: worker-0 failed first (exit 1 after" in done.stdout
+    # the lines below it too: the end of the log it quotes, where the traceback is
+    assert "    ValueError: the first trial crashes on purpose" in done.stdout, done.stdout
     trials = trials_json(cauce_env, "crash")
     assert [t["state"] for t in trials] == ["failed", "complete", "complete", "complete"]
     assert "ValueError: the first trial crashes on purpose" in trials[0]["note"]

@@ -104,6 +104,34 @@ def test_a_warm_task_sees_what_python_would_give_it(
     assert gone([zygote, *(seen["pid"] for seen in ranks)])
 
 
+def test_each_warm_task_takes_its_own_torch_thread_count(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """torch reads OMP_NUM_THREADS once, when the warm-start process imports it: the first
+    task's. Two roles of one job ask for 1 and 3 threads; each task must get its own."""
+    (tmp_path / "threads.py").write_text(
+        "import os, pathlib, torch\n"
+        "role = os.environ['CAUCE_ROLE']\n"
+        "pathlib.Path(role).write_text(str(torch.get_num_threads()))\n",
+        encoding="utf-8",
+    )
+    path = write_job(
+        tmp_path,
+        """
+        name: threads
+        command: python threads.py
+        preload: [torch]
+        roles:
+          one: {instances: 1, resources: {cpus: 0.5}, env: {OMP_NUM_THREADS: 1}}
+          three: {instances: 1, resources: {cpus: 0.5}, env: {OMP_NUM_THREADS: 3}}
+        """,
+    )
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "one").read_text() == "1"
+    assert (tmp_path / "three").read_text() == "3"
+
+
 @pytest.mark.parametrize(
     ("body", "command", "expected"),
     [

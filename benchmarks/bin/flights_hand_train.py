@@ -264,6 +264,7 @@ def run(
     result.update(started_at=started_at, ended_at=time.time())
     box = [result]
     dist.broadcast_object_list(box, src=0)
+    del model  # before the group: see leave_process_group in examples/flights/train.py
     dist.destroy_process_group()
     return dict(box[0])
 

@@ -145,6 +145,7 @@ def main() -> int:
     times["last_line"] = time.time()  # what follows (leaving the group, exiting) is "exit"
     Path(args.out, f"rank-{rank}.json").write_text(json.dumps(times), encoding="utf-8")
     dist.barrier()  # leave together (see benchmarks/bin/allreduce.py)
+    del ddp  # before the group: see leave_process_group in examples/flights/train.py
     dist.destroy_process_group()
     return 0
 

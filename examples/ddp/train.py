@@ -68,6 +68,10 @@ def main() -> None:
     # Leave together: a rank tearing Gloo down while its peer is still in a collective can
     # abort the peer ("terminate called without an active exception").
     dist.barrier()
+    # DDP before the group: freed last by DDP, the group can wait for Gloo's threads with the
+    # GIL held while one of them needs it, and the rank never exits (see leave_process_group
+    # in examples/flights/train.py)
+    del model
     dist.destroy_process_group()
     if not identical:
         raise SystemExit("parameters differ between ranks")

@@ -595,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         average = WeightAverage(net, decay=1.0 - 1.0 / max(1.0, hp["average"] * steps))
     torch.manual_seed(args.seed * 1_000 + 1 + rank)  # each rank its own dropout masks
     run = Run(args, ctx, hp, manifest, features, net, model, average, optimizer, rank, size, {})
+    del model  # run holds it: see leave_process_group
 
     trained_rows, seconds = 0, 0.0
     for epoch in range(resume(run), hp["epochs"]):
@@ -636,8 +637,18 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         with heartbeats():  # the other ranks wait here for rank 0 to finish
             dist.barrier()
-        dist.destroy_process_group()
+        leave_process_group(run)
     return 0
+
+
+def leave_process_group(run: Run) -> None:
+    """DistributedDataParallel goes first, the process group after it. The other order hangs
+    now and then (PyTorch 2.13, Gloo): DDP's C++ Reducer, freed with the GIL held, drops the
+    group's last reference; the group then waits for its threads, and one of them, freeing an
+    earlier collective's tensor, waits for the GIL. The rank never exits, using no CPU. Freed
+    by ``destroy_process_group``, the group waits with the GIL released (docs/job-spec.md)."""
+    run.model = run.net  # the last reference to the DDP wrapper: its Reducer goes here
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

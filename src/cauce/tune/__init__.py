@@ -15,7 +15,7 @@ from cauce.spec import (
     TuneSpec,
     parse_tune,
 )
-from cauce.tune._display import describe_params, first_line, make_console
+from cauce.tune._display import cause_lines, describe_params, first_line, make_console
 from cauce.tune._entry import resolve_study, studies, trials, tune
 from cauce.tune._fixed import with_params
 from cauce.tune._optuna import import_optuna, quiet_optuna
@@ -42,6 +42,7 @@ __all__ = [
     "TrialState",
     "TuneConsole",
     "TuneSpec",
+    "cause_lines",
     "describe_params",
     "first_line",
     "import_optuna",

@@ -15,10 +15,12 @@ from typing import IO, Any
 from cauce._console import Console
 from cauce.tune.api import StudyProgress, StudyResult, TrialInfo, TrialState, TuneConsole
 
-__all__ = ["StudyConsole", "describe_params", "make_console"]
+__all__ = ["StudyConsole", "cause_lines", "describe_params", "make_console"]
 
 #: Finished trials the live table keeps below the running ones.
 _RECENT = 8
+#: Lines of a failed trial's cause shown below its first one (the log tail it quotes).
+_CAUSE_LINES = 24
 
 
 def make_console(stream: IO[str] | None = None, *, live: bool | None = None) -> TuneConsole:
@@ -48,6 +50,19 @@ def fmt_duration(trial: TrialInfo, now: float) -> str:
 def first_line(text: str, width: int = 160) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def cause_lines(note: str, job_id: str | None = None, most: int = _CAUSE_LINES) -> list[str]:
+    """A failed trial's cause as the console shows it: its first line, then up to ``most`` more
+    (a root cause's quoted log: a traceback, or a hung task's stacks), indented."""
+    lines = [line.rstrip() for line in note.strip().splitlines()]
+    if not lines:
+        return ["no cause recorded"]
+    shown = [first_line(note), *(f"    {line.strip()}" for line in lines[1 : most + 1])]
+    if len(lines) > most + 1:
+        where = f": cauce show {job_id}" if job_id else ""
+        shown.append(f"    ... {len(lines) - most - 1} more lines{where}")
+    return shown
 
 
 def summary(progress: StudyProgress | StudyResult, target: int | None = None) -> str:
@@ -114,7 +129,10 @@ class StudyConsole:
                 f"{fmt_duration(trial, time.time())}{tail}"
             )
         elif trial.state == TrialState.FAILED:
-            self.console.line(f"{where} failed: {first_line(trial.note)}")
+            first, *rest = cause_lines(trial.note, trial.job_id)
+            self.console.line(f"{where} failed: {first}")
+            for line in rest:
+                self.console.line(line)
 
     def tick(self, progress: StudyProgress) -> None:
         if self.console.live:

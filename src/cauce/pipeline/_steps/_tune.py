@@ -33,8 +33,12 @@ class _TuneBar:
 
     def changed(self, trial: Any, progress: Any) -> None:
         if trial.state == "failed":
-            first = (trial.note.splitlines() or ["no cause recorded"])[0]
+            from cauce.tune import cause_lines
+
+            first, *rest = cause_lines(trial.note, trial.job_id)
             self.console.line(f"  trial {trial.number} failed: {first}")
+            for line in rest:
+                self.console.line(f"  {line}")
         self._draw(progress)
 
     def tick(self, progress: Any) -> None:
