@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,6 +164,44 @@ def test_ctrl_c_while_the_next_steps_spark_runs_stops_it(
             running.communicate()
     assert running.returncode == 130, err
     assert gone([_jvm(warm_env)]), "the warmed JVM outlived the stopped pipeline"
+
+
+CLOSES = """
+import os, sys, time
+from pathlib import Path
+from pyspark import SparkContext
+from cauce.pipeline._warmup import Warmer, Warmup
+
+warmer = Warmer("now")
+warmer.arm(Warmup(spark_app="warm-close", spark_log=Path(sys.argv[1])), during="train")
+deadline = time.monotonic() + 150
+while warmer._session is None:
+    assert time.monotonic() < deadline, "no session in 150 s"
+    time.sleep(0.1)
+assert SparkContext._active_spark_context is not None
+warmer.close()  # what the runner does when the pipeline ends before the step takes it
+print("stopped" if SparkContext._active_spark_context is None else "still running", flush=True)
+os._exit(0)  # a running application would keep this process from ending
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_warmed_session_no_step_took_is_stopped_by_close(
+    tmp_path: Path, warm_env: dict[str, str]
+) -> None:
+    """In a process of its own: PySpark keeps its JVM for the process's life, so what close
+    must end is the Spark application (its SparkContext), before the process exits."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSES, str(tmp_path / "spark.log")],
+        check=False,
+        env=warm_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "stopped", done.stdout + done.stderr[-3000:]
 
 
 def test_a_bad_warmup_mode_is_named_with_the_choices(

@@ -142,6 +142,7 @@ class Warmer:
             self._session, self._ready = session, time.monotonic()
         except Exception as exc:  # the step starts its own session, and says what fails
             log.debug("warm-up: cannot start Spark: %s", exc)
+            self._stack.close()  # a session whose first job failed: stopped, not left to the step
 
     def _wait_for_a_spare_core(self) -> bool:
         """True once a core has been spare for SPARE_SECONDS, counted after the step's first

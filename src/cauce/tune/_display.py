@@ -54,14 +54,14 @@ def first_line(text: str, width: int = 160) -> str:
 
 def cause_lines(note: str, job_id: str | None = None, most: int = _CAUSE_LINES) -> list[str]:
     """A failed trial's cause as the console shows it: its first line, then up to ``most`` more
-    (a root cause's quoted log: a traceback, or a hung task's stacks), indented."""
+    (a root cause's quoted log: a traceback, or a hung task's stacks), indented 2 more."""
     lines = [line.rstrip() for line in note.strip().splitlines()]
     if not lines:
         return ["no cause recorded"]
-    shown = [first_line(note), *(f"    {line.strip()}" for line in lines[1 : most + 1])]
+    shown = [first_line(note), *(f"  {line}" for line in lines[1 : most + 1])]
     if len(lines) > most + 1:
         where = f": cauce show {job_id}" if job_id else ""
-        shown.append(f"    ... {len(lines) - most - 1} more lines{where}")
+        shown.append(f"  ... {len(lines) - most - 1} more lines{where}")
     return shown
 
 
