@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cauce.pipeline._warmup import Warmer, Warmup, spare_cores, warmup_mode
+from cauce._util.machine import CpuSample, spare_cores
+from cauce.pipeline._warmup import Warmer, Warmup, warmup_mode
 from data_fixtures import write_csv, write_module
 from helpers import cauce, cauce_popen, gone, write_job
 
@@ -216,9 +217,15 @@ def test_a_bad_warmup_mode_is_named_with_the_choices(
 
 def test_spare_cores_from_two_readings_of_the_cpu_times() -> None:
     # (total jiffies, idle jiffies, cpus): 200 jiffies passed on 2 cpus, 150 of them idle
-    assert spare_cores((1000, 400, 2), (1200, 550, 2)) == pytest.approx(1.5)
-    assert spare_cores((1000, 400, 2), (1200, 400, 2)) == 0.0  # both busy
-    assert spare_cores((1000, 400, 2), (1000, 400, 2)) == 0.0  # no time passed
+    start = CpuSample(1000, 400, 2)
+    assert spare_cores(start, CpuSample(1200, 550, 2)) == pytest.approx(1.5)
+    assert spare_cores(start, CpuSample(1200, 400, 2)) == 0.0  # both busy
+    assert spare_cores(start, start) == 0.0  # no time passed
+    # Under a quota of 1 CPU, of which the cgroup used 0.75 s in 1 s: a quarter is spare,
+    # however idle the host's CPUs are.
+    quota = CpuSample(1000, 400, 2, wall=10.0, used=5.0, quota=1.0)
+    assert spare_cores(quota, CpuSample(1200, 550, 2, 11.0, 5.75, 1.0)) == pytest.approx(0.25)
+    assert spare_cores(quota, CpuSample(1200, 550, 2, 11.0, 6.5, 1.0)) == 0.0  # over it
 
 
 def test_auto_waits_for_a_spare_core_and_off_never_starts() -> None:
@@ -226,10 +233,10 @@ def test_auto_waits_for_a_spare_core_and_off_never_starts() -> None:
     for 3 s; a step that comes first cancels it."""
     clock = {"total": 0.0, "idle": 0.0, "spare": 0.0}
 
-    def reading() -> tuple[float, float, int]:  # 100 jiffies a reading, ``spare`` of 2 cpus
+    def reading() -> CpuSample:  # 100 jiffies a reading, ``spare`` of 2 cpus
         clock["total"] += 100
         clock["idle"] += 50 * clock["spare"]
-        return clock["total"], clock["idle"], 2
+        return CpuSample(clock["total"], clock["idle"], 2)
 
     warmer = Warmer("auto", reading=reading, settle=0.5)
     warmer.arm(Warmup(modules=("cauce_no_such_module_xyz",)), during="train")

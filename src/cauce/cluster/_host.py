@@ -1,8 +1,8 @@
-"""What this host has: CPUs, memory and GPUs. Probing happens here and only when asked."""
+"""What GPUs this host has. Probing happens here and only when asked; CPUs and memory are
+:mod:`cauce._util.machine`'s."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -12,26 +12,9 @@ from collections.abc import Mapping
 
 from cauce.errors import SpecError
 
-__all__ = ["detect_cpus", "detect_gpus", "detect_memory", "parse_gpu_list"]
+__all__ = ["detect_gpus", "parse_gpu_list"]
 
 logger = logging.getLogger(__name__)
-
-
-def detect_cpus() -> float:
-    try:
-        return float(len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return float(os.cpu_count() or 1)
-
-
-def detect_memory() -> int:
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return 0
 
 
 #: What CUDA_VISIBLE_DEVICES takes: an index from 0, or a device's UUID.

@@ -16,7 +16,8 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
-from cauce.cluster._host import detect_cpus, detect_gpus, detect_memory
+from cauce._util.machine import available_cpus, cgroup_limits, total_memory
+from cauce.cluster._host import detect_gpus
 from cauce.cluster._leases import GpuLeases, Lease
 from cauce.cluster._ports import free_ports
 from cauce.cluster._procs import LocalGang, Reaper
@@ -93,8 +94,14 @@ class LocalCluster(Cluster):
     ) -> None:
         """``warm``: the warm starts (``preload:``) to use, which their owner closes (a study's,
         shared by its trials' clusters); by default this cluster's own."""
-        self.cpus = detect_cpus() if cpus is None else float(cpus)
-        self.memory = detect_memory() if memory is None else int(memory)
+        limits = cgroup_limits() if cpus is None or memory is None else None
+        self.cpus = available_cpus(limits) if cpus is None else float(cpus)
+        self.memory = total_memory(limits) if memory is None else int(memory)
+        #: Said beside the figures when a container's cgroup limits them.
+        self._cpu_note = " (its cgroup's CPU quota)" if limits and limits.cpus == self.cpus else ""
+        self._memory_note = (
+            " (its cgroup's memory limit)" if limits and limits.memory == self.memory else ""
+        )
         if gpus is None:
             found, self.gpu_source = detect_gpus(env, declared_gpus)
             self.gpus: tuple[str, ...] = found
@@ -119,7 +126,8 @@ class LocalCluster(Cluster):
             )
         if request.declared_cpus > self.cpus + 1e-9:
             problems.append(
-                f"needs {request.declared_cpus:g} CPUs, this host has {self.cpus:g}; lower "
+                f"needs {request.declared_cpus:g} CPUs, this host has {self.cpus:g}"
+                f"{self._cpu_note}; lower "
                 f"resources.cpus (fractions like 0.5 are allowed) or the instances, or offer "
                 f"more CPUs with local.cpus: {math.ceil(request.declared_cpus)} in "
                 f"$CAUCE_HOME/config.yaml"
@@ -127,7 +135,7 @@ class LocalCluster(Cluster):
         if self.memory and request.memory > self.memory:
             problems.append(
                 f"needs {_fmt_gib(request.memory)} of memory, this host has "
-                f"{_fmt_gib(self.memory)}; lower resources.memory"
+                f"{_fmt_gib(self.memory)}{self._memory_note}; lower resources.memory"
             )
         if problems:
             raise PlacementError("this job can never fit on this host: " + "; ".join(problems))

@@ -4,8 +4,9 @@ A step kind may say what it will need (:class:`Warmup`): modules to import and a
 Spark session (the ``evaluate`` step's MLlib baselines: about 5 s of two cores to start, 10 s
 on a busy machine). When the step before it starts, the runner arms a :class:`Warmer`. Its
 thread waits for a spare core (``auto``: after the step's first 10 s, a core at least 3/4 idle
-for 3 s in a row, as ``/proc/stat`` counts; where there is no ``/proc/stat``, never) or not at
-all (``now``); then it imports the modules and starts the session, with Spark's log in a file
+for 3 s in a row, of the CPUs this process may run on and, in a container, of its cgroup's CPU
+quota, see :func:`cauce._util.machine.spare_cores`; where there is no ``/proc/stat``, never) or
+not at all (``now``); then it imports the modules and starts the session, with Spark's log in a file
 instead of the terminal, and runs a small job in it (a JVM's first job takes 2 to 3 s longer
 than the next ones). The step takes the session when it runs, waiting if it is still starting;
 a step that is skipped, or a pipeline that stops, stops it. ``CAUCE_WARMUP=off`` turns this off.
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cauce._util.machine import CpuSample, cpu_sample, spare_cores
 from cauce.errors import SpecError
 
-__all__ = ["MODES", "Warmer", "Warmup", "spare_cores", "warmup_mode"]
+__all__ = ["MODES", "Warmer", "Warmup", "warmup_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ SPARE_SECONDS = 3.0
 #: Spare cores in a step's first seconds say little of later: its processes are starting
 #: (a job's imports take one core for a few seconds before its ranks take all of them).
 SETTLE_SECONDS = 10.0
-_SAMPLE = 0.5  # seconds between two readings of /proc/stat
+_SAMPLE = 0.5  # seconds between two readings of the CPU times
 #: The longest a stopping pipeline waits for a session that is still starting.
 _JOIN_TIMEOUT = 120.0
 
@@ -66,31 +68,15 @@ def warmup_mode(environ: Mapping[str, str]) -> str:
     return value
 
 
-def _cpu_times() -> tuple[float, float, int] | None:
-    """Total and idle (idle + iowait) jiffies of all CPUs, and their number; None off Linux."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            lines = stat.read().splitlines()
-    except OSError:
-        return None
-    fields = [float(v) for v in lines[0].split()[1:9]]  # guest time is counted in user time
-    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0.0), max(1, cpus)
-
-
-def spare_cores(before: tuple[float, float, int], after: tuple[float, float, int]) -> float:
-    """Cores idle between two readings of :func:`_cpu_times` (0 when no time passed)."""
-    total = after[0] - before[0]
-    if total <= 0:
-        return 0.0
-    return (after[1] - before[1]) / total * after[2]
-
-
 class Warmer:
     """Warms one step at a time (see the module's docstring); used by one runner thread."""
 
     def __init__(
-        self, mode: str, *, reading: Callable[[], Any] = _cpu_times, settle: float = SETTLE_SECONDS
+        self,
+        mode: str,
+        *,
+        reading: Callable[[], CpuSample | None] = cpu_sample,
+        settle: float = SETTLE_SECONDS,
     ) -> None:
         self.mode = mode
         self.settle = settle

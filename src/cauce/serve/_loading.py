@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
+import math
 import time
 
+from cauce._util.machine import available_cpus
 from cauce.serve._format import LoadedModel, load_model
 from cauce.serve.api import ServeSettings
 
-__all__ = ["available_cpus", "default_threads", "load_for_serving"]
+__all__ = ["default_threads", "load_for_serving"]
 
 log = logging.getLogger(__name__)
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (containers)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
 
 
 def default_threads(workers: int) -> int:
@@ -37,7 +22,7 @@ def default_threads(workers: int) -> int:
     (or anything else) takes one of them; on a busy 2-core host that made a 2 ms model take
     30 ms. One thread fewer than the share costs little when the host is idle.
     """
-    return max(1, available_cpus() // workers - 1)
+    return max(1, math.ceil(available_cpus()) // workers - 1)
 
 
 def load_for_serving(settings: ServeSettings) -> LoadedModel:
