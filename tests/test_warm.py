@@ -310,3 +310,39 @@ def test_the_trials_of_a_study_fork_from_one_warm_start_process(
     assert len(zygotes) == 1, seen
     assert not zygotes & {s["pid"] for s in seen}
     assert gone([*zygotes, *(s["pid"] for s in seen)])
+
+
+def test_a_pipelines_job_steps_fork_from_the_study_s_warm_start_process(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """A pipeline keeps its warm-start processes for all its steps: the training step's tasks
+    fork from the one that the study before it started (its imports are not paid again), and
+    it is gone when the pipeline ends."""
+    (tmp_path / "trial.py").write_text(TRIAL, encoding="utf-8")
+    tune = """tune:
+          objective: {metric: loss, direction: min}
+          space:
+            x: {type: uniform, low: 0, high: 1}
+          sampler: {type: random, seed: 0}
+          pruner: none"""
+    _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=tune)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """
+            name: shared
+            steps:
+              tune: {job: job.yaml, trials: 2, parallel: 1}
+              train: {job: job.yaml, params: "${steps.tune.best.params}"}
+            """
+        ),
+        encoding="utf-8",
+    )
+    done = cauce(["run", str(pipeline)], cauce_env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert len(seen) == 6  # 2 trials and the training job, 2 ranks each
+    zygotes = {s["imported_in"] for s in seen}
+    assert len(zygotes) == 1, seen
+    assert not zygotes & {s["pid"] for s in seen}
+    assert gone([*zygotes, *(s["pid"] for s in seen)])

@@ -68,16 +68,20 @@ def get_cluster(
 
 @contextlib.contextmanager
 def open_cluster(
-    address: str | None, spec_or_conf: JobSpec | Mapping[str, str] | None = None
+    address: str | None,
+    spec_or_conf: JobSpec | Mapping[str, str] | None = None,
+    *,
+    warm: WarmStarts | None = None,
 ) -> Iterator[Cluster]:
     """The cluster at ``address`` (resolved as :func:`cluster_address` says), closed once when
     the block ends. Given a job spec, its ``cluster`` is the default address and its ``spark:``
-    the Spark settings; given a mapping, that mapping is the Spark settings."""
+    the Spark settings; given a mapping, that mapping is the Spark settings. ``warm``: as
+    :func:`get_cluster` takes it."""
     if isinstance(spec_or_conf, JobSpec):
         chosen, conf = cluster_address(address, spec_or_conf), dict(spec_or_conf.spark)
     else:
         chosen, conf = cluster_address(address), dict(spec_or_conf or {})
-    cluster = get_cluster(chosen, spark_conf=conf)
+    cluster = get_cluster(chosen, spark_conf=conf, warm=warm)
     try:
         yield cluster
     finally:

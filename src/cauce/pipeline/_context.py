@@ -21,6 +21,7 @@ from cauce.spec import JobSpec, load_job, with_spark_conf
 from cauce.tracking import PipelineTracking
 
 if TYPE_CHECKING:
+    from cauce.cluster import WarmStarts
     from cauce.pipeline._spec import PipelineSpec, StepSpec
     from cauce.pipeline._warmup import Warmer, Warmup
 
@@ -68,6 +69,9 @@ class StepContext:
     extra: dict[str, Any] = field(default_factory=dict)
     tracking: PipelineTracking | None = None  # MLflow: the pipeline's run, if tracked
     warmer: Warmer | None = None  # what was got ready for this step (see _warmup)
+    #: The warm starts (preload:) that the job steps share: the tasks of a training step fork
+    #: from the process that the study before it started, imports done.
+    warm_starts: WarmStarts | None = None
 
     def path(self, value: str) -> Path:
         """A path from the pipeline file's folder (absolute ones as they are)."""

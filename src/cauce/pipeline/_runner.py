@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cauce._util.files import atomic_write_text
+from cauce.cluster import WarmStarts
 from cauce.errors import CauceError, SpecError
 from cauce.pipeline._console import PipelineConsole, format_seconds
 from cauce.pipeline._context import StepContext, code_hash
@@ -111,6 +112,7 @@ def run_pipeline(
         _last_run(spec, folder, out) as failing,
         _tracked(tracking),
         contextlib.closing(warmer),  # nothing started early outlives the pipeline
+        contextlib.closing(WarmStarts()) as warm_starts,  # the job steps' preload: processes
     ):
         for index, step in enumerate(spec.steps):
             failing[0] = step.name
@@ -134,6 +136,7 @@ def run_pipeline(
                 show_output=show_output,
                 tracking=tracking,
                 warmer=warmer,
+                warm_starts=warm_starts,
             )
             code = ctx.code = code_hash(ctx) if kind.runs_job else ""
             ctx.key = digest(

@@ -38,6 +38,7 @@ def tune(
     console: TuneConsole | None = None,
     poll_interval: float = 0.25,
     tracking_parent: Any = None,
+    warm_starts: Any = None,
 ) -> StudyResult:
     """Run the study of a job (a :class:`~cauce.JobSpec` with a ``tune`` section, a mapping of
     its fields, or the path of its YAML file) until ``trials`` trials have completed or been pruned.
@@ -48,6 +49,9 @@ def tune(
     result, not raised; a bad spec raises :class:`~cauce.SpecError`. With MLflow tracking (the
     spec's ``tracking:`` or ``$MLFLOW_TRACKING_URI``) the study is a run, its trials child runs;
     ``tracking_parent`` (a :class:`cauce.tracking.RunLink`) hangs the study's run under another.
+    ``warm_starts`` (a :class:`cauce.cluster.WarmStarts`): where the trials' tasks are forked
+    from (``preload:``), left open for its owner to reuse and close (a pipeline shares one
+    between its steps); by default the study's own, closed when it ends.
     """
     from cauce.tune._session import run_study
 
@@ -62,6 +66,7 @@ def tune(
         console=console,
         poll_interval=poll_interval,
         tracking_parent=tracking_parent,
+        warm=warm_starts,
     )
 
 

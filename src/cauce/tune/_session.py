@@ -87,6 +87,7 @@ def run_study(
     console: TuneConsole | None,
     poll_interval: float,
     tracking_parent: RunLink | None = None,
+    warm: WarmStarts | None = None,
 ) -> StudyResult:
     spec, target, width, name = resolve_study(job, trials, parallel, study)
     assert spec.tune is not None
@@ -105,7 +106,7 @@ def run_study(
         store = open_store(history)
         storage: RDBStorage | None = None
         pool: WorkerPool | None = None
-        warm: WarmStarts | None = None
+        owned: WarmStarts | None = None
         try:
             storage = open_storage(store.url)
             handle = open_study(
@@ -125,7 +126,8 @@ def run_study(
                 for point in spec.tune.start:
                     handle.enqueue_trial(dict(point))
             pool = _worker_pool(spec, address, width, home, name)
-            warm = WarmStarts() if spec.preload else None
+            if warm is None and spec.preload:
+                warm = owned = WarmStarts()
 
             def make_cluster() -> Cluster:
                 # Each trial's cluster is its driver's: closed when the trial ends. The warm
@@ -160,8 +162,8 @@ def run_study(
                 tracking.close(result.status, {"trial": best.number} if best else None)
             return result
         finally:
-            if warm is not None:
-                warm.close()
+            if owned is not None:
+                owned.close()
             if pool is not None:
                 pool.close()
             if storage is not None:

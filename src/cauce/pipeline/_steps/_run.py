@@ -73,7 +73,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         )
     with (
         contextlib.closing(tracking or _NoRun()),  # first: closed (ended) whatever fails
-        open_cluster(address, spec) as backend,
+        open_cluster(address, spec, warm=ctx.warm_starts) as backend,
         contextlib.closing(open_store(ctx.history)) as store,
     ):
         driver = JobDriver(

@@ -70,6 +70,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         home=ctx.cauce_home,
         console=_TuneBar(ctx.console, target),
         tracking_parent=ctx.tracking.link() if ctx.tracking is not None else None,
+        warm_starts=ctx.warm_starts,
     )
     if result.status == "interrupted":  # Ctrl-C or SIGTERM: the study continues next run
         raise KeyboardInterrupt
