@@ -346,3 +346,36 @@ def test_a_pipelines_job_steps_fork_from_the_study_s_warm_start_process(
     assert len(zygotes) == 1, seen
     assert not zygotes & {s["pid"] for s in seen}
     assert gone([*zygotes, *(s["pid"] for s in seen)])
+
+
+def test_a_pipeline_starts_the_next_job_steps_warm_start_process_early(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """While a step runs, the warm-start process of the job step after it imports its modules:
+    they are imported before the first step has ended."""
+    (tmp_path / "heavy.py").write_text("import time\nIMPORTED_AT = time.time()\n")
+    (tmp_path / "seen").mkdir()
+    (tmp_path / "first.py").write_text(
+        "import time\ntime.sleep(5)\nopen('first.done', 'w').write(repr(time.time()))\n"
+    )
+    (tmp_path / "second.py").write_text(
+        "import heavy, os\nopen(f'seen/{os.getpid()}', 'w').write(repr(heavy.IMPORTED_AT))\n"
+    )
+    write_job(tmp_path, "name: first\ncommand: python first.py\n", "first.yaml")
+    write_job(
+        tmp_path,
+        "name: second\ncommand: python second.py\npreload: [heavy]\n"
+        "roles: {worker: {instances: 2, resources: {cpus: 0.5}}}\n",
+        "second.yaml",
+    )
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        "name: early\nsteps:\n  first: {kind: run, job: first.yaml}\n"
+        "  second: {kind: run, job: second.yaml}\n"
+    )
+    done = cauce(["run", str(pipeline)], cauce_env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first_done = float((tmp_path / "first.done").read_text())
+    imported = {float(p.read_text()) for p in (tmp_path / "seen").iterdir()}
+    assert len(imported) == 1  # both ranks forked from one process
+    assert imported.pop() < first_done

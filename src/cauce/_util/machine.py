@@ -114,8 +114,8 @@ def _cpu_quota(folder: Path, v2: bool) -> float | None:
 
 def _memory_limit(folder: Path, v2: bool) -> int | None:
     text = _read(folder / ("memory.max" if v2 else "memory.limit_in_bytes"))
-    with contextlib.suppress(TypeError, ValueError):
-        value = int(text)  # type: ignore[arg-type]
+    with contextlib.suppress(ValueError):
+        value = int(text or "max")  # "max": none (v2)
         return value if 0 < value < _NO_LIMIT else None
     return None
 

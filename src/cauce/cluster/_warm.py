@@ -16,10 +16,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from cauce._util.pycommand import PythonCommand
+from cauce._util.pycommand import PythonCommand, python_command
 from cauce.cluster.api import TaskLaunch
 
 __all__ = ["STACKS_SIGNAL", "WarmProcess", "WarmStartError", "WarmStarts"]
@@ -225,10 +225,11 @@ class WarmStarts:
     def __init__(self) -> None:
         self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
-    def spawn(self, launch: TaskLaunch, command: PythonCommand) -> WarmProcess:
-        """Fork ``launch``'s task from a zygote that has imported ``launch.preload`` (started
-        now if there is none yet for it). Raises :class:`WarmStartError`."""
+    def _zygote(self, launch: TaskLaunch, command: PythonCommand) -> _Zygote:
+        """The zygote for ``launch``, started now (its imports waited for) if there is none yet
+        for its interpreter, modules, folder and import environment."""
         interpreter = _which(command.interpreter, launch.env)
         key = (
             interpreter,
@@ -237,6 +238,8 @@ class WarmStarts:
             tuple(launch.env.get(name) for name in _IMPORT_ENV),
         )
         with self._lock:
+            if self._closed:
+                raise WarmStartError("the warm starts are closed")
             zygote = self._zygotes.get(key)
             if zygote is not None and not zygote.alive:
                 zygote.close()
@@ -249,6 +252,26 @@ class WarmStarts:
                     ", ".join(launch.preload),
                     time.monotonic() - began,
                 )
+            return zygote
+
+    def prestart(self, launches: Sequence[TaskLaunch]) -> None:
+        """Start the zygotes that these launches will ask for, before they do (a task that asks
+        meanwhile waits for its zygote's imports, as it would have anyway). What cannot start
+        is left to the task's own spawn, which raises it; a command that is not ``python ...``
+        is skipped."""
+        for launch in launches:
+            command = python_command(launch.argv)
+            if command is None or not launch.preload:
+                continue
+            try:
+                self._zygote(launch, command)
+            except WarmStartError as exc:
+                logger.debug("warm start: not started early: %s", exc)
+
+    def spawn(self, launch: TaskLaunch, command: PythonCommand) -> WarmProcess:
+        """Fork ``launch``'s task from a zygote that has imported ``launch.preload`` (started
+        now if there is none yet for it). Raises :class:`WarmStartError`."""
+        zygote = self._zygote(launch, command)
         read, write = os.pipe()
         try:
             pid = zygote.spawn(command, launch, write)
@@ -263,6 +286,7 @@ class WarmStarts:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             zygotes, self._zygotes = list(self._zygotes.values()), {}
         for zygote in zygotes:
             zygote.close()

@@ -3,7 +3,7 @@
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._driver import JobDriver
 from cauce.gang._machine import Failure, GangMachine, Phase
-from cauce.gang._plan import gang_request
+from cauce.gang._plan import gang_request, warm_launches
 from cauce.gang._preflight import preflight
 from cauce.gang._record import new_job_id
 from cauce.gang._result import JobResult
@@ -21,4 +21,5 @@ __all__ = [
     "new_job_id",
     "preflight",
     "tensorboard_dir",
+    "warm_launches",
 ]

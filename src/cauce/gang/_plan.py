@@ -5,6 +5,7 @@ Pure but for the free ports the reservation hands out and ``os.environ``, both p
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ from cauce.cluster.api import GangRequest, Reservation, TaskLaunch, TaskRequest
 from cauce.frameworks import GangLayout, TaskSlot, contract_names, rank_order, task_env
 from cauce.spec import JobSpec
 
-__all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv"]
+__all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv", "warm_launches"]
 
 
 def gang_request(spec: JobSpec, job_id: str) -> GangRequest:
@@ -159,3 +160,30 @@ def build_attempt(
             )
         )
     return AttemptPlan(layout, tuple(launches), contract)
+
+
+def warm_launches(spec: JobSpec, environ: Mapping[str, str]) -> list[TaskLaunch]:
+    """Before any attempt is planned, what each role of ``spec`` will ask of the warm starts
+    (``preload:``): its command, folder, and the environment its imports see (the driver's, the
+    thread counts of its CPUs, the spec's and the role's ``env``), for
+    :meth:`~cauce.cluster.WarmStarts.prestart`. Empty when nothing is preloaded."""
+    if not spec.preload:
+        return []
+    inherited = {k: v for k, v in base_env(environ).items() if k not in contract_names()}
+    launches = []
+    for role in spec.roles:
+        threads = str(max(1, math.floor(role.resources.cpus)))
+        env = {**inherited, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env.update(spec.env)
+        env.update(role.env)
+        launches.append(
+            TaskLaunch(
+                task_id=role.name,
+                argv=task_argv(spec.command_for(role)),
+                env=env,
+                cwd=spec.workdir,
+                log_path=os.devnull,
+                preload=spec.preload,
+            )
+        )
+    return launches

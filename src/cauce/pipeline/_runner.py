@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from cauce._util.files import atomic_write_text
 from cauce.cluster import WarmStarts
 from cauce.errors import CauceError, SpecError
 from cauce.pipeline._console import PipelineConsole, format_seconds
-from cauce.pipeline._context import StepContext, code_hash
+from cauce.pipeline._context import StepContext, code_hash, job_of
 from cauce.pipeline._refs import resolve
 from cauce.pipeline._spec import PipelineSpec
 from cauce.pipeline._state import StateStore, digest
@@ -166,6 +167,8 @@ def run_pipeline(
                 warmer.discard()  # whatever was got ready for it
                 continue
             _arm(warmer, spec, index, folder, cluster)
+            if warmer.mode != "off":
+                _prestart(warm_starts, ctx, index)
             started = time.monotonic()
             try:
                 result = kind.run(ctx)
@@ -206,6 +209,30 @@ def _arm(warmer: Warmer, spec: PipelineSpec, index: int, folder: Path, cluster: 
         else:
             plan = replace(plan, spark_log=folder / following.name / "spark.log")
     warmer.arm(plan, spec.steps[index].name)
+
+
+def _prestart(warm_starts: WarmStarts, ctx: StepContext, index: int) -> None:
+    """While step ``index`` runs, start the warm-start processes (``preload:``) of the job step
+    after it, on the local cluster: their imports take one core for a few seconds, which that
+    step's first tasks would otherwise wait for. Its settings are read as written (references
+    to this step's results unresolved); a job file that cannot be read so is left to the step."""
+    steps = ctx.pipeline.steps
+    if index + 1 >= len(steps) or not KINDS[steps[index + 1].kind].runs_job:
+        return
+    from cauce.cluster import cluster_address
+    from cauce.gang import warm_launches
+
+    following = replace(ctx, step=steps[index + 1], config=steps[index + 1].config)
+    try:
+        spec = job_of(following)
+        launches = warm_launches(spec, os.environ)
+        local = cluster_address(ctx.cluster, spec) == "local"
+    except (CauceError, OSError, ValueError):
+        return
+    if launches and local:
+        threading.Thread(
+            target=warm_starts.prestart, args=(launches,), name="cauce-prestart", daemon=True
+        ).start()
 
 
 def _active_spark() -> bool:
