@@ -289,27 +289,35 @@ cauce.report(0, loss=float(cauce.context().params["x"]))
 """
 
 
-def test_the_trials_of_a_study_fork_from_one_warm_start_process(
-    tmp_path: Path, cauce_env: dict[str, str]
-) -> None:
-    (tmp_path / "trial.py").write_text(TRIAL, encoding="utf-8")
-    tune = """tune:
+#: A study of TRIAL, 2 at a time: ``trials`` is set where it is used.
+TUNE = """tune:
           objective: {metric: loss, direction: min}
           space:
             x: {type: uniform, low: 0, high: 1}
-          trials: 4
           parallel: 2
           sampler: {type: random, seed: 0}
           pruner: none"""
-    path = _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=tune)
-    done = cauce(["tune", str(path)], cauce_env, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    seen = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
-    assert len(seen) == 8  # 4 trials of 2 ranks
+
+
+def _forked_from_one_process(folder: Path, tasks: int) -> None:
+    """``tasks`` tasks of TRIAL ran, all forked from one warm-start process, and none of those
+    processes is left."""
+    seen = [json.loads(p.read_text()) for p in (folder / "out").glob("*.json")]
+    assert len(seen) == tasks
     zygotes = {s["imported_in"] for s in seen}
     assert len(zygotes) == 1, seen
     assert not zygotes & {s["pid"] for s in seen}
     assert gone([*zygotes, *(s["pid"] for s in seen)])
+
+
+def test_the_trials_of_a_study_fork_from_one_warm_start_process(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    (tmp_path / "trial.py").write_text(TRIAL, encoding="utf-8")
+    path = _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=TUNE)
+    done = cauce(["tune", str(path), "--trials", "4"], cauce_env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _forked_from_one_process(tmp_path, 8)  # 4 trials of 2 ranks
 
 
 def test_a_pipelines_job_steps_fork_from_the_study_s_warm_start_process(
@@ -319,13 +327,7 @@ def test_a_pipelines_job_steps_fork_from_the_study_s_warm_start_process(
     fork from the one that the study before it started (its imports are not paid again), and
     it is gone when the pipeline ends."""
     (tmp_path / "trial.py").write_text(TRIAL, encoding="utf-8")
-    tune = """tune:
-          objective: {metric: loss, direction: min}
-          space:
-            x: {type: uniform, low: 0, high: 1}
-          sampler: {type: random, seed: 0}
-          pruner: none"""
-    _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=tune)
+    _job(tmp_path, "python trial.py", preload="[heavy, cauce]", extra=TUNE)
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(
         textwrap.dedent(
@@ -340,12 +342,7 @@ def test_a_pipelines_job_steps_fork_from_the_study_s_warm_start_process(
     )
     done = cauce(["run", str(pipeline)], cauce_env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    seen = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
-    assert len(seen) == 6  # 2 trials and the training job, 2 ranks each
-    zygotes = {s["imported_in"] for s in seen}
-    assert len(zygotes) == 1, seen
-    assert not zygotes & {s["pid"] for s in seen}
-    assert gone([*zygotes, *(s["pid"] for s in seen)])
+    _forked_from_one_process(tmp_path, 6)  # 2 trials and the training job, 2 ranks each
 
 
 def test_a_pipeline_starts_the_next_job_steps_warm_start_process_early(
