@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cauce, cauce_popen, gone, running, write_job
+from pipeline_fixtures import write_small
 
 # Imported once, in the warm-start process: records that process's pid.
 HEAVY = """
@@ -349,8 +350,10 @@ def test_a_pipeline_starts_the_next_job_steps_warm_start_process_early(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
     """While a step runs, the warm-start process of the job step after it imports its modules:
-    they are imported before the first step has ended."""
-    (tmp_path / "heavy.py").write_text("import time\nIMPORTED_AT = time.time()\n")
+    they are imported before the first step has ended; again when forced."""
+    (tmp_path / "heavy.py").write_text(
+        "import time\nIMPORTED_AT = time.time()\nopen('imports', 'a').write('heavy\\n')\n"
+    )
     (tmp_path / "seen").mkdir()
     (tmp_path / "first.py").write_text(
         "import time\ntime.sleep(5)\nopen('first.done', 'w').write(repr(time.time()))\n"
@@ -376,3 +379,22 @@ def test_a_pipeline_starts_the_next_job_steps_warm_start_process_early(
     imported = {float(p.read_text()) for p in (tmp_path / "seen").iterdir()}
     assert len(imported) == 1  # both ranks forked from one process
     assert imported.pop() < first_done
+    again = cauce(["run", str(pipeline), "--force", "first"], cauce_env, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (tmp_path / "imports").read_text() == "heavy\nheavy\n"
+
+
+def test_a_job_step_that_may_be_up_to_date_is_not_started_early(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """The prepare step runs each time (it keeps its own cache); the job steps after it, up to
+    date on the second run, get no warm-start process: nothing is imported for them."""
+    pipeline = write_small(tmp_path)
+    (tmp_path / "heavy.py").write_text("open('imports', 'a').write('heavy\\n')\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(job.read_text() + "preload: [heavy]\n")
+    for _ in range(2):
+        done = cauce(["run", str(pipeline)], cauce_env, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 steps, 0 ran, 3 up to date" in done.stdout, done.stdout
+    assert (tmp_path / "imports").read_text() == "heavy\n"  # the first run's, shared

@@ -168,7 +168,7 @@ def run_pipeline(
                 continue
             _arm(warmer, spec, index, folder, cluster)
             if warmer.mode != "off":
-                _prestart(warm_starts, ctx, index)
+                _prestart(warm_starts, ctx, index, state)
             started = time.monotonic()
             try:
                 result = kind.run(ctx)
@@ -211,13 +211,17 @@ def _arm(warmer: Warmer, spec: PipelineSpec, index: int, folder: Path, cluster: 
     warmer.arm(plan, spec.steps[index].name)
 
 
-def _prestart(warm_starts: WarmStarts, ctx: StepContext, index: int) -> None:
+def _prestart(warm_starts: WarmStarts, ctx: StepContext, index: int, state: StateStore) -> None:
     """While step ``index`` runs, start the warm-start processes (``preload:``) of the job step
     after it, on the local cluster: their imports take one core for a few seconds, which that
-    step's first tasks would otherwise wait for. Its settings are read as written (references
-    to this step's results unresolved); a job file that cannot be read so is left to the step."""
+    step's first tasks would otherwise wait for. Not for a step that has succeeded before
+    (unless forced): it may well be up to date, and the pipeline would then wait for imports
+    nobody uses. Its settings are read as written (references to this step's results
+    unresolved); a job file that cannot be read so is left to the step."""
     steps = ctx.pipeline.steps
     if index + 1 >= len(steps) or not KINDS[steps[index + 1].kind].runs_job:
+        return
+    if not ctx.force and state.get(steps[index + 1].name) is not None:
         return
     from cauce.cluster import cluster_address
     from cauce.gang import warm_launches

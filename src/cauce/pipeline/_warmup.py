@@ -6,10 +6,11 @@ on a busy machine). When the step before it starts, the runner arms a :class:`Wa
 thread waits for a spare core (``auto``: after the step's first 10 s, a core at least 3/4 idle
 for 3 s in a row, of the CPUs this process may run on and, in a container, of its cgroup's CPU
 quota, see :func:`cauce._util.machine.spare_cores`; where there is no ``/proc/stat``, never) or
-not at all (``now``); then it imports the modules and starts the session, with Spark's log in a file
-instead of the terminal, and runs a small job in it (a JVM's first job takes 2 to 3 s longer
-than the next ones). The step takes the session when it runs, waiting if it is still starting;
-a step that is skipped, or a pipeline that stops, stops it. ``CAUCE_WARMUP=off`` turns this off.
+not at all (``now``); then it imports the modules and starts the session, with Spark's log in a
+file instead of the terminal, and runs a small job in it (a JVM's first job takes 2 to 3 s
+longer than the next ones). The step takes the session when it runs, waiting if it is still
+starting; a step that is skipped, or a pipeline that stops, stops it. ``CAUCE_WARMUP=off`` turns
+this off.
 
 Nothing is warmed for a Spark master (``--cluster spark://...``, ``local[N]``): an application
 started early would hold the cluster's executors while the earlier steps run.
