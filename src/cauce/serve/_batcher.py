@@ -117,10 +117,14 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until nothing is queued, running or expected; False if ``timeout`` passed."""
+        """Wait until nothing is queued, running or expected, and the last batch's requests
+        have taken their results; False if ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         while not self.idle and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        # The last batch's results wake their requests at the loop's next turn; this wakes up
+        # after them. Without it, a stop right after could cancel requests that were answered.
+        await asyncio.sleep(0)
         return self.idle
 
     async def stop(self) -> None:
