@@ -136,8 +136,8 @@ def limited(cpus: float, memory: int) -> Iterator[list[str]]:
     name = f"cauce-test-{uuid.uuid4().hex[:8]}"
     folders: list[Path] = []
     v2 = mounts.get("v2")
-    controllers = (v2 / "cgroup.subtree_control").read_text().split() if v2 else []
     try:
+        controllers = (v2 / "cgroup.subtree_control").read_text().split() if v2 else []
         if v2 is not None and {"cpu", "memory"} <= set(controllers):
             folder = v2 / name
             folder.mkdir()
