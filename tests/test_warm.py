@@ -10,11 +10,15 @@ import os
 import signal
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from cauce._util.pycommand import python_command
+from cauce.cluster._warm import WarmStartError, WarmStarts
+from cauce.cluster.api import TaskLaunch
 from helpers import cauce, cauce_popen, gone, running, write_job
 from pipeline_fixtures import write_small
 
@@ -398,3 +402,92 @@ def test_a_job_step_that_may_be_up_to_date_is_not_started_early(
         assert done.returncode == 0, done.stdout + done.stderr
     assert "3 steps, 0 ran, 3 up to date" in done.stdout, done.stdout
     assert (tmp_path / "imports").read_text() == "heavy\n"  # the first run's, shared
+
+
+# Blocks its importer until the file ``release`` appears beside it (at most a minute).
+BLOCKS = """
+import os, time
+deadline = time.monotonic() + 60
+while not os.path.exists(os.path.join(os.path.dirname(__file__), "release")):
+    if time.monotonic() > deadline:
+        raise SystemExit("never released")
+    time.sleep(0.05)
+"""
+
+
+def _launch(folder: Path, module: str, source: str) -> TaskLaunch:
+    folder.mkdir()
+    (folder / f"{module}.py").write_text(source, encoding="utf-8")
+    (folder / "task.py").write_text(
+        f"import os, {module}\nopen('ran', 'w').write(str(os.getppid()))\n", encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PATH", "PYTHON", "LANG"))}
+    return TaskLaunch(
+        "worker-0", ("python", "task.py"), env, str(folder), os.devnull, preload=(module,)
+    )
+
+
+def _ran(warm: WarmStarts, launch: TaskLaunch) -> int:
+    """``launch``'s task forked from ``warm``, its exit status once it has ended."""
+    task = warm.spawn(launch, python_command(launch.argv))  # type: ignore[arg-type]
+    with task.stdout:
+        task.stdout.read()
+    return task.wait(timeout=30)
+
+
+def test_a_zygote_that_imports_does_not_hold_up_the_tasks_of_another(tmp_path: Path) -> None:
+    slow = _launch(tmp_path / "slow", "blocks", BLOCKS)
+    fast = _launch(tmp_path / "fast", "quick", "X = 1\n")
+    warm = WarmStarts()
+    early = threading.Thread(target=warm.prestart, args=([slow],))
+    try:
+        early.start()
+        time.sleep(0.5)  # the slow zygote's import has begun: it waits for "release"
+        assert _ran(warm, fast) == 0
+        assert (tmp_path / "fast" / "ran").exists()
+        assert early.is_alive(), "the slow zygote finished its imports: the test proves nothing"
+        (tmp_path / "slow" / "release").touch()
+        early.join(timeout=60)
+        assert _ran(warm, slow) == 0
+    finally:
+        (tmp_path / "slow" / "release").touch()
+        early.join(timeout=60)
+        warm.close()
+
+
+def test_closing_while_a_zygote_imports_leaves_no_process(tmp_path: Path) -> None:
+    slow = _launch(tmp_path / "slow", "blocks", BLOCKS)
+    warm = WarmStarts()
+    early = threading.Thread(target=warm.prestart, args=([slow],))
+    early.start()
+    deadline = time.monotonic() + 30
+    while not (zygotes := _children_running("blocks")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert zygotes, "no zygote was importing"
+    closer = threading.Thread(target=warm.close)
+    closer.start()
+    closer.join(timeout=1)
+    assert closer.is_alive(), "close() returned while a zygote was still importing"
+    (tmp_path / "slow" / "release").touch()
+    closer.join(timeout=60)
+    early.join(timeout=60)
+    assert not closer.is_alive()
+    assert gone(zygotes, within=5)
+    with pytest.raises(WarmStartError, match="closed"):
+        warm.spawn(slow, python_command(slow.argv))  # type: ignore[arg-type]
+
+
+def _children_running(module: str) -> list[int]:
+    """Pids of this process's children whose command line names ``module``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and module.encode() in cmdline:
+            found.append(int(entry.name))
+    return found

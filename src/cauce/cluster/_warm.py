@@ -224,12 +224,14 @@ class WarmStarts:
 
     def __init__(self) -> None:
         self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
+        self._starting: dict[tuple[Any, ...], threading.Event] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def _zygote(self, launch: TaskLaunch, command: PythonCommand) -> _Zygote:
         """The zygote for ``launch``, started now (its imports waited for) if there is none yet
-        for its interpreter, modules, folder and import environment."""
+        for its interpreter, modules, folder and import environment. While one key's zygote
+        imports, tasks of other keys are served: only those of the same key wait for it."""
         interpreter = _which(command.interpreter, launch.env)
         key = (
             interpreter,
@@ -237,22 +239,45 @@ class WarmStarts:
             launch.cwd,
             tuple(launch.env.get(name) for name in _IMPORT_ENV),
         )
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise WarmStartError("the warm starts are closed")
+                zygote = self._zygotes.get(key)
+                if zygote is not None and zygote.alive:
+                    return zygote
+                if zygote is not None:
+                    del self._zygotes[key]
+                    zygote.close()
+                starting = self._starting.get(key)
+                if starting is None:
+                    starting = self._starting[key] = threading.Event()
+                    break
+            starting.wait()  # another thread starts it: look again when it is done
+        began = time.monotonic()
+        try:
+            zygote = _Zygote(interpreter, launch.preload, launch)
+        except BaseException:
+            with self._lock:
+                del self._starting[key]
+            starting.set()
+            raise
         with self._lock:
-            if self._closed:
-                raise WarmStartError("the warm starts are closed")
-            zygote = self._zygotes.get(key)
-            if zygote is not None and not zygote.alive:
-                zygote.close()
-                zygote = None
-            if zygote is None:
-                began = time.monotonic()
-                zygote = self._zygotes[key] = _Zygote(interpreter, launch.preload, launch)
-                logger.info(
-                    "warm start: imported %s in %.1f s",
-                    ", ".join(launch.preload),
-                    time.monotonic() - began,
-                )
-            return zygote
+            del self._starting[key]
+            closed = self._closed
+            if not closed:
+                self._zygotes[key] = zygote
+        if closed:  # close() waits for this one: stop it before saying it is done
+            zygote.close()
+        starting.set()
+        if closed:
+            raise WarmStartError("the warm starts are closed")
+        logger.info(
+            "warm start: imported %s in %.1f s",
+            ", ".join(launch.preload),
+            time.monotonic() - began,
+        )
+        return zygote
 
     def prestart(self, launches: Sequence[TaskLaunch]) -> None:
         """Start the zygotes that these launches will ask for, before they do (a task that asks
@@ -285,11 +310,16 @@ class WarmStarts:
         return task
 
     def close(self) -> None:
+        """Stop every zygote; one still importing is stopped when its imports end (waited for
+        here, so that nothing outlives this call)."""
         with self._lock:
             self._closed = True
             zygotes, self._zygotes = list(self._zygotes.values()), {}
+            starting = list(self._starting.values())
         for zygote in zygotes:
             zygote.close()
+        for event in starting:
+            event.wait()
 
 
 def _which(interpreter: str, env: Mapping[str, str]) -> str:

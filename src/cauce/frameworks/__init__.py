@@ -10,7 +10,7 @@ every variable.
 
 from __future__ import annotations
 
-from cauce.frameworks._common import host_port
+from cauce.frameworks._common import host_port, thread_env
 from cauce.frameworks._horovod_kv import HorovodKVServer
 from cauce.frameworks._horovod_kv import start as start_horovod_kv
 from cauce.frameworks._horovod_kv import stop as stop_horovod_kv
@@ -36,4 +36,5 @@ __all__ = [
     "start_horovod_kv",
     "stop_horovod_kv",
     "task_env",
+    "thread_env",
 ]

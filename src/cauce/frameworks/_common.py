@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from cauce.frameworks.api import LEADER_ROLES, GangLayout, TaskSlot
 
-__all__ = ["Placement", "World", "base_env", "host_port", "master_slot", "torch_env"]
+__all__ = [
+    "Placement",
+    "World",
+    "base_env",
+    "host_port",
+    "master_slot",
+    "thread_env",
+    "torch_env",
+]
 
 
 def host_port(host: str, port: int) -> str:
@@ -102,13 +110,18 @@ def _is_chief(layout: GangLayout, world: World, slot: TaskSlot) -> bool:
     return world.rank(slot.task_id) == 0
 
 
+def thread_env(cpus: float) -> dict[str, str]:
+    """The thread counts of a task with ``cpus`` CPUs (at least one thread)."""
+    threads = str(max(1, math.floor(cpus)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def base_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]:
     """The variables of every framework: cauce's own, TonY's, devices and threads."""
     master = master_slot(layout, world)
     cluster: dict[str, list[str]] = {}
     for other in layout.slots:
         cluster.setdefault(other.role, []).append(host_port(other.host, other.port))
-    threads = str(max(1, math.floor(slot.cpus)))
     return {
         "CAUCE_JOB_ID": layout.job_id,
         "CAUCE_JOB_NAME": layout.job_name,
@@ -127,8 +140,7 @@ def base_env(layout: GangLayout, slot: TaskSlot, world: World) -> dict[str, str]
         "CLUSTER_SPEC": json.dumps(cluster, separators=(",", ":")),
         "INIT_METHOD": f"tcp://{host_port(master.host, master.port)}",
         "CUDA_VISIBLE_DEVICES": ",".join(slot.gpus),
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
+        **thread_env(slot.cpus),
     }
 
 

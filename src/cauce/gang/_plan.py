@@ -5,7 +5,6 @@ Pure but for the free ports the reservation hands out and ``os.environ``, both p
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shlex
@@ -14,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cauce.cluster.api import GangRequest, Reservation, TaskLaunch, TaskRequest
-from cauce.frameworks import GangLayout, TaskSlot, contract_names, rank_order, task_env
+from cauce.frameworks import (
+    GangLayout,
+    TaskSlot,
+    contract_names,
+    rank_order,
+    task_env,
+    thread_env,
+)
 from cauce.spec import JobSpec
 
 __all__ = ["AttemptPlan", "build_attempt", "gang_request", "task_argv", "warm_launches"]
@@ -83,6 +89,12 @@ def base_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _inherited(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a task inherits of the driver's environment: :func:`base_env` without the names
+    the frameworks' contract sets (a stale ``RANK`` of the driver's must not leak in)."""
+    return {k: v for k, v in base_env(environ).items() if k not in contract_names()}
+
+
 @dataclass(frozen=True)
 class AttemptPlan:
     layout: GangLayout
@@ -135,7 +147,7 @@ def build_attempt(
         slots=tuple(slots),
         rendezvous=rendezvous,
     )
-    inherited = {k: v for k, v in base_env(environ).items() if k not in contract_names()}
+    inherited = _inherited(environ)
     launches = []
     contract: dict[str, dict[str, str]] = {}
     for task in request.tasks:
@@ -169,11 +181,10 @@ def warm_launches(spec: JobSpec, environ: Mapping[str, str]) -> list[TaskLaunch]
     :meth:`~cauce.cluster.WarmStarts.prestart`. Empty when nothing is preloaded."""
     if not spec.preload:
         return []
-    inherited = {k: v for k, v in base_env(environ).items() if k not in contract_names()}
+    inherited = _inherited(environ)
     launches = []
     for role in spec.roles:
-        threads = str(max(1, math.floor(role.resources.cpus)))
-        env = {**inherited, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {**inherited, **thread_env(role.resources.cpus)}
         env.update(spec.env)
         env.update(role.env)
         launches.append(
