@@ -54,11 +54,15 @@ cauce.serve.save_model(
 
 
 def spark_jvm():
-    """A Spark JVM that a process above this one started (the pipeline's)."""
+    """The evaluate step's Spark JVM, started by a process above this one (the pipeline's); not
+    an orphan of something else that init adopted."""
     for above in psutil.Process().parents():
+        if above.pid == 1:
+            break
         for child in above.children():
             try:
-                if "org.apache.spark.deploy.SparkSubmit" in " ".join(child.cmdline()):
+                line = " ".join(child.cmdline())
+                if "org.apache.spark.deploy.SparkSubmit" in line and "cauce-mllib-baseline" in line:
                     return child.pid
             except psutil.Error:
                 pass
