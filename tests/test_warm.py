@@ -5,6 +5,7 @@ warm-start process is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cauce._util.pycommand import python_command
@@ -480,14 +482,8 @@ def test_closing_while_a_zygote_imports_leaves_no_process(tmp_path: Path) -> Non
 def _children_running(module: str) -> list[int]:
     """Pids of this process's children whose command line names ``module``."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and module.encode() in cmdline:
-            found.append(int(entry.name))
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if module in child.cmdline():
+                found.append(child.pid)
     return found
