@@ -20,6 +20,7 @@ pytest_plugins = [
     "flights_fixtures",
     "mlflow_fixtures",
     "multihost_fixtures",
+    "scheduling",
     "spark_fixtures",
     "ui_fixtures",
 ]
@@ -27,9 +28,9 @@ pytest_plugins = [
 _CAUCE_VARS = ("CAUCE_HOME", "CAUCE_HISTORY", "CAUCE_CLUSTER", "CAUCE_GPUS", "CAUCE_LEASE_DIR")
 
 
-# Under pytest-xdist (scripts/test.sh runs two workers) each worker that needs a multi-host
-# cluster builds its own, under names and a subnet of its own: namespaces have fixed names, and
-# pytest 9 drops xdist's group marks, so the tests of one cluster cannot be kept on one worker.
+# Under pytest-xdist (scripts/test.sh runs two workers) the multi-host clusters of two workers
+# may be up at once (the session's on one, a module's own on the other: scheduling.py keeps the
+# tests of each on one worker), so each worker names its namespaces and subnets its own way.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER.startswith("gw") and "CAUCE_MULTIHOST_TAG" not in os.environ:
     os.environ["CAUCE_MULTIHOST_TAG"] = f"x{int(_WORKER[2:])}"

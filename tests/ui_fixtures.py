@@ -207,10 +207,20 @@ def build_history(folder: Path, env: dict[str, str]) -> tuple[str, Path]:
     return found.group(1), pipeline
 
 
+@dataclass(frozen=True)
+class _Served:
+    url: str
+    env: dict[str, str]
+    home: Path
+    failed_job: str
+    shots: Path
+
+
 @pytest.fixture(scope="session")
-def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = _chromium()
+def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]:
+    """The history and `cauce ui` serving it, built once per worker (not without a browser)."""
+    pytest.importorskip("playwright.sync_api")
+    _chromium()
     folder = tmp_path_factory.mktemp("ui")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env.update(CAUCE_HOME=str(folder / "home"), PYTHONUNBUFFERED="1")
@@ -230,16 +240,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         if os.environ.get("CAUCE_UPDATE_SCREENSHOTS") != "1":
             shots = folder / "screenshots"
             shots.mkdir()
-        with sync_api.sync_playwright() as play:
-            browser = play.chromium.launch(
-                executable_path=chromium, headless=True, args=CHROMIUM_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.set_default_timeout(60_000)  # a page on a busy host
-            try:
-                yield Portal(found.group(1), env, folder / "home", failed, page, shots)
-            finally:
-                browser.close()
+        yield _Served(found.group(1), env, folder / "home", failed, shots)
     finally:
         server.terminate()
         try:
@@ -247,3 +248,21 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.communicate()
+
+
+@pytest.fixture(scope="module")
+def portal(portal_server: _Served) -> Iterator[Portal]:
+    """A browser on the portal, for one test module only: Playwright's sync API keeps an event
+    loop running in this thread while it is open, so ``asyncio.run`` in any other test the
+    worker runs meanwhile would fail ("cannot be called from a running event loop")."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = _chromium()
+    with sync_api.sync_playwright() as play:
+        browser = play.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        page.set_default_timeout(60_000)  # a page on a busy host
+        try:
+            s = portal_server
+            yield Portal(s.url, s.env, s.home, s.failed_job, page, s.shots)
+        finally:
+            browser.close()
