@@ -9,8 +9,9 @@ that share something expensive stay on one worker, which builds it once:
 - the tests of every module that uses one of :data:`SESSION_FIXTURES`, together per fixture.
 
 Every other test is handed out alone, long ones (marked ``slow``) first, so that no long test
-starts last while the other worker has nothing left to do. A group is found from the test
-file's text, on the controller and on the workers alike.
+starts last while the other worker has nothing left to do. A group is found from the fixtures
+the test file asks for (parameters and ``request.getfixturevalue``), on the controller and on
+the workers alike.
 """
 
 from __future__ import annotations
