@@ -30,24 +30,28 @@ if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
     echo "$stamp" > .venv/.cauce-setup
 fi
 # The portal's browser tests drive Debian's chromium through Playwright (no browser download);
-# the completion test runs zsh. Installed when missing and apt is there and usable (CI runs as
-# root on Debian); else said once.
+# the completion test runs zsh; the PostgreSQL tests start their own server with PostgreSQL's
+# initdb and pg_ctl. Installed when missing and apt is there and usable (CI runs as root on
+# Debian); else said once.
 missing=()
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     missing+=(chromium)
 fi
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    missing+=(postgresql)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "setup: installing ${missing[*]} with apt-get (the portal's browser tests, zsh completion)"
+        echo "setup: installing ${missing[*]} with apt-get (browser, zsh and PostgreSQL tests)"
         if ! { apt-get update -qq >/dev/null &&
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                 "${missing[@]}" >/dev/null; }; then
             echo "warning: apt-get could not install ${missing[*]}; the tests that need them skip" >&2
         fi
     else
-        echo "warning: ${missing[*]} not found; tests/test_ui.py (chromium) and the zsh" \
-            "completion test skip" >&2
+        echo "warning: ${missing[*]} not found; tests/test_ui.py (chromium), the zsh" \
+            "completion test and tests/test_postgres.py (postgresql) skip" >&2
     fi
 fi
 .venv/bin/cauce --version

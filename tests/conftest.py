@@ -15,11 +15,13 @@ import pytest
 from helpers import SESSION_GROUPS, running
 
 #: Fixtures shared by several test modules: the prepared flights dataset (``flights``), the
-#: Spark standalone cluster (``spark_cluster``) and a cauce home for in-process runs (``home``).
+#: Spark standalone cluster (``spark_cluster``), a PostgreSQL server (``postgres``) and a cauce
+#: home for in-process runs (``home``).
 pytest_plugins = [
     "flights_fixtures",
     "mlflow_fixtures",
     "multihost_fixtures",
+    "postgres_fixtures",
     "scheduling",
     "spark_fixtures",
     "ui_fixtures",

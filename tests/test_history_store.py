@@ -1,5 +1,6 @@
 """The history store: its schema versions (a database of cauce 0.1.0 opens and is migrated,
-several processes may open a new one at once) and exact job-id prefixes."""
+several processes may open a new one at once) and exact job-id prefixes; on SQLite, and on a real
+PostgreSQL server (``postgres_fixtures``) where the behaviour is the database's."""
 
 from __future__ import annotations
 
@@ -44,7 +45,12 @@ def schema(url: str) -> dict[str, Any]:
         return {
             table: (
                 [
-                    (c["name"], str(c["type"]), c["nullable"], c["primary_key"])
+                    (
+                        c["name"],
+                        str(c["type"]),
+                        c["nullable"],
+                        c.get("primary_key"),
+                    )  # not on PostgreSQL
                     for c in inspector.get_columns(table)
                 ],
                 inspector.get_pk_constraint(table)["constrained_columns"],
@@ -138,8 +144,25 @@ def test_head_is_the_newest_migration() -> None:
     assert scripts.get_heads() == [HEAD]
 
 
-def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for a new history database: a file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def select(url: str, statement: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(statement))]
+    finally:
+        engine.dispose()
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(history_url: str) -> None:
+    url = history_url
     code = "import sys; from cauce.history import HistoryStore; HistoryStore(sys.argv[1]).close()"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
@@ -148,11 +171,11 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) ->
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert version(tmp_path / "history.db") == [HEAD]
+    assert select(url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD,)]
 
 
-def test_job_id_prefixes_are_exact(tmp_path: Path) -> None:
-    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+def test_job_id_prefixes_are_exact(history_url: str) -> None:
+    store = HistoryStore(history_url)
     try:
         for job_id in ("ab_c-1", "abxc-2", "Zed-3"):
             store.create_job(id=job_id, name=job_id, status=JobStatus.SUCCEEDED)
@@ -168,10 +191,10 @@ def test_job_id_prefixes_are_exact(tmp_path: Path) -> None:
         store.close()
 
 
-def test_nan_and_infinite_metrics_are_stored_as_null_and_read_back(tmp_path: Path) -> None:
+def test_nan_and_infinite_metrics_are_stored_as_null_and_read_back(history_url: str) -> None:
     """SQL has no NaN (SQLite reads it as NULL): a value that is not finite is stored as NULL
     with the word for it, and read back as that float, in the order reported."""
-    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    store = HistoryStore(history_url)
     try:
         store.create_job(id="j-1", name="j", status=JobStatus.RUNNING)
         values = [1.0, math.nan, math.inf, -math.inf, 0.5]
@@ -179,9 +202,71 @@ def test_nan_and_infinite_metrics_are_stored_as_null_and_read_back(tmp_path: Pat
         store.add_metrics("j-1", rows)
         back = [m.value for m in store.get_metrics("j-1")]
         assert math.isnan(back[1]) and [back[0], *back[2:]] == [1.0, math.inf, -math.inf, 0.5]
-        with sqlite3.connect(tmp_path / "history.db") as conn:
-            stored = list(conn.execute("SELECT value, nonfinite FROM metrics ORDER BY id"))
-        conn.close()
+        stored = select(history_url, "SELECT value, nonfinite FROM metrics ORDER BY id")
         assert stored == [(1.0, None), (None, "nan"), (None, "inf"), (None, "-inf"), (0.5, None)]
     finally:
         store.close()
+
+
+def database_of_0_1_0_on_postgres(old: str, url: str) -> None:
+    """What 0.1.0 left on PostgreSQL: revision 0001's tables without a version table, holding
+    the rows of the 0.1.0 database ``old`` (its sequences past their ids, as inserts leave them)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from cauce.history import migrations
+
+    tables = ("jobs", "tasks", "events", "metrics")
+    engine, source = sa.create_engine(url), sa.create_engine(old)
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
+        meta = sa.MetaData()
+        meta.reflect(engine, only=tables)
+        with source.connect() as read, engine.begin() as write:
+            for table in tables:
+                found = [dict(row._mapping) for row in read.execute(meta.tables[table].select())]
+                if found:
+                    write.execute(meta.tables[table].insert(), found)
+            for table in ("events", "metrics"):
+                write.execute(
+                    sa.text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+                    )
+                )
+    finally:
+        engine.dispose()
+        source.dispose()
+
+
+def test_a_postgres_database_of_0_1_0_is_migrated_keeps_its_rows_and_matches_a_new_one(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Revision 0002 on PostgreSQL (a column made nullable, one added, in one transaction under
+    the advisory lock), on the rows of the 0.1.0 database; a new store has the same schema."""
+    old = database_of_0_1_0(tmp_path / "history.db")
+    with postgres.database() as migrated, postgres.database() as new:
+        database_of_0_1_0_on_postgres(old, migrated)
+        store = HistoryStore(migrated)
+        try:
+            assert select(migrated, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD,)]
+            assert [job.id for job in store.list_jobs()] == [
+                "hello-20260101-130000-cd34",
+                "hello-20260101-120000-ab12",
+            ]
+            job = store.get_job("hello-20260101-12")
+            assert (job.status, job.attempts, job.restarts) == (JobStatus.SUCCEEDED, 2, 1)
+            [event] = store.get_events(job.id)
+            assert event.data == {"restart": 1, "cause": "worker-0 failed first"}
+            store.add_metrics(job.id, [MetricRow("worker-0", 1, 11, 1.0, "loss", math.nan)])
+            was, nan = store.get_metrics(job.id)
+            assert (was.step, was.value, nan.step, math.isnan(nan.value)) == (10, 0.25, 11, True)
+        finally:
+            store.close()
+        HistoryStore(new).close()
+        assert schema(migrated) == schema(new)

@@ -118,7 +118,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         rows.append([job.id, job.name, job.status, str(job.attempts), started, _duration(job)])
     if len(rows) == 1:
         filtered = args.name or statuses or since is not None
-        sys.stdout.write(f"no {'such jobs' if filtered else 'jobs yet'} in {store.url}\n")
+        sys.stdout.write(f"no {'such jobs' if filtered else 'jobs yet'} in {store.shown}\n")
     else:
         sys.stdout.write(table(rows) + "\n")
     return 0

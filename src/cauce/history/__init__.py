@@ -9,7 +9,7 @@ from cauce._util.procs import start_time
 from cauce.errors import HistoryError
 from cauce.history._liveness import driver_alive, refresh_job
 from cauce.history._status import JobStatus, TaskStatus
-from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
+from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow, shown_url
 
 __all__ = [
     "EventRow",
@@ -24,6 +24,7 @@ __all__ = [
     "open_store",
     "process_stamp",
     "refresh_job",
+    "shown_url",
 ]
 
 

@@ -24,7 +24,7 @@ from cauce.errors import HistoryError
 from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
+__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow", "shown_url"]
 
 _meta = sa.MetaData()
 
@@ -170,13 +170,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: a password in it becomes ``***``."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
 class HistoryStore:
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = url  # what processes connect with (the tasks, the studies): may hold a password
+        self.shown = shown_url(url)  # for messages
         try:
             self.engine: Engine = sa.create_engine(url, future=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise HistoryError(f"history URL {url!r} is not usable: {exc}") from exc
+            raise HistoryError(f"history URL {self.shown!r} is not usable: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             sa_event.listen(self.engine, "connect", _sqlite_pragmas)
         self._create_schema()
@@ -185,7 +194,7 @@ class HistoryStore:
         try:
             migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store {self.url!r} cannot be opened: {exc}") from exc
+            raise HistoryError(f"history store {self.shown!r} cannot be opened: {exc}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -325,7 +334,7 @@ class HistoryStore:
             raise HistoryError(f"job id {ref!r} is ambiguous: {names}")
         if not rows:
             what = "job (id, id prefix or name)" if by_name else "job"
-            raise HistoryError(f"no {what} {ref!r} in {self.url}; see 'cauce jobs'")
+            raise HistoryError(f"no {what} {ref!r} in {self.shown}; see 'cauce jobs'")
         return _job_row(rows[0]), 1
 
     def get_tasks(self, job_id: str) -> list[TaskRow]:

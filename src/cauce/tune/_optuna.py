@@ -163,7 +163,11 @@ def open_storage(url: str) -> RDBStorage:
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # SQLAlchemy or Alembic, whichever the backend raises
-        raise CauceError(f"the study storage at {url!r} cannot be opened: {exc}") from exc
+        from cauce.history import shown_url
+
+        raise CauceError(
+            f"the study storage at {shown_url(url)!r} cannot be opened: {exc}"
+        ) from exc
     if url.startswith("sqlite"):
         # As the history store does on the same file (in WAL mode): no fsync at each commit,
         # which cost Optuna's every report and tell 15 to 150 ms. A commit is still atomic,

@@ -149,7 +149,7 @@ def serve_ui(
         for sig in (signal.SIGTERM,):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
         server.start()
-        write_portal(server.url, store.url, home)
+        write_portal(server.url, store.shown, home)  # no password in a file others may read
         if ready is not None:
             ready(server.url)
         with contextlib.suppress(KeyboardInterrupt):

@@ -1,0 +1,51 @@
+"""History and studies in PostgreSQL, as a team keeps them (``CAUCE_HISTORY``), through the CLI:
+a study whose trials run as jobs, listed by ``cauce jobs``, ``cauce trials`` and ``cauce show``
+from the same database, with the URL's password never printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import ROOT, cauce
+from postgres_fixtures import PostgresServer
+
+PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
+
+
+def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
+    postgres: PostgresServer, cauce_env: dict[str, str], tmp_path: Path
+) -> None:
+    with postgres.database() as url:
+        name = url.rsplit("/", 1)[1]
+        env = {**cauce_env, "CAUCE_HISTORY": postgres.url(name, PASSWORD)}
+        job = ROOT / "examples" / "tune" / "job.yaml"
+        tuned = cauce(["tune", str(job), "--trials", "3", "--parallel", "2"], env, timeout=300)
+        assert tuned.returncode == 0, tuned.stderr
+        assert "3 trials done" in tuned.stdout, tuned.stdout
+
+        # Optuna's tables and cauce's in the one database, written by the trials' processes too
+        tables = {row[0] for row in postgres.execute(name, "SELECT tablename FROM pg_tables")}
+        assert {"jobs", "tasks", "metrics", "studies", "trials"} <= tables, tables
+        trials = json.loads(cauce(["trials", "spirals", "--format", "json"], env).stdout)
+        assert len(trials) == 3 and {t["state"] for t in trials} <= {"complete", "pruned"}
+        listed = cauce(["jobs"], env)
+        assert listed.returncode == 0, listed.stderr
+        jobs = [t["job_id"] for t in trials]
+        assert all(j in listed.stdout for j in jobs), listed.stdout
+        shown = cauce(["show", jobs[0]], env)
+        assert shown.returncode == 0 and jobs[0] in shown.stdout, shown.stderr
+        [(reported,)] = postgres.execute(
+            name, f"SELECT count(*) FROM metrics WHERE job_id = '{jobs[0]}'"
+        )
+        assert reported > 0
+
+        # errors name the database, not its password
+        missing = cauce(["show", "no-such-job"], env)
+        assert missing.returncode != 0
+        assert "'no-such-job' in postgresql+psycopg://cauce:***@127.0.0.1" in missing.stderr
+        bad = {**env, "CAUCE_HISTORY": postgres.url("no_such_database", PASSWORD)}
+        refused = cauce(["jobs"], bad)
+        assert refused.returncode != 0 and "no_such_database" in refused.stderr
+        for done in (tuned, listed, shown, missing, refused):
+            assert PASSWORD not in done.stdout + done.stderr
