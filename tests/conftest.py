@@ -66,6 +66,14 @@ def _group(pid: int) -> int | None:
         return None
 
 
+def _lineage(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and its ancestors (none if it has ended)."""
+    try:
+        return [proc, *proc.parents()]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _describe(proc: psutil.Process) -> str:
     try:
         return f"{proc.pid} {' '.join(proc.cmdline())[:80]}"
@@ -86,8 +94,9 @@ def no_leaked_processes() -> Iterator[None]:
             for p in me.children(recursive=True)
             if p.pid not in before
             and running(p.pid)  # a descendant may have been reaped since it was listed
-            # a server a session fixture started during this test: it lives on, for the session
-            and _group(p.pid) not in SESSION_GROUPS
+            # a server a session fixture started during this test: it lives on, for the session,
+            # and so do its own processes (PostgreSQL puts each in a group of its own)
+            and not any(_group(q.pid) in SESSION_GROUPS for q in _lineage(p))
         ]
         if not left or time.monotonic() > deadline:
             break

@@ -1,9 +1,10 @@
 """A real PostgreSQL server for the tests that keep history and studies in it.
 
-``postgres``: the server, started once per worker from PostgreSQL's own ``initdb`` and
-``pg_ctl`` (Debian's ``postgresql`` package; ``scripts/setup.sh`` installs it) in a folder of its
-own, on 127.0.0.1 and a free port, ``trust`` authentication, no fsync; as the ``postgres`` user
-when the tests run as root (PostgreSQL refuses root). Stopped and its folder removed at the end.
+``postgres``: the server, started once per worker with PostgreSQL's own ``initdb`` and
+``postgres`` programs (Debian's ``postgresql`` package; ``scripts/setup.sh`` installs it) in a
+folder of its own, on 127.0.0.1 and a free port, ``trust`` authentication, no fsync; as the
+``postgres`` user when the tests run as root (PostgreSQL refuses root). Stopped and its folder
+removed at the end.
 ``postgres_url``: a new database on it for one test, dropped afterwards.
 """
 
@@ -14,8 +15,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port
+from helpers import SESSION_GROUPS, free_port
 
 USER = "cauce"
 
@@ -81,9 +84,11 @@ def _run(argv: list[str], as_user: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    pytest.importorskip("psycopg", reason="the postgres extra: pip install 'cauce[postgres]'")
-    initdb, pg_ctl = _program("initdb"), _program("pg_ctl")
-    if initdb is None or pg_ctl is None:
+    psycopg = pytest.importorskip(
+        "psycopg", reason="the postgres extra: pip install 'cauce[postgres]'"
+    )
+    initdb, server_program = _program("initdb"), _program("postgres")
+    if initdb is None or server_program is None:
         pytest.skip(
             "no PostgreSQL server: scripts/setup.sh installs it (apt-get install postgresql)"
         )
@@ -100,23 +105,60 @@ def postgres() -> Iterator[PostgresServer]:
         as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
     server = PostgresServer(free_port(), folder)
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {server.port} -k {folder} "
-        "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-    )
-    started = False
+    process: subprocess.Popen[bytes] | None = None
     try:
         _run(
             [initdb, "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"], as_user
         )
-        _run([pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60",
-              "-o", options, "start"], as_user)  # fmt: skip
-        started = True
+        # The server in the foreground, a child of this process in a group of its own (not
+        # pg_ctl's daemon, which init would have to reap): stopped by its group, waited for.
+        with open(folder / "server.log", "wb") as log:
+            argv = [server_program, "-D", str(data), "-p", str(server.port), "-k", str(folder)]
+            for setting in ("listen_addresses=127.0.0.1", "fsync=off", "full_page_writes=off"):
+                argv += ["-c", setting]
+            process = subprocess.Popen(
+                [*as_user, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,
+            )
+        SESSION_GROUPS.add(process.pid)  # its workers are in groups of their own, below it
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(
+                    host="127.0.0.1",
+                    port=server.port,
+                    user=USER,
+                    dbname="postgres",
+                    connect_timeout=5,
+                ).close()
+                break
+            except psycopg.OperationalError:
+                log_text = (folder / "server.log").read_text(errors="replace")
+                assert process.poll() is None, f"PostgreSQL did not start:\n{log_text}"
+                assert time.monotonic() < deadline, f"PostgreSQL not ready in 60 s:\n{log_text}"
+                time.sleep(0.1)
         yield server
     finally:
-        if started:
-            _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], as_user)
+        if process is not None:
+            _stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """A fast shutdown (SIGINT to its group: the server stops its workers), then SIGKILL if it
+    takes over 30 s (the workers end when they see the server gone)."""
+    for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    SESSION_GROUPS.discard(process.pid)
 
 
 @pytest.fixture
