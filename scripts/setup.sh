@@ -31,8 +31,8 @@ if [ "$(cat .venv/.cauce-setup 2>/dev/null || true)" != "$stamp" ]; then
 fi
 # The portal's browser tests drive Debian's chromium through Playwright (no browser download);
 # the completion test runs zsh; the PostgreSQL tests start their own server with PostgreSQL's
-# initdb and pg_ctl. Installed when missing and apt is there and usable (CI runs as root on
-# Debian); else said once.
+# initdb and postgres programs. Installed when missing and apt is there and usable (CI runs as
+# root on Debian); else said once.
 missing=()
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     missing+=(chromium)

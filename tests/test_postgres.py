@@ -1,13 +1,16 @@
 """History and studies in PostgreSQL, as a team keeps them (``CAUCE_HISTORY``), through the CLI:
 a study whose trials run as jobs, listed by ``cauce jobs``, ``cauce trials`` and ``cauce show``
-from the same database, with the URL's password never printed."""
+and served by ``cauce ui`` from the same database, with the URL's password never shown."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from helpers import ROOT, cauce
+import httpx
+
+from helpers import ROOT, cauce, cauce_popen
 from postgres_fixtures import PostgresServer
 
 PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
@@ -39,6 +42,29 @@ def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
             name, f"SELECT count(*) FROM metrics WHERE job_id = '{jobs[0]}'"
         )
         assert reported > 0
+
+        # the portal's pages and the JSON its charts load, from the same database
+        portal = cauce_popen(["ui", "--port", "0"], env)
+        try:
+            assert portal.stdout is not None
+            url = portal.stdout.readline().split()[2]
+            jobs_page = httpx.get(f"{url}/jobs", timeout=30)
+            assert jobs_page.status_code == 200 and jobs[0] in jobs_page.text
+            study = httpx.get(f"{url}/studies/spirals", timeout=30)
+            assert study.status_code == 200, study.text[:500]
+            curves = httpx.get(f"{url}/api/studies/spirals/curves", timeout=30).json()
+            assert curves and all(c["points"] for c in curves), curves
+            params = httpx.get(f"{url}/api/studies/spirals/params", timeout=30).json()
+            complete = sorted(t["number"] for t in trials if t["state"] == "complete")
+            assert [t["number"] for t in params["trials"]] == complete, params
+            assert PASSWORD not in Path(env["CAUCE_HOME"], "ui.json").read_text()
+        finally:
+            portal.terminate()
+            try:
+                portal.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                portal.kill()
+                portal.communicate()
 
         # errors name the database, not its password
         missing = cauce(["show", "no-such-job"], env)
