@@ -199,10 +199,43 @@ def test_a_hung_warm_task_shows_its_stacks_in_its_log_before_it_is_stopped(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "worker-1 hung first" in done.stderr, done.stderr
     assert "waits_for_a_peer_that_never_answers" in done.stderr  # the log's last lines, quoted
+    assert "teardown hang" not in done.stderr  # blocked in a function: not that signature
     log = next((Path(cauce_env["CAUCE_HOME"]) / "runs").glob("warm-*/logs/worker-1.log"))
     text = log.read_text()
     assert "Current thread 0x" in text and text.count("hread 0x") == 2, text  # both threads
     assert 'File "' in text and "task.py" in text
+
+
+def test_a_hang_with_the_ddp_teardown_signature_is_named_as_such(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """The stacks of PyTorch's DDP teardown hang, made without torch: rank 1's main thread is
+    at its script's top level, blocked in a C call that keeps the GIL, and a native thread
+    (started from C) waits for the GIL with no Python frame. The root cause names the hang."""
+    (tmp_path / "task.py").write_text(
+        textwrap.dedent(
+            """
+            import ctypes, os, time
+            import cauce
+
+            if os.environ["RANK"] == "1":
+                libc = ctypes.PyDLL(None)  # its calls keep the GIL
+                native = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(lambda _: None)
+                libc.pthread_create(ctypes.byref(ctypes.c_ulong()), None, native, None)
+                libc.sleep(600)
+            for _ in range(600):
+                cauce.heartbeat()
+                time.sleep(0.2)
+            """
+        ),
+        encoding="utf-8",
+    )
+    path = _job(tmp_path, "python task.py", extra="hang_timeout: 4")
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "worker-1 hung first" in done.stderr, done.stderr
+    assert "PyTorch's DDP teardown hang" in done.stderr, done.stderr
+    assert "<no Python frame>" in done.stderr and "in <module>" in done.stderr
 
 
 def test_a_module_that_cannot_be_preloaded_fails_the_job_naming_it(

@@ -3,6 +3,7 @@ failure as the root cause people read (console, history, ``GangFailed``)."""
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass
 
@@ -59,6 +60,29 @@ def _cpu(failure: Failure) -> str:
     return ", still using CPU" if failure.busy else ", using no CPU"
 
 
+_THREAD = re.compile(r"^(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
+#: how far back in a hung task's log its stacks are looked for (a torch process has many threads)
+_STACK_LINES = 400
+
+
+def _teardown_hang(lines: list[str]) -> bool:
+    """Whether the last stacks a task printed (``faulthandler``'s format, as a warm task prints
+    them on SIGUSR2) show PyTorch's DDP teardown hang (docs/job-spec.md): a thread at the top
+    level of its script, its function returned (``in <module>`` as its innermost frame), beside
+    a native thread with no Python frame, each waiting for the other."""
+    tops: list[str] = []
+    frame_next = False
+    for line in lines:
+        if _THREAD.match(line.strip()):
+            if frame_next:  # a thread with no frame line at all
+                tops.append("")
+            frame_next = True
+        elif frame_next and line.strip():
+            tops.append(line.strip())
+            frame_next = False
+    return any(t.endswith(" in <module>") for t in tops) and "<no Python frame>" in tops
+
+
 def render_root_cause(
     failure: Failure, log_path: str, hang_timeout: float | None, *, permanent: bool = False
 ) -> str:
@@ -72,6 +96,13 @@ def render_root_cause(
             f"for {failure.hung_for or 0:.0f} s, hang_timeout {hang_timeout or 0:g} s, "
             f"after {failure.runtime:.1f} s, attempt {failure.attempt + 1}{_cpu(failure)})"
         )
+        if _teardown_hang(log_tail(log_path, _STACK_LINES)):
+            head += (
+                "; its stacks show its script's top level (the function it called has "
+                "returned) and a native thread with no Python frame: PyTorch's DDP teardown "
+                "hang, when a DistributedDataParallel model outlives "
+                "dist.destroy_process_group(); free the model first (docs/job-spec.md)"
+            )
     else:
         head = (
             f"{failure.task_id} failed first ({describe_exit(failure.returncode)} after "
