@@ -5,6 +5,8 @@ and served by ``cauce ui`` from the same database, with the URL's password never
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,3 +77,39 @@ def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
         assert refused.returncode != 0 and "no_such_database" in refused.stderr
         for done in (tuned, listed, shown, missing, refused):
             assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_two_tuners_of_one_study_share_it_through_postgres(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """As two hosts of a team would (each its own cauce home, one database): both run trials
+    of one study at once, every trial is done once, and the study ends at its size or a trial
+    or two over (docs/tuning.md)."""
+    with postgres.database() as url:
+        job = ROOT / "examples" / "tune" / "job.yaml"
+        tuners = []
+        for host in ("a", "b"):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+            env |= {
+                "CAUCE_HOME": str(tmp_path / host / "home"),
+                "CAUCE_LEASE_DIR": str(tmp_path / host / "leases"),
+                "CAUCE_HISTORY": url,
+                "PYTHONUNBUFFERED": "1",
+            }
+            tuners.append(
+                (env, cauce_popen(["tune", str(job), "--trials", "6", "--parallel", "1"], env))
+            )
+        outputs = []
+        for _, tuner in tuners:
+            out, err = tuner.communicate(timeout=300)
+            assert tuner.returncode == 0, err
+            outputs.append(out)
+        trials = json.loads(cauce(["trials", "spirals", "--format", "json"], tuners[0][0]).stdout)
+        assert 6 <= len(trials) <= 8, trials
+        assert {t["state"] for t in trials} <= {"complete", "pruned"}, trials
+        assert len({t["number"] for t in trials}) == len(trials)
+        # both tuners ran some of them: each prints the trials it started
+        started = [set(re.findall(r"trial (\d+) running", out)) for out in outputs]
+        assert all(started) and not started[0] & started[1], outputs
+        jobs = cauce(["jobs", "--limit", "20"], tuners[1][0]).stdout
+        assert all(t["job_id"] in jobs for t in trials), jobs
