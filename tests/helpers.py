@@ -53,6 +53,16 @@ def cauce_popen(
     )
 
 
+def stop(process: subprocess.Popen[str], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if ``process`` has not ended within ``grace`` seconds; reaped."""
+    process.terminate()
+    try:
+        process.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
 def match_schema(doc: object, name: str) -> None:
     """Fail unless ``doc`` (a parsed ``--format json`` output) matches docs/schemas/NAME.json."""
     import json

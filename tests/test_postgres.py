@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
 
-from helpers import ROOT, cauce, cauce_popen
+from helpers import ROOT, cauce, cauce_popen, stop
 from postgres_fixtures import PostgresServer
 
 PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
@@ -61,12 +60,7 @@ def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
             assert [t["number"] for t in params["trials"]] == complete, params
             assert PASSWORD not in Path(env["CAUCE_HOME"], "ui.json").read_text()
         finally:
-            portal.terminate()
-            try:
-                portal.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                portal.kill()
-                portal.communicate()
+            stop(portal, grace=30)
 
         # errors name the database, not its password
         missing = cauce(["show", "no-such-job"], env)

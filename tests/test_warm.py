@@ -170,36 +170,42 @@ def test_a_warm_task_ends_with_its_own_status(
         assert "_zygote" not in text  # the traceback is the task's, as python prints it
 
 
+def _hangs(tmp_path: Path, cauce_env: dict[str, str], rank1: str) -> str:
+    """Runs a job whose rank 1 runs ``rank1`` (Python, indented 4) and never beats while rank 0
+    goes on beating, with ``hang_timeout: 4``; returns the error it ends with."""
+    script = f"""
+import os, threading, time
+import cauce
+
+if os.environ["RANK"] == "1":
+{rank1}
+for _ in range(600):
+    cauce.heartbeat()
+    time.sleep(0.2)
+"""
+    (tmp_path / "task.py").write_text(script, encoding="utf-8")
+    path = _job(tmp_path, "python task.py", extra="hang_timeout: 4")
+    done = cauce(["run", str(path)], cauce_env, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "worker-1 hung first" in done.stderr, done.stderr
+    return done.stderr
+
+
 def test_a_hung_warm_task_shows_its_stacks_in_its_log_before_it_is_stopped(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:
     """Rank 1 blocks in a function of its own, in a thread beside its main one; rank 0 goes on
     beating. Found hung, rank 1 prints where each of its threads is, which the error quotes."""
-    (tmp_path / "task.py").write_text(
-        textwrap.dedent(
-            """
-            import os, threading, time
-            import cauce
-
-            def waits_for_a_peer_that_never_answers():
-                time.sleep(600)
-
-            if os.environ["RANK"] == "1":
-                threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
-                waits_for_a_peer_that_never_answers()
-            for _ in range(600):
-                cauce.heartbeat()
-                time.sleep(0.2)
-            """
-        ),
-        encoding="utf-8",
+    error = _hangs(
+        tmp_path,
+        cauce_env,
+        "    def waits_for_a_peer_that_never_answers():\n"
+        "        time.sleep(600)\n"
+        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+        "    waits_for_a_peer_that_never_answers()",
     )
-    path = _job(tmp_path, "python task.py", extra="hang_timeout: 4")
-    done = cauce(["run", str(path)], cauce_env, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "worker-1 hung first" in done.stderr, done.stderr
-    assert "waits_for_a_peer_that_never_answers" in done.stderr  # the log's last lines, quoted
-    assert "teardown hang" not in done.stderr  # blocked in a function: not that signature
+    assert "waits_for_a_peer_that_never_answers" in error  # the log's last lines, quoted
+    assert "teardown hang" not in error  # blocked in a function: not that signature
     log = next((Path(cauce_env["CAUCE_HOME"]) / "runs").glob("warm-*/logs/worker-1.log"))
     text = log.read_text()
     assert "Current thread 0x" in text and text.count("hread 0x") == 2, text  # both threads
@@ -212,30 +218,17 @@ def test_a_hang_with_the_ddp_teardown_signature_is_named_as_such(
     """The stacks of PyTorch's DDP teardown hang, made without torch: rank 1's main thread is
     at its script's top level, blocked in a C call that keeps the GIL, and a native thread
     (started from C) waits for the GIL with no Python frame. The root cause names the hang."""
-    (tmp_path / "task.py").write_text(
-        textwrap.dedent(
-            """
-            import ctypes, os, time
-            import cauce
-
-            if os.environ["RANK"] == "1":
-                libc = ctypes.PyDLL(None)  # its calls keep the GIL
-                native = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(lambda _: None)
-                libc.pthread_create(ctypes.byref(ctypes.c_ulong()), None, native, None)
-                libc.sleep(600)
-            for _ in range(600):
-                cauce.heartbeat()
-                time.sleep(0.2)
-            """
-        ),
-        encoding="utf-8",
+    error = _hangs(
+        tmp_path,
+        cauce_env,
+        "    import ctypes\n"
+        "    libc = ctypes.PyDLL(None)  # its calls keep the GIL\n"
+        "    native = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(lambda _: None)\n"
+        "    libc.pthread_create(ctypes.byref(ctypes.c_ulong()), None, native, None)\n"
+        "    libc.sleep(600)",
     )
-    path = _job(tmp_path, "python task.py", extra="hang_timeout: 4")
-    done = cauce(["run", str(path)], cauce_env, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "worker-1 hung first" in done.stderr, done.stderr
-    assert "PyTorch's DDP teardown hang" in done.stderr, done.stderr
-    assert "<no Python frame>" in done.stderr and "in <module>" in done.stderr
+    assert "PyTorch's DDP teardown hang" in error, error
+    assert "<no Python frame>" in error and "in <module>" in error
 
 
 def test_a_module_that_cannot_be_preloaded_fails_the_job_naming_it(

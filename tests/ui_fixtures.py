@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import cauce, cauce_popen, write_job
+from helpers import cauce, cauce_popen, stop, write_job
 from pipeline_fixtures import write_small
 
 CHROMIUM_ARGS = [
@@ -242,12 +241,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Served]
             shots.mkdir()
         yield _Served(found.group(1), env, folder / "home", failed, shots)
     finally:
-        server.terminate()
-        try:
-            server.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
+        stop(server)
 
 
 @pytest.fixture(scope="module")
