@@ -38,7 +38,8 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
     missing+=(chromium)
 fi
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
-if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+if ! command -v initdb >/dev/null 2>&1 &&
+    ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
