@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
-from helpers import ROOT, cauce, cauce_popen, stop
+from helpers import ROOT, cauce, cauce_popen, free_port, stop
 from postgres_fixtures import PostgresServer
 
 PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
@@ -23,6 +24,9 @@ def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
     with postgres.database() as url:
         name = url.rsplit("/", 1)[1]
         env = {**cauce_env, "CAUCE_HISTORY": postgres.url(name, PASSWORD)}
+        empty = cauce(["jobs"], env)
+        assert empty.returncode == 0, empty.stderr
+        assert "no jobs yet in postgresql+psycopg://cauce:***@127.0.0.1" in empty.stdout
         job = ROOT / "examples" / "tune" / "job.yaml"
         tuned = cauce(["tune", str(job), "--trials", "3", "--parallel", "2"], env, timeout=300)
         assert tuned.returncode == 0, tuned.stderr
@@ -69,7 +73,7 @@ def test_a_study_in_postgres_is_listed_from_it_and_its_password_never_shown(
         bad = {**env, "CAUCE_HISTORY": postgres.url("no_such_database", PASSWORD)}
         refused = cauce(["jobs"], bad)
         assert refused.returncode != 0 and "no_such_database" in refused.stderr
-        for done in (tuned, listed, shown, missing, refused):
+        for done in (empty, tuned, listed, shown, missing, refused):
             assert PASSWORD not in done.stdout + done.stderr
 
 
@@ -107,3 +111,14 @@ def test_two_tuners_of_one_study_share_it_through_postgres(
         assert all(started) and not started[0] & started[1], outputs
         jobs = cauce(["jobs", "--limit", "20"], tuners[1][0]).stdout
         assert all(t["job_id"] in jobs for t in trials), jobs
+
+
+def test_a_study_storage_that_cannot_be_opened_is_named_without_its_password() -> None:
+    pytest.importorskip("psycopg")
+    from cauce.errors import CauceError
+    from cauce.tune._optuna import open_storage
+
+    with pytest.raises(CauceError) as raised:
+        open_storage(f"postgresql+psycopg://cauce:{PASSWORD}@127.0.0.1:{free_port()}/nothing")
+    assert "the study storage at 'postgresql+psycopg://cauce:***@127.0.0.1:" in str(raised.value)
+    assert PASSWORD not in str(raised.value)
