@@ -6,6 +6,7 @@ folder of its own, on 127.0.0.1 and a free port, ``trust`` authentication, no fs
 ``postgres`` user when the tests run as root (PostgreSQL refuses root). Stopped and its folder
 removed at the end.
 ``postgres_url``: a new database on it for one test, dropped afterwards.
+``running``: a server of a test's own, for example on a namespaced host's address.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,19 +49,25 @@ def _version(path: str) -> int:
 @dataclass
 class PostgresServer:
     port: int
-    folder: Path
+    folder: Path  # its data, log and Unix socket
+    host: str = "127.0.0.1"  # where clients reach it over TCP
 
     def url(self, database: str, password: str = "") -> str:
         secret = f":{password}" if password else ""
-        return f"postgresql+psycopg://{USER}{secret}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{USER}{secret}@{self.host}:{self.port}/{database}"
+
+    def connect(self, database: str, **kwargs: Any) -> Any:
+        """A connection through the server's Unix socket: a file, reachable from every network
+        namespace of this machine, whatever address the server listens on."""
+        import psycopg
+
+        return psycopg.connect(
+            host=str(self.folder), port=self.port, user=USER, dbname=database, **kwargs
+        )
 
     def execute(self, database: str, statement: str) -> list[tuple[Any, ...]]:
         """Run one SQL statement outside a transaction; its rows, if any."""
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user=USER, dbname=database, autocommit=True
-        ) as conn:
+        with self.connect(database, autocommit=True) as conn:
             cursor = conn.execute(statement.encode())
             return list(cursor.fetchall()) if cursor.description else []
 
@@ -82,11 +89,15 @@ def _run(argv: list[str], as_user: list[str]) -> None:
     assert done.returncode == 0, f"{' '.join(argv)}: {done.stdout}{done.stderr}"
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    psycopg = pytest.importorskip(
-        "psycopg", reason="the postgres extra: pip install 'cauce[postgres]'"
-    )
+@contextlib.contextmanager
+def running(
+    host: str = "127.0.0.1", *, within: Sequence[str] = (), clients: str = ""
+) -> Iterator[PostgresServer]:
+    """A PostgreSQL server listening on ``host``, started with ``within`` before its command
+    (``ip netns exec NS``: on a namespaced host), trusting connections from 127.0.0.1 and from
+    the network ``clients`` (``10.213.0.0/24``); stopped and its folder removed at exit. Skips
+    the test, saying why, where the server or psycopg is missing."""
+    pytest.importorskip("psycopg", reason="the postgres extra: pip install 'cauce[postgres]'")
     initdb, server_program = _program("initdb"), _program("postgres")
     if initdb is None or server_program is None:
         pytest.skip(
@@ -104,47 +115,57 @@ def postgres() -> Iterator[PostgresServer]:
         os.chown(folder, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-    server = PostgresServer(free_port(), folder)
+    server = PostgresServer(free_port(), folder, host)
     process: subprocess.Popen[bytes] | None = None
     try:
         _run(
             [initdb, "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"], as_user
         )
+        if clients:
+            with open(data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write(f"host all all {clients} trust\n")
         # The server in the foreground, a child of this process in a group of its own (not
         # pg_ctl's daemon, which init would have to reap): stopped by its group, waited for.
         with open(folder / "server.log", "wb") as log:
             argv = [server_program, "-D", str(data), "-p", str(server.port), "-k", str(folder)]
-            for setting in ("listen_addresses=127.0.0.1", "fsync=off", "full_page_writes=off"):
+            for setting in (f"listen_addresses={host}", "fsync=off", "full_page_writes=off"):
                 argv += ["-c", setting]
             process = subprocess.Popen(
-                [*as_user, *argv],
+                [*within, *as_user, *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd="/",
                 start_new_session=True,
             )
         SESSION_GROUPS.add(process.pid)  # its workers are in groups of their own, below it
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg.connect(
-                    host="127.0.0.1",
-                    port=server.port,
-                    user=USER,
-                    dbname="postgres",
-                    connect_timeout=5,
-                ).close()
-                break
-            except psycopg.OperationalError:
-                log_text = (folder / "server.log").read_text(errors="replace")
-                assert process.poll() is None, f"PostgreSQL did not start:\n{log_text}"
-                assert time.monotonic() < deadline, f"PostgreSQL not ready in 60 s:\n{log_text}"
-                time.sleep(0.1)
+        _wait_ready(server, process)
         yield server
     finally:
         if process is not None:
             _stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_ready(server: PostgresServer, process: subprocess.Popen[bytes]) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.connect("postgres", connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            log_text = (server.folder / "server.log").read_text(errors="replace")
+            assert process.poll() is None, f"PostgreSQL did not start:\n{log_text}"
+            assert time.monotonic() < deadline, f"PostgreSQL not ready in 60 s:\n{log_text}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A server for the worker's session, on 127.0.0.1."""
+    with running() as server:
+        yield server
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -122,3 +122,37 @@ def test_a_study_storage_that_cannot_be_opened_is_named_without_its_password() -
         open_storage(f"postgresql+psycopg://cauce:{PASSWORD}@127.0.0.1:{free_port()}/nothing")
     assert "the study storage at 'postgresql+psycopg://cauce:***@127.0.0.1:" in str(raised.value)
     assert PASSWORD not in str(raised.value)
+
+
+def test_connections_to_postgres_have_time_limits_a_url_can_change(postgres_url: str) -> None:
+    """A database that stops answering fails a call in about 30 s, not after TCP's quarter of
+    an hour (tests/test_multihost_tune.py cuts a host off); the URL's own values win."""
+    from cauce.history import HistoryStore
+
+    for url, timeout in (
+        (postgres_url, "30000"),
+        (f"{postgres_url}?tcp_user_timeout=5000", "5000"),
+    ):
+        store = HistoryStore(url)
+        try:
+            with store.engine.connect() as conn:
+                dsn = conn.connection.dbapi_connection.info.dsn  # type: ignore[union-attr]
+        finally:
+            store.close()
+        assert f"tcp_user_timeout={timeout}" in dsn and "connect_timeout=10" in dsn, dsn
+        assert "keepalives=1" in dsn, dsn
+
+
+def test_a_database_that_does_not_answer_is_named_in_one_line() -> None:
+    pytest.importorskip("psycopg")
+    from cauce.errors import HistoryError
+    from cauce.history import HistoryStore, unanswered
+
+    url = f"postgresql+psycopg://cauce:{PASSWORD}@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(HistoryError) as raised:
+        HistoryStore(url)
+    words = unanswered(raised.value)
+    assert words is not None and "connection failed" in words and "\n" not in words, words
+    message = str(raised.value)
+    assert message.endswith(words) and "[SQL" not in message and PASSWORD not in message
+    assert unanswered(ValueError("not a database")) is None

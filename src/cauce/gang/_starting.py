@@ -18,7 +18,7 @@ from cauce.errors import CauceError, ClusterError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console
 from cauce.gang._record import JobRecord
-from cauce.history import JobStatus
+from cauce.history import JobStatus, log_failure
 
 __all__ = ["record_crash", "start_refused", "wait_until_placed"]
 
@@ -69,5 +69,7 @@ def record_crash(record: JobRecord, exc: Exception, *, attempts: int, restarts: 
         record.finished(
             JobStatus.FAILED, f"the driver failed: {cause}", attempts=attempts, restarts=restarts
         )
-    except Exception:  # the original error is the one to raise; this one is only logged
-        logger.warning("cannot record the end of job %s", record.job_id, exc_info=True)
+    except Exception as stored:  # the original error is the one to raise; this one is logged
+        log_failure(
+            logger, stored, "cannot record the end of job %s", record.job_id, level=logging.WARNING
+        )

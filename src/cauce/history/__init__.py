@@ -9,7 +9,8 @@ from cauce._util.procs import start_time
 from cauce.errors import HistoryError
 from cauce.history._liveness import driver_alive, refresh_job
 from cauce.history._status import JobStatus, TaskStatus
-from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow, shown_url
+from cauce.history._url import connect_args, log_failure, shown_url, unanswered
+from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
 __all__ = [
     "EventRow",
@@ -20,11 +21,14 @@ __all__ = [
     "TaskRow",
     "TaskStatus",
     "cauce_home",
+    "connect_args",
     "driver_alive",
+    "log_failure",
     "open_store",
     "process_stamp",
     "refresh_job",
     "shown_url",
+    "unanswered",
 ]
 
 

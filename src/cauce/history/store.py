@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 from cauce.errors import HistoryError
 from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
+from cauce.history._url import connect_args, shown_url, why
 
-__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow", "shown_url"]
+__all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
 
 _meta = sa.MetaData()
 
@@ -170,20 +171,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def shown_url(url: str) -> str:
-    """``url`` as messages show it: a password in it becomes ``***``."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
-
-
 class HistoryStore:
     def __init__(self, url: str) -> None:
         self.url = url  # what processes connect with (the tasks, the studies): may hold a password
         self.shown = shown_url(url)  # for messages
         try:
-            self.engine: Engine = sa.create_engine(url, future=True)
+            self.engine: Engine = sa.create_engine(url, future=True, connect_args=connect_args(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise HistoryError(f"history URL {self.shown!r} is not usable: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
@@ -194,7 +187,9 @@ class HistoryStore:
         try:
             migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store {self.shown!r} cannot be opened: {exc}") from exc
+            raise HistoryError(
+                f"history store {self.shown!r} cannot be opened: {why(exc)}"
+            ) from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -206,7 +201,7 @@ class HistoryStore:
             with self.engine.begin() as conn:
                 conn.execute(statement)
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {exc}") from exc
+            raise HistoryError(f"history store write failed: {why(exc)}") from exc
 
     def create_job(self, **fields: Any) -> None:
         fields.setdefault("created_at", time.time())
@@ -230,7 +225,7 @@ class HistoryStore:
                 else:
                     conn.execute(tasks.update().where(key).values(**fields))
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {exc}") from exc
+            raise HistoryError(f"history store write failed: {why(exc)}") from exc
 
     def add_event(
         self,
@@ -276,7 +271,7 @@ class HistoryStore:
             with self.engine.begin() as conn:
                 conn.execute(metrics.insert(), values)
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {exc}") from exc
+            raise HistoryError(f"history store write failed: {why(exc)}") from exc
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -285,7 +280,7 @@ class HistoryStore:
             with self.engine.connect() as conn:
                 return list(conn.execute(statement))
         except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store read failed: {exc}") from exc
+            raise HistoryError(f"history store read failed: {why(exc)}") from exc
 
     def list_jobs(
         self,

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.errors import CauceError, SpecError, SpecErrors
+from cauce.history import connect_args, shown_url
 from cauce.spec import TuneSpec
 from cauce.tune.api import TrialInfo, TrialState
 
@@ -46,6 +47,7 @@ USER_ATTRS = {
     "interrupted": "cauce_interrupted",
     "retry_of": "cauce_retry_of",
     "pruned_step": "cauce_pruned_step",
+    "beat": "cauce_heartbeat",  # a count its tuner raises while it runs the trial
 }
 
 
@@ -155,7 +157,7 @@ def open_storage(url: str) -> RDBStorage:
     """Optuna's RDB storage on the history database (its tables live beside cauce's)."""
     import optuna
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"connect_args": connect_args(url)}
     if url.startswith("sqlite"):
         # Several threads write (trials report while the tuner asks and tells); wait for the
         # lock rather than fail. The history store has put the file in WAL mode.
@@ -163,8 +165,6 @@ def open_storage(url: str) -> RDBStorage:
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # SQLAlchemy or Alembic, whichever the backend raises
-        from cauce.history import shown_url
-
         raise CauceError(
             f"the study storage at {shown_url(url)!r} cannot be opened: {exc}"
         ) from exc

@@ -12,7 +12,6 @@ interrupted and its parameters are queued again, so no trial is lost or counted 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import queue
@@ -25,12 +24,13 @@ from typing import TYPE_CHECKING
 
 from cauce._util.signals import handle_signals
 from cauce.gang import JobDriver, new_job_id
-from cauce.history import HistoryStore, JobStatus
+from cauce.history import HistoryStore, shown_url, unanswered
 from cauce.spec import JobSpec, TuneSpec
 from cauce.tracking import JobTracking, StudyTracking
-from cauce.tune._optuna import USER_ATTRS, distributions, run_of, trial_info
+from cauce.tune._optuna import USER_ATTRS, distributions, trial_info
 from cauce.tune._owner import TunerId
 from cauce.tune._params import objective_task, trial_spec
+from cauce.tune._recovery import Recovery
 from cauce.tune._trial import TrialRun
 from cauce.tune._verdict import VerdictServer
 from cauce.tune.api import StudyProgress, StudyResult, StudyStatus, TrialInfo, TuneConsole
@@ -85,7 +85,7 @@ class StudyRunner:
         self.metric = tune.objective.metric
         self.direction = tune.objective.direction
         self.task = objective_task(spec, tune)
-        self.me = TunerId.mine()
+        self.recovery = Recovery(study, storage, store, TunerId.mine())
         self._dists = distributions(tune)
         self._events: queue.Queue[tuple[str, TrialRun]] = queue.Queue()
         self._running: dict[int, TrialRun] = {}
@@ -105,22 +105,41 @@ class StudyRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> StudyResult:
-        note = "\n".join(line for line in (self.notice, self.recover()) if line)
+        taken = _numbers(self.recovery.recover(()))
+        retried = f"trial(s) {taken} were interrupted by the end of an earlier run; retrying them"
+        note = "\n".join(line for line in (self.notice, retried if taken else "") if line)
         self._reload()
         self.console.started(self.progress(), note)
         status, reason = StudyStatus.COMPLETE, ""
         if self.tune.pruner.type != "none":
             self._verdicts = VerdictServer()
+        reachable = True
         try:
             with handle_signals(_STOP_SIGNALS, self._on_signal):
                 status, reason = self._loop()
+        except Exception as exc:
+            words = unanswered(exc)
+            if words is None:
+                raise
+            # Nothing more can be recorded: the trials running here are stopped and stay
+            # RUNNING in the study, for the next tuner to retry (src/cauce/tune/_recovery.py).
+            reachable = False
+            self._abandon("the study's database stopped answering")
+            shown = shown_url(self.store.url)
+            status = StudyStatus.FAILED
+            reason = (
+                f"the study's database {shown} stopped answering ({words}); the trials running "
+                "here were stopped, and the next 'cauce tune' of this study (on this host or "
+                "another) retries them"
+            )
         finally:
             if self._running:  # only after an unexpected error: leave nothing running
                 self._shutdown("the tuner failed")
             if self._verdicts is not None:
                 self._verdicts.close()
                 self._verdicts = None
-        self._reload()
+        if reachable:
+            self._reload()
         result = StudyResult(
             study=self.study.study_name,
             status=status,
@@ -142,6 +161,7 @@ class StudyRunner:
             for run in list(self._running.values()):
                 if run.prune_overdue(self.tune.prune_grace):
                     logger.info("trial %d: pruned but still running; stopping it", run.number)
+            self.recovery.beat(run.trial for run in self._running.values())
             if not self._halt:
                 self._fill()
             if not self._running:
@@ -153,7 +173,10 @@ class StudyRunner:
                 if others == 0 and done < self.target:
                     continue  # _fill starts more at the next turn
                 # The rest of the target is in trials another tuner runs; wait for them.
-                self.recover()
+                taken = _numbers(self.recovery.recover(self._running))
+                if taken:
+                    what = "study %s: trial(s) %s taken over, their tuner gone; retrying them"
+                    logger.warning(what, self.study.study_name, taken)
             self.console.tick(self.progress())
 
     def _drain(self, timeout: float) -> None:
@@ -205,7 +228,7 @@ class StudyRunner:
         trial = self.study.ask(self._dists)
         params = dict(trial.params)
         job_id = new_job_id(f"{self.study.study_name}-t{trial.number}")
-        trial.set_user_attr(USER_ATTRS["run"], {"job_id": job_id, "tuner": self.me.text()})
+        trial.set_user_attr(USER_ATTRS["run"], {"job_id": job_id, "tuner": self.recovery.me.text()})
         run = TrialRun(
             trial,
             params,
@@ -268,7 +291,7 @@ class StudyRunner:
             outcome = run.outcome()
             trial = run.trial
             if outcome.state == "interrupted":
-                frozen = self._retry(trial.number, params=run.params, cause=outcome.cause)
+                frozen = self.recovery.retry(trial.number, params=run.params, cause=outcome.cause)
             elif outcome.state == "failed":
                 self._failures += 1
                 trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
@@ -299,20 +322,6 @@ class StudyRunner:
         self._trials[run.number] = info
         self.console.changed(info, self.progress())
 
-    def _retry(
-        self, number: int, *, params: dict[str, object], cause: str
-    ) -> optuna.trial.FrozenTrial:
-        """Mark trial ``number`` failed as interrupted and queue its parameters again."""
-        # Optuna's Study sets attributes through a live Trial only; a trial of a tuner that is
-        # gone has none, so this goes to the storage directly.
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
-        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
-        frozen = self.study.tell(number, state=_state("FAIL"), skip_if_finished=True)
-        self.study.enqueue_trial(params, user_attrs={USER_ATTRS["retry_of"]: number})
-        return frozen
-
     def _shutdown(self, reason: str) -> None:
         """Stop every running trial now and queue them again (they were cut short)."""
         for run in list(self._running.values()):
@@ -321,42 +330,13 @@ class StudyRunner:
             run.join()
         self._drain(0.0)
 
-    # --- recovery ------------------------------------------------------------------------------
-
-    def recover(self) -> str:
-        """Fail and re-queue the RUNNING trials whose tuner is gone. Returns what it did, for
-        people."""
-        import optuna
-
-        stale = []
-        for trial in self.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-        ):
-            if trial.number in self._running:
-                continue
-            run = run_of(trial.user_attrs)
-            owner = TunerId.parse(run.get("tuner"))
-            if owner is not None and owner != self.me and owner.alive():
-                continue
-            who = f"pid {owner.pid}" if owner is not None else "unknown"
-            cause = f"interrupted: the tuner running it ({who}) is gone"
-            self._lose_job(run.get("job_id"), cause)
-            self._retry(trial.number, params=dict(trial.params), cause=cause)
-            stale.append(trial.number)
-        if not stale:
-            return ""
-        numbers = ", ".join(str(n) for n in stale)
-        return f"trial(s) {numbers} were interrupted by the end of an earlier run; retrying them"
-
-    def _lose_job(self, job_id: object, cause: str) -> None:
-        if not isinstance(job_id, str):
-            return
-        with contextlib.suppress(Exception):
-            job = self.store.get_job(job_id)
-            if job.status.active:
-                self.store.update_job(
-                    job_id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time()
-                )
+    def _abandon(self, reason: str) -> None:
+        """Stop every running trial without recording how they ended (the storage is gone)."""
+        for run in list(self._running.values()):
+            run.interrupt(reason)
+        for run in list(self._running.values()):
+            run.join()
+        self._running.clear()
 
     # --- what people see -----------------------------------------------------------------------
 
@@ -392,3 +372,7 @@ def _state(name: str) -> optuna.trial.TrialState:
     import optuna
 
     return optuna.trial.TrialState[name]
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.gang import JobDriver, JobResult
-from cauce.history import MetricRow
+from cauce.history import MetricRow, log_failure
 from cauce.tune.api import TrialInfo, TrialState
 
 if TYPE_CHECKING:
@@ -98,7 +98,9 @@ class TrialRun:
         except Exception as exc:
             # A trial whose driver broke (a history write failed, a bug) is a failed trial;
             # the study goes on and says why.
-            logger.exception("trial %d: the driver of job %s failed", self.number, self.job_id)
+            log_failure(
+                logger, exc, "trial %d: the driver of job %s failed", self.number, self.job_id
+            )
             self.error = f"the driver of job {self.job_id} failed: {type(exc).__name__}: {exc}"
         finally:
             self.ended_at = time.time()
@@ -200,9 +202,9 @@ class TrialRun:
     def on_metrics(self, rows: list[MetricRow]) -> None:
         try:
             self._on_metrics(rows)
-        except Exception:
+        except Exception as exc:
             # Never let the tuner's bookkeeping kill a trial's driver: the job goes on unpruned.
-            logger.exception("trial %d: could not pass reports to the pruner", self.number)
+            log_failure(logger, exc, "trial %d: could not pass reports to the pruner", self.number)
 
     def _on_metrics(self, rows: list[MetricRow]) -> None:
         new = [(r.step, r.value) for r in rows if r.task_id == self.task and r.name == self.metric]

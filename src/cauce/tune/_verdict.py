@@ -19,6 +19,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from cauce.history import log_failure
 from cauce.spec import PrunerSpec
 
 __all__ = ["VERDICT_WAIT", "VerdictServer", "first_rung_warning", "judged_steps_of"]
@@ -116,8 +117,8 @@ class VerdictServer:
                     return
                 try:
                     self._answer(conn)
-                except Exception:  # never let one bad request end the verdicts of all
-                    logger.exception("could not answer a trial's request for a verdict")
+                except Exception as exc:  # never let one bad request end the verdicts of all
+                    log_failure(logger, exc, "could not answer a trial's request for a verdict")
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(VERDICT_WAIT)

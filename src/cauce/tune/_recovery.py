@@ -1,0 +1,145 @@
+"""Trials whose tuner is gone: found, failed as interrupted and queued again, so that no trial
+is lost or counted twice.
+
+A tuner on this host is gone when its process is (pid and start time). One on another host,
+which no process table here can show, is gone when its heartbeat stops: each tuner writes one
+into its running trials' attributes every ``lost_after / 6`` seconds, and another tuner that sees
+a trial's heartbeat unchanged for ``lost_after`` seconds of its own clock (so clocks need not
+agree) takes the trial over. ``CAUCE_TUNER_LOST_AFTER`` sets it (60 s by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from cauce.errors import CauceError
+from cauce.history import HistoryStore, JobStatus
+from cauce.tune._optuna import USER_ATTRS, run_of
+from cauce.tune._owner import TunerId
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+__all__ = ["Recovery", "lost_after"]
+
+logger = logging.getLogger(__name__)
+
+LOST_AFTER = 60.0
+
+
+def lost_after(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds without a heartbeat after which another host's tuner is taken for gone."""
+    text = env.get("CAUCE_TUNER_LOST_AFTER", "")
+    if not text:
+        return LOST_AFTER
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 86_400:
+        raise CauceError(
+            f"CAUCE_TUNER_LOST_AFTER={text!r}: give seconds between 1 and 86400 "
+            f"(how long another host's tuner may be silent; default {LOST_AFTER:g})"
+        )
+    return value
+
+
+class Recovery:
+    def __init__(
+        self, study: optuna.Study, storage: BaseStorage, store: HistoryStore, me: TunerId
+    ) -> None:
+        self.study = study
+        self.storage = storage  # for trials whose live Trial object is gone
+        self.store = store
+        self.me = me
+        self.lost_after = lost_after()
+        self._next_beat = 0.0
+        self._beats = 0
+        self._seen: dict[int, tuple[object, float]] = {}  # trial -> (heartbeat, seen since)
+
+    def beat(self, trials: Iterable[optuna.Trial]) -> None:
+        """Say that this tuner lives, in its running trials, at most every ``lost_after / 6``."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self.lost_after / 6
+        self._beats += 1
+        for trial in trials:
+            trial.set_user_attr(USER_ATTRS["beat"], self._beats)
+
+    def recover(self, mine: Collection[int]) -> list[int]:
+        """Fail and re-queue the RUNNING trials (not in ``mine``) whose tuner is gone; their
+        numbers."""
+        import optuna
+
+        taken = []
+        for trial in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        ):
+            if trial.number in mine:
+                continue
+            run = run_of(trial.user_attrs)
+            owner = TunerId.parse(run.get("tuner"))
+            cause = self._gone(trial, owner)
+            if cause is None:
+                continue
+            self._lose_job(run.get("job_id"), cause)
+            self.retry(trial.number, params=dict(trial.params), cause=cause)
+            self._seen.pop(trial.number, None)
+            taken.append(trial.number)
+        return taken
+
+    def _gone(self, trial: optuna.trial.FrozenTrial, owner: TunerId | None) -> str | None:
+        """Why ``trial``'s tuner is gone, or None while it may live."""
+        if owner is None:
+            return "interrupted: the tuner running it (unknown) is gone"
+        if owner == self.me:  # an earlier run in this process
+            return f"interrupted: the tuner running it (pid {owner.pid}) is gone"
+        if not owner.alive():
+            return f"interrupted: the tuner running it (pid {owner.pid}) is gone"
+        if owner.host == self.me.host:
+            return None  # alive, on this host
+        beat = trial.user_attrs.get(USER_ATTRS["beat"])
+        now = time.monotonic()
+        seen = self._seen.get(trial.number)
+        if seen is None or seen[0] != beat:
+            self._seen[trial.number] = (beat, now)
+            return None
+        if now - seen[1] < self.lost_after:
+            return None
+        return (
+            f"interrupted: the tuner running it (pid {owner.pid} on {owner.host}) sent no "
+            f"heartbeat for {self.lost_after:g} s"
+        )
+
+    def retry(
+        self, number: int, *, params: dict[str, object], cause: str
+    ) -> optuna.trial.FrozenTrial:
+        """Mark trial ``number`` failed as interrupted and queue its parameters again."""
+        # Optuna's Study sets attributes through a live Trial only; a trial of a tuner that is
+        # gone has none, so this goes to the storage directly.
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
+        self.storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
+        import optuna
+
+        frozen = self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        self.study.enqueue_trial(params, user_attrs={USER_ATTRS["retry_of"]: number})
+        return frozen
+
+    def _lose_job(self, job_id: object, cause: str) -> None:
+        if not isinstance(job_id, str):
+            return
+        with contextlib.suppress(Exception):
+            job = self.store.get_job(job_id)
+            if job.status.active:
+                self.store.update_job(
+                    job_id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time()
+                )
