@@ -114,7 +114,8 @@ def test_a_database_of_0_1_0_is_stamped_and_its_rows_kept(tmp_path: Path) -> Non
 
 def test_a_new_database_has_the_schema_of_a_migrated_one(tmp_path: Path) -> None:
     """A new store and one of 0.1.0 migrated to HEAD have the same tables; the migration
-    changed only what its revisions say (0002: metrics.value nullable, metrics.nonfinite)."""
+    changed only what its revisions say (0002: metrics.value nullable, metrics.nonfinite; 0003:
+    jobs.seen_at)."""
     old = database_of_0_1_0(tmp_path / "old.db")
     before = schema(old)
     new = f"sqlite:///{tmp_path / 'new.db'}"
@@ -123,9 +124,11 @@ def test_a_new_database_has_the_schema_of_a_migrated_one(tmp_path: Path) -> None
     assert version(tmp_path / "new.db") == version(tmp_path / "old.db") == [HEAD]
     after = schema(new)
     assert schema(old) == after
-    assert {t: v for t, v in after.items() if t != "metrics"} == {
-        t: v for t, v in before.items() if t != "metrics"
+    assert {t: v for t, v in after.items() if t not in ("metrics", "jobs")} == {
+        t: v for t, v in before.items() if t not in ("metrics", "jobs")
     }
+    assert after["jobs"][1:] == before["jobs"][1:]
+    assert after["jobs"][0] == [*before["jobs"][0], ("seen_at", "FLOAT", True, False)]
     assert after["metrics"][1:] == before["metrics"][1:]  # keys and indexes
     was, now = before["metrics"][0], after["metrics"][0]
     assert [c for c in was if c not in now] == [("value", "FLOAT", False, False)]
@@ -162,8 +165,13 @@ def select(url: str, statement: str) -> list[tuple[Any, ...]]:
 
 
 def test_processes_opening_a_new_database_at_once_all_succeed(history_url: str) -> None:
+    """The history's tables and the studies' (Optuna's, which it makes itself): two tuners that
+    open a new PostgreSQL database at once made Optuna's types twice, and one failed."""
     url = history_url
-    code = "import sys; from cauce.history import HistoryStore; HistoryStore(sys.argv[1]).close()"
+    code = (
+        "import sys; from cauce.history import HistoryStore; from cauce.tune._optuna import "
+        "open_storage; HistoryStore(sys.argv[1]).close(); open_storage(sys.argv[1])"
+    )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
         for _ in range(4)

@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -156,3 +160,60 @@ def test_a_database_that_does_not_answer_is_named_in_one_line() -> None:
     message = str(raised.value)
     assert message.endswith(words) and "[SQL" not in message and PASSWORD not in message
     assert unanswered(ValueError("not a database")) is None
+
+
+def test_a_job_whose_driver_on_another_host_died_is_lost_once_its_heartbeat_stops(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A driver on another host (a host name of its own, one history in PostgreSQL) cannot be
+    seen from here: while it beats its job is running, after ``kill -9`` it is lost, saying
+    why, once ``CAUCE_LOST_AFTER`` has passed."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: far\n"
+        'command: python -c "import time; time.sleep(300)"\n'
+        "roles: {worker: {instances: 1, resources: {cpus: 0.5}}}\n"
+        "grace_period: 2\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env |= {"CAUCE_HISTORY": postgres_url, "CAUCE_LOST_AFTER": "3", "PYTHONUNBUFFERED": "1"}
+    here = {**env, "CAUCE_HOME": str(tmp_path / "here")}
+    there = {**env, "CAUCE_HOME": str(tmp_path / "there")}
+    named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', "cauce-far-host"]
+    driver = subprocess.Popen(
+        [*named, sys.executable, "-m", "cauce", "run", "--quiet", str(job)],
+        env=there,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def listed() -> dict[str, Any]:
+            done = cauce(["jobs", "--format", "json"], here)
+            assert done.returncode == 0, done.stderr
+            rows = json.loads(done.stdout)
+            return rows[0] if rows else {}
+
+        deadline = time.monotonic() + 60
+        while listed().get("status") != "running":
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, listed()
+            time.sleep(0.3)
+        time.sleep(4.5)  # longer than CAUCE_LOST_AFTER: the heartbeats keep it running
+        row = listed()
+        assert row["status"] == "running" and row["host"] == "cauce-far-host", row
+        driver.kill()
+        driver.communicate(timeout=30)
+        time.sleep(3.5)
+        row = listed()
+        assert row["status"] == "lost", row
+        assert (
+            f"the driver (pid {driver.pid} on cauce-far-host) sent no heartbeat for 3 s"
+            in (row["root_cause"])
+        ), row
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()

@@ -517,12 +517,12 @@ def test_a_study_refuses_exactly_the_space_changes_optuna_refuses() -> None:
     assert len(study.trials) == 1
 
 
-def test_how_long_another_hosts_tuner_may_be_silent_is_checked() -> None:
+def test_how_long_another_hosts_driver_or_tuner_may_be_silent_is_checked() -> None:
     from cauce.errors import CauceError
-    from cauce.tune._recovery import LOST_AFTER, lost_after
+    from cauce.history import LOST_AFTER, lost_after
 
     assert lost_after({}) == LOST_AFTER == 60
-    assert lost_after({"CAUCE_TUNER_LOST_AFTER": "15"}) == 15
+    assert lost_after({"CAUCE_LOST_AFTER": "15"}) == 15
     for bad in ("soon", "0", "-5", "nan", "1e9"):
-        with pytest.raises(CauceError, match=r"CAUCE_TUNER_LOST_AFTER=.*between 1 and 86400"):
-            lost_after({"CAUCE_TUNER_LOST_AFTER": bad})
+        with pytest.raises(CauceError, match=r"CAUCE_LOST_AFTER=.*between 1 and 86400"):
+            lost_after({"CAUCE_LOST_AFTER": bad})

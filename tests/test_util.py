@@ -171,6 +171,35 @@ def test_file_lock_context_manager_and_release(tmp_path: Path) -> None:
     again.release()
 
 
+def test_file_lock_wait_waits_for_the_holder_and_leaves_the_file_as_it_is(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"as it was\0")
+    held = FileLock.try_acquire(path)
+    assert held is not None
+    got: list[float] = []
+    waiter = threading.Thread(target=lambda: got.append(_waited(path)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and not got  # still waiting for the holder
+    held.release()
+    waiter.join(10)
+    assert got and path.read_bytes() == b"as it was\0"
+    with FileLock.wait(tmp_path):  # a folder too, apart from the files in it
+        inside = FileLock.try_acquire(path)
+        assert inside is not None
+        inside.release()
+    with pytest.raises(FileNotFoundError):
+        FileLock.wait(tmp_path / "missing")  # never created
+
+
+def _waited(path: Path) -> float:
+    with FileLock.wait(path) as lock:
+        assert lock.fd >= 0
+        return time.monotonic()
+
+
 def test_read_holder_pid_without_pid(tmp_path: Path) -> None:
     assert read_holder_pid(tmp_path / "missing") is None
     (tmp_path / "text").write_text("job-1 on host\n")

@@ -46,6 +46,20 @@ class FileLock:
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(name, fd)
 
+    @classmethod
+    def wait(cls, path: str | os.PathLike[str]) -> FileLock:
+        """Lock ``path``, an existing file or folder that stays as it is (opened read-only),
+        waiting as long as another holds it. Not a SQLite database: closing a descriptor of it
+        drops the ``fcntl`` locks of the process's connections to it."""
+        name = os.fspath(path)
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(name, fd)
+
     def release(self) -> None:
         """Drop the lock and close the file; safe to call more than once."""
         if self.fd < 0:

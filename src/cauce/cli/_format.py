@@ -78,6 +78,7 @@ def job_json(job: JobRow) -> dict[str, Any]:
         "ended_at": job.ended_at,
         "duration_s": _duration(job.started_at, job.ended_at),
         "root_cause": job.root_cause,
+        "seen_at": job.seen_at,  # the driver's last heartbeat, by its host's clock
     }
 
 

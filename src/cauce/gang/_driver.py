@@ -265,6 +265,7 @@ class JobDriver:
         """Store what tasks reported; the first running task silent for too long is hung."""
         if self._plan is None:
             return None
+        self.record.beat()
         self._record_places()
         tasks = [launch.task_id for launch in self._plan.launches]
         rows, alive = self.progress.poll(tasks)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from cauce.cluster.api import TaskPlace
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan
-from cauce.history import HistoryStore, JobStatus, TaskStatus, process_stamp
+from cauce.history import HistoryStore, JobStatus, TaskStatus, lost_after, process_stamp
 from cauce.spec import JobSpec
 
 __all__ = ["JobRecord", "new_job_id"]
@@ -34,6 +34,8 @@ class JobRecord:
         self.job_id = job_id
         self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
         self.ended = False  # how the job ended is recorded
+        self._every = lost_after() / 6  # seconds between two heartbeats (history/_liveness.py)
+        self._next_beat = time.monotonic() + self._every
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
@@ -51,8 +53,17 @@ class JobRecord:
             host=socket.gethostname(),
             driver_pid=os.getpid(),
             driver_start=process_stamp(os.getpid()),
+            seen_at=time.time(),
         )
         self.event("submitted", {"tasks": tasks})
+
+    def beat(self) -> None:
+        """Say that the driver lives, for hosts that cannot see its process (a few times a
+        minute at most; called as often as the driver likes)."""
+        now = time.monotonic()
+        if now >= self._next_beat and not self.ended:
+            self._next_beat = now + self._every
+            self.store.update_job(self.job_id, seen_at=time.time())
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
         self.store.add_event(self.job_id, kind, data=data)

@@ -1,16 +1,48 @@
 """Whether a job's driver still lives, and marking the job ``lost`` when it died without a word
-(``kill -9``): what ``cauce jobs``, ``cauce show`` and :class:`cauce.Job` read."""
+(``kill -9``, a host that went down): what ``cauce jobs``, ``cauce show`` and :class:`cauce.Job`
+read.
+
+A driver on this host is alive while its process is (pid and start time). One on another host,
+whose processes cannot be seen from here, writes a heartbeat into its job's row (``seen_at``,
+its host's clock) every ``lost_after() / 6`` seconds; a job not seen for ``lost_after()`` seconds
+by this host's clock is lost (the hosts' clocks are taken to agree within seconds, as NTP keeps
+them). Tuners use the same setting for each other's trials (``cauce.tune._recovery``).
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from collections.abc import Mapping
 
 from cauce._util.procs import start_time
+from cauce.errors import CauceError
 from cauce.history._status import JobStatus
 from cauce.history.store import HistoryStore, JobRow
 
-__all__ = ["driver_alive", "refresh_job"]
+__all__ = ["LOST_AFTER", "driver_alive", "lost_after", "refresh_job"]
+
+LOST_AFTER = 60.0
+
+
+def lost_after(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds without a heartbeat after which a driver or tuner on another host is taken for
+    gone (``CAUCE_LOST_AFTER``)."""
+    text = env.get("CAUCE_LOST_AFTER", "")
+    if not text:
+        return LOST_AFTER
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 86_400:
+        raise CauceError(
+            f"CAUCE_LOST_AFTER={text!r}: give seconds between 1 and 86400 (how long a driver or "
+            f"tuner on another host may be silent before it is taken for gone; default "
+            f"{LOST_AFTER:g})"
+        )
+    return value
 
 
 def driver_alive(job: JobRow) -> bool | None:
@@ -23,8 +55,20 @@ def driver_alive(job: JobRow) -> bool | None:
 
 def refresh_job(store: HistoryStore, job: JobRow) -> JobRow:
     """``job``, marked lost first when it is active but its driver died without a word."""
-    if job.status.active and driver_alive(job) is False:
+    if not job.status.active:
+        return job
+    alive = driver_alive(job)
+    if alive is False:
         cause = f"the driver (pid {job.driver_pid}) died without finishing the job"
-        store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
-        return store.get_job(job.id)
-    return job
+    elif alive is None and job.seen_at is not None:
+        limit = lost_after()
+        if time.time() - job.seen_at < limit:
+            return job
+        cause = (
+            f"the driver (pid {job.driver_pid} on {job.host}) sent no heartbeat for {limit:g} s: "
+            "its host is down or cut off from the history"
+        )
+    else:
+        return job
+    store.update_job(job.id, status=JobStatus.LOST, root_cause=cause, ended_at=time.time())
+    return store.get_job(job.id)

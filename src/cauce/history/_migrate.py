@@ -9,6 +9,7 @@ same moment wait for each other instead of creating the tables twice.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
+from cauce._util.locks import FileLock
+from cauce.history._url import connect_args
 from cauce.history.migrations import HEAD, VERSION_TABLE
 
-__all__ = ["current_revision", "migrate"]
+__all__ = ["current_revision", "migrate", "schema_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +91,35 @@ def _locked(engine: Engine) -> Iterator[Connection]:
             yield conn
     finally:
         own.dispose()
+
+
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Hold the database's schema lock while another library makes its tables in the database
+    of ``url`` (Optuna's, beside the history's): two tuners opening a new database at the same
+    moment otherwise both create them, and one fails (PostgreSQL: a duplicate type; SQLite:
+    "table studies already exists"). PostgreSQL: the advisory lock of the migrations; SQLite:
+    an ``flock`` on the database's folder. Never on the file itself: closing any descriptor of
+    it would drop the ``fcntl`` locks of this process's SQLite connections."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or not os.path.isfile(path):
+            yield  # no file to share: no one else to wait for
+            return
+        with FileLock.wait(os.path.dirname(os.path.abspath(path))):
+            yield
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args(url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK})
+    finally:
+        engine.dispose()

@@ -50,6 +50,7 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("restarts", sa.Integer, nullable=False, default=0),
     sa.Column("root_cause", sa.Text),
+    sa.Column("seen_at", sa.Float),  # the driver's last heartbeat (revision 0003)
 )
 
 tasks = sa.Table(
@@ -132,6 +133,7 @@ class JobRow:
     attempts: int
     restarts: int
     root_cause: str | None
+    seen_at: float | None = None
 
 
 @dataclass(frozen=True)

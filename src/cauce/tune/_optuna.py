@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.errors import CauceError, SpecError, SpecErrors
-from cauce.history import connect_args, shown_url
+from cauce.history import connect_args, schema_lock, shown_url
 from cauce.spec import TuneSpec
 from cauce.tune.api import TrialInfo, TrialState
 
@@ -163,7 +163,8 @@ def open_storage(url: str) -> RDBStorage:
         # lock rather than fail. The history store has put the file in WAL mode.
         kwargs["connect_args"] = {"timeout": 60}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with schema_lock(url):  # Optuna makes its tables on first use
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # SQLAlchemy or Alembic, whichever the backend raises
         raise CauceError(
             f"the study storage at {shown_url(url)!r} cannot be opened: {exc}"

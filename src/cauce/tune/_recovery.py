@@ -5,20 +5,18 @@ A tuner on this host is gone when its process is (pid and start time). One on an
 which no process table here can show, is gone when its heartbeat stops: each tuner writes one
 into its running trials' attributes every ``lost_after / 6`` seconds, and another tuner that sees
 a trial's heartbeat unchanged for ``lost_after`` seconds of its own clock (so clocks need not
-agree) takes the trial over. ``CAUCE_TUNER_LOST_AFTER`` sets it (60 s by default).
+agree) takes the trial over. ``CAUCE_LOST_AFTER`` sets it (60 s by default).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
-from cauce.errors import CauceError
-from cauce.history import HistoryStore, JobStatus
+from cauce.history import HistoryStore, JobStatus, lost_after
 from cauce.tune._optuna import USER_ATTRS, run_of
 from cauce.tune._owner import TunerId
 
@@ -26,28 +24,9 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-__all__ = ["Recovery", "lost_after"]
+__all__ = ["Recovery"]
 
 logger = logging.getLogger(__name__)
-
-LOST_AFTER = 60.0
-
-
-def lost_after(env: Mapping[str, str] = os.environ) -> float:
-    """Seconds without a heartbeat after which another host's tuner is taken for gone."""
-    text = env.get("CAUCE_TUNER_LOST_AFTER", "")
-    if not text:
-        return LOST_AFTER
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 1 <= value <= 86_400:
-        raise CauceError(
-            f"CAUCE_TUNER_LOST_AFTER={text!r}: give seconds between 1 and 86400 "
-            f"(how long another host's tuner may be silent; default {LOST_AFTER:g})"
-        )
-    return value
 
 
 class Recovery:

@@ -19,6 +19,6 @@ from __future__ import annotations
 __all__ = ["HEAD", "VERSION_TABLE"]
 
 #: The newest revision: a store at it is opened without loading Alembic.
-HEAD = "0002"
+HEAD = "0003"
 
 VERSION_TABLE = "cauce_alembic_version"
