@@ -6,6 +6,7 @@ One method per fact the driver learns; the driver decides, this only writes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -14,12 +15,22 @@ from collections.abc import Mapping
 from dataclasses import asdict
 
 from cauce.cluster.api import TaskPlace
+from cauce.errors import HistoryError
 from cauce.gang import _machine as m
 from cauce.gang._plan import AttemptPlan
-from cauce.history import HistoryStore, JobStatus, TaskStatus, lost_after, process_stamp
+from cauce.history import (
+    HistoryStore,
+    JobStatus,
+    TaskStatus,
+    log_failure,
+    lost_after,
+    process_stamp,
+)
 from cauce.spec import JobSpec
 
 __all__ = ["JobRecord", "new_job_id"]
+
+logger = logging.getLogger(__name__)
 
 
 def new_job_id(name: str) -> str:
@@ -59,11 +70,15 @@ class JobRecord:
 
     def beat(self) -> None:
         """Say that the driver lives, for hosts that cannot see its process (a few times a
-        minute at most; called as often as the driver likes)."""
+        minute at most; called as often as the driver likes). A heartbeat that cannot be
+        written is logged, not raised: the job goes on, and its next write says the rest."""
         now = time.monotonic()
         if now >= self._next_beat and not self.ended:
             self._next_beat = now + self._every
-            self.store.update_job(self.job_id, seen_at=time.time())
+            try:
+                self.store.update_job(self.job_id, seen_at=time.time())
+            except HistoryError as exc:
+                log_failure(logger, exc, "job %s: no heartbeat written", self.job_id)
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
         self.store.add_event(self.job_id, kind, data=data)

@@ -11,7 +11,6 @@ agree) takes the trial over. ``CAUCE_LOST_AFTER`` sets it (60 s by default).
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 __all__ = ["Recovery"]
-
-logger = logging.getLogger(__name__)
 
 
 class Recovery:
@@ -78,9 +75,7 @@ class Recovery:
         """Why ``trial``'s tuner is gone, or None while it may live."""
         if owner is None:
             return "interrupted: the tuner running it (unknown) is gone"
-        if owner == self.me:  # an earlier run in this process
-            return f"interrupted: the tuner running it (pid {owner.pid}) is gone"
-        if not owner.alive():
+        if owner == self.me or not owner.alive():  # me: an earlier run in this process
             return f"interrupted: the tuner running it (pid {owner.pid}) is gone"
         if owner.host == self.me.host:
             return None  # alive, on this host
@@ -101,14 +96,14 @@ class Recovery:
         self, number: int, *, params: dict[str, object], cause: str
     ) -> optuna.trial.FrozenTrial:
         """Mark trial ``number`` failed as interrupted and queue its parameters again."""
+        import optuna
+
         # Optuna's Study sets attributes through a live Trial only; a trial of a tuner that is
         # gone has none, so this goes to the storage directly.
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
         self.storage.set_trial_user_attr(trial_id, USER_ATTRS["root_cause"], cause)
         self.storage.set_trial_user_attr(trial_id, USER_ATTRS["interrupted"], True)
-        import optuna
-
         frozen = self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         self.study.enqueue_trial(params, user_attrs={USER_ATTRS["retry_of"]: number})
         return frozen
