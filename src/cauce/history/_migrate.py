@@ -107,7 +107,12 @@ def schema_lock(url: str) -> Iterator[None]:
         if not path or path == ":memory:" or not os.path.isfile(path):
             yield  # no file to share: no one else to wait for
             return
-        with FileLock.wait(os.path.dirname(os.path.abspath(path))):
+        try:
+            lock = FileLock.wait(os.path.dirname(os.path.abspath(path)))
+        except OSError:  # a folder this user may not open: go on unguarded, as before
+            yield
+            return
+        with lock:
             yield
         return
     if parsed.get_backend_name() != "postgresql":
