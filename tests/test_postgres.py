@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,58 +165,100 @@ def test_a_database_that_does_not_answer_is_named_in_one_line() -> None:
     assert unanswered(ValueError("not a database")) is None
 
 
-def test_a_job_whose_driver_on_another_host_died_is_lost_once_its_heartbeat_stops(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    """A driver on another host (a host name of its own, one history in PostgreSQL) cannot be
-    seen from here: while it beats its job is running, after ``kill -9`` it is lost, saying
-    why, once ``CAUCE_LOST_AFTER`` has passed."""
+FAR = "cauce-far-host"
+
+
+def _far_driver(
+    postgres_url: str, tmp_path: Path, spec: str
+) -> tuple[subprocess.Popen[str], Callable[[], dict[str, Any]]]:
+    """``cauce run`` of ``spec`` on "another host" (a host name of its own: a UTS namespace,
+    one history in PostgreSQL, ``CAUCE_LOST_AFTER`` 3 s), and what ``cauce jobs`` shows of it
+    from this host once it runs."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("another host name needs root and unshare (util-linux)")
     job = tmp_path / "job.yaml"
-    job.write_text(
-        "name: far\n"
-        'command: python -c "import time; time.sleep(300)"\n'
-        "roles: {worker: {instances: 1, resources: {cpus: 0.5}}}\n"
-        "grace_period: 2\n",
-        encoding="utf-8",
-    )
+    job.write_text(spec, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
     env |= {"CAUCE_HISTORY": postgres_url, "CAUCE_LOST_AFTER": "3", "PYTHONUNBUFFERED": "1"}
     here = {**env, "CAUCE_HOME": str(tmp_path / "here")}
-    there = {**env, "CAUCE_HOME": str(tmp_path / "there")}
-    named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', "cauce-far-host"]
+    named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', FAR]
     driver = subprocess.Popen(
         [*named, sys.executable, "-m", "cauce", "run", "--quiet", str(job)],
-        env=there,
+        env={**env, "CAUCE_HOME": str(tmp_path / "there")},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def listed() -> dict[str, Any]:
+        done = cauce(["jobs", "--format", "json"], here)
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)
+        return rows[0] if rows else {}
+
+    deadline = time.monotonic() + 60
+    while listed().get("status") not in ("running", "restarting"):
+        if driver.poll() is not None or time.monotonic() > deadline:
+            driver.kill()
+            raise AssertionError(f"{listed()}: {driver.communicate()}")
+        time.sleep(0.3)
+    assert listed()["host"] == FAR
+    return driver, listed
+
+
+def _stop(driver: subprocess.Popen[str]) -> None:
+    if driver.poll() is None:
+        driver.kill()
+        driver.communicate()
+
+
+def test_a_job_whose_driver_on_another_host_died_is_lost_once_its_heartbeat_stops(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A driver on another host cannot be seen from here: while it beats its job is running,
+    after ``kill -9`` it is lost, saying why, once ``CAUCE_LOST_AFTER`` has passed."""
+    spec = (
+        "name: far\n"
+        'command: python -c "import time; time.sleep(300)"\n'
+        "roles: {worker: {instances: 1, resources: {cpus: 0.5}}}\n"
+        "grace_period: 2\n"
+    )
+    driver, listed = _far_driver(postgres_url, tmp_path, spec)
     try:
-
-        def listed() -> dict[str, Any]:
-            done = cauce(["jobs", "--format", "json"], here)
-            assert done.returncode == 0, done.stderr
-            rows = json.loads(done.stdout)
-            return rows[0] if rows else {}
-
-        deadline = time.monotonic() + 60
-        while listed().get("status") != "running":
-            assert driver.poll() is None, driver.communicate()
-            assert time.monotonic() < deadline, listed()
-            time.sleep(0.3)
         time.sleep(4.5)  # longer than CAUCE_LOST_AFTER: the heartbeats keep it running
-        row = listed()
-        assert row["status"] == "running" and row["host"] == "cauce-far-host", row
+        assert listed()["status"] == "running", listed()
         driver.kill()
         driver.communicate(timeout=30)
         time.sleep(3.5)
         row = listed()
         assert row["status"] == "lost", row
-        assert (
-            f"the driver (pid {driver.pid} on cauce-far-host) sent no heartbeat for 3 s"
-            in (row["root_cause"])
-        ), row
+        cause = f"the driver (pid {driver.pid} on {FAR}) sent no heartbeat for 3 s"
+        assert cause in row["root_cause"], row
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.communicate()
+        _stop(driver)
+
+
+def test_a_job_in_a_restart_backoff_longer_than_lost_after_is_not_lost(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Between two attempts no task reports, but the driver still beats: a 10 s backoff, seen
+    from another host with ``CAUCE_LOST_AFTER`` 3 s, is ``restarting``, not ``lost``."""
+    spec = (
+        "name: far\n"
+        'command: python -c "import time; time.sleep(1); raise SystemExit(3)"\n'
+        "roles: {worker: {instances: 1, resources: {cpus: 0.5}}}\n"
+        "restart: {max_restarts: 1, backoff: 10}\n"
+        "grace_period: 2\n"
+    )
+    driver, listed = _far_driver(postgres_url, tmp_path, spec)
+    try:
+        deadline = time.monotonic() + 30
+        while listed()["status"] != "restarting":
+            assert time.monotonic() < deadline, listed()
+            time.sleep(0.2)
+        time.sleep(4.5)  # in the backoff, past CAUCE_LOST_AFTER
+        assert listed()["status"] == "restarting", listed()
+        driver.communicate(timeout=60)
+        assert listed()["status"] == "failed", listed()
+    finally:
+        _stop(driver)

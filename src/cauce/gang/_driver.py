@@ -242,13 +242,12 @@ class JobDriver:
         while True:
             now = time.monotonic()
             deadlines = [d for d in (self._deadline, self._restart_at) if d is not None]
-            if self._running is not None:
-                deadlines.append(now + self.poll_interval)
-            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            deadlines.append(now + self.poll_interval)  # the tasks' reports, the heartbeat
             try:
-                return self._events.get(timeout=timeout)
+                return self._events.get(timeout=max(0.0, min(deadlines) - now))
             except queue.Empty:
                 pass
+            self.record.beat()  # also between attempts: a restart's backoff may last a minute
             hung = self._poll_progress()
             if hung is not None:
                 return hung
@@ -265,7 +264,6 @@ class JobDriver:
         """Store what tasks reported; the first running task silent for too long is hung."""
         if self._plan is None:
             return None
-        self.record.beat()
         self._record_places()
         tasks = [launch.task_id for launch in self._plan.launches]
         rows, alive = self.progress.poll(tasks)
