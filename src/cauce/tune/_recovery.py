@@ -55,9 +55,10 @@ class Recovery:
         import optuna
 
         taken = []
-        for trial in self.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-        ):
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for number in self._seen.keys() - {trial.number for trial in running}:
+            del self._seen[number]  # ended meanwhile: nothing to watch
+        for trial in running:
             if trial.number in mine:
                 continue
             run = run_of(trial.user_attrs)
@@ -67,7 +68,6 @@ class Recovery:
                 continue
             self._lose_job(run.get("job_id"), cause)
             self.retry(trial.number, params=dict(trial.params), cause=cause)
-            self._seen.pop(trial.number, None)
             taken.append(trial.number)
         return taken
 
