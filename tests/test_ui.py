@@ -157,6 +157,45 @@ def test_a_running_job_changes_status_and_its_log_follows_without_a_reload(
     assert run.returncode == 0
 
 
+def test_a_job_whose_driver_is_killed_shows_lost_in_place(portal: Portal, tmp_path: Path) -> None:
+    """``kill -9`` of ``cauce run``: the job's page and the jobs list say lost, with the cause,
+    without a reload (they said running until someone ran ``cauce jobs``)."""
+    page = portal.page
+    (tmp_path / "wait.py").write_text(
+        "import os, time\nprint('started', flush=True)\nend = time.monotonic() + 120\n"
+        "while not os.path.exists('go') and time.monotonic() < end:\n    time.sleep(0.05)\n"
+    )
+    job = write_job(
+        tmp_path,
+        f"""
+        name: doomed
+        framework: none
+        command: {sys.executable} wait.py
+        roles: {{worker: {{resources: {{cpus: 0.5}}}}}}
+        """,
+    )
+    run = cauce_popen(["run", str(job)], portal.env, cwd=tmp_path)
+    try:
+        page.goto(portal.url + "/jobs?q=doomed")
+        row = page.locator("#jobs tr", has_text="doomed")
+        row.locator("[data-status=running]").wait_for(timeout=30_000)
+        row.get_by_role("link", name="doomed").click()
+        page.locator("#job-status [data-status=running]").wait_for()
+        page.evaluate("window.__same = 3")
+        run.kill()
+        run.communicate(timeout=30)
+        page.locator("#job-status [data-status=lost]").wait_for(timeout=30_000)
+        assert page.evaluate("window.__same") == 3  # the same page: no reload
+        assert "died without finishing the job" in page.content()
+        page.goto(portal.url + "/jobs?q=doomed")
+        row.locator("[data-status=lost]").wait_for(timeout=10_000)
+    finally:
+        (tmp_path / "go").touch()  # the task ends even if the driver's reaper did not stop it
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=30)
+
+
 def test_what_users_wrote_is_text_and_paths_stay_in_the_store(portal: Portal) -> None:
     page = portal.page
     page.goto(portal.url + "/jobs/xss-1")

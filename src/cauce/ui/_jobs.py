@@ -25,7 +25,7 @@ from cauce.ui._html import (
 )
 from cauce.ui._http import Request, Response, html_response, json_response, not_found
 from cauce.ui._logs import TAIL, find_task, read_from, stream, tail
-from cauce.ui._queries import duration, job_dict, jobs_page
+from cauce.ui._queries import duration, fresh_job, job_dict, jobs_page
 
 __all__ = [
     "MAX_POINTS",
@@ -108,7 +108,7 @@ def jobs_api(store: HistoryStore, req: Request) -> Response:
 
 def _get_job(store: HistoryStore, job_id: str) -> JobRow:
     try:
-        job = store.get_job(job_id)
+        job = fresh_job(store, job_id)
     except HistoryError:
         raise not_found(f"no job {job_id}") from None
     if job.id != job_id:

@@ -8,12 +8,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cauce.history import HistoryStore, JobRow, JobStatus
+from cauce.history import HistoryStore, JobRow, JobStatus, refresh_job
 from cauce.history.store import jobs
 
-__all__ = ["PAGE_SIZE", "JobsPage", "job_dict", "jobs_page"]
+__all__ = ["PAGE_SIZE", "JobsPage", "fresh_job", "job_dict", "jobs_page"]
 
 PAGE_SIZE = 50
+_ACTIVE_LIMIT = 1000  # active jobs looked at per page drawn: the newest
+
+
+def fresh_job(store: HistoryStore, job_id: str) -> JobRow:
+    """The job of this id (or unique prefix), marked lost first if its driver died."""
+    return refresh_job(store, store.get_job(job_id))
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,10 @@ class JobsPage:
 def jobs_page(
     store: HistoryStore, *, status: str = "", name: str = "", page: int = 1, size: int = PAGE_SIZE
 ) -> JobsPage:
-    """Jobs whose status is ``status`` and whose name contains ``name`` (both optional)."""
+    """Jobs whose status is ``status`` and whose name contains ``name`` (both optional); the
+    active jobs whose driver died are marked lost first, as ``cauce jobs`` does."""
+    for job in store.list_jobs(_ACTIVE_LIMIT, statuses=[s for s in JobStatus if s.active]):
+        refresh_job(store, job)
     where: list[Any] = []
     if status:
         where.append(jobs.c.status == status)

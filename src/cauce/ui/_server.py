@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cauce.history import HistoryStore
+from cauce.history import HistoryStore, lost_after
 from cauce.ui._app import Portal
 from cauce.ui._auth import bind_error, check_bind
 from cauce.ui._http import Request, Response
@@ -142,6 +142,7 @@ def serve_ui(
 ) -> None:
     """Serve until SIGINT or SIGTERM; ``ready(url)`` once it listens. While it runs,
     ``$CAUCE_HOME/ui.json`` tells the CLI where it is."""
+    lost_after()  # a bad CAUCE_LOST_AFTER is said now, not as an error on every page
     server = UiServer(store, home, host=host, port=port, token=token)
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
