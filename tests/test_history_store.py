@@ -278,3 +278,32 @@ def test_a_postgres_database_of_0_1_0_is_migrated_keeps_its_rows_and_matches_a_n
             store.close()
         HistoryStore(new).close()
         assert schema(migrated) == schema(new)
+
+
+def test_the_heartbeat_goes_on_while_the_driver_is_blocked(
+    history_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver blocked in one call (a cluster starting an application for minutes) still says
+    that it lives: the heartbeat is a thread's, not the driver loop's, and stops with the block."""
+    import time
+
+    from cauce.gang._record import JobRecord
+    from cauce.spec import parse_job
+
+    monkeypatch.setenv("CAUCE_LOST_AFTER", "1.2")  # a heartbeat every 0.2 s
+    store = HistoryStore(history_url)
+    try:
+        spec = parse_job({"name": "blocked", "command": "true", "roles": {"worker": {}}})
+        record = JobRecord(store, "blocked-1")
+        record.submitted(spec, kind="run", cluster="local", run_dir="/tmp/x", tasks=1)
+        seen = []
+        with record.beating():
+            for _ in range(6):
+                time.sleep(0.25)  # the main thread writes nothing meanwhile
+                seen.append(store.get_job("blocked-1").seen_at)
+        assert len(set(seen)) >= 4, seen  # it kept moving
+        last = store.get_job("blocked-1").seen_at
+        time.sleep(0.6)
+        assert store.get_job("blocked-1").seen_at == last  # and stopped with the block
+    finally:
+        store.close()

@@ -167,7 +167,7 @@ class JobDriver:
             self.console.status(
                 f"job {self.job_id}: {len(self.request.tasks)} tasks, run folder {self.run_dir}"
             )
-            with handle_signals(_STOP_SIGNALS, self._on_signal):
+            with self.record.beating(), handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
         except Exception as exc:  # recorded (a row is never left running), then raised
             attempts = self._machine.attempt + 1 if self._started is not None else 0
@@ -242,12 +242,11 @@ class JobDriver:
         while True:
             now = time.monotonic()
             deadlines = [d for d in (self._deadline, self._restart_at) if d is not None]
-            deadlines.append(now + self.poll_interval)  # the tasks' reports, the heartbeat
+            deadlines.append(now + self.poll_interval)  # the tasks' reports
             try:
                 return self._events.get(timeout=max(0.0, min(deadlines) - now))
             except queue.Empty:
                 pass
-            self.record.beat()  # also between attempts: a restart's backoff may last a minute
             hung = self._poll_progress()
             if hung is not None:
                 return hung

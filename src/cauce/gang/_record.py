@@ -5,13 +5,15 @@ One method per fact the driver learns; the driver decides, this only writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 
 from cauce.cluster.api import TaskPlace
@@ -46,7 +48,6 @@ class JobRecord:
         self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
         self.ended = False  # how the job ended is recorded
         self._every = lost_after() / 6  # seconds between two heartbeats (history/_liveness.py)
-        self._next_beat = time.monotonic() + self._every
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
@@ -68,17 +69,32 @@ class JobRecord:
         )
         self.event("submitted", {"tasks": tasks})
 
-    def beat(self) -> None:
-        """Say that the driver lives, for hosts that cannot see its process (a few times a
-        minute at most; called as often as the driver likes). A heartbeat that cannot be
-        written is logged, not raised: the job goes on, and its next write says the rest."""
-        now = time.monotonic()
-        if now >= self._next_beat and not self.ended:
-            self._next_beat = now + self._every
-            try:
-                self.store.update_job(self.job_id, seen_at=time.time())
-            except HistoryError as exc:
-                log_failure(logger, exc, "job %s: no heartbeat written", self.job_id)
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """While the block runs, a thread says that the driver lives (``seen_at``), for hosts
+        that cannot see its process, every ``lost_after() / 6`` seconds whatever the driver
+        waits for: a cluster that takes minutes to start an application, a restart's backoff.
+        Like the pid seen on this host, it says that the process lives, not that it is busy.
+        A heartbeat that cannot be written is logged, not raised: the job goes on, and its
+        next write says the rest."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self._every) and not self.ended:
+                try:
+                    self.store.update_job(self.job_id, seen_at=time.time())
+                except HistoryError as exc:
+                    log_failure(logger, exc, "job %s: no heartbeat written", self.job_id)
+
+        thread = threading.Thread(target=beat, name=f"cauce-heartbeat-{self.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            # Not waited for longer: a write in flight to a database that stopped answering
+            # ends within its time limit (history/_url.py), and the thread with it.
+            thread.join(timeout=1.0)
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
         self.store.add_event(self.job_id, kind, data=data)

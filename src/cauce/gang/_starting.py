@@ -43,7 +43,6 @@ def wait_until_placed(
             last = got.reason
             console.status(f"waiting: {got.reason}")
             record.waiting(got.reason)
-        record.beat()
         try:
             event = events.get(timeout=poll_interval)
         except queue.Empty:
