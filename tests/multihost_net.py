@@ -117,6 +117,21 @@ def pids_in(ns: str) -> list[int]:
     return sorted(found)
 
 
+def emptied(ns: str, within: float = 30.0) -> list[str]:
+    """What still runs on host ``ns`` once ``within`` seconds have passed (a job's reaper and
+    its tasks end in their grace period, after the driver), as command lines."""
+    deadline = time.monotonic() + within
+    while (pids := pids_in(ns)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = []
+    for pid in pids:
+        try:
+            left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue  # ended meanwhile
+    return left
+
+
 def hosts_file(names: Names, role: str, workers: int) -> str:
     """The ``/etc/hosts`` that host ``role`` sees."""
     me = names.address(role)

@@ -98,21 +98,6 @@ def _tuner(hosts: net.Names, role: str, job: Path, url: str, folder: Path) -> su
     )
 
 
-def _emptied(ns: str, within: float = 30.0) -> list[str]:
-    """What still runs on host ``ns`` once ``within`` seconds have passed (a trial's reaper and
-    its task end in their grace period, after the tuner), as command lines."""
-    deadline = time.monotonic() + within
-    while (pids := net.pids_in(ns)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = []
-    for pid in pids:
-        try:
-            left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue  # ended meanwhile
-    return left
-
-
 def test_a_tuner_cut_off_from_the_database_fails_and_the_other_takes_its_trial_over(
     hosts: net.Names, database: tuple[PostgresServer, str], tmp_path: Path
 ) -> None:
@@ -137,7 +122,7 @@ def test_a_tuner_cut_off_from_the_database_fails_and_the_other_takes_its_trial_o
         assert "stopped answering" in err and "retries them" in err, err
         assert f"@{hosts.address('s3')}:{server.port}/{name}" in err, err
         assert "Traceback" not in err, err
-        assert _emptied(hosts.ns("w2")) == [], "processes left on the cut host"
+        assert net.emptied(hosts.ns("w2")) == [], "processes left on the cut host"
 
         # The other finishes the study, the cut trial retried once its heartbeat stopped.
         out, err = tuners["w1"].communicate(timeout=300)

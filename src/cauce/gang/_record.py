@@ -80,11 +80,18 @@ class JobRecord:
         stop = threading.Event()
 
         def beat() -> None:
+            failing = False  # said once, not every beat, while the store does not answer
             while not stop.wait(self._every) and not self.ended:
                 try:
                     self.store.update_job(self.job_id, seen_at=time.time())
                 except HistoryError as exc:
-                    log_failure(logger, exc, "job %s: no heartbeat written", self.job_id)
+                    if not failing:
+                        log_failure(logger, exc, "job %s: no heartbeat written", self.job_id)
+                    failing = True
+                else:
+                    if failing:
+                        logger.warning("job %s: heartbeat written again", self.job_id)
+                    failing = False
 
         thread = threading.Thread(target=beat, name=f"cauce-heartbeat-{self.job_id}", daemon=True)
         thread.start()

@@ -1,0 +1,150 @@
+"""``cauce run`` on one host, its history in PostgreSQL on another (as a team shares one
+history, docs/running.md), when the link between them goes down: for a few seconds (nothing is
+lost), and for good (the job stops in bounded time, saying why, leaving nothing running)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import multihost_net as net
+from helpers import ROOT
+from postgres_fixtures import PostgresServer, running
+
+pytestmark = pytest.mark.slow
+
+EPOCHS_SHORT = 100  # about 12 s of a job, with 0.1 s between two epochs
+EPOCHS_LONG = 1000  # longer than the test waits
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[net.Names]:
+    """Namespaces only: ``s3`` holds the database, ``w1`` runs the job."""
+    names = net.Names(
+        os.environ.get("CAUCE_MULTIHOST_TAG", "") + "r",
+        int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 8,
+    )
+    try:
+        net.check_available()
+    except net.Unavailable as exc:
+        pytest.skip(f"no namespaced hosts on this machine: {exc}")
+    net.cleanup(names)
+    try:
+        try:
+            net.create(names, 1)
+        except net.Unavailable as exc:
+            pytest.skip(f"no namespaced hosts on this machine: {exc}")
+        yield names
+    finally:
+        net.cleanup(names)
+        assert not net.leftovers(names)
+
+
+@pytest.fixture
+def database(hosts: net.Names) -> Iterator[tuple[PostgresServer, str]]:
+    subnet = hosts.address("s3").rsplit(".", 1)[0] + ".0/24"
+    within = ["ip", "netns", "exec", hosts.ns("s3")]
+    server = running(hosts.address("s3"), within=within, clients=subnet)
+    with server as started, started.database() as url:
+        yield started, url
+
+
+def _run(hosts: net.Names, url: str, folder: Path, epochs: int) -> subprocess.Popen[str]:
+    shutil.copy(ROOT / "examples" / "tune" / "train.py", folder / "train.py")
+    (folder / "job.yaml").write_text(
+        "name: cut\n"
+        f"command: python train.py --epochs {epochs} --samples 1000 --epoch-delay 0.1\n"
+        "roles: {worker: {resources: {cpus: 0.5}}}\n"
+        "grace_period: 3\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env |= {
+        "CAUCE_HOME": str(folder / "home"),
+        "CAUCE_LEASE_DIR": str(folder / "leases"),
+        "CAUCE_HISTORY": url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    argv = [sys.executable, "-m", "cauce", "run", str(folder / "job.yaml")]
+    return subprocess.Popen(
+        ["ip", "netns", "exec", hosts.ns("w1"), *argv],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _metrics(server: PostgresServer, url: str) -> tuple[str, str | None, int]:
+    """The job's status and root cause, and how many epochs it has in the history."""
+    name = url.rsplit("/", 1)[1]
+    [(job_id, status, cause)] = server.execute(name, "SELECT id, status, root_cause FROM jobs")
+    [(epochs,)] = server.execute(
+        name, f"SELECT count(*) FROM metrics WHERE job_id = '{job_id}' AND name = 'val_loss'"
+    )
+    return status, cause, int(epochs)
+
+
+def test_a_short_cut_delays_the_history_and_loses_nothing(
+    hosts: net.Names, database: tuple[PostgresServer, str], tmp_path: Path
+) -> None:
+    """The link down for 5 s in the middle of the job: TCP carries the writes over once it is
+    back (well within the connections' 30 s limit), and the job ends as if nothing happened."""
+    server, url = database
+    run = _run(hosts, url, tmp_path, EPOCHS_SHORT)
+    try:
+        time.sleep(3)
+        net.ip("link", "set", hosts.link("w1"), "down")
+        time.sleep(5)
+        net.ip("link", "set", hosts.link("w1"), "up")
+        out, err = run.communicate(timeout=120)
+    finally:
+        net.ip("link", "set", hosts.link("w1"), "up")
+        _kill(run)
+    assert run.returncode == 0, out + err
+    assert "stopped answering" not in err, err
+    assert _metrics(server, url) == ("succeeded", None, EPOCHS_SHORT)
+
+
+def test_a_job_cut_off_from_its_history_stops_in_bounded_time_saying_why(
+    hosts: net.Names, database: tuple[PostgresServer, str], tmp_path: Path
+) -> None:
+    """The link down for good: the driver's next writes fail once the connections' time limit
+    (30 s) has passed; the job stops with one line naming the database (no password, no
+    traceback, the heartbeat's failure said once), and nothing is left on its host."""
+    server, url = database
+    run = _run(hosts, url, tmp_path, EPOCHS_LONG)
+    try:
+        time.sleep(4)
+        began = time.monotonic()
+        net.ip("link", "set", hosts.link("w1"), "down")
+        out, err = run.communicate(timeout=150)
+        took = time.monotonic() - began
+        left = net.emptied(hosts.ns("w1"))
+    finally:
+        net.ip("link", "set", hosts.link("w1"), "up")
+        _kill(run)
+    assert run.returncode == 1, out + err
+    assert took < 100, took  # libpq's limits: 30 s per call (not TCP's quarter of an hour)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering" in errors[0], err
+    assert f"@{hosts.address('s3')}:{server.port}/" in errors[0], errors
+    assert "run it again once the database answers" in errors[0], errors
+    assert "Traceback" not in err and err.count("no heartbeat written") <= 1, err
+    assert left == [], "processes left on the cut host"
+    status, _, epochs = _metrics(server, url)
+    assert status == "running" and 0 < epochs < EPOCHS_LONG, (status, epochs)
+
+
+def _kill(run: subprocess.Popen[str]) -> None:
+    if run.poll() is None:
+        run.kill()
+        run.communicate()
