@@ -7,10 +7,17 @@ from pathlib import Path
 
 from cauce._util.procs import start_time
 from cauce.errors import HistoryError
-from cauce.history._liveness import LOST_AFTER, driver_alive, lost_after, refresh_job
+from cauce.history._liveness import driver_alive, refresh_job
 from cauce.history._migrate import schema_lock
 from cauce.history._status import JobStatus, TaskStatus
-from cauce.history._url import connect_args, log_failure, shown_url, unanswered
+from cauce.history._url import (
+    LOST_AFTER,
+    connect_args,
+    log_failure,
+    lost_after,
+    shown_url,
+    unanswered,
+)
 from cauce.history.store import EventRow, HistoryStore, JobRow, MetricRow, TaskRow
 
 __all__ = [

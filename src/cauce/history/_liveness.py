@@ -11,38 +11,15 @@ them). Tuners use the same setting for each other's trials (``cauce.tune._recove
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from collections.abc import Mapping
 
 from cauce._util.procs import start_time
-from cauce.errors import CauceError
 from cauce.history._status import JobStatus
+from cauce.history._url import lost_after
 from cauce.history.store import HistoryStore, JobRow
 
-__all__ = ["LOST_AFTER", "driver_alive", "lost_after", "refresh_job"]
-
-LOST_AFTER = 60.0
-
-
-def lost_after(env: Mapping[str, str] = os.environ) -> float:
-    """Seconds without a heartbeat after which a driver or tuner on another host is taken for
-    gone (``CAUCE_LOST_AFTER``)."""
-    text = env.get("CAUCE_LOST_AFTER", "")
-    if not text:
-        return LOST_AFTER
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 1 <= value <= 86_400:
-        raise CauceError(
-            f"CAUCE_LOST_AFTER={text!r}: give seconds between 1 and 86400 (how long a driver or "
-            f"tuner on another host may be silent before it is taken for gone; default "
-            f"{LOST_AFTER:g})"
-        )
-    return value
+__all__ = ["driver_alive", "refresh_job"]
 
 
 def driver_alive(job: JobRow) -> bool | None:

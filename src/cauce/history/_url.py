@@ -1,14 +1,47 @@
-"""Database URLs and connections: as messages show them, how they are opened, and how their
-failures are told."""
+"""Database URLs and connections: as messages show them, how they are opened, how long they may
+go unanswered, and how their failures are told."""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["connect_args", "log_failure", "shown_url", "unanswered", "why"]
+from cauce.errors import CauceError
+
+__all__ = [
+    "LOST_AFTER",
+    "connect_args",
+    "log_failure",
+    "lost_after",
+    "shown_url",
+    "unanswered",
+    "why",
+]
+
+LOST_AFTER = 60.0
+
+
+def lost_after(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds without a heartbeat after which a driver or tuner on another host is taken for
+    gone (``CAUCE_LOST_AFTER``)."""
+    text = env.get("CAUCE_LOST_AFTER", "")
+    if not text:
+        return LOST_AFTER
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1 <= value <= 86_400:
+        raise CauceError(
+            f"CAUCE_LOST_AFTER={text!r}: give seconds between 1 and 86400 (how long a driver or "
+            f"tuner on another host may be silent before it is taken for gone; default "
+            f"{LOST_AFTER:g})"
+        )
+    return value
 
 
 def shown_url(url: str) -> str:

@@ -10,9 +10,11 @@ below are the newest revision's.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +25,11 @@ from sqlalchemy.engine import Engine
 from cauce.errors import HistoryError
 from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
-from cauce.history._url import connect_args, shown_url, why
+from cauce.history._url import connect_args, lost_after, shown_url, unanswered, why
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
+
+log = logging.getLogger(__name__)
 
 _meta = sa.MetaData()
 
@@ -177,6 +181,11 @@ class HistoryStore:
     def __init__(self, url: str) -> None:
         self.url = url  # what processes connect with (the tasks, the studies): may hold a password
         self.shown = shown_url(url)  # for messages
+        # A server across the network that does not answer a write (restarting, failing over,
+        # or this host cut off for longer than a connection's time limit) is asked again, for
+        # as long as other hosts wait before they take a silent driver for gone.
+        self.patience = lost_after()
+        self._unanswered = threading.Event()  # said once while it lasts, not once per write
         try:
             self.engine: Engine = sa.create_engine(url, future=True, connect_args=connect_args(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -198,12 +207,42 @@ class HistoryStore:
 
     # --- writes --------------------------------------------------------------------------------
 
+    def _transaction(self, body: Callable[[Any], None]) -> None:
+        """``body(connection)`` in one transaction. Where the database is a server (not SQLite,
+        whose errors do not pass), a failure to answer is retried, at most ``patience`` seconds
+        after the first; a transaction whose commit went through but whose answer was lost may
+        then be written twice (a metric value, an event)."""
+        remote = self.engine.dialect.name != "sqlite"
+        first, pause = 0.0, 0.5
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    body(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                words = unanswered(exc) if remote else None
+                now = time.monotonic()
+                first = first or now
+                if words is None or now - first + pause > self.patience:
+                    raise HistoryError(f"history store write failed: {why(exc)}") from exc
+                if not self._unanswered.is_set():
+                    self._unanswered.set()
+                    log.warning(
+                        "the history %s does not answer (%s); writes are tried again for up to "
+                        "%g s",
+                        self.shown,
+                        words,
+                        self.patience,
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            if self._unanswered.is_set():
+                self._unanswered.clear()
+                log.warning("the history %s answers again", self.shown)
+            return
+
     def _write(self, statement: Any) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(statement)
-        except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {why(exc)}") from exc
+        self._transaction(lambda conn: conn.execute(statement))
 
     def create_job(self, **fields: Any) -> None:
         fields.setdefault("created_at", time.time())
@@ -215,19 +254,17 @@ class HistoryStore:
     def upsert_task(self, job_id: str, task_id: str, attempt: int, **fields: Any) -> None:
         key = (tasks.c.job_id == job_id) & (tasks.c.task_id == task_id)
         key = key & (tasks.c.attempt == attempt)
-        try:
-            with self.engine.begin() as conn:
-                found = conn.execute(sa.select(tasks.c.task_id).where(key)).first()
-                if found is None:
-                    conn.execute(
-                        tasks.insert().values(
-                            job_id=job_id, task_id=task_id, attempt=attempt, **fields
-                        )
-                    )
-                else:
-                    conn.execute(tasks.update().where(key).values(**fields))
-        except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {why(exc)}") from exc
+
+        def upsert(conn: Any) -> None:
+            found = conn.execute(sa.select(tasks.c.task_id).where(key)).first()
+            if found is None:
+                conn.execute(
+                    tasks.insert().values(job_id=job_id, task_id=task_id, attempt=attempt, **fields)
+                )
+            else:
+                conn.execute(tasks.update().where(key).values(**fields))
+
+        self._transaction(upsert)
 
     def add_event(
         self,
@@ -269,11 +306,7 @@ class HistoryStore:
             }
             for r in rows
         ]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(metrics.insert(), values)
-        except sa.exc.SQLAlchemyError as exc:
-            raise HistoryError(f"history store write failed: {why(exc)}") from exc
+        self._transaction(lambda conn: conn.execute(metrics.insert(), values))
 
     # --- reads ---------------------------------------------------------------------------------
 
