@@ -21,8 +21,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class PostgresServer:
     port: int
     folder: Path  # its data, log and Unix socket
     host: str = "127.0.0.1"  # where clients reach it over TCP
+    #: Stop the server (a fast shutdown, as a restart by an operator) and start it again on the
+    #: same data after ``down`` seconds; set by :func:`running`.
+    restart: Callable[[float], None] = field(default=lambda down: None, repr=False)
 
     def url(self, database: str, password: str = "") -> str:
         secret = f":{password}" if password else ""
@@ -116,20 +119,15 @@ def running(
         as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
     server = PostgresServer(free_port(), folder, host)
-    process: subprocess.Popen[bytes] | None = None
-    try:
-        _run(
-            [initdb, "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"], as_user
-        )
-        if clients:
-            with open(data / "pg_hba.conf", "a", encoding="utf-8") as hba:
-                hba.write(f"host all all {clients} trust\n")
-        # The server in the foreground, a child of this process in a group of its own (not
-        # pg_ctl's daemon, which init would have to reap): stopped by its group, waited for.
-        with open(folder / "server.log", "wb") as log:
-            argv = [server_program, "-D", str(data), "-p", str(server.port), "-k", str(folder)]
-            for setting in (f"listen_addresses={host}", "fsync=off", "full_page_writes=off"):
-                argv += ["-c", setting]
+    argv = [server_program, "-D", str(data), "-p", str(server.port), "-k", str(folder)]
+    for setting in (f"listen_addresses={host}", "fsync=off", "full_page_writes=off"):
+        argv += ["-c", setting]
+    processes: list[subprocess.Popen[bytes]] = []  # the one running, if any
+
+    def start() -> None:
+        # In the foreground, a child of this process in a group of its own (not pg_ctl's
+        # daemon, which init would have to reap): stopped by its group, waited for.
+        with open(folder / "server.log", "ab") as log:
             process = subprocess.Popen(
                 [*within, *as_user, *argv],
                 stdout=log,
@@ -137,11 +135,27 @@ def running(
                 cwd="/",
                 start_new_session=True,
             )
+        processes.append(process)
         SESSION_GROUPS.add(process.pid)  # its workers are in groups of their own, below it
         _wait_ready(server, process)
+
+    def restart(down: float) -> None:
+        _stop(processes.pop())
+        time.sleep(down)
+        start()
+
+    server.restart = restart
+    try:
+        _run(
+            [initdb, "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"], as_user
+        )
+        if clients:
+            with open(data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write(f"host all all {clients} trust\n")
+        start()
         yield server
     finally:
-        if process is not None:
+        for process in processes:
             _stop(process)
         shutil.rmtree(folder, ignore_errors=True)
 

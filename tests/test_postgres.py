@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from helpers import ROOT, cauce, cauce_popen, free_port, stop
-from postgres_fixtures import PostgresServer
+from postgres_fixtures import PostgresServer, running
 
 PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
 
@@ -262,3 +262,46 @@ def test_a_job_in_a_restart_backoff_longer_than_lost_after_is_not_lost(
         assert listed()["status"] == "failed", listed()
     finally:
         _stop(driver)
+
+
+def test_a_job_goes_on_through_a_restart_of_its_history_server(tmp_path: Path) -> None:
+    """PostgreSQL stopped (a fast shutdown, as an operator restarts it) for 5 s in the middle
+    of a job: the driver's writes are tried again until it is back, and the job ends succeeded
+    with every epoch recorded (it failed at its next write before)."""
+    epochs = 100
+    shutil.copy(ROOT / "examples" / "tune" / "train.py", tmp_path / "train.py")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: restarted\n"
+        f"command: python train.py --epochs {epochs} --samples 1000 --epoch-delay 0.1\n"
+        "roles: {worker: {resources: {cpus: 0.5}}}\n",
+        encoding="utf-8",
+    )
+    with running() as server, server.database() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+        env |= {"CAUCE_HOME": str(tmp_path / "home"), "CAUCE_HISTORY": url}
+        run = subprocess.Popen(
+            [sys.executable, "-m", "cauce", "run", str(job)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(4)
+            server.restart(5.0)
+            out, err = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode == 0, out + err
+        assert err.count("does not answer") == 1 and "answers again" in err, err
+        assert "WARNING psycopg" not in err, err  # its own words for the dropped connections
+        name = url.rsplit("/", 1)[1]
+        [(job_id, status)] = server.execute(name, "SELECT id, status FROM jobs")
+        [(recorded,)] = server.execute(
+            name, f"SELECT count(*) FROM metrics WHERE job_id = '{job_id}' AND name = 'val_loss'"
+        )
+    assert (status, recorded) == ("succeeded", epochs)

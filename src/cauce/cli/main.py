@@ -89,6 +89,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # psycopg warns of each connection it drops after the server went away, which the history
+    # store says itself, once (shown with -v).
+    if level >= logging.WARNING:
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
     try:
         code: int = args.func(args)
     except CauceError as exc:
