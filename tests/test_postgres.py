@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import ROOT, cauce, cauce_popen, free_port, stop
+from helpers import ROOT, cauce, cauce_popen, free_port, gone, stop
 from postgres_fixtures import PostgresServer, running
 
 PASSWORD = "s3cret-word"  # the server trusts 127.0.0.1: any password is accepted, none checked
@@ -305,3 +306,44 @@ def test_a_job_goes_on_through_a_restart_of_its_history_server(tmp_path: Path) -
             name, f"SELECT count(*) FROM metrics WHERE job_id = '{job_id}' AND name = 'val_loss'"
         )
     assert (status, recorded) == ("succeeded", epochs)
+
+
+def test_ctrl_c_stops_a_job_whose_history_does_not_answer_at_once(tmp_path: Path) -> None:
+    """While the driver tries its writes again (the server down), Ctrl-C still stops the job in
+    seconds, not after the minute it would go on trying, and leaves no task running."""
+    import threading
+
+    import psutil
+
+    shutil.copy(ROOT / "examples" / "tune" / "train.py", tmp_path / "train.py")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: impatient\n"
+        "command: python train.py --epochs 1000 --samples 1000 --epoch-delay 0.1\n"
+        "roles: {worker: {resources: {cpus: 0.5}}}\n"
+        "grace_period: 3\n",
+        encoding="utf-8",
+    )
+    with running() as server, server.database() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+        env |= {"CAUCE_HOME": str(tmp_path / "home"), "CAUCE_HISTORY": url}
+        run = cauce_popen(["run", str(job)], env, cwd=tmp_path)
+        down = threading.Thread(target=server.restart, args=(25.0,))
+        try:
+            time.sleep(4)
+            tasks = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
+            down.start()
+            time.sleep(5)  # the driver meets the server gone at its next write, within 1 s
+            began = time.monotonic()
+            run.send_signal(signal.SIGINT)
+            out, err = run.communicate(timeout=60)
+            took = time.monotonic() - began
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+            if down.is_alive():
+                down.join()
+    assert run.returncode != 0 and "does not answer" in err, out + err
+    assert took < 15, (took, err)
+    assert tasks and gone(tasks), "a task outlived its job"

@@ -185,6 +185,7 @@ class JobDriver:
             self.tracking.close(self.console)
 
     def _on_signal(self, signum: int) -> None:
+        self.store.give_up()  # a write waiting for an unanswering history does not hold it up
         self._events.put(m.StopRequested(f"interrupted ({signal.Signals(signum).name})"))
 
     def _cleanup(self) -> None:

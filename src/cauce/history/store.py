@@ -186,6 +186,7 @@ class HistoryStore:
         # as long as other hosts wait before they take a silent driver for gone.
         self.patience = lost_after()
         self._unanswered = threading.Event()  # said once while it lasts, not once per write
+        self._impatient = False  # set by give_up(), from a signal handler: a plain flag
         try:
             self.engine: Engine = sa.create_engine(url, future=True, connect_args=connect_args(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -222,7 +223,8 @@ class HistoryStore:
                 words = unanswered(exc) if remote else None
                 now = time.monotonic()
                 first = first or now
-                if words is None or now - first + pause > self.patience:
+                late = now - first + pause > self.patience
+                if words is None or late or self._impatient:
                     raise HistoryError(f"history store write failed: {why(exc)}") from exc
                 if not self._unanswered.is_set():
                     self._unanswered.set()
@@ -233,13 +235,20 @@ class HistoryStore:
                         words,
                         self.patience,
                     )
-                time.sleep(pause)
+                until = now + pause
+                while time.monotonic() < until and not self._impatient:
+                    time.sleep(0.05)
                 pause = min(pause * 2, 5.0)
                 continue
             if self._unanswered.is_set():
                 self._unanswered.clear()
                 log.warning("the history %s answers again", self.shown)
             return
+
+    def give_up(self) -> None:
+        """From now on a write that the server does not answer fails at once instead of being
+        tried again: a driver that is asked to stop stops (safe in a signal handler)."""
+        self._impatient = True
 
     def _write(self, statement: Any) -> None:
         self._transaction(lambda conn: conn.execute(statement))
