@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import multihost_net as net
 from multihost import MultiHost, Unavailable
 
 WORKERS = 2
@@ -31,6 +32,21 @@ def start(workers: int = WORKERS, **kwargs: object) -> MultiHost:
     except Unavailable as exc:
         pytest.skip(f"no multi-host cluster on this machine: {exc}")
     return cluster
+
+
+def bare_hosts(suffix: str, offset: int, workers: int) -> Iterator[net.Names]:
+    """For a fixture (``yield from``): namespaced hosts without Spark (``s3``, ``w1``...), on
+    a subnet of their own (the worker's tag and index, with ``suffix`` and ``offset``), or a
+    skip that says why they cannot be made."""
+    names = net.Names(
+        os.environ.get("CAUCE_MULTIHOST_TAG", "") + suffix,
+        int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + offset,
+    )
+    try:
+        with net.made(names, workers):
+            yield names
+    except net.Unavailable as exc:
+        pytest.skip(f"no namespaced hosts on this machine: {exc}")
 
 
 @pytest.fixture(scope="session", name="multihost_cluster")

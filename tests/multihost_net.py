@@ -17,6 +17,7 @@ crashed left behind, without any state. Needs root (CAP_NET_ADMIN and CAP_SYS_AD
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -26,7 +27,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -199,6 +200,21 @@ def cleanup(names: Names) -> list[str]:
         if not any(ETC_NETNS.iterdir()):
             ETC_NETNS.rmdir()
     return removed
+
+
+@contextlib.contextmanager
+def made(names: Names, workers: int) -> Iterator[Names]:
+    """The hosts of ``names`` for the block (what a crashed run left removed first), removed
+    after it and checked gone. Raises :class:`Unavailable` where namespaces cannot be made,
+    having removed what was made."""
+    check_available()
+    cleanup(names)
+    try:
+        create(names, workers)
+        yield names
+    finally:
+        cleanup(names)
+        assert not leftovers(names)
 
 
 def leftovers(names: Names) -> list[str]:

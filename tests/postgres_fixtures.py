@@ -160,6 +160,16 @@ def running(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def on_host(address: str, ns: str) -> Iterator[tuple[PostgresServer, str]]:
+    """A server on the namespaced host ``ns`` (listening on its ``address``, trusting that
+    address's /24) and a new database on it: the server and the database's URL."""
+    subnet = address.rsplit(".", 1)[0] + ".0/24"
+    server = running(address, within=["ip", "netns", "exec", ns], clients=subnet)
+    with server as started, started.database() as url:
+        yield started, url
+
+
 def _wait_ready(server: PostgresServer, process: subprocess.Popen[bytes]) -> None:
     import psycopg
 

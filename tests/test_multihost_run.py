@@ -17,7 +17,8 @@ import pytest
 
 import multihost_net as net
 from helpers import ROOT
-from postgres_fixtures import PostgresServer, running
+from multihost_fixtures import bare_hosts
+from postgres_fixtures import PostgresServer, on_host
 
 pytestmark = pytest.mark.slow
 
@@ -29,33 +30,13 @@ EPOCHS_LONG = 1000  # longer than the test waits
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[net.Names]:
     """Namespaces only: ``s3`` holds the database, ``w1`` runs the job."""
-    names = net.Names(
-        os.environ.get("CAUCE_MULTIHOST_TAG", "") + "r",
-        int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 8,
-    )
-    try:
-        net.check_available()
-    except net.Unavailable as exc:
-        pytest.skip(f"no namespaced hosts on this machine: {exc}")
-    net.cleanup(names)
-    try:
-        try:
-            net.create(names, 1)
-        except net.Unavailable as exc:
-            pytest.skip(f"no namespaced hosts on this machine: {exc}")
-        yield names
-    finally:
-        net.cleanup(names)
-        assert not net.leftovers(names)
+    yield from bare_hosts("r", 8, 1)
 
 
 @pytest.fixture
 def database(hosts: net.Names) -> Iterator[tuple[PostgresServer, str]]:
-    subnet = hosts.address("s3").rsplit(".", 1)[0] + ".0/24"
-    within = ["ip", "netns", "exec", hosts.ns("s3")]
-    server = running(hosts.address("s3"), within=within, clients=subnet)
-    with server as started, started.database() as url:
-        yield started, url
+    with on_host(hosts.address("s3"), hosts.ns("s3")) as found:
+        yield found
 
 
 def _run(
@@ -105,15 +86,7 @@ def test_a_short_cut_delays_the_history_and_loses_nothing(
     back (well within the connections' 30 s limit), and the job ends as if nothing happened."""
     server, url = database
     run = _run(hosts, url, tmp_path, EPOCHS_SHORT)
-    try:
-        time.sleep(3)
-        net.ip("link", "set", hosts.link("w1"), "down")
-        time.sleep(5)
-        net.ip("link", "set", hosts.link("w1"), "up")
-        out, err = run.communicate(timeout=120)
-    finally:
-        net.ip("link", "set", hosts.link("w1"), "up")
-        _kill(run)
+    out, err = _cut(hosts, run, after=3, down=5, timeout=120)
     assert run.returncode == 0, out + err
     assert "stopped answering" not in err, err
     assert _metrics(server, url) == ("succeeded", None, EPOCHS_SHORT)
@@ -127,15 +100,7 @@ def test_a_job_rides_out_a_cut_longer_than_a_connections_time_limit(
     epoch recorded; the outage is said once, and its end."""
     server, url = database
     run = _run(hosts, url, tmp_path, EPOCHS_MEDIUM)
-    try:
-        time.sleep(4)
-        net.ip("link", "set", hosts.link("w1"), "down")
-        time.sleep(40)
-        net.ip("link", "set", hosts.link("w1"), "up")
-        out, err = run.communicate(timeout=180)
-    finally:
-        net.ip("link", "set", hosts.link("w1"), "up")
-        _kill(run)
+    out, err = _cut(hosts, run, after=4, down=40, timeout=180)
     assert run.returncode == 0, out + err
     assert err.count("does not answer") == 1 and "answers again" in err, err
     assert _metrics(server, url) == ("succeeded", None, EPOCHS_MEDIUM)
@@ -170,6 +135,22 @@ def test_a_job_cut_off_from_its_history_stops_in_bounded_time_saying_why(
     assert left == [], "processes left on the cut host"
     status, _, epochs = _metrics(server, url)
     assert status == "running" and 0 < epochs < EPOCHS_LONG, (status, epochs)
+
+
+def _cut(
+    hosts: net.Names, run: subprocess.Popen[str], *, after: float, down: float, timeout: float
+) -> tuple[str, str]:
+    """The job's host cut off ``after`` seconds for ``down`` seconds; the job's output once it
+    has ended (killed if it has not within ``timeout``)."""
+    try:
+        time.sleep(after)
+        net.ip("link", "set", hosts.link("w1"), "down")
+        time.sleep(down)
+        net.ip("link", "set", hosts.link("w1"), "up")
+        return run.communicate(timeout=timeout)
+    finally:
+        net.ip("link", "set", hosts.link("w1"), "up")
+        _kill(run)
 
 
 def _kill(run: subprocess.Popen[str]) -> None:

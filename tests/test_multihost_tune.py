@@ -22,7 +22,8 @@ import yaml
 
 import multihost_net as net
 from helpers import ROOT
-from postgres_fixtures import PostgresServer, running
+from multihost_fixtures import bare_hosts
+from postgres_fixtures import PostgresServer, on_host
 
 pytestmark = pytest.mark.slow
 
@@ -33,35 +34,15 @@ LOST_AFTER = "10"  # seconds: CAUCE_LOST_AFTER, 60 by default
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[net.Names]:
     """Namespaces only (no Spark): ``s3`` holds the database, ``w1`` and ``w2`` the tuners."""
-    names = net.Names(
-        os.environ.get("CAUCE_MULTIHOST_TAG", "") + "t",
-        int(os.environ.get("CAUCE_MULTIHOST_INDEX", "0")) + 7,
-    )
     if shutil.which("unshare") is None:
         pytest.skip("a host name per tuner needs unshare (util-linux)")
-    try:
-        net.check_available()
-    except net.Unavailable as exc:
-        pytest.skip(f"no namespaced hosts on this machine: {exc}")
-    net.cleanup(names)  # what a run that crashed left
-    try:
-        try:
-            net.create(names, 2)
-        except net.Unavailable as exc:  # the finally below removes what was made
-            pytest.skip(f"no namespaced hosts on this machine: {exc}")
-        yield names
-    finally:
-        net.cleanup(names)
-        assert not net.leftovers(names)
+    yield from bare_hosts("t", 7, 2)
 
 
 @pytest.fixture
 def database(hosts: net.Names) -> Iterator[tuple[PostgresServer, str]]:
-    subnet = hosts.address("s3").rsplit(".", 1)[0] + ".0/24"
-    within = ["ip", "netns", "exec", hosts.ns("s3")]
-    server = running(hosts.address("s3"), within=within, clients=subnet)
-    with server as started, started.database() as url:
-        yield started, url
+    with on_host(hosts.address("s3"), hosts.ns("s3")) as found:
+        yield found
 
 
 def _job(folder: Path) -> Path:

@@ -116,26 +116,32 @@ def test_click_through_jobs_study_pipeline_and_model(portal: Portal) -> None:
     assert f"portal:    {portal.url}/studies/curves" in listed.stdout, listed.stdout
 
 
+def _waiting_job(folder: Path, name: str) -> Path:
+    """A job that prints ``started``, waits until a file ``go`` is in its folder (120 s at
+    most), then prints ``the end``."""
+    (folder / "wait.py").write_text(
+        "import os, time\nprint('started', flush=True)\nend = time.monotonic() + 120\n"
+        "while not os.path.exists('go') and time.monotonic() < end:\n    time.sleep(0.05)\n"
+        "print('the end')\n"
+    )
+    return write_job(
+        folder,
+        f"""
+        name: {name}
+        framework: none
+        command: {sys.executable} wait.py
+        roles: {{worker: {{resources: {{cpus: 0.5}}}}}}
+        """,
+    )
+
+
 def test_a_running_job_changes_status_and_its_log_follows_without_a_reload(
     portal: Portal, tmp_path: Path
 ) -> None:
     page = portal.page
     # The job runs until the test has seen it running on its page (a fixed few seconds could
     # be over before a busy host's browser got there), 120 s at most.
-    (tmp_path / "wait.py").write_text(
-        "import os, time\nprint('started', flush=True)\nend = time.monotonic() + 120\n"
-        "while not os.path.exists('go') and time.monotonic() < end:\n    time.sleep(0.05)\n"
-        "print('the end')\n"
-    )
-    job = write_job(
-        tmp_path,
-        f"""
-        name: live
-        framework: none
-        command: {sys.executable} wait.py
-        roles: {{worker: {{resources: {{cpus: 0.5}}}}}}
-        """,
-    )
+    job = _waiting_job(tmp_path, "live")
     page.goto(portal.url + "/jobs?q=live")
     page.evaluate("window.__same = 1")
     run = cauce_popen(["run", str(job)], portal.env, cwd=tmp_path)
@@ -161,19 +167,7 @@ def test_a_job_whose_driver_is_killed_shows_lost_in_place(portal: Portal, tmp_pa
     """``kill -9`` of ``cauce run``: the job's page and the jobs list say lost, with the cause,
     without a reload (they said running until someone ran ``cauce jobs``)."""
     page = portal.page
-    (tmp_path / "wait.py").write_text(
-        "import os, time\nprint('started', flush=True)\nend = time.monotonic() + 120\n"
-        "while not os.path.exists('go') and time.monotonic() < end:\n    time.sleep(0.05)\n"
-    )
-    job = write_job(
-        tmp_path,
-        f"""
-        name: doomed
-        framework: none
-        command: {sys.executable} wait.py
-        roles: {{worker: {{resources: {{cpus: 0.5}}}}}}
-        """,
-    )
+    job = _waiting_job(tmp_path, "doomed")
     run = cauce_popen(["run", str(job)], portal.env, cwd=tmp_path)
     try:
         page.goto(portal.url + "/jobs?q=doomed")

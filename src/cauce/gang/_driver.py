@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cauce._util.signals import handle_signals
 from cauce.cluster.api import Cluster, Reservation, RunningGang, TaskExit, Waiting
-from cauce.errors import ClusterError, HistoryError, PlacementError
+from cauce.errors import ClusterError, PlacementError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console, PrintConsole
 from cauce.gang._dryrun import plan_dry_run
@@ -30,10 +30,10 @@ from cauce.gang._progress import ProgressReader
 from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
-from cauce.gang._starting import record_crash, start_refused, wait_until_placed
+from cauce.gang._starting import history_gone, record_crash, start_refused, wait_until_placed
 from cauce.gang._tensorboard import make_tensorboard_dir, tensorboard_chief_env, tensorboard_env
 from cauce.gang._tracking import DriverTracking, JobTracking, RunLink, without_tracking_env
-from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus, unanswered
+from cauce.history import HistoryStore, JobStatus, MetricRow, TaskStatus
 from cauce.spec import JobSpec
 
 __all__ = ["JobDriver"]
@@ -170,13 +170,9 @@ class JobDriver:
             with self.record.beating(), handle_signals(_STOP_SIGNALS, self._on_signal):
                 return self._run()
         except Exception as exc:  # recorded (a row is never left running), then raised
-            words = unanswered(exc)
-            if words is not None:  # nothing more can be recorded: the tasks stop, in _cleanup
-                raise HistoryError(
-                    f"job {self.job_id} stopped: its history {self.store.shown} stopped "
-                    f"answering ({words}); there it shows running until a host that reads it "
-                    "marks it lost; run it again once the database answers"
-                ) from exc
+            gone = history_gone(self.job_id, self.store, exc)
+            if gone is not None:  # nothing more can be recorded: the tasks stop, in _cleanup
+                raise gone from exc
             attempts = self._machine.attempt + 1 if self._started is not None else 0
             record_crash(self.record, exc, attempts=attempts, restarts=self._machine.restarts)
             raise

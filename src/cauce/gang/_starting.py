@@ -4,7 +4,8 @@ waits), and how a job ends when its cluster refuses to start an attempt or its d
 A job whose row exists always ends in the history store: a cluster that cannot start the
 tasks (:class:`~cauce.errors.ClusterError` from ``Cluster.start``) fails the job with that
 error as its root cause, and any error that escapes the driver is recorded before it is raised,
-so that no row is left running after its driver has given up.
+so that no row is left running after its driver has given up; unless the history itself stopped
+answering, which the error then says.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import queue
 from collections.abc import Callable
 
 from cauce.cluster.api import Waiting
-from cauce.errors import CauceError, ClusterError
+from cauce.errors import CauceError, ClusterError, HistoryError
 from cauce.gang import _machine as m
 from cauce.gang._console import Console
 from cauce.gang._record import JobRecord
-from cauce.history import JobStatus, log_failure
+from cauce.history import HistoryStore, JobStatus, log_failure, unanswered
 
-__all__ = ["record_crash", "start_refused", "wait_until_placed"]
+__all__ = ["history_gone", "record_crash", "start_refused", "wait_until_placed"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,19 @@ def start_refused(exc: ClusterError, attempt: int, cluster: str, earlier_cause: 
     which = "the restart" if attempt else "the gang"
     cause = f"the {cluster} cluster could not start {which} (attempt {attempt + 1}): {exc}"
     return m.Finish(JobStatus.FAILED, reason="\n".join(filter(None, (earlier_cause, cause))))
+
+
+def history_gone(job_id: str, store: HistoryStore, exc: Exception) -> HistoryError | None:
+    """What to raise when the driver failed because its history stopped answering (nothing more
+    can be recorded there, the end of the job included); None for any other failure."""
+    words = unanswered(exc)
+    if words is None:
+        return None
+    return HistoryError(
+        f"job {job_id} stopped: its history {store.shown} stopped answering ({words}); there "
+        "it shows running until a host that reads it marks it lost; run it again once the "
+        "database answers"
+    )
 
 
 def record_crash(record: JobRecord, exc: Exception, *, attempts: int, restarts: int) -> None:

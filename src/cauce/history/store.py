@@ -10,11 +10,9 @@ below are the newest revision's.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +23,10 @@ from sqlalchemy.engine import Engine
 from cauce.errors import HistoryError
 from cauce.history._migrate import migrate
 from cauce.history._status import JobStatus, TaskStatus
-from cauce.history._url import connect_args, lost_after, shown_url, unanswered, why
+from cauce.history._url import connect_args, lost_after, shown_url, why
+from cauce.history._writes import Writer
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
-
-log = logging.getLogger(__name__)
 
 _meta = sa.MetaData()
 
@@ -181,18 +178,14 @@ class HistoryStore:
     def __init__(self, url: str) -> None:
         self.url = url  # what processes connect with (the tasks, the studies): may hold a password
         self.shown = shown_url(url)  # for messages
-        # A server across the network that does not answer a write (restarting, failing over,
-        # or this host cut off for longer than a connection's time limit) is asked again, for
-        # as long as other hosts wait before they take a silent driver for gone.
-        self.patience = lost_after()
-        self._unanswered = threading.Event()  # said once while it lasts, not once per write
-        self._impatient = False  # set by give_up(), from a signal handler: a plain flag
         try:
             self.engine: Engine = sa.create_engine(url, future=True, connect_args=connect_args(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise HistoryError(f"history URL {self.shown!r} is not usable: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             sa_event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._writer = Writer(self.engine, self.shown, lost_after())  # tries again, _writes.py
+        self._transaction = self._writer.run
         self._create_schema()
 
     def _create_schema(self) -> None:
@@ -208,47 +201,10 @@ class HistoryStore:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def _transaction(self, body: Callable[[Any], None]) -> None:
-        """``body(connection)`` in one transaction. Where the database is a server (not SQLite,
-        whose errors do not pass), a failure to answer is retried, at most ``patience`` seconds
-        after the first; a transaction whose commit went through but whose answer was lost may
-        then be written twice (a metric value, an event)."""
-        remote = self.engine.dialect.name != "sqlite"
-        first, pause = 0.0, 0.5
-        while True:
-            try:
-                with self.engine.begin() as conn:
-                    body(conn)
-            except sa.exc.SQLAlchemyError as exc:
-                words = unanswered(exc) if remote else None
-                now = time.monotonic()
-                first = first or now
-                late = now - first + pause > self.patience
-                if words is None or late or self._impatient:
-                    raise HistoryError(f"history store write failed: {why(exc)}") from exc
-                if not self._unanswered.is_set():
-                    self._unanswered.set()
-                    log.warning(
-                        "the history %s does not answer (%s); writes are tried again for up to "
-                        "%g s",
-                        self.shown,
-                        words,
-                        self.patience,
-                    )
-                until = now + pause
-                while time.monotonic() < until and not self._impatient:
-                    time.sleep(0.05)
-                pause = min(pause * 2, 5.0)
-                continue
-            if self._unanswered.is_set():
-                self._unanswered.clear()
-                log.warning("the history %s answers again", self.shown)
-            return
-
     def give_up(self) -> None:
         """From now on a write that the server does not answer fails at once instead of being
-        tried again: a driver that is asked to stop stops (safe in a signal handler)."""
-        self._impatient = True
+        tried again (safe in a signal handler; see ``_writes.py``)."""
+        self._writer.give_up()
 
     def _write(self, statement: Any) -> None:
         self._transaction(lambda conn: conn.execute(statement))

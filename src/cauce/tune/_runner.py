@@ -332,6 +332,7 @@ class StudyRunner:
 
     def _abandon(self, reason: str) -> None:
         """Stop every running trial without recording how they ended (the storage is gone)."""
+        self.store.give_up()  # their drivers' writes to the history fail at once, not in a minute
         for run in list(self._running.values()):
             run.interrupt(reason)
         for run in list(self._running.values()):
@@ -360,6 +361,7 @@ class StudyRunner:
     def _on_signal(self, signum: int) -> None:
         """SIGINT, SIGTERM and SIGHUP stop the running trials (to be retried) and end the run."""
         self._interrupt = f"interrupted ({signal.Signals(signum).name})"
+        self.store.give_up()  # a history that does not answer does not hold the stop up
 
 
 def _close(cluster: Cluster) -> None:
