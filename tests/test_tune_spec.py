@@ -526,3 +526,38 @@ def test_how_long_another_hosts_driver_or_tuner_may_be_silent_is_checked() -> No
     for bad in ("soon", "0", "-5", "nan", "1e9"):
         with pytest.raises(CauceError, match=r"CAUCE_LOST_AFTER=.*between 1 and 86400"):
             lost_after({"CAUCE_LOST_AFTER": bad})
+
+
+def test_a_trial_its_tuner_has_not_named_yet_is_not_taken_over_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tuner writes its name into a trial just after asking for it. Another tuner that looks
+    in between waits, as for a tuner on another host (taken over at once, the trial ran twice:
+    seen with two tuners starting together on PostgreSQL); a trial still nameless and silent
+    after ``CAUCE_LOST_AFTER`` lost its tuner in between, and is failed and queued again."""
+    import time
+
+    import optuna
+
+    from cauce.history import HistoryStore
+    from cauce.tune._owner import TunerId
+    from cauce.tune._recovery import Recovery
+
+    monkeypatch.setenv("CAUCE_LOST_AFTER", "1")
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    store = HistoryStore(url)
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        study = optuna.create_study(study_name="shared", storage=storage)
+        asked = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        recovery = Recovery(study, storage, store, TunerId.mine())
+        assert recovery.recover(mine=set()) == []
+        time.sleep(0.5)
+        assert recovery.recover(mine=set()) == []
+        time.sleep(0.7)
+        assert recovery.recover(mine=set()) == [asked.number]
+        trials = study.get_trials(deepcopy=False)
+        assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+        assert trials[1].system_attrs["fixed_params"] == asked.params  # queued again
+    finally:
+        store.close()

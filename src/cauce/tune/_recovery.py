@@ -74,23 +74,30 @@ class Recovery:
     def _gone(self, trial: optuna.trial.FrozenTrial, owner: TunerId | None) -> str | None:
         """Why ``trial``'s tuner is gone, or None while it may live."""
         if owner is None:
-            return "interrupted: the tuner running it (unknown) is gone"
+            # A tuner writes its name into a trial just after asking for it: a trial seen in
+            # between is another tuner's, about to say so (taken over at once, it was run twice
+            # under load); one that stays nameless and silent lost its tuner in between.
+            return self._silent(trial, "interrupted: the tuner that asked for it is gone")
         if owner == self.me or not owner.alive():  # me: an earlier run in this process
             return f"interrupted: the tuner running it (pid {owner.pid}) is gone"
         if owner.host == self.me.host:
             return None  # alive, on this host
+        return self._silent(
+            trial,
+            f"interrupted: the tuner running it (pid {owner.pid} on {owner.host}) sent no "
+            f"heartbeat for {self.lost_after:g} s",
+        )
+
+    def _silent(self, trial: optuna.trial.FrozenTrial, cause: str) -> str | None:
+        """``cause`` once ``trial``'s heartbeat has not changed for ``lost_after`` seconds of
+        this tuner's clock; None until then."""
         beat = trial.user_attrs.get(USER_ATTRS["beat"])
         now = time.monotonic()
         seen = self._seen.get(trial.number)
         if seen is None or seen[0] != beat:
             self._seen[trial.number] = (beat, now)
             return None
-        if now - seen[1] < self.lost_after:
-            return None
-        return (
-            f"interrupted: the tuner running it (pid {owner.pid} on {owner.host}) sent no "
-            f"heartbeat for {self.lost_after:g} s"
-        )
+        return cause if now - seen[1] >= self.lost_after else None
 
     def retry(
         self, number: int, *, params: dict[str, object], cause: str
