@@ -246,9 +246,11 @@ class JobDriver:
         while True:
             now = time.monotonic()
             deadlines = [d for d in (self._deadline, self._restart_at) if d is not None]
-            deadlines.append(now + self.poll_interval)  # the tasks' reports
+            if self._running is not None:
+                deadlines.append(now + self.poll_interval)  # the tasks' reports
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
-                return self._events.get(timeout=max(0.0, min(deadlines) - now))
+                return self._events.get(timeout=timeout)
             except queue.Empty:
                 pass
             hung = self._poll_progress()

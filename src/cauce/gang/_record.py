@@ -47,7 +47,7 @@ class JobRecord:
         self.job_id = job_id
         self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
         self.ended = False  # how the job ended is recorded
-        self._every = lost_after() / 6  # seconds between two heartbeats (history/_liveness.py)
+        self._every = lost_after() / 6  # between two heartbeats (read: history/_liveness)
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
