@@ -347,3 +347,50 @@ def test_ctrl_c_stops_a_job_whose_history_does_not_answer_at_once(tmp_path: Path
     assert run.returncode != 0 and "does not answer" in err, out + err
     assert took < 15, (took, err)
     assert tasks and gone(tasks), "a task outlived its job"
+
+
+def test_a_study_goes_on_through_a_restart_of_its_database(tmp_path: Path) -> None:
+    """PostgreSQL down for 20 s while a study runs (its tuner's heartbeat, asks and verdicts
+    meet the outage): every call is made again until the server is back, and the study ends
+    complete with its 8 trials, none failed (the study failed at its first call before)."""
+    import threading
+
+    with running() as server, server.database() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+        env |= {"CAUCE_HOME": str(tmp_path / "home"), "CAUCE_HISTORY": url}
+        env |= {"PYTHONUNBUFFERED": "1"}
+        job = ROOT / "examples" / "tune" / "job.yaml"
+        tuner = cauce_popen(["tune", str(job), "--trials", "8", "--parallel", "2"], env)
+        lines: list[str] = []
+        errors: list[str] = []
+        started = threading.Event()
+
+        def read() -> None:
+            assert tuner.stdout is not None
+            for line in tuner.stdout:
+                lines.append(line)
+                if "trial 3 running" in line:
+                    started.set()
+
+        readers = [
+            threading.Thread(target=read),
+            threading.Thread(target=lambda: errors.extend(tuner.stderr or ())),
+        ]
+        for reader in readers:
+            reader.start()
+        with tuner:  # its pipes closed, and it waited for, at the end
+            try:
+                assert started.wait(120), "".join(lines)
+                server.restart(20.0)
+                tuner.wait(timeout=180)
+            finally:
+                if tuner.poll() is None:
+                    tuner.kill()
+                for reader in readers:
+                    reader.join()
+        err = "".join(errors)
+        out = "".join(lines)
+        assert tuner.returncode == 0, out + err
+        assert err.count("does not answer") == 1 and "answers again" in err, err
+        states = server.execute(url.rsplit("/", 1)[1], "SELECT state FROM trials")
+    assert len(states) == 8 and {s for (s,) in states} <= {"COMPLETE", "PRUNED"}, states

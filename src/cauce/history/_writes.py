@@ -3,7 +3,8 @@
 A server across the network that does not answer a write (restarting, failing over, or this
 host cut off for longer than a connection's time limit, ``_url.py``) is asked again, with
 backoff, for as long as other hosts wait before they take a silent driver for gone
-(``CAUCE_LOST_AFTER``): a job rides out the outage and loses nothing. Not SQLite: its errors do
+(``CAUCE_LOST_AFTER``): a job rides out the outage and loses nothing. So are the calls of a
+study's Optuna storage on the same database (``cauce.tune._patient``). Not SQLite: its errors do
 not go away by waiting.
 """
 
@@ -13,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -22,6 +23,8 @@ from cauce.errors import HistoryError
 from cauce.history._url import unanswered, why
 
 __all__ = ["Writer"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,34 @@ class Writer:
 
     def run(self, body: Callable[[Any], None]) -> None:
         """``body(connection)`` in one transaction, tried again while the server does not
-        answer, at most ``patience`` seconds after the first failure; a transaction whose commit
-        went through but whose answer was lost may then be written twice (a metric value, an
-        event). Raises :class:`HistoryError`."""
+        answer (:meth:`call`). Raises :class:`HistoryError`."""
+
+        def transaction() -> None:
+            with self.engine.begin() as conn:
+                body(conn)
+
+        try:
+            self.call(transaction)
+        except sa.exc.SQLAlchemyError as exc:
+            raise HistoryError(f"history store write failed: {why(exc)}") from exc
+
+    def call(self, work: Callable[[], T]) -> T:
+        """``work()``, called again while the server does not answer it (:func:`unanswered`,
+        whichever library wrapped the error: SQLAlchemy, Optuna), at most ``patience`` seconds
+        after the first failure; then, or for any other error, what it raised. A transaction
+        whose commit went through but whose answer was lost is then made twice: a metric value
+        or an event may be written twice."""
         first, pause = 0.0, _FIRST_PAUSE
         while True:
             try:
-                with self.engine.begin() as conn:
-                    body(conn)
-            except sa.exc.SQLAlchemyError as exc:
+                result = work()
+            except Exception as exc:
                 words = unanswered(exc) if self._remote else None
                 now = time.monotonic()
                 first = first or now
                 late = now - first + pause > self.patience
                 if words is None or late or self._impatient:
-                    raise HistoryError(f"history store write failed: {why(exc)}") from exc
+                    raise
                 self._say(words)
                 until = now + pause
                 while time.monotonic() < until and not self._impatient:
@@ -69,13 +85,13 @@ class Writer:
             if self._unanswered.is_set():
                 self._unanswered.clear()
                 log.warning("the history %s answers again", self.shown)
-            return
+            return result
 
     def _say(self, words: str) -> None:
         if not self._unanswered.is_set():
             self._unanswered.set()
             log.warning(
-                "the history %s does not answer (%s); writes are tried again for up to %g s",
+                "the history %s does not answer (%s); it is asked again for up to %g s",
                 self.shown,
                 words,
                 self.patience,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -27,6 +27,8 @@ from cauce.history._url import connect_args, lost_after, shown_url, why
 from cauce.history._writes import Writer
 
 __all__ = ["EventRow", "HistoryStore", "JobRow", "MetricRow", "TaskRow"]
+
+T = TypeVar("T")
 
 _meta = sa.MetaData()
 
@@ -205,6 +207,11 @@ class HistoryStore:
         """From now on a write that the server does not answer fails at once instead of being
         tried again (safe in a signal handler; see ``_writes.py``)."""
         self._writer.give_up()
+
+    def patiently(self, work: Callable[[], T]) -> T:
+        """``work()`` (a call on this store's database by other means, such as Optuna's
+        storage), called again while the server does not answer, as this store's writes are."""
+        return self._writer.call(work)
 
     def _write(self, statement: Any) -> None:
         self._transaction(lambda conn: conn.execute(statement))

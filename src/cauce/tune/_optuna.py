@@ -1,5 +1,6 @@
 """Everything that touches Optuna: distributions, samplers, pruners, the study in the history
-database, and trials read back as :class:`TrialInfo`. Optuna is imported here only, lazily."""
+database, and trials read back as :class:`TrialInfo`. Optuna is imported here only (and in
+``_patient.py``, which only this module imports), lazily."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cauce.errors import CauceError, SpecError, SpecErrors
-from cauce.history import connect_args, schema_lock, shown_url
+from cauce.history import HistoryStore, connect_args, schema_lock, shown_url
 from cauce.spec import TuneSpec
 from cauce.tune.api import TrialInfo, TrialState
 
@@ -31,6 +32,7 @@ __all__ = [
     "make_sampler",
     "open_storage",
     "open_study",
+    "patient_storage",
     "run_of",
     "study_meta",
     "trial_info",
@@ -178,6 +180,14 @@ def open_storage(url: str) -> RDBStorage:
         event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
         storage.engine.dispose()  # the connections of the set-up reopen with it
     return storage
+
+
+def patient_storage(storage: RDBStorage, store: HistoryStore) -> BaseStorage:
+    """``storage`` for a tuner: its calls made again while the server does not answer them
+    (``_patient.py``)."""
+    from cauce.tune._patient import PatientStorage
+
+    return PatientStorage(storage, store)  # type: ignore[abstract]  # its methods: set in _patient.py
 
 
 def _sqlite_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:

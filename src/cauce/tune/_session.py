@@ -26,6 +26,7 @@ from cauce.tune._optuna import (
     make_sampler,
     open_storage,
     open_study,
+    patient_storage,
     run_of,
     study_meta,
     trial_info,
@@ -109,8 +110,9 @@ def run_study(
         owned: WarmStarts | None = None
         try:
             storage = open_storage(store.url)
+            patient = patient_storage(storage, store)  # rides out a server that stops answering
             handle = open_study(
-                storage,
+                patient,
                 name,
                 metric=spec.tune.objective.metric,
                 direction=spec.tune.objective.direction,
@@ -141,7 +143,7 @@ def run_study(
                     spec=spec,
                     tune=spec.tune,
                     study=handle,
-                    storage=storage,
+                    storage=patient,
                     store=store,
                     home=home if home is not None else cauce_home(),
                     make_cluster=make_cluster,
