@@ -350,6 +350,53 @@ def test_kill_9_then_run_again_completes_without_orphans_or_double_counting(
     assert statuses.count("succeeded") >= 6
 
 
+def test_a_tuner_whose_trials_another_tuner_took_over_drops_them_and_goes_on(
+    tmp_path: Path, cauce_env: dict[str, str]
+) -> None:
+    """A tuner stopped (SIGSTOP, as a laptop is suspended) for longer than CAUCE_LOST_AFTER
+    while a tuner of another host (another host name: a UTS namespace) runs the same study:
+    that one takes both trials over and runs them again. The first, resumed, finds them ended,
+    stops their gangs, says so, and ends with the study without recording them again (it
+    crashed on its next heartbeat before)."""
+    import shutil
+    import subprocess
+    import sys
+
+    # A shell in a namespace of its own names its host, then runs `python -m cauce tune JOB`.
+    other_host = 'hostname cauce-other && exec "$0" -m cauce tune "$1"'
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a second host name needs root and unshare (a UTS namespace)")
+    path = _slow_job(tmp_path, "taken", trials=2, step=1.0)
+    env = cauce_env | {"CAUCE_LOST_AFTER": "6"}
+    first = cauce_popen(["tune", str(path)], env)
+    _wait(lambda: len(_running_task_pids(env)) == 2, "two running trials", first)
+    tasks = _running_task_pids(env)
+    first.send_signal(signal.SIGSTOP)
+    other: subprocess.Popen[str] | None = None
+    try:
+        other = subprocess.Popen(
+            ["unshare", "--uts", "sh", "-c", other_host, sys.executable, str(path)],
+            env=env | {"CAUCE_LEASE_DIR": str(tmp_path / "other-leases")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait(lambda: optuna_states(env, "taken").get("FAIL") == 2, "both taken over", other)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        try:
+            out, err = first.communicate(timeout=120)
+        finally:
+            if other is not None:
+                other_out, other_err = other.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert err.count("was taken over by another tuner") == 2 and "Traceback" not in err, err
+    assert other.returncode == 0, other_out + other_err
+    assert "taken over, their tuner gone" in other_err, other_err
+    assert optuna_states(env, "taken") == {"FAIL": 2, "COMPLETE": 2}
+    assert _gone(tasks) == [], "a task of a trial taken over outlived it"
+
+
 def test_sigterm_stops_the_trials_and_queues_them_again(
     tmp_path: Path, cauce_env: dict[str, str]
 ) -> None:

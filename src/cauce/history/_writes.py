@@ -40,6 +40,7 @@ class Writer:
         self._remote = engine.dialect.name != "sqlite"
         self._unanswered = threading.Event()  # said once while it lasts, not once per write
         self._impatient = False  # set by give_up(), from a signal handler: a plain flag
+        self.answering_since = 0.0  # monotonic: when the server last answered after an outage
 
     def give_up(self) -> None:
         """From now on a write that the server does not answer fails at once instead of being
@@ -83,6 +84,7 @@ class Writer:
                 pause = min(pause * 2, _LONGEST_PAUSE)
                 continue
             if self._unanswered.is_set():
+                self.answering_since = time.monotonic()
                 self._unanswered.clear()
                 log.warning("the history %s answers again", self.shown)
             return result

@@ -208,6 +208,11 @@ class HistoryStore:
         tried again (safe in a signal handler; see ``_writes.py``)."""
         self._writer.give_up()
 
+    def answering_since(self) -> float:
+        """When (``time.monotonic``) the server last answered again after an outage; 0.0 if
+        it has always answered."""
+        return self._writer.answering_since
+
     def patiently(self, work: Callable[[], T]) -> T:
         """``work()`` (a call on this store's database by other means, such as Optuna's
         storage), called again while the server does not answer, as this store's writes are."""

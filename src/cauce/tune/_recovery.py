@@ -11,6 +11,7 @@ agree) takes the trial over. ``CAUCE_LOST_AFTER`` sets it (60 s by default).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 __all__ = ["Recovery"]
+
+logger = logging.getLogger(__name__)
 
 
 class Recovery:
@@ -39,15 +42,38 @@ class Recovery:
         self._beats = 0
         self._seen: dict[int, tuple[object, float]] = {}  # trial -> (heartbeat, seen since)
 
-    def beat(self, trials: Iterable[optuna.Trial]) -> None:
-        """Say that this tuner lives, in its running trials, at most every ``lost_after / 6``."""
+    def beat(self, trials: Iterable[optuna.Trial]) -> list[int]:
+        """Say that this tuner lives, in its running trials, at most every ``lost_after / 6``;
+        the numbers of those that another tuner has ended meanwhile (taken over while this one
+        could not reach the database for longer than ``lost_after``)."""
+        import optuna
+
         now = time.monotonic()
         if now < self._next_beat:
-            return
+            return []
         self._next_beat = now + self.lost_after / 6
         self._beats += 1
+        taken = []
         for trial in trials:
-            trial.set_user_attr(USER_ATTRS["beat"], self._beats)
+            try:
+                trial.set_user_attr(USER_ATTRS["beat"], self._beats)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                taken.append(trial.number)
+        return taken
+
+    def taken_over(self, number: int) -> optuna.trial.FrozenTrial:
+        """Trial ``number`` of this tuner as another tuner ended it, said once."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        frozen = self.storage.get_trial(trial_id)
+        logger.warning(
+            "trial %d was taken over by another tuner of the study (%s): this tuner's heartbeat "
+            "had stopped (its host cut off, or its process stopped); what it did here is "
+            "dropped, and the trial runs again there",
+            number,
+            frozen.user_attrs.get(USER_ATTRS["root_cause"], frozen.state.name.lower()),
+        )
+        return frozen
 
     def recover(self, mine: Collection[int]) -> list[int]:
         """Fail and re-queue the RUNNING trials (not in ``mine``) whose tuner is gone; their
@@ -67,7 +93,10 @@ class Recovery:
             if cause is None:
                 continue
             self._lose_job(run.get("job_id"), cause)
-            self.retry(trial.number, params=dict(trial.params), cause=cause)
+            try:
+                self.retry(trial.number, params=dict(trial.params), cause=cause)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another tuner took it over just now, or its own ended it
             taken.append(trial.number)
         return taken
 
@@ -97,7 +126,10 @@ class Recovery:
         if seen is None or seen[0] != beat:
             self._seen[trial.number] = (beat, now)
             return None
-        return cause if now - seen[1] >= self.lost_after else None
+        # A silence that this tuner saw while it could not reach the database itself says
+        # nothing: the other tuner was as cut off, and beats again as soon as it is back.
+        since = max(seen[1], self.store.answering_since())
+        return cause if now - since >= self.lost_after else None
 
     def retry(
         self, number: int, *, params: dict[str, object], cause: str

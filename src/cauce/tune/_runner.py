@@ -31,7 +31,7 @@ from cauce.tune._optuna import USER_ATTRS, distributions, trial_info
 from cauce.tune._owner import TunerId
 from cauce.tune._params import objective_task, trial_spec
 from cauce.tune._recovery import Recovery
-from cauce.tune._trial import TrialRun
+from cauce.tune._trial import TAKEN, Outcome, TrialRun
 from cauce.tune._verdict import VerdictServer
 from cauce.tune.api import StudyProgress, StudyResult, StudyStatus, TrialInfo, TuneConsole
 
@@ -161,7 +161,8 @@ class StudyRunner:
             for run in list(self._running.values()):
                 if run.prune_overdue(self.tune.prune_grace):
                     logger.info("trial %d: pruned but still running; stopping it", run.number)
-            self.recovery.beat(run.trial for run in self._running.values())
+            for number in self.recovery.beat(run.trial for run in self._running.values()):
+                self._running[number].take_away(TAKEN)
             if not self._halt:
                 self._fill()
             if not self._running:
@@ -289,25 +290,9 @@ class StudyRunner:
         outcome = None
         try:
             outcome = run.outcome()
-            trial = run.trial
-            if outcome.state == "interrupted":
-                frozen = self.recovery.retry(trial.number, params=run.params, cause=outcome.cause)
-            elif outcome.state == "failed":
-                self._failures += 1
-                trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
-                frozen = self.study.tell(trial, state=_state("FAIL"))
-                if self._failures > self.tune.max_failures and not self._halt:
-                    self._halt = (
-                        f"{self._failures} trials failed (max_failures {self.tune.max_failures}); "
-                        f"the last one: {outcome.cause}"
-                    )
-            elif outcome.state == "pruned":
-                trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
-                frozen = self.study.tell(trial, state=_state("PRUNED"))
-                self._done += 1
-            else:
-                frozen = self.study.tell(trial, outcome.value)
-                self._done += 1
+            frozen = self._tell(run, outcome)
+            if frozen is None:  # another tuner ended it meanwhile (_recovery.py)
+                frozen = self.recovery.taken_over(run.number)
         finally:  # after the tell: the trial is recorded as ended first
             if run.driver is not None:
                 _close(run.driver.cluster)
@@ -321,6 +306,36 @@ class StudyRunner:
         info = replace(trial_info(frozen), started_at=run.started_at, ended_at=run.ended_at)
         self._trials[run.number] = info
         self.console.changed(info, self.progress())
+
+    def _tell(self, run: TrialRun, outcome: Outcome) -> optuna.trial.FrozenTrial | None:
+        """Record ``outcome`` in the study; None if another tuner has ended the trial."""
+        import optuna
+
+        trial = run.trial
+        try:
+            if outcome.state == "taken":
+                return None
+            if outcome.state == "interrupted":
+                return self.recovery.retry(trial.number, params=run.params, cause=outcome.cause)
+            if outcome.state == "failed":
+                self._failures += 1
+                trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
+                frozen = self.study.tell(trial, state=_state("FAIL"))
+                if self._failures > self.tune.max_failures and not self._halt:
+                    self._halt = (
+                        f"{self._failures} trials failed (max_failures "
+                        f"{self.tune.max_failures}); the last one: {outcome.cause}"
+                    )
+                return frozen
+            if outcome.state == "pruned":
+                trial.set_user_attr(USER_ATTRS["pruned_step"], run.pruned_step)
+                frozen = self.study.tell(trial, state=_state("PRUNED"))
+            else:
+                frozen = self.study.tell(trial, outcome.value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+        self._done += 1
+        return frozen
 
     def _shutdown(self, reason: str) -> None:
         """Stop every running trial now and queue them again (they were cut short)."""

@@ -29,13 +29,16 @@ __all__ = ["Outcome", "TrialRun"]
 
 logger = logging.getLogger(__name__)
 
+TAKEN = "taken over by another tuner of the study"
+
 
 @dataclass(frozen=True)
 class Outcome:
     """How a trial ended, for the study: ``complete`` (with ``value``), ``pruned``, ``failed``
-    (``cause`` is the root cause) or ``interrupted`` (the tuner stopped it; to be retried)."""
+    (``cause`` is the root cause), ``interrupted`` (the tuner stopped it; to be retried) or
+    ``taken`` (another tuner ended it meanwhile, and runs it again: nothing to record here)."""
 
-    state: Literal["complete", "pruned", "failed", "interrupted"]
+    state: Literal["complete", "pruned", "failed", "interrupted", "taken"]
     value: float | None = None
     cause: str = ""
 
@@ -72,6 +75,7 @@ class TrialRun:
         self._pruned_at: float | None = None  # monotonic
         self._stopped = False
         self._interrupted = ""
+        self._taken = ""
         self.result: JobResult | None = None
         self.error: str = ""
         self.started_at = time.time()
@@ -135,6 +139,13 @@ class TrialRun:
         if self.driver is not None:
             self.driver.stop(reason)
 
+    def take_away(self, reason: str) -> None:
+        """Stop the gang now: another tuner has ended the trial (and runs it again)."""
+        with self._lock:
+            self._taken = reason
+        if self.driver is not None:
+            self.driver.stop(reason)
+
     def prune_overdue(self, grace: float) -> bool:
         """Stop the gang of a pruned trial that has not stopped by itself within ``grace``
         seconds (a task that does not report, or ranks stuck in a collective). True if it
@@ -154,8 +165,10 @@ class TrialRun:
         """How it ended (call once the thread has ended)."""
         with self._lock:
             interrupted, pruned_step = self._interrupted, self._pruned_step
-            value, step = self._value, self._step
+            value, step, taken = self._value, self._step, self._taken
         result = self.result
+        if taken:
+            return Outcome("taken", cause=taken)
         if pruned_step is not None:
             # Whatever the gang did after being told to stop (exit 0 at its next report, or
             # killed after the grace period), the trial was pruned.
@@ -246,7 +259,13 @@ class TrialRun:
             if step <= self._reported_step:
                 return False
             self._reported_step = step
-        self.trial.report(value, step)
+        import optuna
+
+        try:
+            self.trial.report(value, step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.take_away(TAKEN)  # said by the tuner when the trial ends (_recovery.py)
+            return False
         return True
 
     def _still_running(self) -> bool:
