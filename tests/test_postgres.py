@@ -394,3 +394,45 @@ def test_a_study_goes_on_through_a_restart_of_its_database(tmp_path: Path) -> No
         assert err.count("does not answer") == 1 and "answers again" in err, err
         states = server.execute(url.rsplit("/", 1)[1], "SELECT state FROM trials")
     assert len(states) == 8 and {s for (s,) in states} <= {"COMPLETE", "PRUNED"}, states
+
+
+def test_a_silence_seen_while_the_database_did_not_answer_does_not_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tuner that could not reach the study's database does not take another tuner's trial
+    over for the silence it saw meanwhile (both were cut off): the silence counts again from
+    when the server answers, and a trial still silent CAUCE_LOST_AFTER later is taken over."""
+    import threading
+
+    import optuna
+
+    from cauce.history import HistoryStore
+    from cauce.tune._optuna import patient_storage
+    from cauce.tune._owner import TunerId
+    from cauce.tune._recovery import Recovery
+
+    monkeypatch.setenv("CAUCE_LOST_AFTER", "4")  # also how long a call is asked again
+    with running() as server, server.database() as url:
+        store = HistoryStore(url)
+        storage = optuna.storages.RDBStorage(url)
+        down = threading.Thread(target=server.restart, args=(3.0,))
+        try:
+            patient = patient_storage(storage, store)
+            study = optuna.create_study(study_name="cut", storage=patient)
+            asked = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+            recovery = Recovery(study, patient, store, TunerId.mine())
+            assert recovery.recover(mine=set()) == []  # nameless: watched from now
+            time.sleep(2.0)
+            down.start()
+            time.sleep(0.5)
+            assert recovery.recover(mine=set()) == []  # asked again until the server is back
+            assert store.answering_since() > 0
+            # silent for 5 s, more than CAUCE_LOST_AFTER, but seen for 2 s only: not yet
+            assert recovery.recover(mine=set()) == []
+            time.sleep(4.5)
+            assert recovery.recover(mine=set()) == [asked.number]
+        finally:
+            if down.is_alive():
+                down.join()
+            storage.engine.dispose()
+            store.close()
