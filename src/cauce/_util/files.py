@@ -1,4 +1,5 @@
-"""Atomic writes: readers see the old content or the new one, whole, even after a crash."""
+"""Atomic writes: readers see the old content or the new one, whole, even after a crash. And
+where cauce's caches go."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "cache_dir",
     "fsync_dir",
     "fsync_tree",
     "swap_dir",
 ]
+
+
+def cache_dir(name: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CACHE_HOME/cauce/NAME`` (``~/.cache/cauce/NAME``): where cauce keeps what it can
+    make again (not created here)."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cauce" / name
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -135,7 +135,7 @@ class Warmer:
             self._session, self._ready = session, time.monotonic()
         except Exception as exc:  # the step starts its own session, and says what fails
             log.debug("warm-up: cannot start Spark: %s", exc)
-            self._stack.close()  # a session whose first job failed: stopped, not left to the step
+            self._drop()  # a session whose first job failed: stopped, not left to the step
 
     def _wait_for_a_spare_core(self) -> bool:
         """True once a core has been spare for SPARE_SECONDS, counted after the step's first
@@ -188,6 +188,17 @@ class Warmer:
             thread.join(_JOIN_TIMEOUT)
         self._session = None
         self._began = self._ready = 0.0
-        self._stack.close()
+        self._drop()
 
     close = discard
+
+    def _drop(self) -> None:
+        """Stop what the stack holds as after a failure: the classes of a JVM that did no step's
+        work are not worth an archive (``scoring_session``), nor the seconds a pipeline that
+        ends or stops would wait for it to be written."""
+        unused = _Unused()
+        self._stack.__exit__(_Unused, unused, None)
+
+
+class _Unused(Exception):
+    """What a warmed session that no step took is closed with."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from cauce._util.files import cache_dir
 from cauce.serve.api import ServeError
 
 __all__ = ["checkout_root", "checkout_wheel", "wheel_into"]
@@ -47,18 +47,13 @@ def _sources(root: Path) -> list[Path]:
     return found
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cauce" / "wheels"
-
-
 def checkout_wheel(root: Path) -> Path:
     """A wheel of the checkout at ``root`` (built once per content); ServeError if pip fails."""
     sources = _sources(root)
     digest = hashlib.sha256()
     for path in sources:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    folder = _cache_dir() / digest.hexdigest()[:16]
+    folder = cache_dir("wheels") / digest.hexdigest()[:16]
     wheels = sorted(folder.glob("cauce-*.whl")) if folder.is_dir() else []
     if wheels:
         return wheels[0]

@@ -18,10 +18,15 @@ Hosts that fail: the driver and each task ping each other over their link; a tas
 ``spark.cauce.linkTimeout`` seconds (default 20) is lost (the root cause names its host), and a
 task that hears nothing from the driver for as long, or sees its link close, stops its command.
 
+Local sessions (``local[N]``: data preparation, batch scoring, the evaluate step's baselines)
+start faster with the machine's archive of Spark's classes (``_classes``), which the first
+scoring session makes.
+
 Settings: ``conf`` (the spec's ``spark:`` and ``cauce run --conf``) applies when this process
 starts its Spark application; ``spark.cauce.*`` keys are read per cluster object.
 """
 
+from cauce.cluster.spark._classes import save_classes
 from cauce.cluster.spark._cluster import (
     DEFAULT_LINK_TIMEOUT,
     DEFAULT_PLACEMENT_TIMEOUT,
@@ -43,6 +48,7 @@ __all__ = [
     "SparkCluster",
     "doctor",
     "parse_duration",
+    "save_classes",
     "spark_session",
     "task_shape",
 ]

@@ -21,8 +21,9 @@ from typing import Any
 
 from cauce.cluster.api import DriverAddress
 from cauce.cluster.spark import _address
+from cauce.cluster.spark._classes import class_archive
 from cauce.cluster.spark._executors import Executor, first_line, read_executors
-from cauce.errors import ClusterError
+from cauce.errors import CauceError, ClusterError
 
 __all__ = ["SharedSpark", "acquire", "first_line", "spark_session"]
 
@@ -211,6 +212,8 @@ def _start(master: str, conf: Mapping[str, str]) -> SharedSpark:
     conf = {**conf, **_driver_conf(found[0] if found else None, conf)}
     try:
         session = spark_session(master, "cauce", {**DEFAULTS, **conf})
+    except CauceError:
+        raise
     except Exception as exc:  # py4j and PySpark errors, a JVM that cannot start...
         raise ClusterError(
             f"cannot start a Spark application on {master}: {first_line(exc)}"
@@ -245,20 +248,34 @@ def spark_session(
     *,
     loopback: bool = False,
     log: str | os.PathLike[str] | None = None,
+    record_classes: bool = False,
 ) -> Any:
     """This process's SparkSession on ``master`` (PySpark's ``getOrCreate``): named
     ``app_name``, with ``conf`` over that. ``loopback`` keeps a ``local[N]`` driver on 127.0.0.1
     (unless ``conf`` says otherwise), for the sessions that data preparation and batch scoring
     start on this host. ``log``: when this call starts the process's JVM, the JVM writes its
-    output (Spark's log) to this file, not to this process's terminal. Raises what PySpark
-    raises."""
+    output (Spark's log) to this file, not to this process's terminal.
+
+    A JVM this starts for a ``local[N]`` master maps the machine's archive of Spark's classes
+    (``_classes``); if there is none yet and ``record_classes``, it is started so that
+    :func:`~cauce.cluster.spark.save_classes`, called when the work is done, can make it.
+    Raises what PySpark raises, and SpecError for a bad ``CAUCE_CLASS_ARCHIVE``."""
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     settings = dict(_LOOPBACK) if loopback and master.startswith("local") else {}
     settings.update(conf)
     # PySpark starts one JVM per process, on first use, and keeps it (SparkContext._gateway).
-    if log is not None and getattr(SparkContext, "_gateway", None) is None:
+    starting = getattr(SparkContext, "_gateway", None) is None
+    archive = (
+        class_archive(master, settings, record=record_classes, environ=os.environ)
+        if starting
+        else None
+    )
+    if archive is not None:
+        key = "spark.driver.extraJavaOptions"
+        settings[key] = archive.java_options(settings.get(key))
+    if log is not None and starting:
         from pyspark.java_gateway import launch_gateway
 
         spark_conf = (
@@ -271,7 +288,10 @@ def spark_session(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if archive is not None:
+        archive.started(session)
+    return session
 
 
 def _quiet_pools(session: Any) -> None:
