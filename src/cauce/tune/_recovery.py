@@ -44,8 +44,8 @@ class Recovery:
 
     def beat(self, trials: Iterable[optuna.Trial]) -> list[int]:
         """Say that this tuner lives, in its running trials, at most every ``lost_after / 6``;
-        the numbers of those that another tuner has ended meanwhile (taken over while this one
-        could not reach the database for longer than ``lost_after``)."""
+        the numbers of those that another tuner has ended meanwhile (taken over: this tuner's
+        heartbeat had stopped for ``lost_after``, its host cut off or its process stopped)."""
         import optuna
 
         now = time.monotonic()

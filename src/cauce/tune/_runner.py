@@ -318,9 +318,9 @@ class StudyRunner:
             if outcome.state == "interrupted":
                 return self.recovery.retry(trial.number, params=run.params, cause=outcome.cause)
             if outcome.state == "failed":
-                self._failures += 1
                 trial.set_user_attr(USER_ATTRS["root_cause"], outcome.cause)
                 frozen = self.study.tell(trial, state=_state("FAIL"))
+                self._failures += 1
                 if self._failures > self.tune.max_failures and not self._halt:
                     self._halt = (
                         f"{self._failures} trials failed (max_failures "
