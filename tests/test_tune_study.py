@@ -381,7 +381,11 @@ def test_a_tuner_whose_trials_another_tuner_took_over_drops_them_and_goes_on(
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait(lambda: optuna_states(env, "taken").get("FAIL") == 2, "both taken over", other)
+        # Both failed as interrupted, and their parameters running again there: resumed any
+        # earlier, the first tuner may take the queued ones, both tuners then ask for more and
+        # the study goes over its size (by design, docs/tuning.md), which is not under test here.
+        taken = {"FAIL": 2, "RUNNING": 2}
+        _wait(lambda: optuna_states(env, "taken") == taken, "both taken over and rerun", other)
     finally:
         first.send_signal(signal.SIGCONT)
         try:
