@@ -199,7 +199,19 @@ def run_cauce(folder: Path, env: dict[str, str]) -> dict[str, Any]:
         .get("seconds"),
         "trials": _trials(home / "history.db", "flights-tune"),
         "breakdown": _cauce_breakdown(home / "history.db"),
+        "spark": _spark_note(folder / "cauce.log"),
     }
+
+
+def _spark_note(log: Path) -> str | None:
+    """Where the evaluate step's MLlib ran, as it said: ``local[2], started during step train
+    in 8.6 s; ...`` when the session was warmed during training, ``local[2]`` when it was
+    started by the step itself (the whole start then counts in the step)."""
+    marker = " on Spark ("
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("[evaluate] training ") and marker in line:
+            return line.split(marker, 1)[1].split(";", 1)[0].rstrip(")")
+    return None
 
 
 def _auc_of(result: dict[str, Any]) -> float | None:
@@ -233,6 +245,7 @@ def _line(side: str, run: dict[str, Any]) -> str:
         f"{side:<6} total {run['phases']['total']:6.1f} s  {phases}  "
         f"test AUC {auc if auc is None else round(auc, 4)}"
         + (f"  (of evaluate, MLlib {run['mllib_s']:.1f} s)" if run.get("mllib_s") else "")
+        + (f"\n  {side} evaluate's Spark: {run['spark']}" if run.get("spark") else "")
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -296,6 +297,7 @@ def spark_cluster_fixture() -> Iterator[StandaloneSpark]:
     finally:
         stop_gateway(gateway)
         cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class HeldApp:

@@ -51,7 +51,7 @@ class Reaper:
             if self._channel is None:
                 return
             try:
-                socket.send_fds(self._channel, [text.encode()], list(fds))
+                socket.send_fds(self._channel, [os.fsencode(text)], list(fds))
             except OSError:
                 logger.warning("the reaper of this job has gone; tasks may outlive a crash")
 
@@ -68,6 +68,11 @@ class Reaper:
 
     def drop(self, key: str) -> None:
         self._send(f"U{key}")
+
+    def scratch(self, folder: str | os.PathLike[str]) -> None:
+        """Remove ``folder`` (and what is in it) when the reaper ends: once the tasks are gone,
+        also when this process was killed before it could remove it itself."""
+        self._send(f"R{os.fspath(folder)}")
 
     def close(self) -> None:
         """Let the reaper exit (it reaps whatever is still listed, normally nothing)."""

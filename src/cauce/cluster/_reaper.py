@@ -3,18 +3,22 @@
 The driver starts one per job with a ``SOCK_SEQPACKET`` socket on its stdin and sends one message
 each time: ``+PGID`` when it starts a task (each task leads its own process group), ``-PGID`` once
 that group is gone, ``LKEY`` with file descriptors attached (the driver's GPU lease locks, which
-the reaper then holds too) and ``UKEY`` once the driver has released those leases. When the
+the reaper then holds too), ``UKEY`` once the driver has released those leases, and ``RPATH``
+for a scratch folder of the driver's (a task's control files) to remove at the end. When the
 socket closes, whether the driver exited or was killed with SIGKILL, the reaper sends SIGTERM
 (then SIGCONT, so that a stopped task gets it) to every group still listed, waits for the grace
 period, SIGKILLs what is left, and waits until every group is gone. Only then does it exit,
 closing its copies of the lease locks: a lock held with ``flock`` belongs to the open file, so it
 is held while the driver or the reaper has it open, and a job waiting for those GPUs starts only
-once the tasks that used them are gone. So no task outlives its job, nor its GPUs' lease.
+once the tasks that used them are gone. So no task outlives its job, nor its GPUs' lease. The
+scratch folders go last, once nothing writes to them (a driver that ends normally has removed
+them itself).
 Standard library only: it is run as a script, with ``python -I -S``, to start fast.
 """
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -23,6 +27,7 @@ import time
 __all__ = ["group_alive"]
 
 _MAX_FDS = 64
+_MAX_MESSAGE = 8192  # a message is one kind byte and a number, a key or a path
 
 
 def group_alive(pgid: int) -> bool:
@@ -64,11 +69,13 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
-def _listen(channel: socket.socket, groups: set[int], held: dict[bytes, list[int]]) -> None:
+def _listen(
+    channel: socket.socket, groups: set[int], held: dict[bytes, list[int]], scratch: list[str]
+) -> None:
     """Follow the driver's messages until its end of the socket closes."""
     while True:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(channel, 64, _MAX_FDS)
+            data, fds, _flags, _addr = socket.recv_fds(channel, _MAX_MESSAGE, _MAX_FDS)
         except InterruptedError:
             continue
         except OSError:
@@ -83,6 +90,9 @@ def _listen(channel: socket.socket, groups: set[int], held: dict[bytes, list[int
         _close(fds)
         if kind == b"U":
             _close(held.pop(rest, []))
+            continue
+        if kind == b"R":
+            scratch.append(os.fsdecode(data[1:]))
             continue
         try:
             pgid = int(rest)
@@ -119,11 +129,14 @@ def main() -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     groups: set[int] = set()
     held: dict[bytes, list[int]] = {}
+    scratch: list[str] = []
     with socket.socket(fileno=sys.stdin.fileno()) as channel:
-        _listen(channel, groups, held)
+        _listen(channel, groups, held, scratch)
     _reap(groups, grace)
     for fds in held.values():
         _close(fds)
+    for path in scratch:
+        shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -4,7 +4,7 @@ A step kind may say what it will need (:class:`Warmup`): modules to import and a
 Spark session (the ``evaluate`` step's MLlib baselines: about 5 s of two cores to start, 10 s
 on a busy machine). When the step before it starts, the runner arms a :class:`Warmer`. Its
 thread waits for a spare core (``auto``: after the step's first 10 s, a core at least 3/4 idle
-for 3 s in a row, of the CPUs this process may run on and, in a container, of its cgroup's CPU
+for 1 s in a row, of the CPUs this process may run on and, in a container, of its cgroup's CPU
 quota, see :func:`cauce._util.machine.spare_cores`; where there is no ``/proc/stat``, never) or
 not at all (``now``); then it imports the modules and starts the session, with Spark's log in a
 file instead of the terminal, and runs a small job in it (a JVM's first job takes 2 to 3 s
@@ -43,9 +43,11 @@ __all__ = ["MODES", "Warmer", "Warmup", "warmup_mode"]
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "now", "off")
-#: What counts as a spare core, and for how long, before ``auto`` starts anything.
+#: What counts as a spare core, and for how long, before ``auto`` starts anything. (On the
+#: flights pipeline a training step's epochs never left a core idle for 1 s; 3 s started the
+#: session 2 s later than the core it waited for, which the evaluate step then waited for.)
 SPARE_CORES = 0.75
-SPARE_SECONDS = 3.0
+SPARE_SECONDS = 1.0
 #: Spare cores in a step's first seconds say little of later: its processes are starting
 #: (a job's imports take one core for a few seconds before its ranks take all of them).
 SETTLE_SECONDS = 10.0

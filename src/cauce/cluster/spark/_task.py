@@ -176,6 +176,14 @@ class _Command:
         argv = list(self.task["argv"])
         for note in self.notes:
             self.channel.send({"o": note})
+        # Once this Python worker is gone (a cancelled job, a lost executor, an application that
+        # ended with its driver), Spark counts the task's GPUs free and may give them to the
+        # next task at once: then the command's group is killed at once, not after a grace
+        # period, so that it never runs beside that task. (A stop asked by the driver, or a
+        # lost connection, still gives it the grace period, while this task holds the GPUs.)
+        # The reaper removes the task's folder too, when Spark kills this worker.
+        reaper = Reaper(grace=0.0 if slot.gpus else self.grace)
+        reaper.scratch(self.folder)
         try:
             proc = subprocess.Popen(
                 argv,
@@ -192,13 +200,8 @@ class _Command:
             self.channel.send({"o": line})
             self.channel.send({"exit": 127, "runtime": 0.0})
             shutil.rmtree(self.folder, ignore_errors=True)
+            reaper.close()
             return 127, 0.0
-        # Once this Python worker is gone (a cancelled job, a lost executor, an application that
-        # ended with its driver), Spark counts the task's GPUs free and may give them to the
-        # next task at once: then the command's group is killed at once, not after a grace
-        # period, so that it never runs beside that task. (A stop asked by the driver, or a
-        # lost connection, still gives it the grace period, while this task holds the GPUs.)
-        reaper = Reaper(grace=0.0 if slot.gpus else self.grace)
         reaper.watch(proc.pid)
         try:
             self.channel.send(

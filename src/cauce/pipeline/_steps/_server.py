@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,11 +76,13 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
     server is stopped too."""
     from cauce.cluster import Reaper
 
-    with tempfile.TemporaryDirectory(prefix="cauce-serve-") as folder:
+    reaper = Reaper(grace=30.0)
+    folder = tempfile.mkdtemp(prefix="cauce-serve-")
+    reaper.scratch(folder)  # removed by the reaper if this process is killed
+    try:
         ready_file = Path(folder) / "ready.json"
         argv = [sys.executable, "-m", "cauce", "serve", str(model_dir)]
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready_file)]
-        reaper = Reaper(grace=30.0)
         child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
         reaper.watch(child.pid)
         err = _Stderr(child)
@@ -97,4 +100,6 @@ def server(model_dir: Path, host: str, port: int) -> Iterator[tuple[subprocess.P
             if child.stderr is not None and not err.thread.is_alive():
                 child.stderr.close()  # read to its end: closed now, not when collected
             reaper.unwatch(child.pid)
-            reaper.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        reaper.close()
