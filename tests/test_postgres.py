@@ -4,6 +4,7 @@ and served by ``cauce ui`` from the same database, with the URL's password never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,8 +12,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,11 +310,30 @@ def test_a_job_goes_on_through_a_restart_of_its_history_server(tmp_path: Path) -
     assert (status, recorded) == ("succeeded", epochs)
 
 
+@contextlib.contextmanager
+def _job_while_down(
+    server: PostgresServer, url: str, job: Path, down: float
+) -> Iterator[tuple[subprocess.Popen[str], threading.Thread]]:
+    """``cauce run JOB`` (in JOB's folder) with its history at ``url``, and a thread that
+    stops ``server`` for ``down`` seconds once started; the run is killed if it still runs
+    when the block ends, and the server is back."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
+    env |= {"CAUCE_HOME": str(job.parent / "home"), "CAUCE_HISTORY": url}
+    run = cauce_popen(["run", str(job)], env, cwd=job.parent)
+    outage = threading.Thread(target=server.restart, args=(down,))
+    try:
+        yield run, outage
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        if outage.is_alive():
+            outage.join()
+
+
 def test_ctrl_c_stops_a_job_whose_history_does_not_answer_at_once(tmp_path: Path) -> None:
     """While the driver tries its writes again (the server down), Ctrl-C still stops the job in
     seconds, not after the minute it would go on trying, and leaves no task running."""
-    import threading
-
     import psutil
 
     shutil.copy(ROOT / "examples" / "tune" / "train.py", tmp_path / "train.py")
@@ -324,26 +345,19 @@ def test_ctrl_c_stops_a_job_whose_history_does_not_answer_at_once(tmp_path: Path
         "grace_period: 3\n",
         encoding="utf-8",
     )
-    with running() as server, server.database() as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAUCE_")}
-        env |= {"CAUCE_HOME": str(tmp_path / "home"), "CAUCE_HISTORY": url}
-        run = cauce_popen(["run", str(job)], env, cwd=tmp_path)
-        down = threading.Thread(target=server.restart, args=(25.0,))
-        try:
-            time.sleep(4)
-            tasks = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
-            down.start()
-            time.sleep(5)  # the driver meets the server gone at its next write, within 1 s
-            began = time.monotonic()
-            run.send_signal(signal.SIGINT)
-            out, err = run.communicate(timeout=60)
-            took = time.monotonic() - began
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.communicate()
-            if down.is_alive():
-                down.join()
+    with (
+        running() as server,
+        server.database() as url,
+        _job_while_down(server, url, job, 25.0) as (run, down),
+    ):
+        time.sleep(4)
+        tasks = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
+        down.start()
+        time.sleep(5)  # the driver meets the server gone at its next write, within 1 s
+        began = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - began
     assert run.returncode != 0 and "does not answer" in err, out + err
     assert took < 15, (took, err)
     assert tasks and gone(tasks), "a task outlived its job"
@@ -436,3 +450,66 @@ def test_a_silence_seen_while_the_database_did_not_answer_does_not_count(
                 down.join()
             storage.engine.dispose()
             store.close()
+
+
+_FAILS_ON_CUE = """
+import os, pathlib, sys, time
+import cauce
+cue = pathlib.Path(sys.argv[1])
+for step in range(100_000):
+    cauce.report(step, loss=1.0 / (step + 1))
+    if os.environ["CAUCE_TASK_ID"] == "worker-1" and cue.exists():
+        print("worker-1 fails on cue", flush=True)
+        sys.exit(3)
+    time.sleep(0.1)
+"""
+
+
+def test_a_task_that_fails_while_the_history_does_not_answer_stops_its_gang_at_once(
+    tmp_path: Path,
+) -> None:
+    """With the server down, one task of a gang fails: the driver stops the other at once, not
+    once the server answers again (its loop used to wait on its retried writes of the tasks'
+    reports, up to a minute), and the job ends failed, recorded, when the server is back."""
+    import psutil
+
+    (tmp_path / "fails.py").write_text(_FAILS_ON_CUE, encoding="utf-8")
+    cue = tmp_path / "cue"
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: cut-off\n"
+        f"command: python fails.py {cue}\n"
+        "roles: {worker: {instances: 2, resources: {cpus: 0.5}}}\n"
+        "grace_period: 3\n",
+        encoding="utf-8",
+    )
+    with (
+        running() as server,
+        server.database() as url,
+        _job_while_down(server, url, job, 30.0) as (run, down),
+    ):
+        time.sleep(5)
+        tasks = [
+            p.pid
+            for p in psutil.Process(run.pid).children(recursive=True)
+            if "fails.py" in " ".join(p.cmdline())
+        ]
+        down.start()
+        time.sleep(4)  # the driver's writes of the reports now wait for the server
+        cue.touch()
+        began = time.monotonic()
+        stopped = gone(tasks, within=12)
+        took = time.monotonic() - began
+        out, err = run.communicate(timeout=120)
+        name = url.rsplit("/", 1)[1]
+        [(status, cause)] = server.execute(name, "SELECT status, root_cause FROM jobs")
+        tasks_rows = server.execute(name, "SELECT task_id, status, exit_code FROM tasks")
+    assert len(tasks) == 2, tasks
+    assert stopped, f"the gang ran on for {took:.1f} s while the server was down:\n{err}"
+    assert run.returncode == 1, out + err
+    assert "does not answer" in err and "answers again" in err, err
+    assert status == "failed" and "worker-1" in cause and "3" in cause, cause
+    assert sorted((t, s) for t, s, _ in tasks_rows) == [
+        ("worker-0", "stopped"),
+        ("worker-1", "failed"),
+    ], tasks_rows

@@ -27,7 +27,7 @@ from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._preflight import preflight
 from cauce.gang._progress import ProgressReader
-from cauce.gang._record import JobRecord, new_job_id
+from cauce.gang._record import JobRecord, exit_row, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
 from cauce.gang._starting import history_gone, record_crash, start_refused, wait_until_placed
@@ -234,12 +234,16 @@ class JobDriver:
         while True:
             while pending:
                 event = pending.pop(0)
-                if isinstance(event, m.TaskExited):
-                    self._record_exit(event)
+                row = exit_row(self._machine, event)  # a failure's once its gang is stopped
                 for instruction in self._machine.handle(event):
+                    if row and not (row[0].returncode and isinstance(instruction, m.StopGang)):
+                        self._record_exit(*row)
+                        row = None
                     result = self._execute(instruction, pending)
                     if result is not None:
                         return result
+                if row:
+                    self._record_exit(*row)
             pending.append(self._next_event())
 
     def _next_event(self) -> m.Event:
@@ -273,7 +277,7 @@ class JobDriver:
         tasks = [launch.task_id for launch in self._plan.launches]
         rows, alive = self.progress.poll(tasks)
         if rows:
-            self.store.add_metrics(self.job_id, rows)
+            self.record.metrics(rows)  # written on the record's thread: this loop goes on
             self.tracking.metrics(rows)
             if self.on_metrics is not None:
                 self.on_metrics(rows)
@@ -346,8 +350,7 @@ class JobDriver:
         except ClusterError as exc:
             earlier = self._root_cause(self._machine.failure)
             return start_refused(exc, attempt, self.cluster.name, earlier)
-        first = self._started is None
-        if self._started is None:
+        if first := self._started is None:
             self._started = time.monotonic()
             if self.spec.timeout is not None:
                 self._deadline = self._started + self.spec.timeout
@@ -362,11 +365,8 @@ class JobDriver:
         if self._running is not None:
             self.record.places(self._machine.attempt, self._running.places())
 
-    def _record_exit(self, event: m.TaskExited) -> None:
+    def _record_exit(self, event: m.TaskExited, status: TaskStatus) -> None:
         self._record_places()
-        status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
-        if event.attempt == self._machine.attempt and self._machine.phase is not m.Phase.RUNNING:
-            status = TaskStatus.STOPPED if event.returncode != 0 else status
         self.record.task_exited(event, status)
 
     def _root_cause(self, failure: m.Failure | None) -> str:

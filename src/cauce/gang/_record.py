@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -23,6 +24,7 @@ from cauce.gang._plan import AttemptPlan
 from cauce.history import (
     HistoryStore,
     JobStatus,
+    MetricRow,
     TaskStatus,
     log_failure,
     lost_after,
@@ -30,7 +32,7 @@ from cauce.history import (
 )
 from cauce.spec import JobSpec
 
-__all__ = ["JobRecord", "new_job_id"]
+__all__ = ["JobRecord", "exit_row", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,19 @@ def new_job_id(name: str) -> str:
     return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
+def exit_row(machine: m.GangMachine, event: m.Event) -> tuple[m.TaskExited, TaskStatus] | None:
+    """A task's exit and how it is recorded, judged before the machine handles it (a task that
+    failed while its attempt was being stopped was stopped); None for any other event. The
+    driver writes a failed task's exit once it has stopped the gang, if the failure stops it:
+    the write may wait for a database that does not answer."""
+    if not isinstance(event, m.TaskExited):
+        return None
+    status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
+    if event.attempt == machine.attempt and machine.phase is not m.Phase.RUNNING:
+        status = TaskStatus.STOPPED if event.returncode != 0 else status
+    return event, status
+
+
 class JobRecord:
     def __init__(self, store: HistoryStore, job_id: str) -> None:
         self.store = store
@@ -48,6 +63,9 @@ class JobRecord:
         self._placed: dict[str, tuple[int, TaskPlace]] = {}  # task -> what was recorded
         self.ended = False  # how the job ended is recorded
         self._every = lost_after() / 6  # between two heartbeats (read: history/_liveness)
+        self._reports: queue.Queue[list[MetricRow] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._failure: Exception | None = None  # what writing the reports met
 
     def submitted(
         self, spec: JobSpec, *, kind: str, cluster: str, run_dir: str, tasks: int
@@ -102,6 +120,42 @@ class JobRecord:
             # Not waited for longer: a write in flight to a database that stopped answering
             # ends within its time limit (history/_url.py), and the thread with it.
             thread.join(timeout=1.0)
+            self._close()
+
+    def metrics(self, rows: list[MetricRow]) -> None:
+        """Write the tasks' reports on a thread of the record's own, in order, so that the
+        driver's loop goes on seeing task exits, hangs and time limits while a database that
+        does not answer is asked again (``history/_writes.py``); :meth:`check` raises what
+        that thread met."""
+        self.check()
+        if self._writer is None:
+            name = f"cauce-reports-{self.job_id}"
+            self._writer = threading.Thread(target=self._write_reports, name=name, daemon=True)
+            self._writer.start()
+        self._reports.put(rows)
+
+    def _write_reports(self) -> None:
+        while (rows := self._reports.get()) is not None:
+            try:
+                if self._failure is None:  # after a failure the rest is dropped, not tried
+                    self.store.add_metrics(self.job_id, rows)
+            except Exception as exc:  # raised in the driver's thread, by check()
+                self._failure = exc
+            finally:
+                self._reports.task_done()
+        self._reports.task_done()
+
+    def check(self) -> None:
+        """Raise what writing the reports met (the history stopped answering), if anything."""
+        if self._failure is not None:
+            raise self._failure
+
+    def _close(self) -> None:
+        """Let the reports' thread end (with :meth:`beating`'s block); a write in flight ends
+        within its time limit."""
+        if self._writer is not None:
+            self._reports.put(None)
+            self._writer.join(timeout=1.0)
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
         self.store.add_event(self.job_id, kind, data=data)
@@ -173,6 +227,10 @@ class JobRecord:
         self.event("restart", {"restart": number, "delay": delay, "cause": cause})
 
     def finished(self, status: JobStatus, cause: str, *, attempts: int, restarts: int) -> None:
+        """The job's end, once every report queued before it is written."""
+        if self._writer is not None and self._writer.is_alive():
+            self._reports.join()
+        self.check()
         self.store.update_job(
             self.job_id,
             status=status,
