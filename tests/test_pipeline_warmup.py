@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from cauce._util.machine import CpuSample, spare_cores
-from cauce.pipeline._warmup import SPARE_SECONDS, Warmer, Warmup, warmup_mode
+from cauce.pipeline import _warmup
+from cauce.pipeline._warmup import Warmer, Warmup, warmup_mode
 from data_fixtures import write_csv, write_module
 from helpers import cauce, cauce_popen, gone, write_job
 
@@ -239,9 +240,10 @@ def test_spare_cores_from_two_readings_of_the_cpu_times() -> None:
     assert spare_cores(quota, CpuSample(1200, 550, 2, 11.0, 6.5, 1.0)) == 0.0  # over it
 
 
-def test_auto_waits_for_a_spare_core_and_off_never_starts() -> None:
+def test_auto_waits_for_a_spare_core_and_off_never_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` imports nothing while the machine is busy, then does once a core has been spare
-    for SPARE_SECONDS; a step that comes first cancels it."""
+    for SPARE_SECONDS (3 s here); a step that comes first cancels it."""
+    monkeypatch.setattr(_warmup, "SPARE_SECONDS", 3.0)
     clock = {"total": 0.0, "idle": 0.0, "spare": 0.0}
 
     def reading() -> CpuSample:  # 100 jiffies a reading, ``spare`` of 2 cpus
@@ -257,8 +259,7 @@ def test_auto_waits_for_a_spare_core_and_off_never_starts() -> None:
     spare_from = time.monotonic()
     warmer._thread.join(10)
     assert not warmer._thread.is_alive()
-    # it waited for the core to stay spare (its first spare reading counts half a second)
-    assert time.monotonic() - spare_from >= SPARE_SECONDS - 0.5
+    assert time.monotonic() - spare_from > 2.0  # it waited for the core to stay spare
     warmer.close()
 
     busy = Warmer("auto", reading=reading, settle=0.5)
