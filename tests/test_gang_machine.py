@@ -17,6 +17,7 @@ from cauce.gang._machine import (
     TimedOut,
     WaitBeforeRestart,
 )
+from cauce.history import TaskStatus
 from cauce.spec import RestartPolicy
 
 TASKS = ("worker-0", "worker-1")
@@ -43,6 +44,20 @@ def test_first_failure_is_root_cause_and_stops_gang() -> None:
     # worker-0 dies of our SIGTERM: a consequence, not a cause
     assert m.handle(TaskExited("worker-0", -15, 12.5, 0)) == []
     assert m.handle(GangStopped()) == [Finish("failed", failure=Failure("worker-1", 3, 12.4, 0))]
+
+
+def test_an_exit_is_recorded_as_judged_before_the_machine_takes_it() -> None:
+    m = machine()
+    m.handle(Reserved())
+    assert m.recorded_exit(Reserved()) is None
+    cause = TaskExited("worker-1", 3, 12.4, 0)
+    assert m.recorded_exit(cause) == (cause, TaskStatus.FAILED)
+    m.handle(cause)
+    # worker-0, killed by the stop that worker-1's failure asked for, was stopped
+    killed = TaskExited("worker-0", -15, 12.5, 0)
+    assert m.recorded_exit(killed) == (killed, TaskStatus.STOPPED)
+    done = TaskExited("worker-0", 0, 12.5, 0)
+    assert m.recorded_exit(done) == (done, TaskStatus.SUCCEEDED)  # done before the stop came
 
 
 def test_exit_zero_then_failure_is_not_success() -> None:

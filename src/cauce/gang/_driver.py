@@ -27,7 +27,7 @@ from cauce.gang._logtail import attempt_header
 from cauce.gang._plan import AttemptPlan, build_attempt, gang_request
 from cauce.gang._preflight import preflight
 from cauce.gang._progress import ProgressReader
-from cauce.gang._record import JobRecord, exit_row, new_job_id
+from cauce.gang._record import JobRecord, new_job_id
 from cauce.gang._result import JobResult, render_root_cause
 from cauce.gang._shared import local_path_warnings
 from cauce.gang._starting import history_gone, record_crash, start_refused, wait_until_placed
@@ -234,7 +234,7 @@ class JobDriver:
         while True:
             while pending:
                 event = pending.pop(0)
-                row = exit_row(self._machine, event)  # a failure's once its gang is stopped
+                row = self._machine.recorded_exit(event)  # failed: written once the gang stops
                 for instruction in self._machine.handle(event):
                     if row and not (row[0].returncode and isinstance(instruction, m.StopGang)):
                         self._record_exit(*row)

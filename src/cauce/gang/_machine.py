@@ -17,7 +17,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cauce.history import JobStatus
+from cauce.history import JobStatus, TaskStatus
 from cauce.spec import RestartPolicy
 
 __all__ = [
@@ -198,6 +198,17 @@ class GangMachine:
             case TimedOut(seconds=seconds):
                 return self._stop("timeout", f"timed out after {seconds:g} s")
         raise TypeError(f"unknown event {event!r}")
+
+    def recorded_exit(self, event: Event) -> tuple[TaskExited, TaskStatus] | None:
+        """A task's exit and the status it is recorded with, judged before :meth:`handle` takes
+        it (a task that fails while its attempt is being stopped was stopped); None for any
+        other event."""
+        if not isinstance(event, TaskExited):
+            return None
+        status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
+        if event.attempt == self.attempt and self.phase is not Phase.RUNNING:
+            status = TaskStatus.STOPPED if event.returncode != 0 else status
+        return event, status
 
     def _start(self) -> list[Instruction]:
         self.attempt += 1

@@ -32,7 +32,7 @@ from cauce.history import (
 )
 from cauce.spec import JobSpec
 
-__all__ = ["JobRecord", "exit_row", "new_job_id"]
+__all__ = ["JobRecord", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +41,6 @@ def new_job_id(name: str) -> str:
     """``NAME-YYYYmmdd-HHMMSS-xxxx``: the job's name, the local time and four hex digits."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
     return f"{name}-{stamp}-{secrets.token_hex(2)}"
-
-
-def exit_row(machine: m.GangMachine, event: m.Event) -> tuple[m.TaskExited, TaskStatus] | None:
-    """A task's exit and how it is recorded, judged before the machine handles it (a task that
-    failed while its attempt was being stopped was stopped); None for any other event. The
-    driver writes a failed task's exit once it has stopped the gang, if the failure stops it:
-    the write may wait for a database that does not answer."""
-    if not isinstance(event, m.TaskExited):
-        return None
-    status = TaskStatus.SUCCEEDED if event.returncode == 0 else TaskStatus.FAILED
-    if event.attempt == machine.attempt and machine.phase is not m.Phase.RUNNING:
-        status = TaskStatus.STOPPED if event.returncode != 0 else status
-    return event, status
 
 
 class JobRecord:
